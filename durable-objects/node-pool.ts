@@ -1,0 +1,337 @@
+import { DurableObject } from "cloudflare:workers";
+import { verifyMessage, type Hex } from "viem";
+import type { MinerRegisterRequest } from "../shared/api.ts";
+import type { Failure } from "../shared/errors.ts";
+import { PoolMinerMessage, parseMessage, type PoolServerMessage } from "../shared/protocol.ts";
+import { registrationMessage } from "../shared/signing.ts";
+import type { SessionConfig } from "../shared/views.ts";
+import type { Env } from "../workers/env.ts";
+import { oracle } from "../workers/lib/stubs.ts";
+import type { MinerClaims } from "./session-queue.ts";
+
+export interface MinerView {
+  address: string;
+  name: string | null;
+  version: string | null;
+  models: string[];
+  device: string;
+  capacity: number;
+  status: "online" | "offline";
+  sessions: string[];
+  registered_at: number;
+  last_seen: number | null;
+  inflight: number;
+  cpu_usage: number | null;
+  memory_mb: number | null;
+  tokens_per_s: number | null;
+}
+
+export interface SessionSummary {
+  id: string;
+  name: string;
+  active: boolean;
+  owner: string;
+  model: string;
+  mode: SessionConfig["mode"];
+  redundancy: number;
+  miners_count: number;
+  created_at: number;
+  updated_at: number;
+}
+
+interface MinerRow extends Record<string, SqlStorageValue> {
+  address: string;
+  name: string | null;
+  version: string | null;
+  models: string;
+  device: string;
+  capacity: number;
+  registered_at: number;
+  last_seen: number | null;
+  inflight: number;
+  cpu_usage: number | null;
+  memory_mb: number | null;
+  tokens_per_s: number | null;
+}
+
+interface SessionRow extends Record<string, SqlStorageValue> {
+  id: string;
+  config: string;
+  active: number;
+  created_at: number;
+  updated_at: number;
+}
+
+const CHALLENGE_TTL_MS = 5 * 60_000;
+
+/**
+ * The miner registry: wallet identity (proven by a signed challenge), models, device, capacity, heartbeats,
+ * and the session catalog. It decides which sessions each miner serves and tells miners over their pool
+ * WebSocket. It is not on the task hot path.
+ */
+export class NodePool extends DurableObject<Env> {
+  private sql: SqlStorage;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS miners (
+      address TEXT PRIMARY KEY, name TEXT, version TEXT, models TEXT NOT NULL, device TEXT NOT NULL,
+      capacity INTEGER NOT NULL, registered_at INTEGER NOT NULL, last_seen INTEGER, inflight INTEGER NOT NULL DEFAULT 0,
+      cpu_usage REAL, memory_mb REAL, tokens_per_s REAL)`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS challenges (nonce TEXT PRIMARY KEY, address TEXT NOT NULL, expires_at INTEGER NOT NULL)`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, config TEXT NOT NULL, active INTEGER NOT NULL,
+      created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS assignments (session_id TEXT NOT NULL, miner TEXT NOT NULL,
+      PRIMARY KEY (session_id, miner))`);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)`);
+  }
+
+  // ── registration ─────────────────────────────────────────────────────────────────────────────────────
+
+  async challenge(address: string): Promise<{ address: string; nonce: string; message: string; expires_at: number }> {
+    const now = Date.now();
+    const nonce = crypto.randomUUID().replaceAll("-", "");
+    const expires_at = now + CHALLENGE_TTL_MS;
+    this.sql.exec(`DELETE FROM challenges WHERE expires_at < ?`, now);
+    this.sql.exec(`INSERT INTO challenges (nonce, address, expires_at) VALUES (?, ?, ?)`, nonce, address.toLowerCase(), expires_at);
+    return { address, nonce, message: registrationMessage(address as Hex, nonce), expires_at };
+  }
+
+  /** Verifies the signed challenge (each nonce works once) and records the miner. */
+  async register(req: MinerRegisterRequest): Promise<{ ok: true; claims: MinerClaims } | { ok: false; error: Failure }> {
+    const address = req.address.toLowerCase();
+    const row = this.sql
+      .exec<{ address: string; expires_at: number }>(`SELECT address, expires_at FROM challenges WHERE nonce = ?`, req.nonce)
+      .toArray()[0];
+    if (!row || row.address !== address || row.expires_at < Date.now()) {
+      return { ok: false, error: { code: "unauthorized", message: "unknown, expired or foreign challenge nonce" } };
+    }
+    const valid = await verifyMessage({
+      address: req.address as Hex,
+      message: registrationMessage(req.address as Hex, req.nonce),
+      signature: req.signature as Hex,
+    }).catch(() => false);
+    if (!valid) return { ok: false, error: { code: "unauthorized", message: "signature does not prove the address" } };
+    this.sql.exec(`DELETE FROM challenges WHERE nonce = ?`, req.nonce);
+    this.sql.exec(
+      `INSERT INTO miners (address, name, version, models, device, capacity, registered_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (address) DO UPDATE SET name = excluded.name, version = excluded.version, models = excluded.models,
+         device = excluded.device, capacity = excluded.capacity`,
+      address, req.name ?? null, req.version ?? null, JSON.stringify(req.models), req.device, req.capacity, Date.now(),
+    );
+    return { ok: true, claims: { address, capacity: req.capacity, models: req.models, device: req.device } };
+  }
+
+  // ── sessions ─────────────────────────────────────────────────────────────────────────────────────────
+
+  async nextSessionId(): Promise<string> {
+    const value = this.sql
+      .exec<{ value: number }>(
+        `INSERT INTO counters (name, value) VALUES ('session', 1)
+         ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value`,
+      )
+      .one().value;
+    return String(value);
+  }
+
+  /** Adds a session to the catalog and assigns miners to it. */
+  async addSession(config: SessionConfig): Promise<void> {
+    const now = Date.now();
+    this.sql.exec(`INSERT OR IGNORE INTO sessions (id, config, active, created_at, updated_at) VALUES (?, ?, 1, ?, ?)`,
+      config.id, JSON.stringify(config), now, now);
+    this.rebalance();
+  }
+
+  async listSessions(): Promise<SessionSummary[]> {
+    return this.sql.exec<SessionRow>(`SELECT * FROM sessions ORDER BY created_at`).toArray().map((r) => this.summary(r));
+  }
+
+  async getSession(id: string): Promise<SessionSummary | null> {
+    const row = this.sql.exec<SessionRow>(`SELECT * FROM sessions WHERE id = ?`, id).toArray()[0];
+    return row ? this.summary(row) : null;
+  }
+
+  /** Whether any live miner could serve this model (the SessionQueue asks before queueing). */
+  async hasMinersFor(model: string): Promise<boolean> {
+    return this.onlineMiners().some((m) => m.models.includes(model));
+  }
+
+  async listMiners(): Promise<MinerView[]> {
+    const online = new Set(this.onlineMiners().map((m) => m.address));
+    const assigned = this.assignmentsByMiner();
+    return this.sql.exec<MinerRow>(`SELECT * FROM miners ORDER BY registered_at`).toArray().map((r) => ({
+      address: r.address,
+      name: r.name,
+      version: r.version,
+      models: JSON.parse(r.models) as string[],
+      device: r.device,
+      capacity: r.capacity,
+      status: online.has(r.address) ? "online" : "offline",
+      sessions: assigned.get(r.address) ?? [],
+      registered_at: r.registered_at,
+      last_seen: r.last_seen,
+      inflight: r.inflight,
+      cpu_usage: r.cpu_usage,
+      memory_mb: r.memory_mb,
+      tokens_per_s: r.tokens_per_s,
+    }));
+  }
+
+  // ── pool channel ─────────────────────────────────────────────────────────────────────────────────────
+
+  override async fetch(request: Request): Promise<Response> {
+    const claims = JSON.parse(request.headers.get("X-Miner-Claims") ?? "null") as MinerClaims | null;
+    if (!claims || request.headers.get("Upgrade") !== "websocket") return new Response("expected a miner WebSocket", { status: 426 });
+    for (const old of this.ctx.getWebSockets(claims.address)) old.close(4001, "replaced by a newer connection");
+    const pair = new WebSocketPair();
+    this.ctx.acceptWebSocket(pair[1], [claims.address]);
+    pair[1].serializeAttachment(claims);
+    const now = Date.now();
+    this.sql.exec(`UPDATE miners SET last_seen = ? WHERE address = ?`, now, claims.address);
+    const block = (await oracle(this.env).snapshot()).height;
+    this.send(pair[1], { type: "registered", address: claims.address, heartbeat_ms: this.heartbeatMs(), block });
+    this.rebalance({ notify: claims.address });
+    await this.armStaleCheck();
+    return new Response(null, { status: 101, webSocket: pair[0] });
+  }
+
+  override async webSocketMessage(ws: WebSocket, raw: string | ArrayBuffer): Promise<void> {
+    const claims = ws.deserializeAttachment() as MinerClaims;
+    const msg = parseMessage(PoolMinerMessage, raw);
+    if (!msg) return this.send(ws, { type: "error", code: "invalid_message", message: "message does not match the protocol" });
+    this.sql.exec(
+      `UPDATE miners SET last_seen = ?, inflight = ?, cpu_usage = ?, memory_mb = ?, tokens_per_s = ? WHERE address = ?`,
+      Date.now(), msg.inflight, msg.cpu_usage, msg.memory_mb, msg.tokens_per_s ?? null, claims.address,
+    );
+  }
+
+  override async webSocketClose(ws: WebSocket): Promise<void> {
+    this.leave(ws);
+  }
+
+  override async webSocketError(ws: WebSocket): Promise<void> {
+    this.leave(ws);
+  }
+
+  /** Stale check: a miner whose heartbeats stopped (without a close) leaves the pool. */
+  override async alarm(): Promise<void> {
+    const cutoff = Date.now() - 3 * this.heartbeatMs();
+    for (const ws of this.ctx.getWebSockets()) {
+      const claims = ws.deserializeAttachment() as MinerClaims | null;
+      if (!claims) continue;
+      const row = this.sql.exec<{ last_seen: number | null }>(`SELECT last_seen FROM miners WHERE address = ?`, claims.address).toArray()[0];
+      if (!row?.last_seen || row.last_seen < cutoff) {
+        ws.close(4008, "heartbeat missed");
+        this.leave(ws);
+      }
+    }
+    await this.armStaleCheck();
+  }
+
+  // ── assignment ───────────────────────────────────────────────────────────────────────────────────────
+
+  private leave(ws: WebSocket): void {
+    const claims = ws.deserializeAttachment() as MinerClaims | null;
+    if (!claims) return;
+    if (this.ctx.getWebSockets(claims.address).some((s) => s !== ws && s.readyState === WebSocket.OPEN)) return;
+    this.sql.exec(`UPDATE miners SET inflight = 0 WHERE address = ?`, claims.address);
+    this.rebalance({ exclude: claims.address });
+  }
+
+  /**
+   * Recomputes which online miners serve which sessions: dedicated sessions get their listed miners;
+   * ephemeral ones get up to max_miners miners that declare the model, the least-assigned (per unit of
+   * capacity) first. Miners whose set changed (and `notify`) are told their full list.
+   */
+  private rebalance(opts: { exclude?: string; notify?: string } = {}): void {
+    const online = this.onlineMiners().filter((m) => m.address !== opts.exclude);
+    const before = this.assignmentsByMiner();
+    const count = new Map<string, number>(online.map((m) => [m.address, 0]));
+    const next = new Map<string, string[]>(online.map((m) => [m.address, []]));
+    const sessions = this.sql.exec<SessionRow>(`SELECT * FROM sessions WHERE active = 1 ORDER BY created_at`).toArray();
+    const models = new Map<string, string>();
+    for (const row of sessions) {
+      const cfg = JSON.parse(row.config) as SessionConfig;
+      models.set(cfg.id, cfg.model);
+      const eligible = online.filter((m) =>
+        m.models.includes(cfg.model) && (cfg.mode === "ephemeral" || cfg.dedicated_miners.includes(m.address)),
+      );
+      // Keep existing assignments stable; fill up to max_miners with the least-assigned eligible miners.
+      const kept = eligible.filter((m) => before.get(m.address)?.includes(cfg.id));
+      const fresh = eligible
+        .filter((m) => !kept.includes(m))
+        .sort((a, b) => count.get(a.address)! / a.capacity - count.get(b.address)! / b.capacity);
+      for (const m of [...kept, ...fresh].slice(0, cfg.max_miners)) {
+        next.get(m.address)!.push(cfg.id);
+        count.set(m.address, count.get(m.address)! + 1);
+      }
+    }
+    const changedSessions = new Set<string>();
+    const miners = new Set([...before.keys(), ...next.keys()]);
+    for (const miner of miners) {
+      const prev = before.get(miner) ?? [];
+      const ids = next.get(miner) ?? [];
+      for (const id of prev) if (!ids.includes(id)) changedSessions.add(id);
+      for (const id of ids) if (!prev.includes(id)) changedSessions.add(id);
+      const changed = prev.length !== ids.length || ids.some((id) => !prev.includes(id));
+      if (!changed && miner !== opts.notify) continue;
+      this.sql.exec(`DELETE FROM assignments WHERE miner = ?`, miner);
+      for (const id of ids) this.sql.exec(`INSERT INTO assignments (session_id, miner) VALUES (?, ?)`, id, miner);
+      for (const ws of this.ctx.getWebSockets(miner)) {
+        this.send(ws, { type: "sessions", sessions: ids.map((id) => ({ session_id: id, model: models.get(id)! })) });
+      }
+    }
+    const now = Date.now();
+    for (const id of changedSessions) this.sql.exec(`UPDATE sessions SET updated_at = ? WHERE id = ?`, now, id);
+  }
+
+  private onlineMiners(): (MinerClaims & { ws: WebSocket })[] {
+    return this.ctx
+      .getWebSockets()
+      .filter((ws) => ws.readyState === WebSocket.OPEN)
+      .map((ws) => ({ ...(ws.deserializeAttachment() as MinerClaims), ws }));
+  }
+
+  private assignmentsByMiner(): Map<string, string[]> {
+    const out = new Map<string, string[]>();
+    for (const r of this.sql.exec<{ session_id: string; miner: string }>(`SELECT session_id, miner FROM assignments`)) {
+      out.set(r.miner, [...(out.get(r.miner) ?? []), r.session_id]);
+    }
+    return out;
+  }
+
+  private summary(row: SessionRow): SessionSummary {
+    const cfg = JSON.parse(row.config) as SessionConfig;
+    const miners = this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM assignments WHERE session_id = ?`, row.id).one().n;
+    return {
+      id: row.id,
+      name: cfg.name,
+      active: row.active === 1,
+      owner: cfg.owner,
+      model: cfg.model,
+      mode: cfg.mode,
+      redundancy: cfg.redundancy,
+      miners_count: miners,
+      created_at: row.created_at,
+      updated_at: row.updated_at,
+    };
+  }
+
+  private heartbeatMs(): number {
+    return Number(this.env.HEARTBEAT_MS) || 5000;
+  }
+
+  private async armStaleCheck(): Promise<void> {
+    if (this.ctx.getWebSockets().length === 0) return;
+    if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(Date.now() + 2 * this.heartbeatMs());
+  }
+
+  private send(ws: WebSocket, msg: PoolServerMessage): void {
+    try {
+      ws.send(JSON.stringify(msg));
+    } catch {
+      // handled by webSocketClose
+    }
+  }
+}

@@ -1,0 +1,752 @@
+import { DurableObject } from "cloudflare:workers";
+import { recoverTypedDataAddress, type Hex } from "viem";
+import type { Failure } from "../shared/errors.ts";
+import type { GenerationParams, PromptSpec } from "../shared/generation.ts";
+import {
+  PROTOCOL_VERSION,
+  SessionMinerMessage,
+  parseMessage,
+  type SessionServerMessage,
+} from "../shared/protocol.ts";
+import { precommitTypedData, resultHash } from "../shared/signing.ts";
+import { canTransition, phaseRank, replicaIsLive, type ReplicaState, type TaskState } from "../shared/task-state.ts";
+import type { ConsensusView, SessionConfig, SessionUsage, TaskResult, TaskView } from "../shared/views.ts";
+import type { Env } from "../workers/env.ts";
+import { nodePool, oracle } from "../workers/lib/stubs.ts";
+import { heightAt, type BlockSnapshot } from "./oracle.ts";
+import { SCHEMA, type ReplicaRow, type TaskRow } from "./session-schema.ts";
+
+/** What the router passes for one completion. */
+export interface SubmitRequest {
+  input: PromptSpec;
+  params: Omit<GenerationParams, "seed"> & { seed?: number };
+  stream: boolean;
+  timeout_s?: number;
+  precommit_timeout_s?: number;
+  client_reference?: string;
+  model?: string;
+  /** Caps the replicas of this task below the session's redundancy. */
+  max_miners?: number;
+  /** Owner of the calling API key; sessions serve their owner (the default session, owner `*`, serves all). */
+  owner: string;
+}
+
+export type SubmitOutcome =
+  | { ok: true; stream: false; task: TaskView }
+  | { ok: true; stream: true; task_id: string; model: string; created_at: number; events: ReadableStream<Uint8Array> }
+  | { ok: false; error: Failure; task?: TaskView };
+
+/** NDJSON events on a streaming submit. */
+export type StreamEvent =
+  | { t: "token"; text: string }
+  | { t: "done"; task: TaskView }
+  | { t: "error"; error: Failure; task: TaskView };
+
+/** Verified miner identity, set by the router from the miner's token and kept across hibernation. */
+export interface MinerClaims {
+  address: string;
+  capacity: number;
+  models: string[];
+  device: string;
+}
+
+interface Replica {
+  miner: string;
+  state: ReplicaState;
+  assigned_at: number;
+  ack_deadline: number;
+  commit_deadline: number;
+  hash: Hex | null;
+  /** Text streamed so far by this replica (only while a client streams). */
+  streamed: string;
+}
+
+/** An open task, mirrored in memory so the hot path reads nothing back from storage. */
+interface OpenTask {
+  id: number;
+  state: TaskState;
+  redundancy: number;
+  deadline_at: number;
+  reserved: number;
+  stream: boolean;
+  assign: Omit<Extract<SessionServerMessage, { type: "assign" }>, "ack_deadline" | "commit_deadline" | "block">;
+  precommit_ms: number;
+  replicas: Map<string, Replica>;
+}
+
+interface Waiter {
+  resolve?: (task: TaskView) => void;
+  writer?: WritableStreamDefaultWriter<Uint8Array>;
+  /** Text already sent to the streaming client; a replacement replica resumes after it. */
+  sent: string;
+  primary: string | null;
+}
+
+const LIVE_SQL = `('assigned','acked','precommitted')`;
+const encoder = new TextEncoder();
+/** A miner that was connected before an eviction gets this long to reconnect before its tasks move on. */
+const RECONNECT_GRACE_MS = 3_000;
+
+/**
+ * One session's task queue: its tasks and their lifecycle (SQLite), the WebSockets of the miners serving
+ * it (hibernation API) and per-phase deadlines (one alarm, armed at the earliest deadline).
+ */
+export class SessionQueue extends DurableObject<Env> {
+  private sql: SqlStorage;
+  private config: SessionConfig | null;
+  private open = new Map<number, OpenTask>();
+  /** Tasks that still need replicas, oldest first. */
+  private pending: number[] = [];
+  private load = new Map<string, number>();
+  private waiters = new Map<number, Waiter>();
+  private used = 0;
+  private reserved = 0;
+  private clock: BlockSnapshot | null = null;
+  private alarmAt: number | null = null;
+  private readonly wokeAt = Date.now();
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    for (const stmt of SCHEMA) this.sql.exec(stmt);
+    const meta = this.sql.exec<{ key: string; value: string }>(`SELECT key, value FROM meta`).toArray();
+    const get = (k: string) => meta.find((m) => m.key === k)?.value;
+    this.config = get("config") ? (JSON.parse(get("config")!) as SessionConfig) : null;
+    this.used = Number(get("used") ?? 0);
+    this.restoreOpenTasks();
+    ctx.blockConcurrencyWhile(async () => {
+      this.clock = await oracle(env).snapshot();
+      this.alarmAt = await ctx.storage.getAlarm();
+      // Tasks in flight across an eviction: give their miners a moment to reconnect, then move them on.
+      if (this.open.size > 0) this.armAlarm(Date.now() + RECONNECT_GRACE_MS);
+    });
+  }
+
+  // ── RPC: session ─────────────────────────────────────────────────────────────────────────────────────
+
+  async init(config: SessionConfig): Promise<{ ok: true; session: SessionConfig } | { ok: false; error: Failure }> {
+    if (this.config) return { ok: false, error: { code: "session_exists", message: `session ${config.id} exists` } };
+    this.config = config;
+    this.sql.exec(`INSERT INTO meta (key, value) VALUES ('config', ?)`, JSON.stringify(config));
+    return { ok: true, session: config };
+  }
+
+  async describe(): Promise<{ config: SessionConfig; usage: SessionUsage } | null> {
+    if (!this.config) return null;
+    const counts = this.sql
+      .exec<{ total: number }>(`SELECT COUNT(*) AS total FROM tasks`)
+      .one();
+    return {
+      config: this.config,
+      usage: {
+        deposit: this.config.deposit,
+        used: this.used,
+        reserved: this.reserved,
+        available: this.available(),
+        tasks_total: counts.total,
+        tasks_open: this.open.size,
+        connected_miners: this.connectedMiners().map((m) => m.claims.address),
+      },
+    };
+  }
+
+  async listTasks(limit = 50, before?: number): Promise<TaskView[] | null> {
+    if (!this.config) return null;
+    const rows = this.sql
+      .exec<TaskRow>(`SELECT * FROM tasks WHERE id < ? ORDER BY id DESC LIMIT ?`, before ?? Number.MAX_SAFE_INTEGER, limit)
+      .toArray();
+    return rows.map((row) => this.view(row));
+  }
+
+  async getTask(taskId: string): Promise<TaskView | null> {
+    const row = this.sql.exec<TaskRow>(`SELECT * FROM tasks WHERE id = ?`, Number(taskId)).toArray()[0];
+    return row ? this.view(row) : null;
+  }
+
+  // ── RPC: completions ─────────────────────────────────────────────────────────────────────────────────
+
+  async submit(req: SubmitRequest): Promise<SubmitOutcome> {
+    const config = this.config;
+    if (!config) return { ok: false, error: { code: "session_not_found", message: "unknown session" } };
+    if (config.owner !== "*" && config.owner !== req.owner) {
+      return { ok: false, error: { code: "forbidden", message: `session ${config.id} belongs to another owner` } };
+    }
+    if (req.model && req.model !== config.model) {
+      return {
+        ok: false,
+        error: {
+          code: "invalid_request",
+          message: `session ${config.id} serves model ${config.model}, not ${req.model}`,
+          details: [{ path: "model", message: `expected ${config.model}` }],
+        },
+      };
+    }
+    // Byte-level tokenizers never make more tokens than bytes, so this reservation bounds the charge.
+    const reserve = encoder.encode(req.input.prompt + (req.input.prompt_template ?? "")).length + req.params.max_tokens;
+    if (this.available() < reserve) {
+      return {
+        ok: false,
+        error: {
+          code: "deposit_exhausted",
+          message: `session ${config.id} has ${this.available()} tokens available; this task may use up to ${reserve}`,
+          details: { deposit: config.deposit, used: this.used, reserved: this.reserved, required: reserve },
+        },
+      };
+    }
+    if (this.connectedMiners().length === 0 && !(await nodePool(this.env).hasMinersFor(config.model))) {
+      return {
+        ok: false,
+        error: { code: "no_miner_available", message: `no miner serves model ${config.model}`, details: { model: config.model } },
+      };
+    }
+
+    const now = Date.now();
+    const timeoutMs = Math.round((req.timeout_s ?? config.task_timeout) * 1000);
+    const deadline = now + timeoutMs;
+    const redundancy = Math.max(1, Math.min(config.redundancy, req.max_miners ?? config.redundancy));
+    const block = this.block(now);
+    const id = this.sql
+      .exec<{ id: number }>(
+        `INSERT INTO tasks (state, request, redundancy, created_at, updated_at, created_block, deadline_at, deadline_block,
+           reserved, client_reference, stream)
+         VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+        JSON.stringify({ input: req.input, params: req.params }),
+        redundancy,
+        now,
+        now,
+        block,
+        deadline,
+        this.block(deadline),
+        reserve,
+        req.client_reference ?? null,
+        req.stream ? 1 : 0,
+      )
+      .one().id;
+    // The seed defaults to the task id so every replica of a sampled task draws the same numbers.
+    const params: GenerationParams = { ...req.params, seed: req.params.seed ?? id };
+    if (req.params.seed === undefined) {
+      this.sql.exec(`UPDATE tasks SET request = ? WHERE id = ?`, JSON.stringify({ input: req.input, params }), id);
+    }
+    const task: OpenTask = {
+      id,
+      state: "queued",
+      redundancy,
+      deadline_at: deadline,
+      reserved: reserve,
+      stream: req.stream,
+      assign: { type: "assign", session_id: config.id, task_id: String(id), model: config.model, input: req.input, params, stream: req.stream },
+      precommit_ms: Math.round((req.precommit_timeout_s ?? req.timeout_s ?? config.task_timeout) * 1000),
+      replicas: new Map(),
+    };
+    this.open.set(id, task);
+    this.reserved += reserve;
+    this.pending.push(id);
+
+    const waiter: Waiter = { sent: "", primary: null };
+    this.waiters.set(id, waiter);
+    let events: ReadableStream<Uint8Array> | undefined;
+    let done: Promise<TaskView> | undefined;
+    if (req.stream) {
+      const pipe = new TransformStream<Uint8Array, Uint8Array>();
+      waiter.writer = pipe.writable.getWriter();
+      events = pipe.readable;
+    } else {
+      done = new Promise<TaskView>((resolve) => (waiter.resolve = resolve));
+    }
+    this.armAlarm(deadline);
+    this.pump();
+
+    if (events) return { ok: true, stream: true, task_id: String(id), model: config.model, created_at: now, events };
+    const view = await done!;
+    if (view.status === "failed") return { ok: false, error: view.error!, task: view };
+    return { ok: true, stream: false, task: view };
+  }
+
+  // ── WebSockets: miners ───────────────────────────────────────────────────────────────────────────────
+
+  override async fetch(request: Request): Promise<Response> {
+    const claims = JSON.parse(request.headers.get("X-Miner-Claims") ?? "null") as MinerClaims | null;
+    if (!claims || request.headers.get("Upgrade") !== "websocket") return new Response("expected a miner WebSocket", { status: 426 });
+    const config = this.config;
+    if (!config) return Response.json({ error: { code: "session_not_found", message: "unknown session" } }, { status: 404 });
+    if (!claims.models.includes(config.model) || (config.mode === "dedicated" && !config.dedicated_miners.includes(claims.address))) {
+      return Response.json({ error: { code: "forbidden", message: "this miner may not serve this session" } }, { status: 403 });
+    }
+    // One socket per miner: a reconnect replaces a half-open predecessor.
+    for (const old of this.ctx.getWebSockets(claims.address)) old.close(4001, "replaced by a newer connection");
+
+    const pair = new WebSocketPair();
+    const server = pair[1];
+    this.ctx.acceptWebSocket(server, [claims.address]);
+    server.serializeAttachment(claims);
+    this.send(server, {
+      type: "welcome",
+      session_id: config.id,
+      miner: claims.address,
+      model: config.model,
+      block: this.block(Date.now()),
+      protocol: PROTOCOL_VERSION,
+    });
+    // Re-send what this miner holds but may have missed while it was away; it dedups by task id.
+    for (const task of this.open.values()) {
+      const r = task.replicas.get(claims.address);
+      if (r && (r.state === "assigned" || r.state === "acked")) this.sendAssign(server, task, r);
+    }
+    this.pump();
+    return new Response(null, { status: 101, webSocket: pair[0] });
+  }
+
+  override async webSocketMessage(ws: WebSocket, raw: string | ArrayBuffer): Promise<void> {
+    const claims = ws.deserializeAttachment() as MinerClaims;
+    const msg = parseMessage(SessionMinerMessage, raw);
+    if (!msg) return this.send(ws, { type: "error", code: "invalid_message", message: "message does not match the protocol" });
+    const task = this.open.get(Number(msg.task_id));
+    const replica = task?.replicas.get(claims.address);
+    if (!task || !replica) {
+      // Stragglers of closed tasks still get their commit recorded; anything else is refused.
+      if (msg.type === "precommit" || msg.type === "commit") this.recordStraggler(claims.address, msg);
+      return this.send(ws, { type: "error", code: "unknown_task", message: "task is not assigned to this miner", task_id: msg.task_id });
+    }
+    // A miner that dropped (not timed out) may still deliver: its replica comes back to life.
+    if (replica.state === "disconnected" && (msg.type === "precommit" || msg.type === "commit" || msg.type === "ack")) {
+      replica.state = replica.hash ? "precommitted" : "acked";
+      this.bumpLoad(claims.address, 1);
+    }
+    if (!replicaIsLive(replica.state)) {
+      return this.send(ws, { type: "error", code: "late", message: `replica is ${replica.state}`, task_id: msg.task_id });
+    }
+    const now = Date.now();
+    switch (msg.type) {
+      case "ack":
+        if (replica.state === "assigned") {
+          replica.state = "acked";
+          this.sql.exec(`UPDATE replicas SET state = 'acked', acked_at = ? WHERE task_id = ? AND miner = ?`, now, task.id, replica.miner);
+          this.advance(task, now);
+        }
+        return;
+      case "token":
+        return this.onToken(task, replica, msg.text);
+      case "precommit": {
+        if (replica.state === "precommitted") return;
+        const signer = await recoverTypedDataAddress({
+          ...precommitTypedData({ session: this.config!.id, task: msg.task_id, miner: claims.address as Hex, hash: msg.hash as Hex }),
+          signature: msg.signature as Hex,
+        }).catch(() => null);
+        if (signer?.toLowerCase() !== claims.address.toLowerCase()) {
+          return this.dropReplica(task, replica, "rejected", "precommit signature does not recover to the miner's address");
+        }
+        replica.state = "precommitted";
+        replica.hash = msg.hash as Hex;
+        this.sql.exec(
+          `UPDATE replicas SET state = 'precommitted', precommitted_at = ?, hash = ?, signature = ? WHERE task_id = ? AND miner = ?`,
+          now, msg.hash, msg.signature, task.id, replica.miner,
+        );
+        this.advance(task, now);
+        return;
+      }
+      case "commit": {
+        if (replica.state !== "precommitted") {
+          return this.dropReplica(task, replica, "rejected", "commit arrived before a precommit");
+        }
+        if (resultHash(msg.text) !== replica.hash) {
+          return this.dropReplica(task, replica, "rejected", "commit does not match the precommitted hash");
+        }
+        replica.state = "committed";
+        this.bumpLoad(replica.miner, -1);
+        this.sql.exec(
+          `UPDATE replicas SET state = 'committed', committed_at = ?, text = ?, finish_reason = ?, usage = ?, inference_ms = ?
+           WHERE task_id = ? AND miner = ?`,
+          now, msg.text, msg.finish_reason, JSON.stringify(msg.usage), msg.inference_ms, task.id, replica.miner,
+        );
+        if (task.stream) this.onToken(task, replica, msg.text.slice(replica.streamed.length));
+        this.advance(task, now);
+        this.settle(task, now);
+        this.pump();
+        return;
+      }
+      case "release":
+        this.dropReplica(task, replica, "released", msg.reason);
+        return;
+    }
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    this.minerGone(ws, `socket closed (${code}${reason ? `: ${reason}` : ""})`);
+  }
+
+  override async webSocketError(ws: WebSocket): Promise<void> {
+    this.minerGone(ws, "socket error");
+  }
+
+  override async alarm(): Promise<void> {
+    this.alarmAt = null;
+    const now = Date.now();
+    const connected = new Set(this.connectedMiners().map((m) => m.claims.address));
+    for (const task of [...this.open.values()]) {
+      if (task.deadline_at <= now) {
+        this.fail(task, "timeout", `task ${task.id} did not complete within its deadline`, now);
+        continue;
+      }
+      for (const r of task.replicas.values()) {
+        if (!replicaIsLive(r.state)) continue;
+        if (r.state === "assigned" && r.ack_deadline <= now) this.dropReplica(task, r, "timed_out", "missed the ack deadline");
+        else if (r.commit_deadline <= now) this.dropReplica(task, r, "timed_out", "missed the commit deadline");
+        else if (!connected.has(r.miner) && now >= this.wokeAt + RECONNECT_GRACE_MS) {
+          this.dropReplica(task, r, "disconnected", "miner did not reconnect");
+        }
+      }
+    }
+    this.pump();
+    this.armAlarm(this.nextDeadline());
+  }
+
+  // ── lifecycle ────────────────────────────────────────────────────────────────────────────────────────
+
+  /** Hands queued work to connected miners with spare capacity, least loaded first. */
+  private pump(): void {
+    if (this.pending.length === 0) return;
+    const miners = this.connectedMiners();
+    if (miners.length === 0) return;
+    const now = Date.now();
+    const still: number[] = [];
+    for (const id of this.pending) {
+      const task = this.open.get(id);
+      if (!task) continue;
+      let need = task.redundancy - [...task.replicas.values()].filter((r) => replicaIsLive(r.state) || r.state === "committed").length;
+      if (need > 0) {
+        const candidates = miners
+          .filter((m) => !task.replicas.has(m.claims.address) && (this.load.get(m.claims.address) ?? 0) < m.claims.capacity)
+          .sort((a, b) => (this.load.get(a.claims.address) ?? 0) / a.claims.capacity - (this.load.get(b.claims.address) ?? 0) / b.claims.capacity);
+        for (const m of candidates.slice(0, need)) {
+          this.assign(task, m.ws, m.claims.address, now);
+          need--;
+        }
+      }
+      if (need > 0) still.push(id);
+    }
+    this.pending = still;
+  }
+
+  private assign(task: OpenTask, ws: WebSocket, miner: string, now: number): void {
+    const cfg = this.config!;
+    const replica: Replica = {
+      miner,
+      state: "assigned",
+      assigned_at: now,
+      ack_deadline: Math.min(task.deadline_at, now + Math.round(cfg.ack_timeout * 1000)),
+      commit_deadline: Math.min(task.deadline_at, now + task.precommit_ms),
+      hash: null,
+      streamed: "",
+    };
+    task.replicas.set(miner, replica);
+    this.bumpLoad(miner, 1);
+    this.sql.exec(
+      `INSERT OR REPLACE INTO replicas (task_id, miner, state, assigned_at, assigned_block, ack_deadline, commit_deadline)
+       VALUES (?, ?, 'assigned', ?, ?, ?, ?)`,
+      task.id, miner, now, this.block(now), replica.ack_deadline, replica.commit_deadline,
+    );
+    this.advance(task, now);
+    this.armAlarm(replica.ack_deadline);
+    this.sendAssign(ws, task, replica);
+  }
+
+  private sendAssign(ws: WebSocket, task: OpenTask, r: Replica): void {
+    this.send(ws, { ...task.assign, ack_deadline: r.ack_deadline, commit_deadline: r.commit_deadline, block: this.block(Date.now()) });
+  }
+
+  /** Moves the task to the furthest phase a quorum of its replicas has reached. */
+  private advance(task: OpenTask, now: number): void {
+    const quorum = Math.floor(task.redundancy / 2) + 1;
+    const ranks = [...task.replicas.values()].filter((r) => replicaIsLive(r.state) || r.state === "committed").map((r) => phaseRank(r.state as TaskState));
+    ranks.sort((a, b) => b - a);
+    const needed = Math.min(quorum, ranks.length);
+    const rank = needed > 0 ? ranks[needed - 1] : 0;
+    const next = (["queued", "assigned", "acked", "precommitted", "committed"] as const)[rank];
+    if (next && canTransition(task.state, next)) {
+      task.state = next;
+      this.sql.exec(`UPDATE tasks SET state = ?, updated_at = ? WHERE id = ?`, next, now, task.id);
+    }
+  }
+
+  /** Closes the task once a quorum of committed replicas agrees, or when no more replicas can report. */
+  private settle(task: OpenTask, now: number): void {
+    const quorum = Math.floor(task.redundancy / 2) + 1;
+    const committed = [...task.replicas.values()].filter((r) => r.state === "committed");
+    const groups = new Map<string, Replica[]>();
+    for (const r of committed) groups.set(r.hash!, [...(groups.get(r.hash!) ?? []), r]);
+    const best = [...groups.values()].sort((a, b) => b.length - a.length)[0];
+    const live = [...task.replicas.values()].some((r) => replicaIsLive(r.state));
+    if (!best || (best.length < quorum && (live || committed.length < task.redundancy))) return;
+    const consensus: ConsensusView = {
+      method: task.redundancy === 1 ? "single" : "exact",
+      status: best.length >= quorum ? "agreed" : "no_quorum",
+      quorum,
+      hash: best[0].hash!,
+      agreed: best.map((r) => r.miner),
+      outliers: committed.filter((r) => r.hash !== best[0].hash).map((r) => r.miner),
+    };
+    const chosen = this.sql
+      .exec<ReplicaRow>(`SELECT * FROM replicas WHERE task_id = ? AND miner = ?`, task.id, best[0].miner)
+      .one();
+    const usage = JSON.parse(chosen.usage!) as { prompt_tokens: number; completion_tokens: number };
+    const result: TaskResult = {
+      text: chosen.text!,
+      finish_reason: chosen.finish_reason as TaskResult["finish_reason"],
+      usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens },
+      hash: best[0].hash!,
+      miner: best[0].miner,
+      inference_ms: chosen.inference_ms ?? 0,
+    };
+    this.used += result.usage.total_tokens;
+    this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('used', ?)`, String(this.used));
+    // committed → validated → closed happen together here; validated_at records the consensus moment.
+    this.sql.exec(
+      `UPDATE tasks SET state = 'closed', updated_at = ?, finished_at = ?, validated_at = ?, finished_block = ?, result = ?, consensus = ?,
+         charged = ? WHERE id = ?`,
+      now, now, now, this.block(now), JSON.stringify(result), JSON.stringify(consensus), result.usage.total_tokens, task.id,
+    );
+    task.state = "closed";
+    this.finish(task);
+  }
+
+  private fail(task: OpenTask, code: Failure["code"], message: string, now: number): void {
+    for (const r of task.replicas.values()) {
+      if (!replicaIsLive(r.state)) continue;
+      this.setReplicaState(task, r, "cancelled", message);
+      const ws = this.socketFor(r.miner);
+      if (ws) this.send(ws, { type: "cancel", task_id: String(task.id), reason: code });
+    }
+    task.state = "failed";
+    this.sql.exec(
+      `UPDATE tasks SET state = 'failed', updated_at = ?, finished_at = ?, finished_block = ?, error_code = ?, error_message = ? WHERE id = ?`,
+      now, now, this.block(now), code, message, task.id,
+    );
+    this.finish(task);
+  }
+
+  /** Releases the task's reservation and answers whoever waits for it. */
+  private finish(task: OpenTask): void {
+    this.open.delete(task.id);
+    this.pending = this.pending.filter((id) => id !== task.id);
+    this.reserved -= task.reserved;
+    const waiter = this.waiters.get(task.id);
+    this.waiters.delete(task.id);
+    if (!waiter) return;
+    const view = this.view(this.sql.exec<TaskRow>(`SELECT * FROM tasks WHERE id = ?`, task.id).one());
+    waiter.resolve?.(view);
+    if (waiter.writer) {
+      const w = waiter.writer;
+      if (view.status === "closed" && view.result) {
+        const rest = view.result.text.startsWith(waiter.sent) ? view.result.text.slice(waiter.sent.length) : "";
+        if (rest) this.emit(w, { t: "token", text: rest });
+        this.emit(w, { t: "done", task: view });
+      } else {
+        this.emit(w, { t: "error", error: view.error ?? { code: "task_failed", message: "task failed" }, task: view });
+      }
+      w.close().catch(() => {});
+    }
+  }
+
+  /** Takes a replica out of the task (timeout, fault, hand-back, disconnect) and finds a replacement. */
+  private dropReplica(task: OpenTask, r: Replica, state: ReplicaState, reason: string): void {
+    this.setReplicaState(task, r, state, reason);
+    const waiter = this.waiters.get(task.id);
+    if (waiter?.primary === r.miner) waiter.primary = null;
+    if (state === "rejected" || state === "timed_out") {
+      const ws = this.socketFor(r.miner);
+      if (ws) this.send(ws, { type: "cancel", task_id: String(task.id), reason: `${state}: ${reason}` });
+    }
+    if (!this.pending.includes(task.id)) this.pending.push(task.id);
+    this.settle(task, Date.now());
+    if (this.open.has(task.id)) this.pump();
+  }
+
+  private setReplicaState(task: OpenTask, r: Replica, state: ReplicaState, reason: string): void {
+    if (replicaIsLive(r.state)) this.bumpLoad(r.miner, -1);
+    r.state = state;
+    this.sql.exec(`UPDATE replicas SET state = ?, reason = ? WHERE task_id = ? AND miner = ?`, state, reason, task.id, r.miner);
+  }
+
+  private minerGone(ws: WebSocket, reason: string): void {
+    const claims = ws.deserializeAttachment() as MinerClaims | null;
+    if (!claims) return;
+    // A newer socket for the same miner takes over its work; only a miner with no socket left is gone.
+    if (this.ctx.getWebSockets(claims.address).some((s) => s !== ws && s.readyState === WebSocket.OPEN)) return;
+    for (const task of [...this.open.values()]) {
+      const r = task.replicas.get(claims.address);
+      if (r && replicaIsLive(r.state)) this.dropReplica(task, r, "disconnected", reason);
+    }
+  }
+
+  /** Forwards one replica's stream; a replacement replica continues after the text already sent. */
+  private onToken(task: OpenTask, r: Replica, text: string): void {
+    r.streamed += text;
+    const waiter = this.waiters.get(task.id);
+    if (!waiter?.writer) return;
+    if (waiter.primary === null && r.streamed.startsWith(waiter.sent)) waiter.primary = r.miner;
+    if (waiter.primary !== r.miner || r.streamed.length <= waiter.sent.length) return;
+    const piece = r.streamed.slice(waiter.sent.length);
+    waiter.sent = r.streamed;
+    this.emit(waiter.writer, { t: "token", text: piece });
+  }
+
+  private recordStraggler(miner: string, msg: SessionMinerMessage): void {
+    if (msg.type === "commit") {
+      this.sql.exec(
+        `UPDATE replicas SET text = COALESCE(text, ?), reason = COALESCE(reason, 'straggler') WHERE task_id = ? AND miner = ?`,
+        msg.text, Number(msg.task_id), miner,
+      );
+    }
+  }
+
+  // ── helpers ──────────────────────────────────────────────────────────────────────────────────────────
+
+  private restoreOpenTasks(): void {
+    const tasks = this.sql.exec<TaskRow>(`SELECT * FROM tasks WHERE state NOT IN ('closed','failed') ORDER BY id`).toArray();
+    for (const row of tasks) {
+      const request = JSON.parse(row.request) as { input: PromptSpec; params: GenerationParams };
+      const task: OpenTask = {
+        id: row.id,
+        state: row.state,
+        redundancy: row.redundancy,
+        deadline_at: row.deadline_at,
+        reserved: row.reserved,
+        stream: row.stream === 1,
+        assign: {
+          type: "assign",
+          session_id: this.config!.id,
+          task_id: String(row.id),
+          model: this.config!.model,
+          input: request.input,
+          params: request.params,
+          stream: false, // the streaming client did not survive the eviction
+        },
+        precommit_ms: row.deadline_at - row.created_at,
+        replicas: new Map(),
+      };
+      task.stream = false;
+      for (const r of this.sql.exec<ReplicaRow>(`SELECT * FROM replicas WHERE task_id = ?`, row.id)) {
+        task.replicas.set(r.miner, {
+          miner: r.miner,
+          state: r.state,
+          assigned_at: r.assigned_at,
+          ack_deadline: r.ack_deadline,
+          commit_deadline: r.commit_deadline,
+          hash: (r.hash as Hex | null) ?? null,
+          streamed: "",
+        });
+        if (replicaIsLive(r.state)) this.bumpLoad(r.miner, 1);
+      }
+      this.open.set(row.id, task);
+      this.reserved += row.reserved;
+      this.pending.push(row.id);
+    }
+  }
+
+  private view(row: TaskRow): TaskView {
+    const request = JSON.parse(row.request) as { input: PromptSpec; params: GenerationParams };
+    const replicas = this.sql.exec<ReplicaRow>(`SELECT * FROM replicas WHERE task_id = ? ORDER BY assigned_at`, row.id).toArray();
+    const consensus = row.consensus ? (JSON.parse(row.consensus) as ConsensusView) : null;
+    const committed = replicas.filter((r) => r.state === "committed");
+    return {
+      task_id: String(row.id),
+      session_id: this.config!.id,
+      status: row.state,
+      model: this.config!.model,
+      input: request.input,
+      params: request.params,
+      stream: row.stream === 1,
+      client_reference: row.client_reference,
+      redundancy: row.redundancy,
+      created_at: row.created_at,
+      updated_at: row.updated_at,
+      finished_at: row.finished_at,
+      created_block: row.created_block,
+      finished_block: row.finished_block,
+      deadline_at: row.deadline_at,
+      deadline_block: row.deadline_block,
+      assigned_miners: replicas.map((r) => r.miner),
+      results: { data: committed.map((r) => r.text ?? ""), miners: committed.map((r) => r.miner) },
+      result: row.result ? (JSON.parse(row.result) as TaskResult) : null,
+      consensus,
+      replicas: replicas.map((r) => ({
+        miner: r.miner,
+        state: r.state,
+        assigned_at: r.assigned_at,
+        assigned_block: r.assigned_block,
+        acked_at: r.acked_at,
+        precommitted_at: r.precommitted_at,
+        committed_at: r.committed_at,
+        hash: r.hash,
+        signature: r.signature,
+        latency_ms: r.committed_at ? r.committed_at - r.assigned_at : null,
+        inference_ms: r.inference_ms,
+        agreed: consensus && r.state === "committed" ? r.hash === consensus.hash : null,
+        reason: r.reason,
+      })),
+      error: row.error_code ? { code: row.error_code as Failure["code"], message: row.error_message ?? "" } : null,
+    };
+  }
+
+  private connectedMiners(): { ws: WebSocket; claims: MinerClaims }[] {
+    const out: { ws: WebSocket; claims: MinerClaims }[] = [];
+    for (const ws of this.ctx.getWebSockets()) {
+      if (ws.readyState !== WebSocket.OPEN) continue;
+      const claims = ws.deserializeAttachment() as MinerClaims | null;
+      if (claims) out.push({ ws, claims });
+    }
+    return out;
+  }
+
+  private socketFor(miner: string): WebSocket | undefined {
+    return this.ctx.getWebSockets(miner).find((ws) => ws.readyState === WebSocket.OPEN);
+  }
+
+  private bumpLoad(miner: string, delta: number): void {
+    this.load.set(miner, Math.max(0, (this.load.get(miner) ?? 0) + delta));
+  }
+
+  private available(): number {
+    return (this.config?.deposit ?? 0) - this.used - this.reserved;
+  }
+
+  private block(at: number): number {
+    if (!this.clock) return 0;
+    // Refresh the cached clock now and then so drift between oracle and session stays small.
+    if (at - this.clock.at > 60_000) this.ctx.waitUntil(oracle(this.env).snapshot().then((s) => void (this.clock = s)));
+    return heightAt(this.clock, at);
+  }
+
+  private nextDeadline(): number | null {
+    let next: number | null = null;
+    const consider = (t: number) => (next = next === null ? t : Math.min(next, t));
+    for (const task of this.open.values()) {
+      consider(task.deadline_at);
+      for (const r of task.replicas.values()) {
+        if (r.state === "assigned") consider(r.ack_deadline);
+        else if (replicaIsLive(r.state)) consider(r.commit_deadline);
+      }
+    }
+    return next;
+  }
+
+  /** Arms the alarm for `at` unless an earlier one is already set (storage writes need no await in a DO). */
+  private armAlarm(at: number | null): void {
+    if (at === null) return;
+    if (this.alarmAt !== null && this.alarmAt <= at && this.alarmAt > Date.now() - 1000) return;
+    this.alarmAt = at;
+    void this.ctx.storage.setAlarm(at);
+  }
+
+  private send(ws: WebSocket, msg: SessionServerMessage): void {
+    try {
+      ws.send(JSON.stringify(msg));
+    } catch {
+      // A socket closing under us is handled by webSocketClose.
+    }
+  }
+
+  private emit(w: WritableStreamDefaultWriter<Uint8Array>, ev: StreamEvent): void {
+    w.write(encoder.encode(JSON.stringify(ev) + "\n")).catch(() => {});
+  }
+}

@@ -1,0 +1,93 @@
+import type { ReplicaState, TaskState } from "../shared/task-state.ts";
+
+// SessionQueue storage. Tasks and their replicas (one row per miner a task was given to) live in SQLite,
+// so an evicted or restarted object rebuilds its in-memory view from here and loses nothing.
+export const SCHEMA = [
+  `CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`,
+  `CREATE TABLE IF NOT EXISTS tasks (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     state TEXT NOT NULL,
+     request TEXT NOT NULL,
+     redundancy INTEGER NOT NULL,
+     stream INTEGER NOT NULL DEFAULT 0,
+     client_reference TEXT,
+     created_at INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL,
+     validated_at INTEGER,
+     finished_at INTEGER,
+     created_block INTEGER NOT NULL,
+     finished_block INTEGER,
+     deadline_at INTEGER NOT NULL,
+     deadline_block INTEGER NOT NULL,
+     reserved INTEGER NOT NULL,
+     charged INTEGER,
+     result TEXT,
+     consensus TEXT,
+     error_code TEXT,
+     error_message TEXT
+   )`,
+  `CREATE INDEX IF NOT EXISTS tasks_open ON tasks (state) WHERE state NOT IN ('closed', 'failed')`,
+  `CREATE TABLE IF NOT EXISTS replicas (
+     task_id INTEGER NOT NULL,
+     miner TEXT NOT NULL,
+     state TEXT NOT NULL,
+     assigned_at INTEGER NOT NULL,
+     assigned_block INTEGER NOT NULL,
+     ack_deadline INTEGER NOT NULL,
+     commit_deadline INTEGER NOT NULL,
+     acked_at INTEGER,
+     precommitted_at INTEGER,
+     committed_at INTEGER,
+     hash TEXT,
+     signature TEXT,
+     text TEXT,
+     finish_reason TEXT,
+     usage TEXT,
+     inference_ms REAL,
+     reason TEXT,
+     PRIMARY KEY (task_id, miner)
+   )`,
+];
+
+export interface TaskRow extends Record<string, SqlStorageValue> {
+  id: number;
+  state: TaskState;
+  request: string;
+  redundancy: number;
+  stream: number;
+  client_reference: string | null;
+  created_at: number;
+  updated_at: number;
+  validated_at: number | null;
+  finished_at: number | null;
+  created_block: number;
+  finished_block: number | null;
+  deadline_at: number;
+  deadline_block: number;
+  reserved: number;
+  charged: number | null;
+  result: string | null;
+  consensus: string | null;
+  error_code: string | null;
+  error_message: string | null;
+}
+
+export interface ReplicaRow extends Record<string, SqlStorageValue> {
+  task_id: number;
+  miner: string;
+  state: ReplicaState;
+  assigned_at: number;
+  assigned_block: number;
+  ack_deadline: number;
+  commit_deadline: number;
+  acked_at: number | null;
+  precommitted_at: number | null;
+  committed_at: number | null;
+  hash: string | null;
+  signature: string | null;
+  text: string | null;
+  finish_reason: string | null;
+  usage: string | null;
+  inference_ms: number | null;
+  reason: string | null;
+}

@@ -1,0 +1,180 @@
+import type { Engine } from "./engine-types.ts";
+import { sleep } from "./backoff.ts";
+import type { Logger } from "./log.ts";
+import { PoolConnection, type SessionRef } from "./pool-connection.ts";
+import { Registration } from "./registration.ts";
+import { RouterClient } from "./router-client.ts";
+import { SessionConnection } from "./session-connection.ts";
+import { Stats } from "./stats.ts";
+import { TaskRunner } from "./task-runner.ts";
+import type { Wallet } from "./wallet.ts";
+
+// Wires one running miner together: registration → pool channel → one session channel per session the pool
+// lists → task runner. Knows nothing about argv or signals (cli.ts does), so tests can drive it directly.
+
+export interface MinerAgentOptions {
+  routerUrl: string;
+  engine: Engine;
+  wallet: Pick<Wallet, "address" | "account">;
+  concurrency: number;
+  drainMs: number;
+  log: Logger;
+  name?: string;
+  version?: string;
+  fetch?: typeof fetch;
+}
+
+export class MinerAgent {
+  readonly #opts: MinerAgentOptions;
+  readonly #client: RouterClient;
+  readonly #stats = new Stats();
+  readonly #runner: TaskRunner;
+  readonly #sessions = new Map<string, SessionConnection>();
+  #registration: Registration | null = null;
+  #pool: PoolConnection | null = null;
+  #stopping: Promise<void> | null = null;
+
+  constructor(opts: MinerAgentOptions) {
+    this.#opts = opts;
+    this.#client = new RouterClient(opts.routerUrl, opts.fetch);
+    this.#runner = new TaskRunner({
+      engine: opts.engine,
+      account: opts.wallet.account,
+      concurrency: opts.concurrency,
+      log: opts.log,
+      stats: this.#stats,
+    });
+  }
+
+  get runner(): TaskRunner {
+    return this.#runner;
+  }
+
+  get sessionIds(): string[] {
+    return [...this.#sessions.keys()];
+  }
+
+  /**
+   * Registers (retrying while the router is unreachable) and opens the pool channel. Resolves once registered;
+   * `ready` is logged when the pool confirms. Rejects on a registration error retrying cannot fix.
+   */
+  async start(): Promise<void> {
+    const { engine, wallet, log, concurrency } = this.#opts;
+    let first = true;
+    const registration = new Registration({
+      client: this.#client,
+      account: wallet.account,
+      info: {
+        models: [engine.model],
+        device: engine.device,
+        capacity: concurrency,
+        name: this.#opts.name,
+        version: this.#opts.version,
+      },
+      log,
+      onRegistered: (res) => {
+        log.info(first ? `registered with ${this.#client.baseUrl}` : "registered again (new token)", {
+          expires_at: res.expires_at,
+          heartbeat_ms: res.heartbeat_ms,
+        });
+        first = false;
+      },
+    });
+    this.#registration = registration;
+    const reg = await registration.start();
+    if (this.#stopping) return;
+
+    this.#pool = new PoolConnection({
+      url: this.#client.wsUrl("/api/v1/miners/connect"),
+      address: wallet.address,
+      tokens: registration,
+      log,
+      stats: this.#stats,
+      inflight: () => this.#runner.inflight,
+      heartbeatMs: reg.heartbeat_ms,
+      onRegistered: ({ reconnect, block, heartbeat_ms }) => {
+        if (reconnect) {
+          log.info("pool channel reconnected");
+          return;
+        }
+        log.event("ready", `ready: serving ${engine.model} on ${engine.device}, up to ${concurrency} task(s) at once`, {
+          address: wallet.address,
+          router: this.#client.baseUrl,
+          model: engine.model,
+          device: engine.device,
+          concurrency,
+          block,
+          heartbeat_ms,
+        });
+      },
+      onSessions: (list) => this.#onSessions(list),
+      onUnauthorized: () => {
+        const token = registration.current?.token;
+        if (token) registration.invalidate(token);
+      },
+    });
+    this.#pool.start();
+  }
+
+  /** The pool's list is authoritative: join what is new, leave what is gone. */
+  #onSessions(list: SessionRef[]): void {
+    if (this.#stopping) return; // draining: neither join nor abandon anything
+    const { log, engine, wallet } = this.#opts;
+    const wanted = new Map(list.map((s) => [s.session_id, s]));
+    for (const [sid, conn] of this.#sessions) {
+      if (wanted.has(sid)) continue;
+      this.#sessions.delete(sid);
+      this.#runner.abortSession(sid);
+      void conn.close();
+      log.event("session_left", `left session ${sid} (no longer assigned by the pool)`, { session_id: sid });
+    }
+    for (const s of wanted.values()) {
+      if (this.#sessions.has(s.session_id)) continue;
+      const conn = new SessionConnection({
+        sessionId: s.session_id,
+        model: s.model,
+        url: this.#client.wsUrl(`/api/v1/sessions/${encodeURIComponent(s.session_id)}/connect`),
+        address: wallet.address,
+        engineModel: engine.model,
+        tokens: this.#registration!,
+        runner: this.#runner,
+        log,
+      });
+      this.#sessions.set(s.session_id, conn);
+      conn.start();
+    }
+  }
+
+  /**
+   * Graceful stop: refuse new work and hand back what has not started; give running tasks up to `drainMs` to
+   * finish and be delivered; release what is left ("shutdown"); close every socket with 1000.
+   */
+  shutdown(): Promise<void> {
+    this.#stopping ??= this.#shutdown();
+    return this.#stopping;
+  }
+
+  async #shutdown(): Promise<void> {
+    const { log, drainMs } = this.#opts;
+    const runner = this.#runner;
+    const busy = runner.inflight;
+    log.notice(
+      busy > 0 ? `shutting down: waiting up to ${drainMs} ms for ${busy} task(s)` : "shutting down",
+      { inflight: busy, drain_ms: drainMs },
+    );
+    runner.stopAccepting();
+    const deadline = Date.now() + drainMs;
+    const drained = () => runner.inflight === 0 && [...this.#sessions.values()].every((s) => s.pending === 0);
+    while (!drained() && Date.now() < deadline) await sleep(50);
+    if (runner.inflight > 0) runner.releaseRunning();
+    const undelivered = [...this.#sessions.values()].reduce((n, s) => n + s.pending, 0);
+    if (undelivered > 0) log.warn(`shutting down with ${undelivered} undelivered message(s) (sessions disconnected)`);
+
+    this.#registration?.stop();
+    await Promise.all([
+      ...[...this.#sessions.values()].map((s) => s.close("miner shutting down")),
+      this.#pool?.close(),
+    ]);
+    this.#sessions.clear();
+  }
+}

@@ -1,0 +1,134 @@
+// Writes the builtin model (a small GPT-2 with KV cache, its tokenizer and configs) as a local
+// Hugging Face model folder that transformers.js loads like any other: no model hub needed.
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { endianness } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { CORPUS } from "./corpus.ts";
+import { buildGpt2Graph, type Gpt2Config } from "./gpt2-graph.ts";
+import { encodeModel } from "./onnx-proto.ts";
+import { isPrintableToken, tokenizerConfigJson, tokenizerJson, trainBpe } from "./tokenizer.ts";
+import { initGpt2Weights, type InitScales } from "./weights.ts";
+
+export const BUILTIN_MODEL_ID = "edge/tiny-gpt2";
+
+/** Bump whenever the builder's output changes, so stale cached copies are rebuilt. */
+export const BUILDER_VERSION = 1;
+
+export const BUILTIN_CONFIG: Gpt2Config = {
+  vocab_size: 1024,
+  n_positions: 512,
+  n_embd: 256,
+  n_layer: 4,
+  n_head: 4,
+  layer_norm_epsilon: 1e-5,
+};
+const SEED = 20240607;
+// Chosen by looking at greedy output: varied, mostly printable word pieces rather than one repeated token.
+const SCALES: InitScales = { embd: 0.5, pos: 1, gain: 1.5, priorEmbd: 1, priorBias: 3, lnfGain: -1 };
+
+/** Files that make a model folder complete (model file name is what transformers.js loads for fp32). */
+export const MODEL_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "onnx/model.onnx"];
+const BUILD_INFO = "build-info.json";
+
+export interface BuildProgress {
+  status: "building";
+  progress: number;
+}
+
+async function isComplete(dir: string): Promise<boolean> {
+  if (!MODEL_FILES.every((f) => existsSync(join(dir, f)))) return false;
+  try {
+    const info = JSON.parse(await readFile(join(dir, BUILD_INFO), "utf8"));
+    return info.builder_version === BUILDER_VERSION;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Ensures `<cacheDir>/<id>/` holds the builtin model and returns that folder. Builds into a temp
+ * folder and renames it into place, so a crash or a concurrent builder never leaves a half-written
+ * model behind; the output is byte-identical on every machine.
+ */
+export async function ensureBuiltinModel(
+  cacheDir: string,
+  id: string = BUILTIN_MODEL_ID,
+  onProgress?: (p: BuildProgress) => void,
+): Promise<string> {
+  if (id.split("/").some((part) => part === "" || part === "." || part === "..")) throw new Error(`invalid model id: ${id}`);
+  const dir = resolve(cacheDir, id);
+  if (await isComplete(dir)) return dir;
+
+  const tmp = `${dir}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+  try {
+    await writeModel(tmp, id, onProgress);
+    await mkdir(dirname(dir), { recursive: true });
+    if (existsSync(dir)) {
+      if (await isComplete(dir)) return dir; // another process won the race
+      await rm(dir, { recursive: true, force: true }); // stale or damaged copy
+    }
+    try {
+      await rename(tmp, dir);
+    } catch (err) {
+      if (!(await isComplete(dir))) throw err; // lost a race to a complete copy: fine
+    }
+    return dir;
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}
+
+async function writeModel(out: string, id: string, onProgress?: (p: BuildProgress) => void): Promise<void> {
+  if (endianness() !== "LE") throw new Error("model builder needs a little-endian host (ONNX raw_data is little-endian)");
+  const report = (progress: number) => onProgress?.({ status: "building", progress });
+  const cfg = BUILTIN_CONFIG;
+  report(0);
+
+  const bpe = trainBpe(CORPUS, cfg.vocab_size - 1); // last id is <|endoftext|>
+  if (bpe.tokens.length !== cfg.vocab_size - 1) throw new Error(`corpus too small for ${cfg.vocab_size} tokens`);
+  const eosId = bpe.tokens.length;
+  report(20);
+
+  // Prior: none for raw/control bytes and <|endoftext|>, more for whole words (" river") than fragments.
+  const prior = [...bpe.tokens.map((t) => (!isPrintableToken(t) ? 0 : /^\u0120[a-zA-Z]+$/.test(t) ? 1.5 : 1)), 0];
+  const weights = initGpt2Weights(cfg, SEED, SCALES, prior);
+  report(50);
+  const onnx = encodeModel(buildGpt2Graph(cfg, weights));
+  report(80);
+
+  const config = {
+    _name_or_path: id,
+    architectures: ["GPT2LMHeadModel"],
+    model_type: "gpt2",
+    activation_function: "gelu_new",
+    vocab_size: cfg.vocab_size,
+    n_positions: cfg.n_positions,
+    n_ctx: cfg.n_positions,
+    n_embd: cfg.n_embd,
+    n_layer: cfg.n_layer,
+    n_head: cfg.n_head,
+    n_inner: null,
+    layer_norm_epsilon: cfg.layer_norm_epsilon,
+    bos_token_id: eosId,
+    eos_token_id: eosId,
+    tie_word_embeddings: true,
+    use_cache: true,
+    "transformers.js_config": { dtype: "fp32", use_external_data_format: false },
+  };
+  const generationConfig = { _from_model_config: true, bos_token_id: eosId, eos_token_id: eosId };
+  const json = (v: unknown) => JSON.stringify(v, null, 2) + "\n";
+
+  await mkdir(join(out, "onnx"), { recursive: true });
+  await Promise.all([
+    writeFile(join(out, "config.json"), json(config)),
+    writeFile(join(out, "generation_config.json"), json(generationConfig)),
+    writeFile(join(out, "tokenizer.json"), json(tokenizerJson(bpe))),
+    writeFile(join(out, "tokenizer_config.json"), json(tokenizerConfigJson(eosId, cfg.n_positions))),
+    writeFile(join(out, "onnx/model.onnx"), onnx),
+  ]);
+  // Written last: its presence (with the current version) marks the folder complete.
+  await writeFile(join(out, BUILD_INFO), json({ id, builder_version: BUILDER_VERSION, seed: SEED }));
+  report(100);
+}

@@ -1,0 +1,125 @@
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import type { DeviceChoice } from "./engine-types.ts";
+import type { LogFormat } from "./log.ts";
+
+// Command-line options. Kept apart from cli.ts so they can be tested without starting anything.
+
+export interface CliOptions {
+  router: string;
+  /** Undefined: the builtin model (resolved by cli.ts, which owns the lazy import of the model builder). */
+  model: string | undefined;
+  device: DeviceChoice;
+  concurrency: number;
+  keyFile: string;
+  cacheDir: string;
+  name: string | undefined;
+  drainMs: number;
+  logFormat: LogFormat;
+  quiet: boolean;
+  help: boolean;
+  version: boolean;
+}
+
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+export const HELP = `Usage: miner-agent [options]
+
+Serve AI inference for an edge inference network router: registers a wallet, joins the sessions the router
+assigns and runs their tasks locally with transformers.js.
+
+Options:
+  --router <url>         router base URL (env ROUTER_URL; default http://127.0.0.1:8787)
+  --model <id|folder>    model id or local model folder (default: the builtin edge/tiny-gpt2)
+  --device <d>           cpu | webgpu | auto (default cpu)
+  --concurrency <n>      tasks run at once, across all sessions (1-256, default 1)
+  --key-file <path>      wallet key file, created on first run (env MINER_KEY_FILE;
+                         default ~/.miner-agent/key.json)
+  --cache-dir <path>     model cache folder (env MINER_CACHE_DIR; default ~/.miner-agent/models)
+  --name <label>         a label shown by the router (max 64 chars)
+  --drain-ms <ms>        on Ctrl-C, how long running tasks may finish (default 10000)
+  --log-format <f>       text | json (json: one object per line) (default text)
+  --quiet                only warnings, errors and essential notices
+  -h, --help             show this help
+  -v, --version          print the version
+
+Ctrl-C once drains and exits; twice exits at once.`;
+
+export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): CliOptions {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        router: { type: "string" },
+        model: { type: "string" },
+        device: { type: "string" },
+        concurrency: { type: "string" },
+        "key-file": { type: "string" },
+        "cache-dir": { type: "string" },
+        name: { type: "string" },
+        "drain-ms": { type: "string" },
+        "log-format": { type: "string" },
+        quiet: { type: "boolean", short: "q" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean", short: "v" },
+      },
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+
+  const router = values.router ?? (env.ROUTER_URL || "http://127.0.0.1:8787");
+  let url: URL;
+  try {
+    url = new URL(router);
+  } catch {
+    throw new UsageError(`--router: not a URL: ${router}`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new UsageError(`--router: expected an http:// or https:// URL, got ${router}`);
+  }
+
+  const device = values.device ?? "cpu";
+  if (device !== "cpu" && device !== "webgpu" && device !== "auto") {
+    throw new UsageError(`--device: expected cpu, webgpu or auto, got ${device}`);
+  }
+  const logFormat = values["log-format"] ?? "text";
+  if (logFormat !== "text" && logFormat !== "json") {
+    throw new UsageError(`--log-format: expected text or json, got ${logFormat}`);
+  }
+  const name = values.name;
+  if (name !== undefined && (name.length === 0 || name.length > 64)) {
+    throw new UsageError("--name: 1 to 64 characters");
+  }
+  const model = values.model;
+  if (model !== undefined && model.trim() === "") throw new UsageError("--model: empty");
+
+  return {
+    router: url.href.replace(/\/+$/, ""),
+    model,
+    device,
+    concurrency: intOption("--concurrency", values.concurrency, 1, 1, 256),
+    keyFile: values["key-file"] ?? (env.MINER_KEY_FILE || join(homedir(), ".miner-agent", "key.json")),
+    cacheDir: values["cache-dir"] ?? (env.MINER_CACHE_DIR || join(homedir(), ".miner-agent", "models")),
+    name,
+    drainMs: intOption("--drain-ms", values["drain-ms"], 10_000, 0, 24 * 3600_000),
+    logFormat,
+    quiet: values.quiet ?? false,
+    help: values.help ?? false,
+    version: values.version ?? false,
+  };
+}
+
+function intOption(flag: string, raw: string | undefined, def: number, min: number, max: number): number {
+  if (raw === undefined) return def;
+  if (!/^\d+$/.test(raw.trim())) throw new UsageError(`${flag}: expected a whole number, got ${raw}`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new UsageError(`${flag}: expected ${min}–${max}, got ${raw}`);
+  return n;
+}

@@ -1,0 +1,128 @@
+import { PoolServerMessage, parseMessage, type PoolMinerMessage } from "../../shared/protocol.ts";
+import type { Backoff } from "./backoff.ts";
+import type { Logger } from "./log.ts";
+import type { Stats } from "./stats.ts";
+import { ReconnectingSocket, type TokenSource } from "./ws-channel.ts";
+
+// The pool channel (miner ↔ NodePool): the router tells us which sessions to serve; we send heartbeats with
+// our load. Heartbeats run only while connected, at the interval the router asks for.
+
+export interface SessionRef {
+  session_id: string;
+  model: string;
+}
+
+export interface PoolConnectionOptions {
+  url: string;
+  address: string;
+  tokens: TokenSource;
+  log: Logger;
+  stats: Stats;
+  /** Tasks accepted and not finished, for the heartbeat. */
+  inflight: () => number;
+  heartbeatMs: number;
+  onRegistered: (info: { block: number; heartbeat_ms: number; reconnect: boolean }) => void;
+  onSessions: (sessions: SessionRef[]) => void;
+  /** The router said our token is bad over an open socket. */
+  onUnauthorized?: () => void;
+  backoff?: Backoff;
+}
+
+const MIN_HEARTBEAT_MS = 500;
+const MAX_HEARTBEAT_MS = 5 * 60_000;
+
+export class PoolConnection {
+  readonly #opts: PoolConnectionOptions;
+  readonly #socket: ReconnectingSocket;
+  #heartbeatMs: number;
+  #timer: NodeJS.Timeout | undefined;
+  #everRegistered = false;
+
+  constructor(opts: PoolConnectionOptions) {
+    this.#opts = opts;
+    this.#heartbeatMs = clampHeartbeat(opts.heartbeatMs);
+    this.#socket = new ReconnectingSocket({
+      name: "pool",
+      url: opts.url,
+      tokens: opts.tokens,
+      log: opts.log,
+      backoff: opts.backoff,
+      handlers: {
+        onMessage: (text) => this.#onMessage(text),
+        onClose: () => this.#stopHeartbeat(),
+      },
+    });
+  }
+
+  get connected(): boolean {
+    return this.#socket.isOpen;
+  }
+
+  start(): void {
+    this.#socket.start();
+  }
+
+  /** Sends one heartbeat now (also used right after `registered`, so the pool has our numbers at once). */
+  heartbeat(): boolean {
+    const { stats, inflight } = this.#opts;
+    const msg: PoolMinerMessage = {
+      type: "heartbeat",
+      inflight: inflight(),
+      cpu_usage: stats.cpuPercent(),
+      memory_mb: stats.memoryMb(),
+      tokens_per_s: stats.tokensPerSecond(),
+    };
+    return this.#socket.send(JSON.stringify(msg));
+  }
+
+  async close(): Promise<void> {
+    this.#stopHeartbeat();
+    await this.#socket.close(1000, "miner shutting down");
+  }
+
+  #onMessage(text: string): void {
+    const { log } = this.#opts;
+    const msg = parseMessage(PoolServerMessage, text);
+    if (!msg) {
+      log.warn(`pool: malformed message ignored: ${text.slice(0, 200)}`);
+      return;
+    }
+    switch (msg.type) {
+      case "registered": {
+        if (msg.address.toLowerCase() !== this.#opts.address.toLowerCase()) {
+          log.warn(`pool: registered as ${msg.address}, expected ${this.#opts.address}`);
+        }
+        this.#heartbeatMs = clampHeartbeat(msg.heartbeat_ms);
+        this.#socket.markHealthy();
+        const reconnect = this.#everRegistered;
+        this.#everRegistered = true;
+        this.#startHeartbeat();
+        this.#opts.onRegistered({ block: msg.block, heartbeat_ms: this.#heartbeatMs, reconnect });
+        return;
+      }
+      case "sessions":
+        this.#opts.onSessions(msg.sessions);
+        return;
+      case "error":
+        log.warn(`pool: router error ${msg.code}: ${msg.message}`);
+        if (msg.code === "unauthorized") this.#opts.onUnauthorized?.();
+        return;
+    }
+  }
+
+  #startHeartbeat(): void {
+    this.#stopHeartbeat();
+    this.heartbeat();
+    this.#timer = setInterval(() => this.heartbeat(), this.#heartbeatMs);
+  }
+
+  #stopHeartbeat(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+}
+
+function clampHeartbeat(ms: number): number {
+  if (!Number.isFinite(ms) || ms <= 0) return 10_000;
+  return Math.min(MAX_HEARTBEAT_MS, Math.max(MIN_HEARTBEAT_MS, ms));
+}

@@ -1,0 +1,197 @@
+import {
+  PROTOCOL_VERSION,
+  SessionServerMessage,
+  parseMessage,
+  type SessionMinerMessage,
+} from "../../shared/protocol.ts";
+import type { Backoff } from "./backoff.ts";
+import type { Logger } from "./log.ts";
+import type { TaskRunner, TaskSink } from "./task-runner.ts";
+import { ReconnectingSocket, type TokenSource } from "./ws-channel.ts";
+
+// One session channel (miner ↔ that session's SessionQueue). It feeds assigns/cancels to the task runner and
+// carries the runner's messages back. Results go through a small outbox: written only once the server has
+// welcomed us on the current connection, and kept across reconnects until the socket has taken them.
+
+export interface SessionConnectionOptions {
+  sessionId: string;
+  model: string;
+  url: string;
+  address: string;
+  engineModel: string;
+  tokens: TokenSource;
+  runner: TaskRunner;
+  log: Logger;
+  backoff?: Backoff;
+  /** Most undelivered messages kept; the oldest go first beyond it. */
+  outboxLimit?: number;
+}
+
+interface OutboxEntry {
+  taskId: string;
+  data: string;
+  sending: boolean;
+}
+
+export class SessionConnection implements TaskSink {
+  readonly sessionId: string;
+  readonly model: string;
+  readonly #opts: SessionConnectionOptions;
+  readonly #socket: ReconnectingSocket;
+  #outbox: OutboxEntry[] = [];
+  #welcomed = false;
+  #everWelcomed = false;
+  #closing = false;
+
+  constructor(opts: SessionConnectionOptions) {
+    this.#opts = opts;
+    this.sessionId = opts.sessionId;
+    this.model = opts.model;
+    this.#socket = new ReconnectingSocket({
+      name: `session ${opts.sessionId}`,
+      url: opts.url,
+      tokens: opts.tokens,
+      log: opts.log,
+      backoff: opts.backoff,
+      handlers: {
+        onMessage: (text) => this.#onMessage(text),
+        onClose: () => {
+          this.#welcomed = false;
+        },
+      },
+    });
+  }
+
+  /** Undelivered messages (the drain waits for this to reach 0). */
+  get pending(): number {
+    return this.#outbox.length;
+  }
+
+  get connected(): boolean {
+    return this.#welcomed && this.#socket.isOpen;
+  }
+
+  start(): void {
+    this.#socket.start();
+  }
+
+  async close(reason = "leaving session"): Promise<void> {
+    this.#closing = true;
+    await this.#socket.close(1000, reason);
+    this.#outbox = [];
+  }
+
+  // ── TaskSink ──────────────────────────────────────────────────────────────────────────────────────────
+
+  send(msg: SessionMinerMessage): boolean {
+    return this.#welcomed && this.#socket.send(JSON.stringify(msg));
+  }
+
+  deliver(msg: SessionMinerMessage): void {
+    if (this.#closing) return;
+    this.#outbox.push({ taskId: msg.task_id, data: JSON.stringify(msg), sending: false });
+    const limit = this.#opts.outboxLimit ?? 256;
+    if (this.#outbox.length > limit) {
+      const dropped = this.#outbox.splice(0, this.#outbox.length - limit);
+      this.#opts.log.warn(`session ${this.sessionId}: outbox full; dropped ${dropped.length} undelivered message(s)`);
+    }
+    this.#flush();
+  }
+
+  hasPending(taskId: string): boolean {
+    return this.#outbox.some((e) => e.taskId === taskId);
+  }
+
+  dropTask(taskId: string): void {
+    this.#outbox = this.#outbox.filter((e) => e.taskId !== taskId);
+  }
+
+  // ── internals ─────────────────────────────────────────────────────────────────────────────────────────
+
+  /** Writes what waits, in order; an entry leaves the outbox only when the socket reports it written. */
+  #flush(): void {
+    if (!this.#welcomed) return;
+    for (const entry of this.#outbox) {
+      if (entry.sending) continue;
+      entry.sending = true;
+      const ok = this.#socket.send(entry.data, (err) => {
+        if (err) {
+          entry.sending = false; // the connection died under it: resent after the next welcome
+          return;
+        }
+        const i = this.#outbox.indexOf(entry);
+        if (i >= 0) this.#outbox.splice(i, 1);
+      });
+      if (!ok) {
+        entry.sending = false;
+        return;
+      }
+    }
+  }
+
+  #onMessage(text: string): void {
+    const { log, runner } = this.#opts;
+    const sid = this.sessionId;
+    const msg = parseMessage(SessionServerMessage, text);
+    if (!msg) {
+      this.#rejectMalformed(text);
+      return;
+    }
+    switch (msg.type) {
+      case "welcome": {
+        const { address, engineModel } = this.#opts;
+        if (msg.session_id !== sid) log.warn(`session ${sid}: welcome names session ${msg.session_id}`);
+        if (msg.miner.toLowerCase() !== address.toLowerCase()) log.warn(`session ${sid}: welcome names miner ${msg.miner}, we are ${address}`);
+        if (msg.protocol !== PROTOCOL_VERSION) log.warn(`session ${sid}: router speaks protocol ${msg.protocol}, we speak ${PROTOCOL_VERSION}`);
+        if (msg.model !== engineModel) log.warn(`session ${sid}: session model is ${msg.model}, this miner serves ${engineModel}`);
+        const reconnect = this.#everWelcomed;
+        this.#welcomed = true;
+        this.#everWelcomed = true;
+        this.#socket.markHealthy();
+        log.event(
+          "session_joined",
+          reconnect
+            ? `session ${sid} reconnected${this.#outbox.length ? `; delivering ${this.#outbox.length} pending message(s)` : ""}`
+            : `joined session ${sid} (model ${msg.model}, block ${msg.block})`,
+          { session_id: sid, model: msg.model, block: msg.block, reconnect, pending: this.#outbox.length },
+        );
+        this.#flush();
+        return;
+      }
+      case "assign":
+        if (msg.session_id !== sid) {
+          log.warn(`session ${sid}: ignoring an assign for session ${msg.session_id} (task ${msg.task_id})`);
+          return;
+        }
+        runner.submit(this, msg);
+        return;
+      case "cancel":
+        runner.cancel(sid, msg.task_id, msg.reason);
+        return;
+      case "error":
+        log.warn(`session ${sid}: router error ${msg.code}: ${msg.message}${msg.task_id ? ` (task ${msg.task_id})` : ""}`);
+        return;
+    }
+  }
+
+  /**
+   * A frame that fails the schema is logged and dropped. If it still looks like an assign with a task id, the
+   * task is released at once, so the router reassigns it instead of waiting for the ack deadline.
+   */
+  #rejectMalformed(text: string): void {
+    const sid = this.sessionId;
+    let type: unknown;
+    let taskId: unknown;
+    try {
+      const raw = JSON.parse(text) as { type?: unknown; task_id?: unknown };
+      type = raw?.type;
+      taskId = raw?.task_id;
+    } catch {
+      /* not JSON at all */
+    }
+    this.#opts.log.warn(`session ${sid}: malformed message ignored: ${text.slice(0, 200)}`);
+    if (type === "assign" && typeof taskId === "string" && taskId.length > 0 && taskId.length <= 64) {
+      this.deliver({ type: "release", task_id: taskId, reason: "malformed assign message (failed schema validation)" });
+    }
+  }
+}

@@ -1,0 +1,290 @@
+import type { PrivateKeyAccount } from "viem/accounts";
+import type { AssignMessage, SessionMinerMessage } from "../../shared/protocol.ts";
+import { precommitTypedData, resultHash } from "../../shared/signing.ts";
+import type { Engine } from "./engine-types.ts";
+import { describeError, type Logger } from "./log.ts";
+import type { Stats } from "./stats.ts";
+
+// Runs assigned tasks: at most `concurrency` at once across all sessions, the rest queued locally in arrival
+// order. Per task: ack at once → generate (streaming tokens when asked) → precommit the signed hash → commit.
+// Results are handed to the session's sink, which keeps them until they reach a socket, so a task that
+// finishes while its session is reconnecting (router restart) is still delivered.
+
+/** Where a task's messages go: its session channel. */
+export interface TaskSink {
+  readonly sessionId: string;
+  /** Now or never (ack, token): pointless to replay after a reconnect. */
+  send(msg: SessionMinerMessage): boolean;
+  /** Kept in an outbox until written to a socket, across reconnects (precommit, commit, release). */
+  deliver(msg: SessionMinerMessage): void;
+  /** Whether some of this task's messages are still waiting in the outbox. */
+  hasPending(taskId: string): boolean;
+  /** Forget this task's undelivered messages (it was cancelled). */
+  dropTask(taskId: string): void;
+}
+
+type AbortCause = "cancel" | "session" | "shutdown";
+
+interface Task {
+  key: string;
+  assign: AssignMessage;
+  sink: TaskSink;
+  state: "queued" | "running";
+  controller: AbortController;
+  abortCause?: AbortCause;
+  arrivedAt: number;
+  /** It could not start on arrival (all slots busy), so its deadline may have passed meanwhile. */
+  waited: boolean;
+}
+
+type Precommit = Extract<SessionMinerMessage, { type: "precommit" }>;
+type Commit = Extract<SessionMinerMessage, { type: "commit" }>;
+
+export interface TaskRunnerOptions {
+  engine: Pick<Engine, "model" | "generate">;
+  account: PrivateKeyAccount;
+  concurrency: number;
+  log: Logger;
+  stats: Stats;
+  /** How many finished results to remember, to answer an assign the router re-sends after losing our commit. */
+  finishedCacheSize?: number;
+}
+
+const MAX_REASON = 500;
+
+export class TaskRunner {
+  readonly #opts: TaskRunnerOptions;
+  readonly #tasks = new Map<string, Task>();
+  readonly #queue: Task[] = [];
+  readonly #finished = new Map<string, { precommit: Precommit; commit: Commit }>();
+  #running = 0;
+  #accepting = true;
+
+  constructor(opts: TaskRunnerOptions) {
+    this.#opts = opts;
+  }
+
+  get running(): number {
+    return this.#running;
+  }
+
+  get queued(): number {
+    return this.#queue.length;
+  }
+
+  /** Tasks accepted and not finished (running + queued locally): the heartbeat's `inflight`. */
+  get inflight(): number {
+    return this.#tasks.size;
+  }
+
+  submit(sink: TaskSink, assign: AssignMessage): void {
+    const { log, engine } = this.#opts;
+    const tid = assign.task_id;
+    const key = taskKey(sink.sessionId, tid);
+    const label = `task ${key}`;
+
+    if (!this.#accepting) {
+      sink.deliver({ type: "release", task_id: tid, reason: "shutdown" });
+      log.event("task_released", `${label} released (shutting down)`, fields(sink, tid, { reason: "shutdown" }));
+      return;
+    }
+    // Re-sent after a reconnect: never run a task twice. Re-ack; a running one will deliver when done…
+    if (this.#tasks.has(key)) {
+      sink.send({ type: "ack", task_id: tid });
+      log.info(`${label}: assign repeated while ${this.#tasks.get(key)!.state}; re-acked`);
+      return;
+    }
+    // …and a finished one re-delivers its result, unless that is still waiting in the outbox anyway.
+    const done = this.#finished.get(key);
+    if (done) {
+      sink.send({ type: "ack", task_id: tid });
+      if (!sink.hasPending(tid)) {
+        sink.deliver(done.precommit);
+        sink.deliver(done.commit);
+      }
+      log.info(`${label}: assign repeated after completion; result re-sent`);
+      return;
+    }
+    // Answering with another model's output would only fail consensus; hand it back so it is reassigned.
+    if (assign.model !== engine.model) {
+      const reason = `model mismatch: assigned ${assign.model}, this miner serves ${engine.model}`;
+      sink.deliver({ type: "release", task_id: tid, reason: reason.slice(0, MAX_REASON) });
+      log.event("task_released", `${label} released: ${reason}`, fields(sink, tid, { reason }), "warn");
+      return;
+    }
+
+    sink.send({ type: "ack", task_id: tid });
+    const task: Task = {
+      key,
+      assign,
+      sink,
+      state: "queued",
+      controller: new AbortController(),
+      arrivedAt: Date.now(),
+      waited: this.#running >= this.#opts.concurrency || this.#queue.length > 0,
+    };
+    this.#tasks.set(key, task);
+    this.#queue.push(task);
+    this.#pump();
+  }
+
+  /** The router withdrew the task: stop it and send nothing more about it. */
+  cancel(sessionId: string, taskId: string, reason: string): void {
+    const key = taskKey(sessionId, taskId);
+    const task = this.#tasks.get(key);
+    const f = { session_id: sessionId, task_id: taskId, reason };
+    if (task) {
+      this.#abort(task, "cancel");
+      this.#opts.log.event("task_cancelled", `task ${key} cancelled (${reason})`, f);
+      return;
+    }
+    if (this.#finished.delete(key)) {
+      this.#opts.log.event("task_cancelled", `task ${key} cancelled after completion (${reason})`, f);
+    }
+  }
+
+  /** We left the session: its tasks can no longer be delivered, so stop them silently. */
+  abortSession(sessionId: string): void {
+    for (const task of [...this.#tasks.values()]) {
+      if (task.sink.sessionId === sessionId) this.#abort(task, "session");
+    }
+  }
+
+  /** Shutdown, step 1: refuse new assigns and hand back everything not yet started. */
+  stopAccepting(): void {
+    this.#accepting = false;
+    for (const task of [...this.#queue]) this.#releaseForShutdown(task);
+  }
+
+  /** Shutdown, step 2 (drain time is up): stop what is still running and hand it back. */
+  releaseRunning(): void {
+    for (const task of [...this.#tasks.values()]) this.#releaseForShutdown(task);
+  }
+
+  #releaseForShutdown(task: Task): void {
+    const tid = task.assign.task_id;
+    this.#abort(task, "shutdown");
+    task.sink.deliver({ type: "release", task_id: tid, reason: "shutdown" });
+    this.#opts.log.event("task_released", `task ${task.key} released (shutdown)`, fields(task.sink, tid, { reason: "shutdown" }));
+  }
+
+  #abort(task: Task, cause: AbortCause): void {
+    task.abortCause ??= cause;
+    task.sink.dropTask(task.assign.task_id);
+    // Forget it now (a later assign of the same id is a new run); a running one keeps its slot until the
+    // engine actually stops.
+    if (this.#tasks.get(task.key) === task) this.#tasks.delete(task.key);
+    if (task.state === "queued") {
+      const i = this.#queue.indexOf(task);
+      if (i >= 0) this.#queue.splice(i, 1);
+    } else {
+      task.controller.abort(new Error(`task ${cause}`));
+    }
+  }
+
+  #pump(): void {
+    while (this.#running < this.#opts.concurrency && this.#queue.length > 0) {
+      const task = this.#queue.shift()!;
+      // Only tasks that waited here are checked: their deadline is judged on our clock, which may be skewed,
+      // and a task started at once is always worth trying.
+      if (task.waited && Date.now() > task.assign.commit_deadline) {
+        this.#tasks.delete(task.key);
+        const reason = "commit deadline passed while queued on the miner";
+        task.sink.deliver({ type: "release", task_id: task.assign.task_id, reason });
+        this.#opts.log.event("task_released", `task ${task.key} released: ${reason}`, fields(task.sink, task.assign.task_id, { reason }), "warn");
+        continue;
+      }
+      task.state = "running";
+      this.#running++;
+      void this.#run(task).finally(() => {
+        this.#running--;
+        if (this.#tasks.get(task.key) === task) this.#tasks.delete(task.key);
+        this.#pump();
+      });
+    }
+  }
+
+  async #run(task: Task): Promise<void> {
+    const { engine, account, log, stats } = this.#opts;
+    const { assign, sink } = task;
+    const tid = assign.task_id;
+    const startedAt = Date.now();
+    let seq = 0;
+    try {
+      const result = await engine.generate({
+        input: assign.input,
+        params: assign.params,
+        signal: task.controller.signal,
+        onToken: assign.stream
+          ? (text) => {
+              if (!text || task.abortCause) return;
+              sink.send({ type: "token", task_id: tid, seq: seq++, text });
+            }
+          : undefined,
+      });
+      if (task.abortCause) return;
+      const hash = resultHash(result.text);
+      const signature = await account.signTypedData(
+        precommitTypedData({ session: sink.sessionId, task: tid, miner: account.address, hash }),
+      );
+      if (task.abortCause) return;
+      const precommit: Precommit = { type: "precommit", task_id: tid, hash, signature };
+      const commit: Commit = {
+        type: "commit",
+        task_id: tid,
+        text: result.text,
+        finish_reason: result.finish_reason,
+        usage: result.usage,
+        inference_ms: Math.max(0, result.inference_ms),
+      };
+      sink.deliver(precommit);
+      sink.deliver(commit);
+      this.#remember(task.key, precommit, commit);
+
+      const ms = Date.now() - startedAt;
+      const tokens = result.usage.completion_tokens;
+      const tps = ms > 0 ? tokens / (ms / 1000) : 0;
+      stats.recordTask(tokens, result.inference_ms);
+      log.event(
+        "task_done",
+        `task ${task.key} done in ${ms} ms, ${tokens} tokens (${tps.toFixed(1)} tok/s), finish=${result.finish_reason}`,
+        fields(sink, tid, {
+          ms,
+          tokens,
+          tokens_per_s: Math.round(tps * 10) / 10,
+          finish_reason: result.finish_reason,
+          inference_ms: result.inference_ms,
+          queue_ms: startedAt - task.arrivedAt,
+          prompt_tokens: result.usage.prompt_tokens,
+          streamed: assign.stream,
+          hash,
+        }),
+      );
+    } catch (err) {
+      if (task.abortCause) return; // cancelled, session left, or released for shutdown: already handled
+      const msg = describeError(err);
+      const reason = `engine error: ${msg}`.slice(0, MAX_REASON);
+      sink.deliver({ type: "release", task_id: tid, reason });
+      log.event(
+        "task_released",
+        `task ${task.key} failed after ${Date.now() - startedAt} ms: ${msg}; released`,
+        fields(sink, tid, { reason }),
+        "warn",
+      );
+    }
+  }
+
+  #remember(key: string, precommit: Precommit, commit: Commit): void {
+    this.#finished.set(key, { precommit, commit });
+    const max = this.#opts.finishedCacheSize ?? 64;
+    while (this.#finished.size > max) this.#finished.delete(this.#finished.keys().next().value!);
+  }
+}
+
+function taskKey(sessionId: string, taskId: string): string {
+  return `${sessionId}/${taskId}`;
+}
+
+function fields(sink: TaskSink, taskId: string, extra: Record<string, unknown>): Record<string, unknown> {
+  return { session_id: sink.sessionId, task_id: taskId, ...extra };
+}

@@ -1,0 +1,32 @@
+// Stable error codes shared by router, Durable Objects and clients. The HTTP status lives with the code so
+// every layer maps a failure the same way.
+export const ERROR_STATUS = {
+  invalid_request: 400,
+  unauthorized: 401,
+  deposit_exhausted: 402,
+  forbidden: 403,
+  not_found: 404,
+  session_not_found: 404,
+  task_not_found: 404,
+  session_required: 400,
+  session_exists: 409,
+  conflict: 409,
+  no_miner_available: 503,
+  task_failed: 502,
+  timeout: 504,
+  internal_error: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+/** JSON data, two levels deep: what crosses Durable Object RPC (whose types reject `unknown`) and HTTP. */
+export type JsonPrimitive = string | number | boolean | null;
+type Json1 = JsonPrimitive | JsonPrimitive[] | { [key: string]: JsonPrimitive };
+export type JsonValue = Json1 | Json1[] | { [key: string]: Json1 };
+
+/** A failure as it travels between Durable Objects and the router (RPC keeps plain objects intact). */
+export interface Failure {
+  code: ErrorCode;
+  message: string;
+  details?: JsonValue;
+}

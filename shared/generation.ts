@@ -1,0 +1,36 @@
+import { z } from "zod";
+
+// Decoding parameters as they travel from the router to the miner. Field names follow Cortensor clients.
+export const GenerationParams = z.object({
+  max_tokens: z.number().int().min(1).max(4096),
+  temperature: z.number().min(0).max(2),
+  top_p: z.number().gt(0).max(1),
+  top_k: z.number().int().min(0).max(1000),
+  presence_penalty: z.number().min(-2).max(2),
+  frequency_penalty: z.number().min(-2).max(2),
+  stop: z.array(z.string().min(1).max(64)).max(8),
+  /** Seed for sampled decoding, so replicas of one task sample identically. Ignored when greedy. */
+  seed: z.number().int().min(0).max(2 ** 31 - 1),
+});
+export type GenerationParams = z.infer<typeof GenerationParams>;
+
+export const PromptSpec = z.object({
+  prompt: z.string(),
+  /** 0: apply the template (the given one, else the model's chat template if it has one); 1: raw. */
+  prompt_type: z.union([z.literal(0), z.literal(1)]),
+  /** A template with a `{prompt}` placeholder, applied when prompt_type is 0. */
+  prompt_template: z.string().max(8192).optional(),
+});
+export type PromptSpec = z.infer<typeof PromptSpec>;
+
+/** Greedy decoding (temperature 0) is deterministic: exact-hash consensus relies on it. */
+export function isGreedy(p: Pick<GenerationParams, "temperature">): boolean {
+  return p.temperature === 0;
+}
+
+/** Renders the prompt the way every miner must, so replicas see identical input. */
+export function renderPrompt(spec: PromptSpec, chatTemplate?: (prompt: string) => string): string {
+  if (spec.prompt_type === 1) return spec.prompt;
+  if (spec.prompt_template) return spec.prompt_template.split("{prompt}").join(spec.prompt);
+  return chatTemplate ? chatTemplate(spec.prompt) : spec.prompt;
+}

@@ -1,0 +1,111 @@
+import { z } from "zod";
+import { GenerationParams, PromptSpec } from "./generation.ts";
+
+// Every WebSocket message between router and miner. Both ends parse with these unions and reject the rest.
+// Two channels: the pool channel (miner ↔ NodePool: heartbeats, session membership) and one session channel
+// per session the miner serves (miner ↔ SessionQueue: the task lifecycle).
+
+export const PROTOCOL_VERSION = 1;
+
+const Hex = z.string().regex(/^0x[0-9a-fA-F]*$/);
+const Hash = z.string().regex(/^0x[0-9a-fA-F]{64}$/);
+const TaskId = z.string().min(1).max(64);
+const SessionId = z.string().min(1).max(64);
+
+// ── session channel ────────────────────────────────────────────────────────────────────────────────────
+
+export const AssignMessage = z.object({
+  type: z.literal("assign"),
+  session_id: SessionId,
+  task_id: TaskId,
+  model: z.string(),
+  input: PromptSpec,
+  params: GenerationParams,
+  /** Whether the router wants token messages (only when a client streams). */
+  stream: z.boolean(),
+  /** Absolute epoch-ms deadlines for this replica's phases. */
+  ack_deadline: z.number(),
+  commit_deadline: z.number(),
+  block: z.number().int(),
+});
+
+export const SessionServerMessage = z.discriminatedUnion("type", [
+  z.object({
+    type: z.literal("welcome"),
+    session_id: SessionId,
+    miner: z.string(),
+    model: z.string(),
+    block: z.number().int(),
+    protocol: z.number().int(),
+  }),
+  AssignMessage,
+  z.object({ type: z.literal("cancel"), task_id: TaskId, reason: z.string() }),
+  z.object({ type: z.literal("error"), code: z.string(), message: z.string(), task_id: TaskId.optional() }),
+]);
+export type SessionServerMessage = z.infer<typeof SessionServerMessage>;
+export type AssignMessage = z.infer<typeof AssignMessage>;
+
+export const Usage = z.object({
+  prompt_tokens: z.number().int().min(0),
+  completion_tokens: z.number().int().min(0),
+});
+
+export const SessionMinerMessage = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("ack"), task_id: TaskId }),
+  z.object({ type: z.literal("token"), task_id: TaskId, seq: z.number().int().min(0), text: z.string() }),
+  z.object({ type: z.literal("precommit"), task_id: TaskId, hash: Hash, signature: Hex }),
+  z.object({
+    type: z.literal("commit"),
+    task_id: TaskId,
+    text: z.string(),
+    finish_reason: z.enum(["stop", "length"]),
+    usage: Usage,
+    /** The miner's own inference time, so the router can report its added latency. */
+    inference_ms: z.number().min(0),
+  }),
+  /** Hands a task back (shutdown, engine error); the SessionQueue reassigns it. */
+  z.object({ type: z.literal("release"), task_id: TaskId, reason: z.string().max(500) }),
+]);
+export type SessionMinerMessage = z.infer<typeof SessionMinerMessage>;
+
+// ── pool channel ───────────────────────────────────────────────────────────────────────────────────────
+
+export const PoolServerMessage = z.discriminatedUnion("type", [
+  z.object({
+    type: z.literal("registered"),
+    address: z.string(),
+    heartbeat_ms: z.number().int(),
+    block: z.number().int(),
+  }),
+  /** The full list of sessions this miner should serve; the miner connects to new ones, leaves the rest. */
+  z.object({
+    type: z.literal("sessions"),
+    sessions: z.array(z.object({ session_id: SessionId, model: z.string() })),
+  }),
+  z.object({ type: z.literal("error"), code: z.string(), message: z.string() }),
+]);
+export type PoolServerMessage = z.infer<typeof PoolServerMessage>;
+
+export const PoolMinerMessage = z.discriminatedUnion("type", [
+  z.object({
+    type: z.literal("heartbeat"),
+    inflight: z.number().int().min(0),
+    cpu_usage: z.number().min(0).max(100),
+    memory_mb: z.number().min(0),
+    tokens_per_s: z.number().min(0).optional(),
+  }),
+]);
+export type PoolMinerMessage = z.infer<typeof PoolMinerMessage>;
+
+/** Parses one text frame with a union; returns null for anything malformed. */
+export function parseMessage<T>(schema: z.ZodType<T>, raw: string | ArrayBuffer): T | null {
+  if (typeof raw !== "string") return null;
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch {
+    return null;
+  }
+  const parsed = schema.safeParse(json);
+  return parsed.success ? parsed.data : null;
+}

@@ -1,0 +1,74 @@
+import { Hono } from "hono";
+import { VERSION, type AppEnv } from "../env.ts";
+import { nodePool, oracle } from "../lib/stubs.ts";
+
+// Health and network information. ping and about are public; the rest need an API key (mounted after auth).
+
+export const publicMeta = new Hono<AppEnv>();
+
+publicMeta.get("/ping", (c) => c.json({ status: "ok", time: Date.now() }));
+
+publicMeta.get("/about", (c) =>
+  c.json({
+    name: c.env.ROUTER_NAME,
+    version: VERSION,
+    description: "Decentralized inference router: sessions queue tasks for redundant miners that run real models",
+    api_versions: ["v1"],
+    default_model: c.env.DEFAULT_MODEL,
+    default_session: c.env.DEFAULT_SESSION_ID ?? null,
+    auth: "Authorization: Bearer <api key> on every route but /ping and /about",
+  }),
+);
+
+export const meta = new Hono<AppEnv>();
+
+meta.get("/info", async (c) => {
+  const pool = nodePool(c.env);
+  const [sessions, miners] = await Promise.all([pool.listSessions(), pool.listMiners()]);
+  const online = miners.filter((m) => m.status === "online");
+  const dedicated = new Set(sessions.filter((s) => s.mode === "dedicated").map((s) => s.id));
+  const dedicatedCount = online.filter((m) => m.sessions.some((id) => dedicated.has(id))).length;
+  return c.json({
+    active_sessions: sessions.filter((s) => s.active).length,
+    address: c.env.ROUTER_ADDRESS ?? null,
+    name: c.env.ROUTER_NAME,
+    node_stats: { dedicated_count: dedicatedCount, ephemeral_count: online.length - dedicatedCount, total_count: online.length },
+    total_sessions: sessions.length,
+    version: VERSION,
+  });
+});
+
+meta.get("/status", async (c) => {
+  const pool = nodePool(c.env);
+  const [sessions, miners, clock] = await Promise.all([pool.listSessions(), pool.listMiners(), oracle(c.env).snapshot()]);
+  const online = miners.filter((m) => m.status === "online");
+  const cpu = online.map((m) => m.cpu_usage).filter((v): v is number => v !== null);
+  const mem = online.map((m) => m.memory_mb).filter((v): v is number => v !== null);
+  return c.json({
+    active_sessions: sessions.filter((s) => s.active).length,
+    connected_miners: online.length,
+    // Workers expose no host metrics; these aggregate what connected miners report in their heartbeats.
+    cpu_usage: cpu.length ? cpu.reduce((a, b) => a + b, 0) / cpu.length : 0,
+    memory_usage: mem.reduce((a, b) => a + b, 0),
+    uptime: Math.floor((Date.now() - clock.genesis_at) / 1000),
+    block_height: clock.height,
+    block_interval_ms: clock.interval_ms,
+    block_at: clock.at,
+  });
+});
+
+meta.get("/miners", async (c) => {
+  const nodes = await nodePool(c.env).listMiners();
+  const online = nodes.filter((n) => n.status === "online");
+  return c.json({
+    nodes,
+    stats: {
+      total: nodes.length,
+      online: online.length,
+      offline: nodes.length - online.length,
+      capacity: online.reduce((a, n) => a + n.capacity, 0),
+      inflight: online.reduce((a, n) => a + n.inflight, 0),
+      by_device: Object.fromEntries(["cpu", "webgpu"].map((d) => [d, online.filter((n) => n.device === d).length])),
+    },
+  });
+});

@@ -1,0 +1,27 @@
+import { Hono } from "hono";
+import type { AppEnv } from "../env.ts";
+import { ApiError } from "../lib/api-error.ts";
+import { CreateSessionBody, SessionParam } from "../lib/schemas.ts";
+import { createSession } from "../lib/sessions.ts";
+import { nodePool, sessionQueue } from "../lib/stubs.ts";
+import { jsonBody, params } from "../lib/validate.ts";
+
+export const sessions = new Hono<AppEnv>();
+
+sessions.get("/", async (c) => {
+  const list = await nodePool(c.env).listSessions();
+  return c.json({ count: list.length, sessions: list });
+});
+
+sessions.post("/", jsonBody(CreateSessionBody), async (c) => {
+  const config = await createSession(c.env, c.get("owner"), c.req.valid("json"));
+  const summary = await nodePool(c.env).getSession(config.id);
+  return c.json({ ...summary, config }, 201);
+});
+
+sessions.get("/:sessionId", params(SessionParam), async (c) => {
+  const { sessionId } = c.req.valid("param");
+  const [summary, detail] = await Promise.all([nodePool(c.env).getSession(sessionId), sessionQueue(c.env, sessionId).describe()]);
+  if (!summary || !detail) throw new ApiError("session_not_found", `unknown session ${sessionId}`);
+  return c.json({ ...summary, config: detail.config, usage: detail.usage });
+});
