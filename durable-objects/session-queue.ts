@@ -354,9 +354,9 @@ export class SessionQueue extends DurableObject<Env> {
         replica.state = "committed";
         this.bumpLoad(replica.miner, -1);
         this.sql.exec(
-          `UPDATE replicas SET state = 'committed', committed_at = ?, text = ?, finish_reason = ?, usage = ?, inference_ms = ?
-           WHERE task_id = ? AND miner = ?`,
-          now, msg.text, msg.finish_reason, JSON.stringify(msg.usage), msg.inference_ms, task.id, replica.miner,
+          `UPDATE replicas SET state = 'committed', committed_at = ?, text = ?, finish_reason = ?, usage = ?, inference_ms = ?,
+             first_token_ms = ? WHERE task_id = ? AND miner = ?`,
+          now, msg.text, msg.finish_reason, JSON.stringify(msg.usage), msg.inference_ms, msg.first_token_ms ?? null, task.id, replica.miner,
         );
         if (task.stream) this.onToken(task, replica, msg.text.slice(replica.streamed.length));
         this.advance(task, now);
@@ -681,6 +681,7 @@ export class SessionQueue extends DurableObject<Env> {
         signature: r.signature,
         latency_ms: r.committed_at ? r.committed_at - r.assigned_at : null,
         inference_ms: r.inference_ms,
+        first_token_ms: r.first_token_ms,
         agreed: consensus && r.state === "committed" ? r.hash === consensus.hash : null,
         reason: r.reason,
       })),

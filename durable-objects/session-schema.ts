@@ -44,6 +44,7 @@ export const SCHEMA = [
      finish_reason TEXT,
      usage TEXT,
      inference_ms REAL,
+     first_token_ms REAL,
      reason TEXT,
      PRIMARY KEY (task_id, miner)
    )`,
@@ -89,5 +90,6 @@ export interface ReplicaRow extends Record<string, SqlStorageValue> {
   finish_reason: string | null;
   usage: string | null;
   inference_ms: number | null;
+  first_token_ms: number | null;
   reason: string | null;
 }

@@ -62,6 +62,8 @@ export const SessionMinerMessage = z.discriminatedUnion("type", [
     usage: Usage,
     /** The miner's own inference time, so the router can report its added latency. */
     inference_ms: z.number().min(0),
+    /** From receiving the assignment to the first generated token, as the miner measured it. */
+    first_token_ms: z.number().min(0).optional(),
   }),
   /** Hands a task back (shutdown, engine error); the SessionQueue reassigns it. */
   z.object({ type: z.literal("release"), task_id: TaskId, reason: z.string().max(500) }),

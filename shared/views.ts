@@ -49,6 +49,7 @@ export interface ReplicaView {
   /** Assignment to commit, ms. */
   latency_ms: number | null;
   inference_ms: number | null;
+  first_token_ms: number | null;
   agreed: boolean | null;
   reason: string | null;
 }

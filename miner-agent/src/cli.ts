@@ -10,6 +10,7 @@ import { expandHome, loadOrCreateWallet, WalletError } from "./wallet.ts";
 // The engine and the model builder are imported lazily so `--help` answers instantly.
 
 const VERSION = readVersion();
+const DUPLICATE_SIGNAL_MS = 300;
 
 let agent: MinerAgent | null = null;
 let engine: Engine | null = null;
@@ -104,13 +105,16 @@ async function main(argv: string[]): Promise<void> {
 }
 
 function installProcessHandlers(log: Logger): void {
-  let signals = 0;
+  let firstAt = 0;
   const onSignal = (sig: NodeJS.Signals) => {
-    signals++;
-    if (signals > 1) {
+    if (firstAt) {
+      // `npx`/`npm exec` forwards the terminal's SIGINT to us, which the terminal also delivers directly:
+      // one Ctrl-C arrives twice within milliseconds. Only a later one is a second Ctrl-C.
+      if (Date.now() - firstAt < DUPLICATE_SIGNAL_MS) return;
       log.warn(`${sig} again: exiting immediately`);
       process.exit(130);
     }
+    firstAt = Date.now();
     stopping = true;
     log.notice(`${sig} received; stopping (press Ctrl-C again to exit immediately)`);
     void gracefulStop(log, sig);

@@ -1,4 +1,5 @@
 import { link, mkdir, readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
 import { homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from "viem/accounts";
@@ -100,7 +101,7 @@ async function createKeyFile(keyFile: string): Promise<Wallet> {
   const body: KeyFile = { address: account.address, private_key: privateKey, created_at: new Date().toISOString() };
   await mkdir(dirname(keyFile), { recursive: true, mode: 0o700 });
   // Write to a temp file then link it into place exclusively: never a half-written key, never an overwrite.
-  const tmp = `${keyFile}.${process.pid}.tmp`;
+  const tmp = `${keyFile}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
   await writeFile(tmp, JSON.stringify(body, null, 2) + "\n", { mode: 0o600, flag: "wx" });
   try {
     await linkExclusive(tmp, keyFile);

@@ -1,0 +1,69 @@
+// `npm start`: a whole local network — the router under `wrangler dev` (Durable Objects and R2 persisted in
+// .wrangler/state between restarts) plus one miner agent on the built-in model. Ctrl-C stops both.
+import { spawn, type ChildProcess } from "node:child_process";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+
+const ROOT = resolve(import.meta.dirname, "..");
+const PORT = Number(process.env.PORT ?? 8787);
+const URL = `http://127.0.0.1:${PORT}`;
+
+function run(label: string, cmd: string, args: string[]): ChildProcess {
+  const child = spawn(cmd, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false" } });
+  for (const stream of [child.stdout!, child.stderr!]) {
+    createInterface({ input: stream }).on("line", (line) => console.log(`[${label}] ${line}`));
+  }
+  child.on("exit", (code, signal) => {
+    console.log(`[${label}] exited (${signal ?? code})`);
+    if (!stopping) shutdown(1);
+  });
+  return child;
+}
+
+let stopping = false;
+const children: ChildProcess[] = [];
+function shutdown(code = 0): void {
+  if (stopping) return;
+  stopping = true;
+  for (const c of children.reverse()) c.kill("SIGINT");
+  setTimeout(() => process.exit(code), 12_000).unref();
+  Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once("exit", r))))).then(() => process.exit(code));
+}
+process.on("SIGINT", () => shutdown(0));
+process.on("SIGTERM", () => shutdown(0));
+
+children.push(run("router", join(ROOT, "node_modules/.bin/wrangler"), ["dev", "--port", String(PORT), "--persist-to", ".wrangler/state"]));
+
+for (let i = 0; ; i++) {
+  try {
+    if ((await fetch(`${URL}/api/v1/ping`)).ok) break;
+  } catch {}
+  if (i > 600) {
+    console.error("router did not start in 120 s");
+    shutdown(1);
+  }
+  await new Promise((r) => setTimeout(r, 200));
+}
+
+children.push(
+  run("miner", process.execPath, [
+    join(ROOT, "miner-agent/bin/miner-agent.js"),
+    "--router", URL,
+    "--key-file", ".miner/key.json",
+    "--cache-dir", ".miner/models",
+    "--concurrency", process.env.MINER_CONCURRENCY ?? "2",
+  ]),
+);
+
+console.log(`
+  Router listening on ${URL}  (API key for development: dev-key)
+  A miner agent is starting on the built-in model (edge/tiny-gpt2).
+
+  Try:
+    curl -s ${URL}/api/v1/completions \\
+      -H 'Authorization: Bearer dev-key' -H 'Content-Type: application/json' \\
+      -d '{"prompt":"The edge network","max_tokens":32}'
+
+  Streamed:  add "stream": true   ·   Status: curl -s ${URL}/api/v1/status -H 'Authorization: Bearer dev-key'
+  Ctrl-C stops the router and the miner.
+`);

@@ -1,0 +1,217 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { createInterface } from "node:readline";
+
+// Starts the real network for integration tests and benchmarks: the router under `wrangler dev` (workerd,
+// real Durable Objects and local R2) and miner-agent processes speaking the real protocol.
+
+export const ROOT = resolve(import.meta.dirname, "../..");
+export const API_KEY = "dev-key";
+/** Shared model cache so the built-in model is built once per machine, not once per miner. */
+export const MODEL_CACHE = join(ROOT, ".cache", "models");
+
+export async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once("error", rej);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => res(port));
+    });
+  });
+}
+
+export function tempDir(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), `${prefix}-`));
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Kills a detached child and everything it started (wrangler starts workerd). */
+async function killTree(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM", graceMs = 5000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  try {
+    process.kill(-child.pid!, signal);
+  } catch {
+    return;
+  }
+  const timer = setTimeout(() => {
+    try {
+      process.kill(-child.pid!, "SIGKILL");
+    } catch {}
+  }, graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+export interface Router {
+  url: string;
+  port: number;
+  persistDir: string;
+  process: ChildProcess;
+  log: () => string;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export async function startRouter(opts: { port?: number; persistDir?: string; vars?: Record<string, string> } = {}): Promise<Router> {
+  const port = opts.port ?? (await freePort());
+  const inspector = await freePort();
+  const persistDir = opts.persistDir ?? tempDir("router-state");
+  const args = ["dev", "--port", String(port), "--ip", "127.0.0.1", "--persist-to", persistDir, "--inspector-port", String(inspector)];
+  for (const [k, v] of Object.entries(opts.vars ?? {})) args.push("--var", `${k}:${v}`);
+  const child = spawn(join(ROOT, "node_modules/.bin/wrangler"), args, {
+    cwd: ROOT,
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true", NO_COLOR: "1" },
+  });
+  let output = "";
+  child.stdout!.on("data", (d) => (output += d));
+  child.stderr!.on("data", (d) => (output += d));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 90_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`wrangler dev exited ${child.exitCode}:\n${output}`);
+    try {
+      const res = await fetch(`${url}/api/v1/ping`);
+      if (res.ok) break;
+    } catch {}
+    await sleep(200);
+  }
+  if (Date.now() >= deadline) {
+    await killTree(child, "SIGKILL");
+    throw new Error(`router did not become ready:\n${output}`);
+  }
+  return { url, port, persistDir, process: child, log: () => output, stop: (signal) => killTree(child, signal) };
+}
+
+export interface MinerEvent {
+  event: string;
+  [k: string]: unknown;
+}
+
+export interface Miner {
+  process: ChildProcess;
+  keyFile: string;
+  events: MinerEvent[];
+  log: () => string;
+  address: () => string | undefined;
+  waitFor(event: string, pred?: (e: MinerEvent) => boolean, timeoutMs?: number): Promise<MinerEvent>;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  exited: Promise<number | null>;
+}
+
+export async function startMiner(
+  routerUrl: string,
+  opts: { keyFile?: string; concurrency?: number; name?: string; model?: string; args?: string[]; env?: Record<string, string> } = {},
+): Promise<Miner> {
+  const keyFile = opts.keyFile ?? join(tempDir("miner"), "key.json");
+  const args = [
+    join(ROOT, "miner-agent/bin/miner-agent.js"),
+    "--router", routerUrl,
+    "--key-file", keyFile,
+    "--cache-dir", MODEL_CACHE,
+    "--concurrency", String(opts.concurrency ?? 1),
+    "--log-format", "json",
+    ...(opts.name ? ["--name", opts.name] : []),
+    ...(opts.model ? ["--model", opts.model] : []),
+    ...(opts.args ?? []),
+  ];
+  const child = spawn(process.execPath, args, {
+    cwd: ROOT,
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...opts.env },
+  });
+  const events: MinerEvent[] = [];
+  const waiters: { event: string; pred: (e: MinerEvent) => boolean; resolve: (e: MinerEvent) => void }[] = [];
+  let output = "";
+  createInterface({ input: child.stdout! }).on("line", (line) => {
+    output += line + "\n";
+    let ev: MinerEvent;
+    try {
+      ev = JSON.parse(line) as MinerEvent;
+    } catch {
+      return;
+    }
+    if (typeof ev.event !== "string") return;
+    events.push(ev);
+    for (const w of [...waiters]) {
+      if (w.event === ev.event && w.pred(ev)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(ev);
+      }
+    }
+  });
+  child.stderr!.on("data", (d) => (output += d));
+  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  const miner: Miner = {
+    process: child,
+    keyFile,
+    events,
+    log: () => output,
+    address: () => events.find((e) => typeof e.address === "string")?.address as string | undefined,
+    waitFor(event, pred = () => true, timeoutMs = 60_000) {
+      const seen = events.find((e) => e.event === event && pred(e));
+      if (seen) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`miner did not emit ${event} in ${timeoutMs} ms:\n${output.slice(-4000)}`)), timeoutMs);
+        waiters.push({ event, pred, resolve: (e) => (clearTimeout(timer), resolve(e)) });
+      });
+    },
+    stop: (signal) => killTree(child, signal, 15_000),
+    exited,
+  };
+  return miner;
+}
+
+/** JSON call to the router with the development API key. */
+export async function api<T = any>(
+  router: { url: string },
+  path: string,
+  init: { method?: string; body?: unknown; key?: string | null; headers?: Record<string, string> } = {},
+): Promise<{ status: number; body: T; headers: Headers }> {
+  const headers: Record<string, string> = { ...init.headers };
+  if (init.key !== null) headers.authorization = `Bearer ${init.key ?? API_KEY}`;
+  if (init.body !== undefined) headers["content-type"] = "application/json";
+  const res = await fetch(`${router.url}${path}`, {
+    method: init.method ?? (init.body === undefined ? "GET" : "POST"),
+    headers,
+    body: init.body === undefined ? undefined : typeof init.body === "string" ? init.body : JSON.stringify(init.body),
+  });
+  const text = await res.text();
+  let body: any = text;
+  try {
+    body = JSON.parse(text);
+  } catch {}
+  return { status: res.status, body, headers: res.headers };
+}
+
+/** Reads an SSE completion: the `data:` payloads in order (the last is "[DONE]"). */
+export async function sse(router: { url: string }, path: string, body: unknown): Promise<{ status: number; events: string[]; headers: Headers }> {
+  const res = await fetch(`${router.url}${path}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const text = await res.text();
+  const events = text
+    .split("\n")
+    .filter((l) => l.startsWith("data:"))
+    .map((l) => l.slice(5).trim());
+  return { status: res.status, events, headers: res.headers };
+}
+
+export async function until<T>(fn: () => Promise<T | undefined | null | false>, timeoutMs = 30_000, stepMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await sleep(stepMs);
+  }
+}
