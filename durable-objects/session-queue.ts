@@ -14,7 +14,7 @@ import type { ConsensusView, SessionConfig, SessionUsage, TaskResult, TaskView }
 import type { Env } from "../workers/env.ts";
 import { nodePool, oracle } from "../workers/lib/stubs.ts";
 import { heightAt, type BlockSnapshot } from "./oracle.ts";
-import { SCHEMA, type ReplicaRow, type TaskRow } from "./session-schema.ts";
+import { migrate, type ReplicaRow, type TaskRow } from "./session-schema.ts";
 
 /** What the router passes for one completion. */
 export interface SubmitRequest {
@@ -108,7 +108,7 @@ export class SessionQueue extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    for (const stmt of SCHEMA) this.sql.exec(stmt);
+    migrate(this.sql);
     const meta = this.sql.exec<{ key: string; value: string }>(`SELECT key, value FROM meta`).toArray();
     const get = (k: string) => meta.find((m) => m.key === k)?.value;
     this.config = get("config") ? (JSON.parse(get("config")!) as SessionConfig) : null;

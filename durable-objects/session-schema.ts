@@ -2,7 +2,8 @@ import type { ReplicaState, TaskState } from "../shared/task-state.ts";
 
 // SessionQueue storage. Tasks and their replicas (one row per miner a task was given to) live in SQLite,
 // so an evicted or restarted object rebuilds its in-memory view from here and loses nothing.
-export const SCHEMA = [
+// Migrations only ever append: stored sessions upgrade in place when new code meets old data.
+const MIGRATIONS: string[][] = [[
   `CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS tasks (
      id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -44,11 +45,21 @@ export const SCHEMA = [
      finish_reason TEXT,
      usage TEXT,
      inference_ms REAL,
-     first_token_ms REAL,
      reason TEXT,
      PRIMARY KEY (task_id, miner)
    )`,
+  ],
+  [`ALTER TABLE replicas ADD COLUMN first_token_ms REAL`],
 ];
+
+export function migrate(sql: SqlStorage): void {
+  sql.exec(`CREATE TABLE IF NOT EXISTS _migrations (version INTEGER PRIMARY KEY)`);
+  const done = sql.exec<{ v: number | null }>(`SELECT MAX(version) AS v FROM _migrations`).one().v ?? 0;
+  for (let v = done; v < MIGRATIONS.length; v++) {
+    for (const stmt of MIGRATIONS[v]) sql.exec(stmt);
+    sql.exec(`INSERT INTO _migrations (version) VALUES (?)`, v + 1);
+  }
+}
 
 export interface TaskRow extends Record<string, SqlStorageValue> {
   id: number;

@@ -157,18 +157,23 @@ export class MinerAgent {
   async #shutdown(): Promise<void> {
     const { log, drainMs } = this.#opts;
     const runner = this.#runner;
-    const busy = runner.inflight;
+    const busy = runner.running;
     log.notice(
-      busy > 0 ? `shutting down: waiting up to ${drainMs} ms for ${busy} task(s)` : "shutting down",
-      { inflight: busy, drain_ms: drainMs },
+      busy > 0 ? `shutting down: waiting up to ${drainMs} ms for ${busy} running task(s)` : "shutting down",
+      { running: busy, queued: runner.queued, drain_ms: drainMs },
     );
-    runner.stopAccepting();
+    runner.stopAccepting(); // queued tasks are handed back at once: they would not finish within the drain
+    const pending = (connectedOnly = false) =>
+      [...this.#sessions.values()].reduce((n, s) => n + (!connectedOnly || s.connected ? s.pending : 0), 0);
     const deadline = Date.now() + drainMs;
-    const drained = () => runner.inflight === 0 && [...this.#sessions.values()].every((s) => s.pending === 0);
-    while (!drained() && Date.now() < deadline) await sleep(50);
-    if (runner.inflight > 0) runner.releaseRunning();
-    const undelivered = [...this.#sessions.values()].reduce((n, s) => n + s.pending, 0);
-    if (undelivered > 0) log.warn(`shutting down with ${undelivered} undelivered message(s) (sessions disconnected)`);
+    while ((runner.inflight > 0 || pending() > 0) && Date.now() < deadline) await sleep(25);
+    if (runner.inflight > 0) {
+      runner.releaseRunning();
+      // Let the releases reach the sockets before closing them.
+      const flushBy = Date.now() + 1_000;
+      while (pending(true) > 0 && Date.now() < flushBy) await sleep(10);
+    }
+    if (pending() > 0) log.warn(`shutting down with ${pending()} undelivered message(s) (session disconnected)`);
 
     this.#registration?.stop();
     await Promise.all([

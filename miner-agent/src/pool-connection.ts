@@ -28,7 +28,7 @@ export interface PoolConnectionOptions {
   backoff?: Backoff;
 }
 
-const MIN_HEARTBEAT_MS = 500;
+const MIN_HEARTBEAT_MS = 100;
 const MAX_HEARTBEAT_MS = 5 * 60_000;
 
 export class PoolConnection {

@@ -26,11 +26,12 @@ export function createLoadReporter(opts: LoadReporterOptions): LoadReporter {
 }
 
 function lineReporter({ log, model }: LoadReporterOptions): LoadReporter {
-  // Per-chunk "progress" events would flood a log; each other stage is worth one line.
+  // transformers.js reports every file (initiate/download/progress/done); in a log only the stages matter.
+  const perFile = new Set(["initiate", "download", "progress", "progress_total", "done"]);
   const seen = new Set<string>();
   return {
     onProgress(p) {
-      if (p.status === "progress" || seen.has(p.status)) return;
+      if (perFile.has(p.status) || seen.has(p.status)) return;
       seen.add(p.status);
       log.info(`model ${model}: ${p.status}${p.file ? ` ${p.file}` : ""}`, { status: p.status, file: p.file });
     },
@@ -52,7 +53,7 @@ function barReporter({ model, stream = process.stderr }: LoadReporterOptions): L
     const bar = pct === undefined ? " ".repeat(BAR_WIDTH) : "#".repeat(filled) + "-".repeat(BAR_WIDTH - filled);
     const pctText = pct === undefined ? "    " : `${pct.toFixed(0).padStart(3)}%`;
     let line = `loading ${model} [${bar}] ${pctText} ${p.status}${p.file ? ` ${p.file}` : ""}`;
-    const cols = stream.columns ?? 100;
+    const cols = stream.columns && stream.columns > 20 ? stream.columns : 100;
     if (line.length > cols - 1) line = line.slice(0, Math.max(10, cols - 2)) + "…";
     stream.write(`\r\x1b[2K${line}`);
     drawn = true;

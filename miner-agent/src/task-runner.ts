@@ -33,6 +33,8 @@ interface Task {
   controller: AbortController;
   abortCause?: AbortCause;
   arrivedAt: number;
+  /** performance.now() at arrival, for sub-millisecond first-token timing. */
+  arrivedPerf: number;
   /** It could not start on arrival (all slots busy), so its deadline may have passed meanwhile. */
   waited: boolean;
 }
@@ -121,6 +123,7 @@ export class TaskRunner {
       state: "queued",
       controller: new AbortController(),
       arrivedAt: Date.now(),
+      arrivedPerf: performance.now(),
       waited: this.#running >= this.#opts.concurrency || this.#queue.length > 0,
     };
     this.#tasks.set(key, task);
@@ -210,6 +213,7 @@ export class TaskRunner {
     const tid = assign.task_id;
     const startedAt = Date.now();
     let seq = 0;
+    let firstTokenAt: number | undefined;
     try {
       const result = await engine.generate({
         input: assign.input,
@@ -218,6 +222,7 @@ export class TaskRunner {
         onToken: assign.stream
           ? (text) => {
               if (!text || task.abortCause) return;
+              firstTokenAt ??= performance.now();
               sink.send({ type: "token", task_id: tid, seq: seq++, text });
             }
           : undefined,
@@ -236,6 +241,8 @@ export class TaskRunner {
         finish_reason: result.finish_reason,
         usage: result.usage,
         inference_ms: Math.max(0, result.inference_ms),
+        // Lets the router report its own share of time-to-first-token.
+        ...(firstTokenAt !== undefined ? { first_token_ms: Math.max(0, firstTokenAt - task.arrivedPerf) } : {}),
       };
       sink.deliver(precommit);
       sink.deliver(commit);

@@ -64,7 +64,7 @@ export function buildGpt2Graph(cfg: Gpt2Config, w: Gpt2Weights): ModelDef {
 
   // Shared constants.
   inits.push(
-    i64("c_0", [0]), i64("c_1", [1]), i64("c_minus1", [-1]),
+    i64("c_0", [0]), i64("c_1", [1]),
     i64("c_heads", [0, 0, H, D]), i64("c_merge", [0, 0, E]), i64("c_split3", [E, E, E]),
     i64("c_axes12", [1, 2]),
     scalarF32("c_scale", 1 / Math.sqrt(D)), scalarF32("c_zero", 0), scalarF32("c_neg", -1e9),

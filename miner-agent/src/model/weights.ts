@@ -1,5 +1,6 @@
-// Deterministic pseudo-random GPT-2 weights. Only integer ops and float multiply/add are used (no
-// Math.log/sin), so every platform produces bit-identical tensors and thus byte-identical models.
+// Deterministic pseudo-random GPT-2 weights. Only integer ops and correctly rounded IEEE float ops
+// (+ − × ÷ sqrt) are used, no Math.exp/log/sin whose last bit may vary between platforms, so every
+// machine produces bit-identical tensors and thus byte-identical models.
 import type { Gpt2Config, Gpt2Layer, Gpt2Weights } from "./gpt2-graph.ts";
 
 /** mulberry32: tiny, fast, seedable 32-bit PRNG. */
@@ -54,7 +55,7 @@ export function initGpt2Weights(cfg: Gpt2Config, seed: number, scales: InitScale
   for (let v = 0; v < cfg.vocab_size; v++) {
     // Equal row norms: otherwise a few long random rows win the argmax from almost any state.
     let n2 = 0;
-    for (let i = 0; i < E; i++) n2 += wte[v * E + i] ** 2;
+    for (let i = 0; i < E; i++) n2 += wte[v * E + i] * wte[v * E + i];
     const f = (scales.embd * Math.sqrt(E)) / Math.sqrt(n2);
     for (let i = 0; i < E; i++) wte[v * E + i] *= f;
     const k = scales.priorEmbd * (prior[v] ?? 0);
