@@ -56,6 +56,8 @@ interface Replica {
   assigned_at: number;
   ack_deadline: number;
   commit_deadline: number;
+  /** Acks live in memory only (a lost ack is re-sent by the miner); everything later is written. */
+  acked_at: number | null;
   hash: Hex | null;
   /** Text streamed so far by this replica (only while a client streams). */
   streamed: string;
@@ -82,7 +84,6 @@ interface Waiter {
   primary: string | null;
 }
 
-const LIVE_SQL = `('assigned','acked','precommitted')`;
 const encoder = new TextEncoder();
 /** A miner that was connected before an eviction gets this long to reconnect before its tasks move on. */
 const RECONNECT_GRACE_MS = 3_000;
@@ -320,8 +321,9 @@ export class SessionQueue extends DurableObject<Env> {
       case "ack":
         if (replica.state === "assigned") {
           replica.state = "acked";
-          this.sql.exec(`UPDATE replicas SET state = 'acked', acked_at = ? WHERE task_id = ? AND miner = ?`, now, task.id, replica.miner);
-          this.advance(task, now);
+          replica.acked_at = now;
+          // Not written: every durable write holds this object's outgoing messages until it is on disk.
+          this.advance(task, now, false);
         }
         return;
       case "token":
@@ -338,8 +340,9 @@ export class SessionQueue extends DurableObject<Env> {
         replica.state = "precommitted";
         replica.hash = msg.hash as Hex;
         this.sql.exec(
-          `UPDATE replicas SET state = 'precommitted', precommitted_at = ?, hash = ?, signature = ? WHERE task_id = ? AND miner = ?`,
-          now, msg.hash, msg.signature, task.id, replica.miner,
+          `UPDATE replicas SET state = 'precommitted', acked_at = ?, precommitted_at = ?, hash = ?, signature = ?
+           WHERE task_id = ? AND miner = ?`,
+          replica.acked_at ?? now, now, msg.hash, msg.signature, task.id, replica.miner,
         );
         this.advance(task, now);
         return;
@@ -435,6 +438,7 @@ export class SessionQueue extends DurableObject<Env> {
       assigned_at: now,
       ack_deadline: Math.min(task.deadline_at, now + Math.round(cfg.ack_timeout * 1000)),
       commit_deadline: Math.min(task.deadline_at, now + task.precommit_ms),
+      acked_at: null,
       hash: null,
       streamed: "",
     };
@@ -455,7 +459,7 @@ export class SessionQueue extends DurableObject<Env> {
   }
 
   /** Moves the task to the furthest phase a quorum of its replicas has reached. */
-  private advance(task: OpenTask, now: number): void {
+  private advance(task: OpenTask, now: number, persist = true): void {
     const quorum = Math.floor(task.redundancy / 2) + 1;
     const ranks = [...task.replicas.values()].filter((r) => replicaIsLive(r.state) || r.state === "committed").map((r) => phaseRank(r.state as TaskState));
     ranks.sort((a, b) => b - a);
@@ -464,7 +468,7 @@ export class SessionQueue extends DurableObject<Env> {
     const next = (["queued", "assigned", "acked", "precommitted", "committed"] as const)[rank];
     if (next && canTransition(task.state, next)) {
       task.state = next;
-      this.sql.exec(`UPDATE tasks SET state = ?, updated_at = ? WHERE id = ?`, next, now, task.id);
+      if (persist) this.sql.exec(`UPDATE tasks SET state = ?, updated_at = ? WHERE id = ?`, next, now, task.id);
     }
   }
 
@@ -632,6 +636,7 @@ export class SessionQueue extends DurableObject<Env> {
           assigned_at: r.assigned_at,
           ack_deadline: r.ack_deadline,
           commit_deadline: r.commit_deadline,
+          acked_at: r.acked_at,
           hash: (r.hash as Hex | null) ?? null,
           streamed: "",
         });
@@ -646,6 +651,15 @@ export class SessionQueue extends DurableObject<Env> {
   private view(row: TaskRow): TaskView {
     const request = JSON.parse(row.request) as { input: PromptSpec; params: GenerationParams };
     const replicas = this.sql.exec<ReplicaRow>(`SELECT * FROM replicas WHERE task_id = ? ORDER BY assigned_at`, row.id).toArray();
+    // An open task's newest phases may be in memory only (acks): overlay them on what storage says.
+    const open = this.open.get(row.id);
+    if (open) {
+      row = { ...row, state: open.state };
+      for (const r of replicas) {
+        const live = open.replicas.get(r.miner);
+        if (live) Object.assign(r, { state: live.state, acked_at: live.acked_at ?? r.acked_at });
+      }
+    }
     const consensus = row.consensus ? (JSON.parse(row.consensus) as ConsensusView) : null;
     const committed = replicas.filter((r) => r.state === "committed");
     return {

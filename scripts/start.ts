@@ -32,7 +32,7 @@ function shutdown(code = 0): void {
 process.on("SIGINT", () => shutdown(0));
 process.on("SIGTERM", () => shutdown(0));
 
-children.push(run("router", join(ROOT, "node_modules/.bin/wrangler"), ["dev", "--port", String(PORT), "--persist-to", ".wrangler/state"]));
+children.push(run("router", process.execPath, [join(ROOT, "node_modules/wrangler/bin/wrangler.js"), "dev", "--port", String(PORT), "--persist-to", ".wrangler/state"]));
 
 for (let i = 0; ; i++) {
   try {

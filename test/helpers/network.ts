@@ -63,7 +63,8 @@ export async function startRouter(opts: { port?: number; persistDir?: string; va
   const persistDir = opts.persistDir ?? tempDir("router-state");
   const args = ["dev", "--port", String(port), "--ip", "127.0.0.1", "--persist-to", persistDir, "--inspector-port", String(inspector)];
   for (const [k, v] of Object.entries(opts.vars ?? {})) args.push("--var", `${k}:${v}`);
-  const child = spawn(join(ROOT, "node_modules/.bin/wrangler"), args, {
+  // Under this Node (22), whatever PATH says: wrangler needs Node ≥ 22.
+  const child = spawn(process.execPath, [join(ROOT, "node_modules/wrangler/bin/wrangler.js"), ...args], {
     cwd: ROOT,
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],

@@ -1,0 +1,140 @@
+// `npm run bench`: figures from one run of the real network (wrangler dev + miner-agent processes) and of
+// the miner engine against a bare onnxruntime-node decode loop. Prints medians and ratios; asserts nothing.
+import { api, MODEL_CACHE, startMiner, startRouter, type Miner } from "../test/helpers/network.ts";
+
+const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, "").split("=") as [string, string]));
+const N_LATENCY = Number(args.get("latency-n") ?? 300);
+const THROUGHPUT_S = Number(args.get("throughput-s") ?? 10);
+const CLIENTS = Number(args.get("clients") ?? 32);
+const MINERS = Number(args.get("miners") ?? 2);
+const MINER_CONCURRENCY = Number(args.get("miner-concurrency") ?? 8);
+const N_STREAM = Number(args.get("stream-n") ?? 100);
+const ENGINE_TOKENS = Number(args.get("engine-tokens") ?? 128);
+const ENGINE_RUNS = Number(args.get("engine-runs") ?? 7);
+const only = args.get("only");
+
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
+};
+const median = (xs: number[]) => pct(xs, 50);
+const f = (x: number, d = 2) => x.toFixed(d);
+const rows: [string, string][] = [];
+const report = (name: string, value: string) => {
+  rows.push([name, value]);
+  console.log(`  ${name.padEnd(58)} ${value}`);
+};
+
+async function networkBench(): Promise<void> {
+  const router = await startRouter();
+  const miners: Miner[] = [];
+  try {
+    for (let i = 0; i < MINERS; i++) miners.push(await startMiner(router.url, { name: `bench-${i}`, concurrency: MINER_CONCURRENCY }));
+    await Promise.all(miners.map((m) => m.waitFor("ready")));
+    // Warm up: default session creation, miners joining, JIT on both sides.
+    for (let i = 0; i < 50; i++) await api(router, "/api/v1/completions", { body: { prompt: "warm up", max_tokens: 1 } });
+
+    console.log(`\nrouter latency: ${N_LATENCY} sequential completions, max_tokens 1`);
+    const e2e: number[] = [];
+    const overhead: number[] = [];
+    const inference: number[] = [];
+    for (let i = 0; i < N_LATENCY; i++) {
+      const t0 = performance.now();
+      const res = await api(router, "/api/v1/completions", { body: { prompt: `latency probe ${i % 7}`, max_tokens: 1 } });
+      const ms = performance.now() - t0;
+      if (res.status !== 200) throw new Error(`completion failed: ${JSON.stringify(res.body)}`);
+      e2e.push(ms);
+      inference.push(res.body.timing.inference_ms);
+      overhead.push(ms - res.body.timing.inference_ms);
+    }
+    report("end-to-end latency p50 / p99 (ms)", `${f(median(e2e))} / ${f(pct(e2e, 99))}`);
+    report("miner inference p50 (ms)", f(median(inference)));
+    report("router added latency p50 / p99 (ms, e2e − inference)", `${f(median(overhead))} / ${f(pct(overhead, 99))}`);
+
+    console.log(`\nthroughput: ${CLIENTS} concurrent clients for ${THROUGHPUT_S} s, max_tokens 1, ${MINERS} miners × ${MINER_CONCURRENCY}`);
+    let done = 0;
+    let failed = 0;
+    const until = performance.now() + THROUGHPUT_S * 1000;
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: CLIENTS }, async (_, c) => {
+        while (performance.now() < until) {
+          const res = await api(router, "/api/v1/completions", { body: { prompt: `client ${c}`, max_tokens: 1 } });
+          if (res.status === 200) done++;
+          else failed++;
+        }
+      }),
+    );
+    const elapsed = (performance.now() - t0) / 1000;
+    report("completed tasks per second", `${f(done / elapsed, 1)} (${done} ok, ${failed} failed)`);
+
+    console.log(`\nstreaming: ${N_STREAM} sequential streamed completions, max_tokens 8`);
+    const ttft: number[] = [];
+    const ttftOverhead: number[] = [];
+    for (let i = 0; i < N_STREAM; i++) {
+      const t0 = performance.now();
+      const res = await fetch(`${router.url}/api/v1/completions`, {
+        method: "POST",
+        headers: { authorization: "Bearer dev-key", "content-type": "application/json" },
+        body: JSON.stringify({ prompt: `stream probe ${i % 5}`, max_tokens: 8, stream: true }),
+      });
+      const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+      let first = -1;
+      let text = "";
+      let taskId = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += value;
+        if (first < 0 && text.includes('"text":"')) first = performance.now() - t0;
+        taskId ||= /"task_id":"(\d+)"/.exec(text)?.[1] ?? "";
+      }
+      const task = await api(router, `/api/v1/tasks/default/${taskId}`);
+      const minerFirst = task.body.replicas.find((r: { state: string }) => r.state === "committed")?.first_token_ms;
+      ttft.push(first);
+      if (typeof minerFirst === "number") ttftOverhead.push(first - minerFirst);
+    }
+    report("time to first token p50 (ms)", f(median(ttft)));
+    report("streaming TTFT overhead p50 / p99 (ms, client − miner)", `${f(median(ttftOverhead))} / ${f(pct(ttftOverhead, 99))}`);
+  } finally {
+    await Promise.all(miners.map((m) => m.stop("SIGKILL")));
+    await router.stop();
+  }
+}
+
+async function engineBench(): Promise<void> {
+  const { loadEngine } = await import("../miner-agent/src/engine.ts");
+  const { bareDecode } = await import("../miner-agent/src/bare-loop.ts");
+  const { ensureBuiltinModel } = await import("../miner-agent/src/model/build.ts");
+  const { AutoTokenizer } = await import("@huggingface/transformers");
+  console.log(`\nengine: ${ENGINE_RUNS} runs × ${ENGINE_TOKENS} new tokens, greedy, CPU, built-in model`);
+  const dir = await ensureBuiltinModel(MODEL_CACHE);
+  const engine = await loadEngine({ model: "edge/tiny-gpt2", device: "cpu", cacheDir: MODEL_CACHE });
+  const tokenizer = await AutoTokenizer.from_pretrained(dir);
+  const prompt = "The quick brown fox";
+  const ids = Array.from((tokenizer(prompt).input_ids as { data: ArrayLike<bigint> }).data, Number);
+  // Stops and EOS are disabled through a long max: both loops decode exactly ENGINE_TOKENS tokens.
+  const params = { max_tokens: ENGINE_TOKENS, temperature: 0, top_p: 1, top_k: 0, presence_penalty: 0, frequency_penalty: 0, stop: [], seed: 0 };
+  await engine.generate({ input: { prompt, prompt_type: 1 }, params });
+  await bareDecode(dir, ids, ENGINE_TOKENS);
+  const engineTps: number[] = [];
+  const bareTps: number[] = [];
+  for (let i = 0; i < ENGINE_RUNS; i++) {
+    const t0 = performance.now();
+    const r = await engine.generate({ input: { prompt, prompt_type: 1 }, params });
+    engineTps.push(r.usage.completion_tokens / ((performance.now() - t0) / 1000));
+    const b = await bareDecode(dir, ids, ENGINE_TOKENS);
+    bareTps.push(b.ids.length / (b.ms / 1000));
+  }
+  report("engine tokens/s (median)", f(median(engineTps), 1));
+  report("bare onnxruntime-node loop tokens/s (median)", f(median(bareTps), 1));
+  report("engine / bare", `${f((100 * median(engineTps)) / median(bareTps), 1)}%`);
+  await engine.dispose();
+}
+
+console.log(`bench on ${process.platform} ${process.arch}, node ${process.version}`);
+if (!only || only === "engine") await engineBench();
+if (!only || only === "network") await networkBench();
+console.log("\nsummary");
+for (const [k, v] of rows) console.log(`  ${k.padEnd(58)} ${v}`);
+process.exit(0);
