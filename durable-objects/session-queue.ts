@@ -120,6 +120,16 @@ export class SessionQueue extends DurableObject<Env> {
       this.alarmAt = await ctx.storage.getAlarm();
       // Tasks in flight across an eviction: give their miners a moment to reconnect, then move them on.
       if (this.open.size > 0) this.armAlarm(Date.now() + RECONNECT_GRACE_MS);
+      // Acks live in memory only, so a restored replica reads `assigned` even if its miner acked: re-send the
+      // assign over the still-open (hibernated) socket with a fresh ack window; the miner re-acks it.
+      for (const task of this.open.values()) {
+        for (const r of task.replicas.values()) {
+          const ws = r.state === "assigned" ? this.socketFor(r.miner) : undefined;
+          if (!ws) continue;
+          r.ack_deadline = Math.min(task.deadline_at, Date.now() + Math.round(this.config!.ack_timeout * 1000));
+          this.sendAssign(ws, task, r);
+        }
+      }
     });
   }
 
@@ -568,7 +578,9 @@ export class SessionQueue extends DurableObject<Env> {
   private setReplicaState(task: OpenTask, r: Replica, state: ReplicaState, reason: string): void {
     if (replicaIsLive(r.state)) this.bumpLoad(r.miner, -1);
     r.state = state;
-    this.sql.exec(`UPDATE replicas SET state = ?, reason = ? WHERE task_id = ? AND miner = ?`, state, reason, task.id, r.miner);
+    // An in-memory ack is kept on record when the replica ends before its precommit would have written it.
+    this.sql.exec(`UPDATE replicas SET state = ?, reason = ?, acked_at = COALESCE(acked_at, ?) WHERE task_id = ? AND miner = ?`,
+      state, reason, r.acked_at, task.id, r.miner);
   }
 
   private minerGone(ws: WebSocket, reason: string): void {

@@ -59,6 +59,7 @@ export interface ApiOptions {
   headers?: Record<string, string>;
   /** Raw body (sent as is) instead of JSON. */
   raw?: string;
+  signal?: AbortSignal;
 }
 
 export function api(method: string, path: string, body?: unknown, opts: ApiOptions = {}): Promise<Response> {
@@ -69,7 +70,7 @@ export function api(method: string, path: string, body?: unknown, opts: ApiOptio
   if (opts.raw !== undefined) payload = opts.raw;
   else if (body !== undefined) payload = JSON.stringify(body);
   if (payload !== undefined) headers["Content-Type"] ??= "application/json";
-  return router.fetch(`${ORIGIN}/api/v1${path}`, { method, headers, body: payload });
+  return router.fetch(`${ORIGIN}/api/v1${path}`, { method, headers, body: payload, signal: opts.signal });
 }
 
 export async function json<T = any>(res: Response): Promise<T> {
@@ -129,8 +130,8 @@ export async function getSession(sid: string): Promise<{ usage: SessionUsage; [k
   return json(res);
 }
 
-export function complete(sid: string, body: Record<string, unknown>): Promise<Response> {
-  return api("POST", `/completions/${sid}`, { max_tokens: 16, ...body });
+export function complete(sid: string, body: Record<string, unknown>, opts: ApiOptions = {}): Promise<Response> {
+  return api("POST", `/completions/${sid}`, { max_tokens: 16, ...body }, opts);
 }
 
 /** Waits until the task's persisted status is `status`. */
@@ -252,10 +253,16 @@ export class TestMiner {
   /** Assigns seen (deduplicated by session/task), in order. */
   readonly assigns: (AssignMessage & { sid: string })[] = [];
   readonly cancelled = new Set<string>();
+  /** Assigns received again for a task this miner already holds. */
+  readonly repeats: (AssignMessage & { sid: string })[] = [];
+  /** Tasks this miner has acked (`sid/tid`). */
+  readonly acked = new Set<string>();
   /** Results computed and held (behaviour `hold`), by `sid/tid`. */
   readonly held = new Map<string, () => Promise<void>>();
   readonly errors: unknown[] = [];
-  private readonly closedSockets = new Set<WebSocket>();
+  /** Tasks being worked on now (assign received, run not finished), and the most at once. */
+  inflight = 0;
+  maxInflight = 0;
 
   constructor(opts: MinerOptions, account: PrivateKeyAccount = privateKeyToAccount(generatePrivateKey())) {
     this.account = account;
@@ -332,7 +339,6 @@ export class TestMiner {
     const before = (this.received.get(sid) ?? []).length;
     this.sockets.set(sid, ws);
     ws.addEventListener("message", (ev) => this.onSessionMessage(sid, ws, ev.data as string));
-    ws.addEventListener("close", () => this.closedSockets.add(ws));
     await waitFor(
       () => (this.received.get(sid) ?? []).slice(before).some((m) => m.type === "welcome"),
       `welcome on ${sid}`,
@@ -378,6 +384,7 @@ export class TestMiner {
   // ── protocol steps (also usable by hand in `manual` mode) ─────────────────────────────────────────
 
   ack(sid: string, tid: string): void {
+    this.acked.add(`${sid}/${tid}`);
     this.send(sid, { type: "ack", task_id: tid });
   }
 
@@ -438,9 +445,18 @@ export class TestMiner {
     this.received.set(sid, list);
     if (msg.type === "cancel") this.cancelled.add(`${sid}/${msg.task_id}`);
     if (msg.type !== "assign") return;
-    if (this.assigns.some((a) => a.sid === sid && a.task_id === msg.task_id)) return; // re-sent after a reconnect
+    if (this.assigns.some((a) => a.sid === sid && a.task_id === msg.task_id)) {
+      // Re-sent (after a reconnect, or by a restored object that lost the ack): re-ack, as the real agent does.
+      this.repeats.push({ ...msg, sid });
+      if (this.acked.has(`${sid}/${msg.task_id}`) && !this.cancelled.has(`${sid}/${msg.task_id}`)) this.ack(sid, msg.task_id);
+      return;
+    }
     this.assigns.push({ ...msg, sid });
-    this.run(sid, ws, msg).catch((err) => this.errors.push(err));
+    this.inflight++;
+    this.maxInflight = Math.max(this.maxInflight, this.inflight);
+    this.run(sid, ws, msg)
+      .catch((err) => this.errors.push(err))
+      .finally(() => this.inflight--);
   }
 
   private async pause(): Promise<void> {
@@ -491,13 +507,6 @@ export class TestMiner {
   }
 }
 
-/** Starts `n` miners serving `model` with the given options. */
-export async function startMiners(n: number, opts: MinerOptions): Promise<TestMiner[]> {
-  const out: TestMiner[] = [];
-  for (let i = 0; i < n; i++) out.push(await TestMiner.start(opts));
-  return out;
-}
-
 /** Miners started by a test; `closeAll` in afterEach so no socket outlives its test. */
 export class MinerSet {
   readonly all: TestMiner[] = [];
@@ -506,13 +515,25 @@ export class MinerSet {
     this.all.push(m);
     return m;
   }
-  closeAll(): void {
-    for (const m of this.all.splice(0)) {
+  /**
+   * Closes every socket, then waits until the pool has seen them go (so no Durable Object is still handling
+   * a close when the test file's environment is torn down).
+   */
+  async closeAll(): Promise<void> {
+    const closed = this.all.splice(0);
+    for (const m of closed) {
       try {
         m.close();
       } catch {
         // already closed
       }
     }
+    if (closed.length === 0) return;
+    const addresses = new Set(closed.filter((m) => m.reg).map((m) => m.address));
+    await waitFor(async () => {
+      const res = await api("GET", "/miners");
+      const { nodes } = await json<{ nodes: { address: string; status: string }[] }>(res);
+      return nodes.every((n) => !addresses.has(n.address) || n.status === "offline");
+    }, "closed miners to show offline", 5_000);
   }
 }

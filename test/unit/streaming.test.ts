@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { MinerSet, complete, createSession, getTask, readSSE, uniq } from "./helpers.ts";
+import { MinerSet, complete, createSession, getTask, readSSE, sleep, uniq } from "./helpers.ts";
 
 const miners = new MinerSet();
 afterEach(() => miners.closeAll());
@@ -46,6 +46,36 @@ describe("streaming completions (stream: true)", () => {
     expect(task.status).toBe("closed");
     expect(task.stream).toBe(true);
     expect(task.result?.text).toBe(text);
+  });
+
+  it("when the streaming miner drops mid-stream, the replacement continues after the text already sent (no repeats)", async () => {
+    const model = uniq("model");
+    const text = "alpha beta gamma delta epsilon";
+    const pieces = ["alpha", " beta", " gamma", " delta", " epsilon"];
+    const first = await miners.start({ models: [model], behaviour: "manual" });
+    const sid = await createSession({ model, ack_timeout: 10, task_timeout: 30 });
+    await first.join(sid);
+    const res = await complete(sid, { prompt: "greek", stream: true });
+    expect(res.status).toBe(200);
+    const a = await first.nextAssign(sid);
+    expect(a.stream).toBe(true);
+    first.ack(sid, a.task_id);
+    first.tokens(sid, a.task_id, pieces.slice(0, 2));
+    await sleep(50);
+    first.leave(sid);
+    // Deterministic decoding: the replacement produces the same text and streams it from the start.
+    const second = await miners.start({ models: [model], text: () => text, chunks: () => pieces, delayMs: 2 });
+    await second.join(sid);
+    const data = await readSSE(res);
+    expect(data.at(-1)).toBe("[DONE]");
+    const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+    expect(chunks.map((c) => c.choices[0].text).join("")).toBe(text);
+    // The first miner's two pieces went out live; the replacement's stream picked up right after them.
+    expect(chunks.slice(0, -1).map((c) => c.choices[0].text)).toEqual(pieces);
+    expect(chunks.at(-1).choices[0].finish_reason).toBe("stop");
+    const task = await getTask(sid, a.task_id);
+    expect(task.result?.miner).toBe(second.address);
+    expect(task.replicas.find((r) => r.miner === first.address)?.state).toBe("disconnected");
   });
 
   it("ends the stream with an error event then [DONE] when the task fails", async () => {
