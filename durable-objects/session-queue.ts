@@ -101,6 +101,10 @@ export class SessionQueue extends DurableObject<Env> {
   private load = new Map<string, number>();
   private waiters = new Map<number, Waiter>();
   private used = 0;
+  /** Task ids are per session; this object is their only writer, so the next one is known in memory. */
+  private nextId = 1;
+  /** Attachments are structured-clone copies: read each socket's once, not on every dispatch. */
+  private claimsBySocket = new WeakMap<WebSocket, MinerClaims>();
   private reserved = 0;
   private clock: BlockSnapshot | null = null;
   private alarmAt: number | null = null;
@@ -114,6 +118,7 @@ export class SessionQueue extends DurableObject<Env> {
     const get = (k: string) => meta.find((m) => m.key === k)?.value;
     this.config = get("config") ? (JSON.parse(get("config")!) as SessionConfig) : null;
     this.used = Number(get("used") ?? 0);
+    this.nextId = (this.sql.exec<{ m: number | null }>(`SELECT MAX(id) AS m FROM tasks`).one().m ?? 0) + 1;
     this.restoreOpenTasks();
     ctx.blockConcurrencyWhile(async () => {
       this.clock = await oracle(env).snapshot();
@@ -216,12 +221,15 @@ export class SessionQueue extends DurableObject<Env> {
     const deadline = now + timeoutMs;
     const redundancy = Math.max(1, Math.min(config.redundancy, req.max_miners ?? config.redundancy));
     const block = this.block(now);
-    const id = this.sql
-      .exec<{ id: number }>(
-        `INSERT INTO tasks (state, request, redundancy, created_at, updated_at, created_block, deadline_at, deadline_block,
+    const id = this.nextId++;
+    // The seed defaults to the task id so every replica of a sampled task draws the same numbers.
+    const params: GenerationParams = { ...req.params, seed: req.params.seed ?? id };
+    this.sql.exec(
+        `INSERT INTO tasks (id, state, request, redundancy, created_at, updated_at, created_block, deadline_at, deadline_block,
            reserved, client_reference, stream)
-         VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
-        JSON.stringify({ input: req.input, params: req.params }),
+         VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        id,
+        JSON.stringify({ input: req.input, params }),
         redundancy,
         now,
         now,
@@ -231,13 +239,7 @@ export class SessionQueue extends DurableObject<Env> {
         reserve,
         req.client_reference ?? null,
         req.stream ? 1 : 0,
-      )
-      .one().id;
-    // The seed defaults to the task id so every replica of a sampled task draws the same numbers.
-    const params: GenerationParams = { ...req.params, seed: req.params.seed ?? id };
-    if (req.params.seed === undefined) {
-      this.sql.exec(`UPDATE tasks SET request = ? WHERE id = ?`, JSON.stringify({ input: req.input, params }), id);
-    }
+      );
     const task: OpenTask = {
       id,
       state: "queued",
@@ -308,7 +310,7 @@ export class SessionQueue extends DurableObject<Env> {
   }
 
   override async webSocketMessage(ws: WebSocket, raw: string | ArrayBuffer): Promise<void> {
-    const claims = ws.deserializeAttachment() as MinerClaims;
+    const claims = this.claims(ws)!;
     const msg = parseMessage(SessionMinerMessage, raw);
     if (!msg) return this.send(ws, { type: "error", code: "invalid_message", message: "message does not match the protocol" });
     const task = this.open.get(Number(msg.task_id));
@@ -584,7 +586,7 @@ export class SessionQueue extends DurableObject<Env> {
   }
 
   private minerGone(ws: WebSocket, reason: string): void {
-    const claims = ws.deserializeAttachment() as MinerClaims | null;
+    const claims = this.claims(ws);
     if (!claims) return;
     // A newer socket for the same miner takes over its work; only a miner with no socket left is gone.
     if (this.ctx.getWebSockets(claims.address).some((s) => s !== ws && s.readyState === WebSocket.OPEN)) return;
@@ -719,10 +721,19 @@ export class SessionQueue extends DurableObject<Env> {
     const out: { ws: WebSocket; claims: MinerClaims }[] = [];
     for (const ws of this.ctx.getWebSockets()) {
       if (ws.readyState !== WebSocket.OPEN) continue;
-      const claims = ws.deserializeAttachment() as MinerClaims | null;
+      const claims = this.claims(ws);
       if (claims) out.push({ ws, claims });
     }
     return out;
+  }
+
+  private claims(ws: WebSocket): MinerClaims | null {
+    let claims = this.claimsBySocket.get(ws);
+    if (!claims) {
+      claims = (ws.deserializeAttachment() as MinerClaims | null) ?? undefined;
+      if (claims) this.claimsBySocket.set(ws, claims);
+    }
+    return claims ?? null;
   }
 
   private socketFor(miner: string): WebSocket | undefined {
