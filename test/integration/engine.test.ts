@@ -12,6 +12,7 @@ import type { GenerationParams } from "../../shared/generation.ts";
 import { bareDecode } from "../../miner-agent/src/bare-loop.ts";
 import { loadTransformersEngine, type TransformersEngine } from "../../miner-agent/src/engine.ts";
 import { BUILTIN_CONFIG, BUILTIN_MODEL_ID, MODEL_FILES, ensureBuiltinModel } from "../../miner-agent/src/model/build.ts";
+import { IncrementalDetokenizer, StopMatcher } from "../../miner-agent/src/model/text-stream.ts";
 
 // The real engine on the real builtin model (built into a temp dir): no stubs anywhere.
 
@@ -143,8 +144,9 @@ describe("engine", () => {
 
   it("finishes with length at max_tokens, counting completion tokens", async () => {
     const r = await run(engine, PROMPT, { max_tokens: 17 });
+    const { eos_token_id } = JSON.parse(await readFile(join(modelDir, "config.json"), "utf8"));
     if (r.finish_reason === "length") expect(r.usage.completion_tokens).toBe(17);
-    else expect(r.token_ids.at(-1)).toBe(1023); // EOS before the limit
+    else expect(r.token_ids.at(-1)).toBe(eos_token_id); // EOS before the limit
     expect(r.usage.completion_tokens).toBe(r.token_ids.length);
   });
 
@@ -221,5 +223,45 @@ describe("engine", () => {
     const r = await run(engine, "", { max_tokens: 5 });
     expect(r.usage.prompt_tokens).toBe(1); // <|endoftext|> as bos
     await expect(run(engine, "word ".repeat(BUILTIN_CONFIG.n_positions + 10))).rejects.toThrow(/context/);
+  });
+});
+
+describe("text streaming", () => {
+  it("holds back a possible stop-string prefix until it is resolved", () => {
+    const m = new StopMatcher(["END", "xyz"]);
+    expect(m.push("abc E")).toBe("abc ");
+    expect(m.push("N")).toBe("");
+    expect(m.push("ding x")).toBe("ENding ");
+    expect(m.push("y")).toBe(""); // could still become "xyz"
+    expect(m.push("E")).toBe("xy");
+    expect(m.push("ND more")).toBe("");
+    expect(m.stopped).toBe(true);
+    expect(m.result).toBe("abc ENding xy");
+    const open = new StopMatcher(["END"]);
+    expect(open.push("tail E")).toBe("tail ");
+    expect(open.finish()).toBe("E");
+    expect(open.result).toBe("tail E");
+  });
+
+  it("emits multi-byte characters whole even when tokens split their bytes", () => {
+    const text = "caf\u00e9 \u{1F600} ok";
+    const ids = tokenizer.encode(text);
+    const detok = new IncrementalDetokenizer((x) => tokenizer.decode(x, { clean_up_tokenization_spaces: false }), tokenizer.encode("Say"));
+    const pieces = ids.map((id) => detok.push(id));
+    pieces.push(detok.flush());
+    expect(pieces.join("")).toBe(text);
+    expect(pieces.some((p) => p.includes("\uFFFD"))).toBe(false);
+  });
+});
+
+describe("device selection", () => {
+  it("auto falls back to CPU when WebGPU is unavailable and reports the device used", async () => {
+    const e = await loadTransformersEngine({ model: BUILTIN_MODEL_ID, device: "auto", cacheDir });
+    try {
+      expect(["cpu", "webgpu"]).toContain(e.device);
+      expect((await run(e, PROMPT, { max_tokens: 8 })).usage.completion_tokens).toBe(8);
+    } finally {
+      await e.dispose();
+    }
   });
 });
