@@ -7,6 +7,9 @@ import { registrationMessage } from "../shared/signing.ts";
 import type { SessionConfig } from "../shared/views.ts";
 import type { Env } from "../workers/env.ts";
 import { oracle } from "../workers/lib/stubs.ts";
+import { POOL_MIGRATIONS, applyOutcomes, isBenched, reputation, type LedgerEntry, type Policy, type ReplicaOutcome,
+  type ReputationView } from "./reputation.ts";
+import { migrate } from "./session-schema.ts";
 import type { MinerClaims } from "./session-queue.ts";
 
 export interface MinerView {
@@ -16,7 +19,8 @@ export interface MinerView {
   models: string[];
   device: string;
   capacity: number;
-  status: "online" | "offline";
+  /** benched: connected but given no sessions (reputation below the floor, or stake below the minimum). */
+  status: "online" | "offline" | "benched";
   sessions: string[];
   registered_at: number;
   last_seen: number | null;
@@ -24,6 +28,11 @@ export interface MinerView {
   cpu_usage: number | null;
   memory_mb: number | null;
   tokens_per_s: number | null;
+  /** Stake still at risk: declared minus slashed. */
+  stake: number;
+  reputation: ReputationView;
+  /** Rewards minus slashes, tokens. */
+  balance: number;
 }
 
 export interface SessionSummary {
@@ -52,6 +61,15 @@ interface MinerRow extends Record<string, SqlStorageValue> {
   cpu_usage: number | null;
   memory_mb: number | null;
   tokens_per_s: number | null;
+  stake: number;
+  slashed: number;
+  rewards: number;
+  tasks: number;
+  agreed: number;
+  outliers: number;
+  slashes: number;
+  timeouts: number;
+  latency_ms: number | null;
 }
 
 interface SessionRow extends Record<string, SqlStorageValue> {
@@ -75,16 +93,7 @@ export class NodePool extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    this.sql.exec(`CREATE TABLE IF NOT EXISTS miners (
-      address TEXT PRIMARY KEY, name TEXT, version TEXT, models TEXT NOT NULL, device TEXT NOT NULL,
-      capacity INTEGER NOT NULL, registered_at INTEGER NOT NULL, last_seen INTEGER, inflight INTEGER NOT NULL DEFAULT 0,
-      cpu_usage REAL, memory_mb REAL, tokens_per_s REAL)`);
-    this.sql.exec(`CREATE TABLE IF NOT EXISTS challenges (nonce TEXT PRIMARY KEY, address TEXT NOT NULL, expires_at INTEGER NOT NULL)`);
-    this.sql.exec(`CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, config TEXT NOT NULL, active INTEGER NOT NULL,
-      created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)`);
-    this.sql.exec(`CREATE TABLE IF NOT EXISTS assignments (session_id TEXT NOT NULL, miner TEXT NOT NULL,
-      PRIMARY KEY (session_id, miner))`);
-    this.sql.exec(`CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)`);
+    migrate(this.sql, POOL_MIGRATIONS);
   }
 
   // ── registration ─────────────────────────────────────────────────────────────────────────────────────
@@ -114,11 +123,25 @@ export class NodePool extends DurableObject<Env> {
     }).catch(() => false);
     if (!valid) return { ok: false, error: { code: "unauthorized", message: "signature does not prove the address" } };
     this.sql.exec(`DELETE FROM challenges WHERE nonce = ?`, req.nonce);
+    // Slashes stick to the address: re-registering with the same declared stake does not undo them.
+    const slashed = this.sql.exec<{ slashed: number }>(`SELECT slashed FROM miners WHERE address = ?`, address).toArray()[0]?.slashed ?? 0;
+    const stake = req.stake ?? 0;
+    const { minStake } = this.policy();
+    if (stake - slashed < minStake) {
+      return {
+        ok: false,
+        error: {
+          code: "forbidden",
+          message: `stake ${stake - slashed} is below the pool minimum of ${minStake}`,
+          details: { stake, slashed, min_stake: minStake },
+        },
+      };
+    }
     this.sql.exec(
-      `INSERT INTO miners (address, name, version, models, device, capacity, registered_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO miners (address, name, version, models, device, capacity, registered_at, stake) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (address) DO UPDATE SET name = excluded.name, version = excluded.version, models = excluded.models,
-         device = excluded.device, capacity = excluded.capacity`,
-      address, req.name ?? null, req.version ?? null, JSON.stringify(req.models), req.device, req.capacity, Date.now(),
+         device = excluded.device, capacity = excluded.capacity, stake = excluded.stake`,
+      address, req.name ?? null, req.version ?? null, JSON.stringify(req.models), req.device, req.capacity, Date.now(), stake,
     );
     return { ok: true, claims: { address, capacity: req.capacity, models: req.models, device: req.device } };
   }
@@ -160,22 +183,67 @@ export class NodePool extends DurableObject<Env> {
   async listMiners(): Promise<MinerView[]> {
     const online = new Set(this.onlineMiners().map((m) => m.address));
     const assigned = this.assignmentsByMiner();
-    return this.sql.exec<MinerRow>(`SELECT * FROM miners ORDER BY registered_at`).toArray().map((r) => ({
-      address: r.address,
-      name: r.name,
-      version: r.version,
-      models: JSON.parse(r.models) as string[],
-      device: r.device,
-      capacity: r.capacity,
-      status: online.has(r.address) ? "online" : "offline",
-      sessions: assigned.get(r.address) ?? [],
-      registered_at: r.registered_at,
-      last_seen: r.last_seen,
-      inflight: r.inflight,
-      cpu_usage: r.cpu_usage,
-      memory_mb: r.memory_mb,
-      tokens_per_s: r.tokens_per_s,
-    }));
+    const policy = this.policy();
+    return this.sql.exec<MinerRow>(`SELECT * FROM miners ORDER BY registered_at`).toArray().map((r) => {
+      const rep = reputation(r);
+      const stake = Math.max(0, r.stake - r.slashed);
+      return {
+        address: r.address,
+        name: r.name,
+        version: r.version,
+        models: JSON.parse(r.models) as string[],
+        device: r.device,
+        capacity: r.capacity,
+        status: !online.has(r.address) ? "offline" : isBenched(stake, rep, policy) ? "benched" : "online",
+        sessions: assigned.get(r.address) ?? [],
+        registered_at: r.registered_at,
+        last_seen: r.last_seen,
+        inflight: r.inflight,
+        cpu_usage: r.cpu_usage,
+        memory_mb: r.memory_mb,
+        tokens_per_s: r.tokens_per_s,
+        stake,
+        reputation: rep,
+        balance: r.rewards - r.slashed,
+      };
+    });
+  }
+
+  // ── reputation, stake, ledger ────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Outcomes of finished tasks, batched by the SessionQueues; re-plans sessions when someone is (un)benched.
+   * Answers with the touched miners' new reputation, so the reporting queue learns of a bench at once.
+   */
+  async recordOutcomes(outcomes: ReplicaOutcome[]): Promise<Record<string, { score: number; benched: boolean }>> {
+    const before = this.benched();
+    const touched = applyOutcomes(this.sql, outcomes);
+    const after = this.benched();
+    if (before.size !== after.size || [...after].some((a) => !before.has(a))) this.rebalance();
+    return this.reputations([...touched]);
+  }
+
+  /** Score and bench flag per address (unknown addresses are left out), for the SessionQueue's assignment. */
+  async reputations(addresses: string[]): Promise<Record<string, { score: number; benched: boolean }>> {
+    const policy = this.policy();
+    const out: Record<string, { score: number; benched: boolean }> = {};
+    for (const address of addresses) {
+      const r = this.sql.exec<MinerRow>(`SELECT * FROM miners WHERE address = ?`, address).toArray()[0];
+      if (!r) continue;
+      const rep = reputation(r);
+      out[address] = { score: rep.score, benched: isBenched(Math.max(0, r.stake - r.slashed), rep, policy) };
+    }
+    return out;
+  }
+
+  /** The newest ledger entries of one miner, newest first. */
+  async ledger(address: string, limit = 100, before?: number): Promise<LedgerEntry[]> {
+    return this.sql
+      .exec<LedgerEntry & Record<string, SqlStorageValue>>(
+        `SELECT * FROM ledger WHERE miner = ? AND id < ? ORDER BY id DESC LIMIT ?`,
+        address.toLowerCase(), before ?? Number.MAX_SAFE_INTEGER, limit,
+      )
+      .toArray();
   }
 
   // ── pool channel ─────────────────────────────────────────────────────────────────────────────────────
@@ -245,7 +313,9 @@ export class NodePool extends DurableObject<Env> {
    * capacity) first. Miners whose set changed (and `notify`) are told their full list.
    */
   private rebalance(opts: { exclude?: string; notify?: string } = {}): void {
-    const online = this.onlineMiners().filter((m) => m.address !== opts.exclude);
+    const benched = this.benched();
+    const score = this.scores();
+    const online = this.onlineMiners().filter((m) => m.address !== opts.exclude && !benched.has(m.address));
     const before = this.assignmentsByMiner();
     const count = new Map<string, number>(online.map((m) => [m.address, 0]));
     const next = new Map<string, string[]>(online.map((m) => [m.address, []]));
@@ -257,11 +327,14 @@ export class NodePool extends DurableObject<Env> {
       const eligible = online.filter((m) =>
         m.models.includes(cfg.model) && (cfg.mode === "ephemeral" || cfg.dedicated_miners.includes(m.address)),
       );
-      // Keep existing assignments stable; fill up to max_miners with the least-assigned eligible miners.
+      // Keep existing assignments stable; fill up to max_miners with the most reputable, then least-assigned,
+      // eligible miners.
       const kept = eligible.filter((m) => before.get(m.address)?.includes(cfg.id));
       const fresh = eligible
         .filter((m) => !kept.includes(m))
-        .sort((a, b) => count.get(a.address)! / a.capacity - count.get(b.address)! / b.capacity);
+        .sort((a, b) =>
+          (score.get(b.address) ?? 1) - (score.get(a.address) ?? 1) ||
+          count.get(a.address)! / a.capacity - count.get(b.address)! / b.capacity);
       for (const m of [...kept, ...fresh].slice(0, cfg.max_miners)) {
         next.get(m.address)!.push(cfg.id);
         count.set(m.address, count.get(m.address)! + 1);
@@ -284,6 +357,28 @@ export class NodePool extends DurableObject<Env> {
     }
     const now = Date.now();
     for (const id of changedSessions) this.sql.exec(`UPDATE sessions SET updated_at = ? WHERE id = ?`, now, id);
+  }
+
+  private policy(): Policy {
+    return {
+      minStake: Number(this.env.MIN_STAKE) || 0,
+      floor: Number(this.env.REPUTATION_FLOOR ?? 0.2),
+      minTasks: Number(this.env.REPUTATION_MIN_TASKS) || 10,
+    };
+  }
+
+  private scores(): Map<string, number> {
+    return new Map(this.sql.exec<MinerRow>(`SELECT * FROM miners WHERE tasks > 0`).toArray().map((r) => [r.address, reputation(r).score]));
+  }
+
+  /** Addresses of miners that may not be given sessions. */
+  private benched(): Set<string> {
+    const policy = this.policy();
+    const out = new Set<string>();
+    for (const r of this.sql.exec<MinerRow>(`SELECT * FROM miners WHERE tasks >= ? OR stake - slashed < ?`, policy.minTasks, policy.minStake)) {
+      if (isBenched(Math.max(0, r.stake - r.slashed), reputation(r), policy)) out.add(r.address);
+    }
+    return out;
   }
 
   private onlineMiners(): (MinerClaims & { ws: WebSocket })[] {

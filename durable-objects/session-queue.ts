@@ -14,6 +14,8 @@ import type { ConsensusView, SessionConfig, SessionUsage, TaskResult, TaskView }
 import type { Env } from "../workers/env.ts";
 import { nodePool, oracle } from "../workers/lib/stubs.ts";
 import { heightAt, type BlockSnapshot } from "./oracle.ts";
+import { OutcomeReporter } from "./outcome-reporter.ts";
+import type { Outcome, ReplicaOutcome } from "./reputation.ts";
 import { migrate, type ReplicaRow, type TaskRow } from "./session-schema.ts";
 
 /** What the router passes for one completion. */
@@ -61,6 +63,9 @@ interface Replica {
   hash: Hex | null;
   /** Text streamed so far by this replica (only while a client streams). */
   streamed: string;
+  committed_at?: number;
+  /** Why the replica ended, when it ended badly (reported to the pool's ledger). */
+  reason?: string;
 }
 
 /** An open task, mirrored in memory so the hot path reads nothing back from storage. */
@@ -87,6 +92,8 @@ interface Waiter {
 const encoder = new TextEncoder();
 /** A miner that was connected before an eviction gets this long to reconnect before its tasks move on. */
 const RECONNECT_GRACE_MS = 3_000;
+/** How stale the pool's reputation map may get before pump asks for a fresh one (off the hot path). */
+const REPUTATION_TTL_MS = 5_000;
 
 /**
  * One session's task queue: its tasks and their lifecycle (SQLite), the WebSockets of the miners serving
@@ -109,10 +116,23 @@ export class SessionQueue extends DurableObject<Env> {
   private clock: BlockSnapshot | null = null;
   private alarmAt: number | null = null;
   private readonly wokeAt = Date.now();
+  /** Task outcomes on their way to the NodePool's ledger, batched. */
+  private outcomes: OutcomeReporter;
+  /** Pool reputation of the miners seen here: pump prefers higher scores and skips benched miners. */
+  private reputation = new Map<string, { score: number; benched: boolean }>();
+  private reputationAt = 0;
+  private reputationLoading: Promise<void> | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    // The pool answers a report with those miners' new standing: a bench takes effect here at once.
+    this.outcomes = new OutcomeReporter(
+      async (batch) => {
+        for (const [miner, rep] of Object.entries(await nodePool(env).recordOutcomes(batch))) this.reputation.set(miner, rep);
+      },
+      (p) => ctx.waitUntil(p),
+    );
     migrate(this.sql);
     const meta = this.sql.exec<{ key: string; value: string }>(`SELECT key, value FROM meta`).toArray();
     const get = (k: string) => meta.find((m) => m.key === k)?.value;
@@ -300,6 +320,7 @@ export class SessionQueue extends DurableObject<Env> {
       block: this.block(Date.now()),
       protocol: PROTOCOL_VERSION,
     });
+    await this.refreshReputation();
     // Re-send what this miner holds but may have missed while it was away; it dedups by task id.
     for (const task of this.open.values()) {
       const r = task.replicas.get(claims.address);
@@ -367,6 +388,7 @@ export class SessionQueue extends DurableObject<Env> {
           return this.dropReplica(task, replica, "rejected", "commit does not match the precommitted hash");
         }
         replica.state = "committed";
+        replica.committed_at = now;
         this.bumpLoad(replica.miner, -1);
         this.sql.exec(
           `UPDATE replicas SET state = 'committed', committed_at = ?, text = ?, finish_reason = ?, usage = ?, inference_ms = ?,
@@ -420,9 +442,12 @@ export class SessionQueue extends DurableObject<Env> {
   /** Hands queued work to connected miners with spare capacity, least loaded first. */
   private pump(): void {
     if (this.pending.length === 0) return;
-    const miners = this.connectedMiners();
+    if (Date.now() - this.reputationAt > REPUTATION_TTL_MS) this.ctx.waitUntil(this.refreshReputation());
+    const miners = this.connectedMiners().filter((m) => !this.reputation.get(m.claims.address)?.benched);
     if (miners.length === 0) return;
     const now = Date.now();
+    const ratio = (m: { claims: MinerClaims }) => (this.load.get(m.claims.address) ?? 0) / m.claims.capacity;
+    const score = (m: { claims: MinerClaims }) => this.reputation.get(m.claims.address)?.score ?? 1;
     const still: number[] = [];
     for (const id of this.pending) {
       const task = this.open.get(id);
@@ -431,7 +456,7 @@ export class SessionQueue extends DurableObject<Env> {
       if (need > 0) {
         const candidates = miners
           .filter((m) => !task.replicas.has(m.claims.address) && (this.load.get(m.claims.address) ?? 0) < m.claims.capacity)
-          .sort((a, b) => (this.load.get(a.claims.address) ?? 0) / a.claims.capacity - (this.load.get(b.claims.address) ?? 0) / b.claims.capacity);
+          .sort((a, b) => ratio(a) - ratio(b) || score(b) - score(a));
         for (const m of candidates.slice(0, need)) {
           this.assign(task, m.ws, m.claims.address, now);
           need--;
@@ -522,10 +547,14 @@ export class SessionQueue extends DurableObject<Env> {
       now, now, now, this.block(now), JSON.stringify(result), JSON.stringify(consensus), result.usage.total_tokens, task.id,
     );
     task.state = "closed";
+    // Replicas still running are stragglers now: they no longer count against their miner's capacity.
+    for (const r of task.replicas.values()) if (replicaIsLive(r.state)) this.bumpLoad(r.miner, -1);
+    this.report(task, consensus, result.usage.total_tokens, now, false);
     this.finish(task);
   }
 
   private fail(task: OpenTask, code: Failure["code"], message: string, now: number): void {
+    this.report(task, null, 0, now, code === "timeout");
     for (const r of task.replicas.values()) {
       if (!replicaIsLive(r.state)) continue;
       this.setReplicaState(task, r, "cancelled", message);
@@ -580,6 +609,7 @@ export class SessionQueue extends DurableObject<Env> {
   private setReplicaState(task: OpenTask, r: Replica, state: ReplicaState, reason: string): void {
     if (replicaIsLive(r.state)) this.bumpLoad(r.miner, -1);
     r.state = state;
+    r.reason = reason;
     // An in-memory ack is kept on record when the replica ends before its precommit would have written it.
     this.sql.exec(`UPDATE replicas SET state = ?, reason = ?, acked_at = COALESCE(acked_at, ?) WHERE task_id = ? AND miner = ?`,
       state, reason, r.acked_at, task.id, r.miner);
@@ -609,12 +639,68 @@ export class SessionQueue extends DurableObject<Env> {
   }
 
   private recordStraggler(miner: string, msg: SessionMinerMessage): void {
-    if (msg.type === "commit") {
-      this.sql.exec(
-        `UPDATE replicas SET text = COALESCE(text, ?), reason = COALESCE(reason, 'straggler') WHERE task_id = ? AND miner = ?`,
-        msg.text, Number(msg.task_id), miner,
-      );
+    if (msg.type !== "commit") return;
+    const row = this.sql
+      .exec<{ hash: string | null; reason: string | null; state: string; assigned_at: number; consensus: string | null }>(
+        `SELECT r.hash, r.reason, r.state, r.assigned_at, t.consensus FROM replicas r JOIN tasks t ON t.id = r.task_id
+         WHERE r.task_id = ? AND r.miner = ?`,
+        Number(msg.task_id), miner,
+      )
+      .toArray()[0];
+    this.sql.exec(
+      `UPDATE replicas SET text = COALESCE(text, ?), reason = COALESCE(reason, 'straggler') WHERE task_id = ? AND miner = ?`,
+      msg.text, Number(msg.task_id), miner,
+    );
+    // A precommitted replica still running when its task closed is judged on its first late commit, unrewarded.
+    const consensus = row?.consensus ? (JSON.parse(row.consensus) as ConsensusView) : null;
+    if (!row || row.reason !== null || row.state !== "precommitted" || !row.hash || consensus?.status !== "agreed") return;
+    const now = Date.now();
+    const outcome: Outcome = resultHash(msg.text) !== row.hash ? "rejected" : row.hash === consensus.hash ? "agreed" : "outlier";
+    const reason = outcome === "rejected" ? "late commit does not match the precommitted hash" : outcome === "outlier" ? "late result disagrees with consensus" : null;
+    this.outcomes.push([{ miner, session_id: this.config!.id, task_id: msg.task_id, outcome, reason,
+      latency_ms: now - row.assigned_at, reward: 0, at: now, block: this.block(now) }]);
+  }
+
+  /** Queues one outcome per replica that ended for a reason its miner answers for; live ones at a timeout timed out. */
+  private report(task: OpenTask, consensus: ConsensusView | null, tokens: number, now: number, timedOut: boolean): void {
+    const agreed = new Set(consensus?.status === "agreed" ? consensus.agreed : []);
+    const share = agreed.size ? Math.floor(tokens / agreed.size) : 0;
+    const block = this.block(now);
+    const out: ReplicaOutcome[] = [];
+    for (const r of task.replicas.values()) {
+      let outcome: Outcome | null = null;
+      let reason = r.reason ?? null;
+      if (r.state === "committed" && consensus?.status === "agreed") {
+        outcome = agreed.has(r.miner) ? "agreed" : "outlier";
+        if (outcome === "outlier") reason = "result disagrees with consensus";
+      } else if (r.state === "rejected" || r.state === "timed_out" || r.state === "disconnected" || r.state === "released") {
+        outcome = r.state;
+      } else if (timedOut && replicaIsLive(r.state)) {
+        outcome = "timed_out";
+        reason = `still ${r.state} at the task deadline`;
+      }
+      if (!outcome) continue;
+      out.push({
+        miner: r.miner, session_id: this.config!.id, task_id: String(task.id), outcome, reason,
+        latency_ms: r.committed_at ? r.committed_at - r.assigned_at : null,
+        reward: outcome === "agreed" ? share : 0, at: now, block,
+      });
     }
+    this.outcomes.push(out);
+  }
+
+  /** Fetches the pool's reputation of the connected miners; concurrent callers share one request. */
+  private refreshReputation(): Promise<void> {
+    this.reputationLoading ??= nodePool(this.env)
+      .reputations(this.connectedMiners().map((m) => m.claims.address))
+      .then((map) => {
+        this.reputation = new Map(Object.entries(map));
+        this.reputationAt = Date.now();
+        this.pump();
+      })
+      .catch((err) => console.error(`reputation refresh failed: ${String(err)}`))
+      .finally(() => (this.reputationLoading = null));
+    return this.reputationLoading;
   }
 
   // ── helpers ──────────────────────────────────────────────────────────────────────────────────────────

@@ -52,11 +52,12 @@ const MIGRATIONS: string[][] = [[
   [`ALTER TABLE replicas ADD COLUMN first_token_ms REAL`],
 ];
 
-export function migrate(sql: SqlStorage): void {
+/** Runs the migrations this storage has not seen yet (the NodePool passes its own list). */
+export function migrate(sql: SqlStorage, migrations: string[][] = MIGRATIONS): void {
   sql.exec(`CREATE TABLE IF NOT EXISTS _migrations (version INTEGER PRIMARY KEY)`);
   const done = sql.exec<{ v: number | null }>(`SELECT MAX(version) AS v FROM _migrations`).one().v ?? 0;
-  for (let v = done; v < MIGRATIONS.length; v++) {
-    for (const stmt of MIGRATIONS[v]) sql.exec(stmt);
+  for (let v = done; v < migrations.length; v++) {
+    for (const stmt of migrations[v]) sql.exec(stmt);
     sql.exec(`INSERT INTO _migrations (version) VALUES (?)`, v + 1);
   }
 }

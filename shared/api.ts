@@ -26,6 +26,8 @@ export const MinerRegisterRequest = z.object({
   capacity: z.number().int().min(1).max(256),
   name: z.string().max(64).optional(),
   version: z.string().max(32).optional(),
+  /** Tokens the miner puts at stake (absent: 0); the pool refuses a stake below its MIN_STAKE. */
+  stake: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
 });
 export type MinerRegisterRequest = z.infer<typeof MinerRegisterRequest>;
 

@@ -18,6 +18,11 @@ export interface Env {
   BLOCK_INTERVAL_MS: string;
   HEARTBEAT_MS: string;
   ACK_TIMEOUT_MS: string;
+  /** Least stake (tokens) a miner must declare to register; "0" lets anyone in. */
+  MIN_STAKE?: string;
+  /** Reputation score in [0,1] below which a miner with REPUTATION_MIN_TASKS tasks on record is benched. */
+  REPUTATION_FLOOR?: string;
+  REPUTATION_MIN_TASKS?: string;
 }
 
 /** Hono generics for the router: bindings plus what middleware puts on the context. */

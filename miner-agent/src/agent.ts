@@ -1,3 +1,4 @@
+import type { Dishonesty } from "./dishonest.ts";
 import type { Engine } from "./engine-types.ts";
 import { sleep } from "./backoff.ts";
 import type { Logger } from "./log.ts";
@@ -20,8 +21,14 @@ export interface MinerAgentOptions {
   drainMs: number;
   log: Logger;
   name?: string;
+  /** Tokens declared at stake when registering. */
+  stake?: number;
   version?: string;
   fetch?: typeof fetch;
+  /** TEST ONLY: cheat in this way (cheat suite). */
+  dishonest?: Dishonesty;
+  /** TEST ONLY: delay before each precommit (a slow miner). */
+  testDelayMs?: number;
 }
 
 export class MinerAgent {
@@ -43,6 +50,8 @@ export class MinerAgent {
       concurrency: opts.concurrency,
       log: opts.log,
       stats: this.#stats,
+      dishonest: opts.dishonest,
+      testDelayMs: opts.testDelayMs,
     });
   }
 
@@ -69,6 +78,7 @@ export class MinerAgent {
         device: engine.device,
         capacity: concurrency,
         name: this.#opts.name,
+        stake: this.#opts.stake,
         version: this.#opts.version,
       },
       log,

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { MinerAgent } from "./agent.ts";
 import type { Engine, LoadEngineOptions } from "./engine-types.ts";
 import { createLogger, describeError, type Logger } from "./log.ts";
+import type { DishonestMode } from "./dishonest.ts";
 import { HELP, parseCliArgs, UsageError, type CliOptions } from "./options.ts";
 import { createLoadReporter } from "./progress.ts";
 import { expandHome, loadOrCreateWallet, WalletError } from "./wallet.ts";
@@ -56,13 +57,20 @@ async function main(argv: string[]): Promise<void> {
 
   const model = opts.model ?? (await import("./model/build.ts")).BUILTIN_MODEL_ID;
   const cacheDir = expandHome(opts.cacheDir);
+  const dishonest = opts.testDishonest ? await prepareDishonesty(opts.testDishonest, model, cacheDir, log) : undefined;
   log.info(`loading model ${model} (device ${opts.device}, cache ${cacheDir})`);
   const reporter = createLoadReporter({ log, model, tty: Boolean(process.stderr.isTTY) && !opts.quiet });
   const loadStart = Date.now();
   let loaded: Engine;
   try {
     const { loadEngine }: { loadEngine: (o: LoadEngineOptions) => Promise<Engine> } = await import("./engine.ts");
-    loaded = await loadEngine({ model, device: opts.device, cacheDir, onProgress: (p) => reporter.onProgress(p) });
+    loaded = await loadEngine({
+      model: dishonest?.loadModel ?? model,
+      device: opts.device,
+      cacheDir,
+      onProgress: (p) => reporter.onProgress(p),
+    });
+    if (dishonest?.loadModel) loaded = dishonest.disguise(loaded, model);
   } catch (err) {
     reporter.finish();
     log.error(`cannot load model ${model}: ${describeError(err)}`);
@@ -92,8 +100,12 @@ async function main(argv: string[]): Promise<void> {
     drainMs: opts.drainMs,
     log,
     name: opts.name,
+    stake: opts.stake,
     version: VERSION,
+    dishonest: dishonest?.dishonesty,
+    testDelayMs: opts.testDelayMs,
   });
+  if (opts.testDelayMs) log.warn(`TEST-ONLY: every precommit is held ${opts.testDelayMs} ms (slow miner)`);
   try {
     await agent.start();
   } catch (err) {
@@ -102,6 +114,21 @@ async function main(argv: string[]): Promise<void> {
     await disposeEngine(log);
     return exit(1);
   }
+}
+
+/** TEST ONLY (`--test-dishonest`): the cheat hooks, and for wrong-model the look-alike model to load instead. */
+async function prepareDishonesty(mode: DishonestMode, model: string, cacheDir: string, log: Logger) {
+  const { createDishonesty, disguiseEngine, WRONG_MODEL_VARIANT_ID, WRONG_MODEL_SEED_OFFSET } = await import("./dishonest.ts");
+  log.warn(`TEST-ONLY DISHONEST MODE: ${mode} (this miner cheats on purpose; never use outside tests)`, { dishonest: mode });
+  let loadModel: string | undefined;
+  if (mode === "wrong-model") {
+    const build = await import("./model/build.ts");
+    if (model !== build.BUILTIN_MODEL_ID) throw new Error("--test-dishonest wrong-model needs the builtin model");
+    loadModel = await build.ensureBuiltinModel(cacheDir, WRONG_MODEL_VARIANT_ID, undefined, {
+      seed: build.BUILTIN_SEED + WRONG_MODEL_SEED_OFFSET,
+    });
+  }
+  return { dishonesty: createDishonesty(mode), loadModel, disguise: disguiseEngine };
 }
 
 function installProcessHandlers(log: Logger): void {

@@ -1,6 +1,7 @@
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { DISHONEST_MODES, isDishonestMode, type DishonestMode } from "./dishonest.ts";
 import type { DeviceChoice } from "./engine-types.ts";
 import type { LogFormat } from "./log.ts";
 
@@ -15,11 +16,17 @@ export interface CliOptions {
   keyFile: string;
   cacheDir: string;
   name: string | undefined;
+  /** Tokens declared at stake when registering (a router may require a minimum). */
+  stake: number;
   drainMs: number;
   logFormat: LogFormat;
   quiet: boolean;
   help: boolean;
   version: boolean;
+  /** TEST ONLY (not in --help): lie in this way, for the cheat suite. */
+  testDishonest: DishonestMode | undefined;
+  /** TEST ONLY (not in --help): hold each result this long before precommitting (a slow miner). */
+  testDelayMs: number;
 }
 
 export class UsageError extends Error {
@@ -40,6 +47,7 @@ Options:
                          default ~/.miner-agent/key.json)
   --cache-dir <path>     model cache folder (env MINER_CACHE_DIR; default ~/.miner-agent/models)
   --name <label>         a label shown by the router (max 64 chars)
+  --stake <n>            tokens declared at stake when registering (default 0)
   --drain-ms <ms>        on Ctrl-C, how long running tasks may finish (default 10000)
   --log-format <f>       text | json (json: one object per line) (default text)
   --quiet                only warnings, errors and essential notices
@@ -63,11 +71,15 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
         "key-file": { type: "string" },
         "cache-dir": { type: "string" },
         name: { type: "string" },
+        stake: { type: "string" },
         "drain-ms": { type: "string" },
         "log-format": { type: "string" },
         quiet: { type: "boolean", short: "q" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean", short: "v" },
+        // Test-only, deliberately left out of HELP: makes this miner cheat (see dishonest.ts).
+        "test-dishonest": { type: "string" },
+        "test-delay-ms": { type: "string" },
       },
     }));
   } catch (err) {
@@ -99,6 +111,10 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
   }
   const model = values.model;
   if (model !== undefined && model.trim() === "") throw new UsageError("--model: empty");
+  const dishonest = values["test-dishonest"] ?? (env.MINER_TEST_DISHONEST || undefined);
+  if (dishonest !== undefined && !isDishonestMode(dishonest)) {
+    throw new UsageError(`--test-dishonest: expected one of ${DISHONEST_MODES.join(", ")}, got ${dishonest}`);
+  }
 
   return {
     router: url.href.replace(/\/+$/, ""),
@@ -108,11 +124,14 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     keyFile: values["key-file"] ?? (env.MINER_KEY_FILE || join(homedir(), ".miner-agent", "key.json")),
     cacheDir: values["cache-dir"] ?? (env.MINER_CACHE_DIR || join(homedir(), ".miner-agent", "models")),
     name,
+    stake: intOption("--stake", values.stake, 0, 0, Number.MAX_SAFE_INTEGER),
     drainMs: intOption("--drain-ms", values["drain-ms"], 10_000, 0, 24 * 3600_000),
     logFormat,
     quiet: values.quiet ?? false,
     help: values.help ?? false,
     version: values.version ?? false,
+    testDishonest: dishonest,
+    testDelayMs: intOption("--test-delay-ms", values["test-delay-ms"] ?? (env.MINER_TEST_DELAY_MS || undefined), 0, 0, 600_000),
   };
 }
 

@@ -1,6 +1,7 @@
 import type { PrivateKeyAccount } from "viem/accounts";
 import type { AssignMessage, SessionMinerMessage } from "../../shared/protocol.ts";
 import { precommitTypedData, resultHash } from "../../shared/signing.ts";
+import type { Dishonesty } from "./dishonest.ts";
 import type { Engine } from "./engine-types.ts";
 import { describeError, type Logger } from "./log.ts";
 import type { Stats } from "./stats.ts";
@@ -50,6 +51,10 @@ export interface TaskRunnerOptions {
   stats: Stats;
   /** How many finished results to remember, to answer an assign the router re-sends after losing our commit. */
   finishedCacheSize?: number;
+  /** TEST ONLY: the way this miner cheats (cheat suite); absent for every real miner. */
+  dishonest?: Dishonesty;
+  /** TEST ONLY: wait this long between generating and precommitting (a slow miner, for the cheat suite). */
+  testDelayMs?: number;
 }
 
 const MAX_REASON = 500;
@@ -116,6 +121,10 @@ export class TaskRunner {
     }
 
     sink.send({ type: "ack", task_id: tid });
+    if (this.#opts.dishonest?.silentAfterAck) {
+      log.event("dishonest", `${label}: acked and going silent (test-only dishonest mode)`, fields(sink, tid, { mode: "silent-after-ack" }), "warn");
+      return;
+    }
     const task: Task = {
       key,
       assign,
@@ -208,14 +217,14 @@ export class TaskRunner {
   }
 
   async #run(task: Task): Promise<void> {
-    const { engine, account, log, stats } = this.#opts;
+    const { engine, account, log, stats, dishonest } = this.#opts;
     const { assign, sink } = task;
     const tid = assign.task_id;
     const startedAt = Date.now();
     let seq = 0;
     let firstTokenAt: number | undefined;
     try {
-      const result = await engine.generate({
+      const result = await (dishonest?.generate ?? ((req) => engine.generate(req)))({
         input: assign.input,
         params: assign.params,
         signal: task.controller.signal,
@@ -228,8 +237,12 @@ export class TaskRunner {
           : undefined,
       });
       if (task.abortCause) return;
+      if (this.#opts.testDelayMs) {
+        await new Promise((r) => setTimeout(r, this.#opts.testDelayMs));
+        if (task.abortCause) return;
+      }
       const hash = resultHash(result.text);
-      const signature = await account.signTypedData(
+      const signature = await (dishonest?.signer ?? account).signTypedData(
         precommitTypedData({ session: sink.sessionId, task: tid, miner: account.address, hash }),
       );
       if (task.abortCause) return;
@@ -237,7 +250,7 @@ export class TaskRunner {
       const commit: Commit = {
         type: "commit",
         task_id: tid,
-        text: result.text,
+        text: dishonest?.commitText ? dishonest.commitText(result.text) : result.text,
         finish_reason: result.finish_reason,
         usage: result.usage,
         inference_ms: Math.max(0, result.inference_ms),
@@ -265,6 +278,7 @@ export class TaskRunner {
           prompt_tokens: result.usage.prompt_tokens,
           streamed: assign.stream,
           hash,
+          ...(dishonest ? { dishonest: dishonest.mode } : {}),
         }),
       );
     } catch (err) {

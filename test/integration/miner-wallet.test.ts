@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { generatePrivateKey } from "viem/accounts";
 import { loadOrCreateWallet, WalletError } from "../../miner-agent/src/wallet.ts";
-import { parseCliArgs, UsageError } from "../../miner-agent/src/options.ts";
+import { HELP, parseCliArgs, UsageError } from "../../miner-agent/src/options.ts";
 import { Backoff } from "../../miner-agent/src/backoff.ts";
 
 // Miner-side units that need no router: the wallet key file, option parsing, backoff.
@@ -89,6 +89,19 @@ describe("options", () => {
     for (const bad of [["--concurrency", "0"], ["--concurrency", "2.5"], ["--device", "gpu"], ["--router", "ftp://x"], ["--nope"], ["extra"]]) {
       expect(() => parseCliArgs(bad, {})).toThrow(UsageError);
     }
+  });
+});
+
+describe("test-only options", () => {
+  it("accept the dishonest modes and a delay, from flags or env, and stay out of --help", () => {
+    expect(parseCliArgs([], {})).toMatchObject({ testDishonest: undefined, testDelayMs: 0 });
+    expect(parseCliArgs(["--test-dishonest", "junk", "--test-delay-ms", "250"], {})).toMatchObject({ testDishonest: "junk", testDelayMs: 250 });
+    expect(parseCliArgs([], { MINER_TEST_DISHONEST: "silent-after-ack", MINER_TEST_DELAY_MS: "5" })).toMatchObject({
+      testDishonest: "silent-after-ack",
+      testDelayMs: 5,
+    });
+    expect(() => parseCliArgs(["--test-dishonest", "lie"], {})).toThrow(UsageError);
+    expect(HELP).not.toMatch(/test-/);
   });
 });
 

@@ -200,6 +200,8 @@ export interface MinerOptions {
   chunks?: (text: string) => string[];
   usage?: (a: AssignMessage, text: string) => { prompt_tokens: number; completion_tokens: number };
   finishReason?: "stop" | "length";
+  /** Declared stake (default 1000; the unit project's MIN_STAKE is 100). */
+  stake?: number;
 }
 
 export interface Registration {
@@ -300,6 +302,7 @@ export class TestMiner {
         capacity: this.opts.capacity ?? 4,
         name: this.opts.name,
         version: "test",
+        stake: this.opts.stake ?? 1000,
       },
       { key: null },
     );

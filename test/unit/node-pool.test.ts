@@ -25,7 +25,7 @@ async function listMiners(): Promise<{ nodes: MinerNode[]; stats: Record<string,
 const node = async (address: string) => (await listMiners()).nodes.find((n) => n.address === address);
 
 function registerBody(address: string, nonce: string, signature: string, models = ["m"]) {
-  return { address, nonce, signature, models, device: "cpu", capacity: 2 };
+  return { address, nonce, signature, models, device: "cpu", capacity: 2, stake: 1000 };
 }
 
 describe("NodePool: registration", () => {

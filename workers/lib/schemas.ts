@@ -7,6 +7,7 @@ const SessionId = z.string().regex(SESSION_ID, "session ids are 1–64 letters, 
 const Address = z.string().regex(/^0x[0-9a-fA-F]{40}$/, "expected a 0x-prefixed 20-byte hex address");
 
 export const SessionParam = z.object({ sessionId: SessionId });
+export const AddressParam = z.object({ address: Address });
 export const TaskParam = z.object({ sessionId: SessionId, taskId: z.string().regex(/^\d{1,15}$/, "task ids are integers") });
 
 const Stop = z

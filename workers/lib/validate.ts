@@ -21,3 +21,10 @@ export const params = <T extends z.ZodType>(schema: T) =>
     if (!parsed.success) throw new ApiError("invalid_request", "path parameter is invalid", issues(parsed.error));
     return parsed.data as z.output<T>;
   });
+
+export const query = <T extends z.ZodType>(schema: T) =>
+  validator("query", (value) => {
+    const parsed = schema.safeParse(value);
+    if (!parsed.success) throw new ApiError("invalid_request", "query is invalid", issues(parsed.error));
+    return parsed.data as z.output<T>;
+  });

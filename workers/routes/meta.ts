@@ -1,6 +1,9 @@
 import { Hono } from "hono";
 import { VERSION, type AppEnv } from "../env.ts";
+import { ApiError } from "../lib/api-error.ts";
+import { AddressParam, ListQuery } from "../lib/schemas.ts";
 import { nodePool, oracle } from "../lib/stubs.ts";
+import { params, query } from "../lib/validate.ts";
 
 // Health and network information. ping and about are public; the rest need an API key (mounted after auth).
 
@@ -25,7 +28,8 @@ export const meta = new Hono<AppEnv>();
 meta.get("/info", async (c) => {
   const pool = nodePool(c.env);
   const [sessions, miners] = await Promise.all([pool.listSessions(), pool.listMiners()]);
-  const online = miners.filter((m) => m.status === "online");
+  // Benched miners are connected, just given no sessions.
+  const online = miners.filter((m) => m.status !== "offline");
   const dedicated = new Set(sessions.filter((s) => s.mode === "dedicated").map((s) => s.id));
   const dedicatedCount = online.filter((m) => m.sessions.some((id) => dedicated.has(id))).length;
   return c.json({
@@ -41,7 +45,7 @@ meta.get("/info", async (c) => {
 meta.get("/status", async (c) => {
   const pool = nodePool(c.env);
   const [sessions, miners, clock] = await Promise.all([pool.listSessions(), pool.listMiners(), oracle(c.env).snapshot()]);
-  const online = miners.filter((m) => m.status === "online");
+  const online = miners.filter((m) => m.status !== "offline");
   const cpu = online.map((m) => m.cpu_usage).filter((v): v is number => v !== null);
   const mem = online.map((m) => m.memory_mb).filter((v): v is number => v !== null);
   return c.json({
@@ -60,15 +64,28 @@ meta.get("/status", async (c) => {
 meta.get("/miners", async (c) => {
   const nodes = await nodePool(c.env).listMiners();
   const online = nodes.filter((n) => n.status === "online");
+  const benched = nodes.filter((n) => n.status === "benched").length;
   return c.json({
     nodes,
     stats: {
       total: nodes.length,
       online: online.length,
-      offline: nodes.length - online.length,
+      benched,
+      offline: nodes.length - online.length - benched,
       capacity: online.reduce((a, n) => a + n.capacity, 0),
       inflight: online.reduce((a, n) => a + n.inflight, 0),
       by_device: Object.fromEntries(["cpu", "webgpu"].map((d) => [d, online.filter((n) => n.device === d).length])),
     },
   });
+});
+
+/** A miner's recent ledger entries (rewards, slashes, penalties), newest first; `before` pages by entry id. */
+meta.get("/miners/:address/ledger", params(AddressParam), query(ListQuery), async (c) => {
+  const address = c.req.valid("param").address.toLowerCase();
+  const { limit, before } = c.req.valid("query");
+  const pool = nodePool(c.env);
+  const [miners, entries] = await Promise.all([pool.listMiners(), pool.ledger(address, limit, before)]);
+  const miner = miners.find((m) => m.address === address);
+  if (!miner) throw new ApiError("not_found", `no miner ${address} is registered`);
+  return c.json({ address, stake: miner.stake, balance: miner.balance, reputation: miner.reputation, count: entries.length, entries });
 });

@@ -27,7 +27,8 @@ export const BUILTIN_CONFIG: Readonly<Gpt2Config> = Object.freeze({
   n_head: 8,
   layer_norm_epsilon: 1e-5,
 });
-const SEED = 20240607;
+export const BUILTIN_SEED = 20240607;
+const SEED = BUILTIN_SEED;
 // Chosen by looking at greedy output: varied, mostly printable word pieces rather than one repeated token.
 const SCALES: InitScales = { embd: 0.25, pos: 1.5, gain: 3, priorEmbd: 1, priorBias: 3, lnfGain: -1 };
 
@@ -41,13 +42,20 @@ export interface BuildProgress {
 }
 
 /** Everything the output depends on: a cached folder built from anything else is rebuilt. */
-const FINGERPRINT = JSON.stringify({ builder_version: BUILDER_VERSION, config: BUILTIN_CONFIG, seed: SEED, scales: SCALES });
+const fingerprint = (seed: number) =>
+  JSON.stringify({ builder_version: BUILDER_VERSION, config: BUILTIN_CONFIG, seed, scales: SCALES });
 
-async function isComplete(dir: string): Promise<boolean> {
+/** Builds a look-alike of the builtin model: same shapes and tokenizer, other weights (test-only cheats). */
+export interface BuildVariant {
+  /** Weight seed (default: the builtin model's). */
+  seed?: number;
+}
+
+async function isComplete(dir: string, seed: number): Promise<boolean> {
   if (!MODEL_FILES.every((f) => existsSync(join(dir, f)))) return false;
   try {
     const info = JSON.parse(await readFile(join(dir, BUILD_INFO), "utf8"));
-    return info.fingerprint === FINGERPRINT;
+    return info.fingerprint === fingerprint(seed);
   } catch {
     return false;
   }
@@ -62,23 +70,25 @@ export async function ensureBuiltinModel(
   cacheDir: string,
   id: string = BUILTIN_MODEL_ID,
   onProgress?: (p: BuildProgress) => void,
+  variant: BuildVariant = {},
 ): Promise<string> {
+  const seed = variant.seed ?? SEED;
   if (id.split("/").some((part) => part === "" || part === "." || part === "..")) throw new Error(`invalid model id: ${id}`);
   const dir = resolve(cacheDir, id);
-  if (await isComplete(dir)) return dir;
+  if (await isComplete(dir, seed)) return dir;
 
   const tmp = `${dir}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
   try {
-    await writeModel(tmp, id, onProgress);
+    await writeModel(tmp, id, seed, onProgress);
     await mkdir(dirname(dir), { recursive: true });
     if (existsSync(dir)) {
-      if (await isComplete(dir)) return dir; // another process won the race
+      if (await isComplete(dir, seed)) return dir; // another process won the race
       await rm(dir, { recursive: true, force: true }); // stale or damaged copy
     }
     try {
       await rename(tmp, dir);
     } catch (err) {
-      if (!(await isComplete(dir))) throw err; // lost a race to a complete copy: fine
+      if (!(await isComplete(dir, seed))) throw err; // lost a race to a complete copy: fine
     }
     return dir;
   } finally {
@@ -86,7 +96,7 @@ export async function ensureBuiltinModel(
   }
 }
 
-async function writeModel(out: string, id: string, onProgress?: (p: BuildProgress) => void): Promise<void> {
+async function writeModel(out: string, id: string, seed: number, onProgress?: (p: BuildProgress) => void): Promise<void> {
   if (endianness() !== "LE") throw new Error("model builder needs a little-endian host (ONNX raw_data is little-endian)");
   const report = (progress: number) => onProgress?.({ status: "building", progress });
   const cfg = BUILTIN_CONFIG;
@@ -99,7 +109,7 @@ async function writeModel(out: string, id: string, onProgress?: (p: BuildProgres
 
   // Prior: none for raw/control bytes and <|endoftext|>, more for whole words (" river") than fragments.
   const prior = [...bpe.tokens.map((t) => (!isPrintableToken(t) ? 0 : /^\u0120[a-zA-Z]+$/.test(t) ? 1.5 : 1)), 0];
-  const weights = initGpt2Weights(cfg, SEED, SCALES, prior);
+  const weights = initGpt2Weights(cfg, seed, SCALES, prior);
   report(50);
   const onnx = encodeModel(buildGpt2Graph(cfg, weights));
   report(80);
@@ -136,6 +146,6 @@ async function writeModel(out: string, id: string, onProgress?: (p: BuildProgres
   ]);
   // Written last: its presence (with the current version) marks the folder complete.
   const sha256 = createHash("sha256").update(onnx).digest("hex");
-  await writeFile(join(out, BUILD_INFO), json({ id, fingerprint: FINGERPRINT, model_onnx_sha256: sha256 }));
+  await writeFile(join(out, BUILD_INFO), json({ id, fingerprint: fingerprint(seed), model_onnx_sha256: sha256 }));
   report(100);
 }

@@ -1,0 +1,169 @@
+// Reputation, stake and the accounting ledger: the NodePool's storage for them and the rules that move them.
+// The SessionQueue reports one outcome per replica when a task ends; the NodePool applies them here.
+
+/** How one replica of a finished task ended, as far as its miner's record is concerned. */
+export const OUTCOMES = ["agreed", "outlier", "rejected", "timed_out", "disconnected", "released"] as const;
+export type Outcome = (typeof OUTCOMES)[number];
+
+export interface ReplicaOutcome {
+  miner: string;
+  session_id: string;
+  task_id: string;
+  outcome: Outcome;
+  reason: string | null;
+  /** Assignment to commit, ms (committed replicas only). */
+  latency_ms: number | null;
+  /** Tokens earned: the task's usage split among the replicas in consensus (0 for everything else). */
+  reward: number;
+  at: number;
+  block: number;
+}
+
+export type LedgerKind = "reward" | "slash" | "penalty";
+
+export interface LedgerEntry {
+  id: number;
+  miner: string;
+  session_id: string;
+  task_id: string;
+  kind: LedgerKind;
+  /** Tokens: earned (reward) or taken from stake (slash); penalties cost reputation only, so 0. */
+  amount: number;
+  reason: string;
+  at: number;
+  block: number;
+}
+
+export interface ReputationView {
+  score: number;
+  tasks: number;
+  /** agreed / (agreed + outliers); null before any consensus. */
+  agreement_rate: number | null;
+  /** replicas that delivered a commit matching a valid precommit in time / those that had to; null before any. */
+  precommit_success_rate: number | null;
+  timeouts: number;
+  outliers: number;
+  slashes: number;
+  latency_ms: number | null;
+}
+
+/** The counters a miner row carries (see migration 2). */
+export interface RepCounters {
+  tasks: number;
+  agreed: number;
+  outliers: number;
+  slashes: number;
+  timeouts: number;
+  latency_ms: number | null;
+}
+
+/** Share of the remaining stake a provable fault costs. */
+export const SLASH_FRACTION = 0.1;
+
+/**
+ * score = (agreed + 1) / (agreed + outliers + slashes + timeouts + 1)
+ * — the share of the results a miner owed that it delivered in time, validly signed and in consensus,
+ * Laplace-smoothed so a newcomer starts at 1 and one event cannot sink a long record. It equals
+ * agreement_rate × precommit_success_rate with both smoothed by one success. Disconnects and hand-backs count
+ * as tasks but neither way (an honest restart is not a fault).
+ */
+export function reputation(c: RepCounters): ReputationView {
+  const delivered = c.agreed + c.outliers;
+  const owed = delivered + c.slashes + c.timeouts;
+  return {
+    score: Math.round(((c.agreed + 1) / (owed + 1)) * 1e4) / 1e4,
+    tasks: c.tasks,
+    agreement_rate: delivered ? c.agreed / delivered : null,
+    precommit_success_rate: owed ? delivered / owed : null,
+    timeouts: c.timeouts,
+    outliers: c.outliers,
+    slashes: c.slashes,
+    latency_ms: c.latency_ms === null ? null : Math.round(c.latency_ms),
+  };
+}
+
+export interface Policy {
+  minStake: number;
+  floor: number;
+  minTasks: number;
+}
+
+/** Benched miners get no sessions: too little stake left, or a poor score over enough tasks to mean it. */
+export function isBenched(stake: number, rep: ReputationView, p: Policy): boolean {
+  return stake < p.minStake || (rep.tasks >= p.minTasks && rep.score < p.floor);
+}
+
+/** NodePool storage, append-only: stored pools upgrade in place (version 1 is the pre-versioning schema). */
+export const POOL_MIGRATIONS: string[][] = [
+  [
+    `CREATE TABLE IF NOT EXISTS miners (
+      address TEXT PRIMARY KEY, name TEXT, version TEXT, models TEXT NOT NULL, device TEXT NOT NULL,
+      capacity INTEGER NOT NULL, registered_at INTEGER NOT NULL, last_seen INTEGER, inflight INTEGER NOT NULL DEFAULT 0,
+      cpu_usage REAL, memory_mb REAL, tokens_per_s REAL)`,
+    `CREATE TABLE IF NOT EXISTS challenges (nonce TEXT PRIMARY KEY, address TEXT NOT NULL, expires_at INTEGER NOT NULL)`,
+    `CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, config TEXT NOT NULL, active INTEGER NOT NULL,
+      created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)`,
+    `CREATE TABLE IF NOT EXISTS assignments (session_id TEXT NOT NULL, miner TEXT NOT NULL, PRIMARY KEY (session_id, miner))`,
+    `CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)`,
+  ],
+  [
+    // stake: declared at registration; slashed: taken so far. The stake at risk is stake − slashed.
+    `ALTER TABLE miners ADD COLUMN stake INTEGER NOT NULL DEFAULT 0`,
+    `ALTER TABLE miners ADD COLUMN slashed INTEGER NOT NULL DEFAULT 0`,
+    `ALTER TABLE miners ADD COLUMN rewards INTEGER NOT NULL DEFAULT 0`,
+    `ALTER TABLE miners ADD COLUMN tasks INTEGER NOT NULL DEFAULT 0`,
+    `ALTER TABLE miners ADD COLUMN agreed INTEGER NOT NULL DEFAULT 0`,
+    `ALTER TABLE miners ADD COLUMN outliers INTEGER NOT NULL DEFAULT 0`,
+    `ALTER TABLE miners ADD COLUMN slashes INTEGER NOT NULL DEFAULT 0`,
+    `ALTER TABLE miners ADD COLUMN timeouts INTEGER NOT NULL DEFAULT 0`,
+    `ALTER TABLE miners ADD COLUMN latency_ms REAL`,
+    `CREATE TABLE IF NOT EXISTS ledger (id INTEGER PRIMARY KEY AUTOINCREMENT, miner TEXT NOT NULL, session_id TEXT NOT NULL,
+      task_id TEXT NOT NULL, kind TEXT NOT NULL, amount INTEGER NOT NULL, reason TEXT NOT NULL, at INTEGER NOT NULL,
+      block INTEGER NOT NULL)`,
+    `CREATE INDEX IF NOT EXISTS ledger_miner ON ledger (miner, id)`,
+  ],
+];
+
+/**
+ * Applies a batch of outcomes: counters, stake, ledger. Returns the miners it touched. Outcomes for
+ * unknown miners are dropped (a miner row exists for every address a session ever served).
+ */
+export function applyOutcomes(sql: SqlStorage, outcomes: ReplicaOutcome[]): Set<string> {
+  const touched = new Set<string>();
+  const ledger = (o: ReplicaOutcome, kind: LedgerKind, amount: number, reason: string) =>
+    sql.exec(`INSERT INTO ledger (miner, session_id, task_id, kind, amount, reason, at, block) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      o.miner, o.session_id, o.task_id, kind, amount, reason, o.at, o.block);
+  for (const o of outcomes) {
+    const row = sql.exec<{ stake: number; slashed: number }>(`SELECT stake, slashed FROM miners WHERE address = ?`, o.miner).toArray()[0];
+    if (!row) continue;
+    touched.add(o.miner);
+    sql.exec(`UPDATE miners SET tasks = tasks + 1 WHERE address = ?`, o.miner);
+    if (o.latency_ms !== null && (o.outcome === "agreed" || o.outcome === "outlier")) {
+      // Moving average: recent behaviour matters more than the distant past.
+      sql.exec(`UPDATE miners SET latency_ms = COALESCE(0.8 * latency_ms + 0.2 * ?, ?) WHERE address = ?`, o.latency_ms, o.latency_ms, o.miner);
+    }
+    switch (o.outcome) {
+      case "agreed":
+        sql.exec(`UPDATE miners SET agreed = agreed + 1, rewards = rewards + ? WHERE address = ?`, o.reward, o.miner);
+        if (o.reward > 0) ledger(o, "reward", o.reward, "in consensus");
+        break;
+      case "outlier":
+        sql.exec(`UPDATE miners SET outliers = outliers + 1 WHERE address = ?`, o.miner);
+        ledger(o, "penalty", 0, o.reason ?? "outlier: result disagrees with consensus");
+        break;
+      case "rejected": {
+        const amount = Math.ceil(Math.max(0, row.stake - row.slashed) * SLASH_FRACTION);
+        sql.exec(`UPDATE miners SET slashes = slashes + 1, slashed = slashed + ? WHERE address = ?`, amount, o.miner);
+        ledger(o, "slash", amount, o.reason ?? "provable fault");
+        break;
+      }
+      case "timed_out":
+        sql.exec(`UPDATE miners SET timeouts = timeouts + 1 WHERE address = ?`, o.miner);
+        ledger(o, "penalty", 0, o.reason ?? "timed out");
+        break;
+      default:
+        break; // disconnects and hand-backs: counted as tasks, neither rewarded nor penalised
+    }
+  }
+  return touched;
+}

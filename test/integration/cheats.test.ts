@@ -1,0 +1,214 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { api, sse, startMiner, startRouter, until, type Miner, type Router } from "../helpers/network.ts";
+
+// The fault and cheat suite: the real router and real miner processes, some started with the agent's
+// test-only `--test-dishonest <mode>`. Each cheat runs in a redundancy-3 session of two honest miners and the
+// cheater (a dedicated session, so exactly those three serve it): the task must complete with the honest
+// greedy output, and the task view must name the cheater.
+//
+// The two honest miners of those sessions hold each result HONEST_DELAY_MS before precommitting
+// (`--test-delay-ms`), so the cheater's messages reach the SessionQueue while the task is still open: a quorum
+// (2 of 3) closes the task at once, and what arrives after that is handled as a straggler (see the `it.fails`
+// tests at the end for what is not recorded yet). The bench (`npm run bench:cheats`) runs the real race.
+
+const PROMPT = "The honest majority";
+const MAX_TOKENS = 12;
+const MODES = ["junk", "wrong-model", "bad-commit", "replay-signature", "silent-after-ack"] as const;
+type Mode = (typeof MODES)[number];
+const LIVE = new Set(["assigned", "acked", "precommitted"]);
+const HONEST_DELAY_MS = 900;
+
+let router: Router;
+let honest: Miner[] = [];
+const cheaters = new Map<Mode, Miner>();
+let honestText = "";
+/** A second junk miner, fresh for the streaming test (the first may be benched by then). */
+let streamJunk: Miner;
+
+const addr = (m: Miner) => m.address()!.toLowerCase();
+
+beforeAll(async () => {
+  router = await startRouter();
+  const started = await Promise.all([
+    startMiner(router.url, { name: "h1-slow", args: ["--test-delay-ms", String(HONEST_DELAY_MS)] }),
+    startMiner(router.url, { name: "h2-slow", args: ["--test-delay-ms", String(HONEST_DELAY_MS)] }),
+    startMiner(router.url, { name: "h3" }),
+    ...MODES.map((mode) => startMiner(router.url, { name: `cheat-${mode}`, args: ["--test-dishonest", mode] })),
+    startMiner(router.url, { name: "cheat-junk-stream", env: { MINER_TEST_DISHONEST: "junk" } }),
+  ]);
+  streamJunk = started.at(-1)!;
+  honest = started.slice(0, 3);
+  MODES.forEach((mode, i) => cheaters.set(mode, started[3 + i]!));
+  await Promise.all(started.map((m) => m.waitFor("ready", undefined, 120_000)));
+});
+
+afterAll(async () => {
+  await Promise.all([...honest, ...cheaters.values(), streamJunk].filter(Boolean).map((m) => m.stop("SIGKILL")));
+  await router?.stop();
+});
+
+/** A redundancy-3 session served by exactly these miners. */
+async function session(miners: Miner[]): Promise<string> {
+  const res = await api(router, "/api/v1/sessions", {
+    body: {
+      deposit: 1_000_000,
+      redundancy: 3,
+      max_miners: 3,
+      mode: "dedicated",
+      dedicated_miners: miners.map(addr),
+    },
+  });
+  expect(res.status).toBe(201);
+  await until(async () => {
+    const s = await api(router, `/api/v1/sessions/${res.body.id}`);
+    return s.body.usage?.connected_miners?.length >= miners.length;
+  });
+  return res.body.id as string;
+}
+
+/** Runs one task and waits until every replica has reached its final state (stragglers included). */
+async function runTask(sid: string) {
+  const res = await api(router, `/api/v1/completions/${sid}`, {
+    body: { prompt: PROMPT, max_tokens: MAX_TOKENS, precommit_timeout: 3 },
+  });
+  expect(res.status, JSON.stringify(res.body)).toBe(200);
+  const task = await until(
+    async () => {
+      const t = await api(router, `/api/v1/tasks/${sid}/${res.body.task_id}`);
+      return t.body.replicas.every((r: { state: string }) => !LIVE.has(r.state)) && t.body;
+    },
+    4_000,
+    200,
+  ).catch(async () => (await api(router, `/api/v1/tasks/${sid}/${res.body.task_id}`)).body);
+  return { res: res.body, task };
+}
+
+function replicaOf(task: any, m: Miner) {
+  return task.replicas.find((r: { miner: string }) => r.miner.toLowerCase() === addr(m));
+}
+
+function expectHonestAgreed(task: any, res: any) {
+  expect(task.status).toBe("closed");
+  expect(res.choices[0].text).toBe(honestText);
+  expect(task.consensus.status).toBe("agreed");
+  for (const h of honest.slice(0, 2)) {
+    const r = replicaOf(task, h);
+    expect(r, `honest ${addr(h)} has a replica`).toBeTruthy();
+    expect(r.state).toBe("committed");
+    expect(r.agreed).toBe(true);
+    expect(task.consensus.outliers).not.toContain(r.miner);
+  }
+}
+
+let honestTask: any;
+let silentTask: any;
+
+describe("honest miners", () => {
+  it("three honest miners agree exactly; nobody is accused", async () => {
+    const sid = await session(honest);
+    const { res, task } = await runTask(sid);
+    honestTask = task;
+    honestText = res.choices[0].text;
+    expect(honestText.length).toBeGreaterThan(0);
+    expect(task.consensus).toMatchObject({ method: "exact", status: "agreed", outliers: [] });
+    // The quorum (2 of 3) closes the task; the third replica is a straggler.
+    expect(task.consensus.agreed.length).toBeGreaterThanOrEqual(2);
+    for (const r of task.replicas) {
+      expect(["rejected", "timed_out", "released", "disconnected", "cancelled"]).not.toContain(r.state);
+      expect(r.agreed).not.toBe(false);
+    }
+  });
+});
+
+describe("cheats are caught and the honest majority wins", () => {
+  it("junk: named an outlier", async () => {
+    const cheater = cheaters.get("junk")!;
+    const { res, task } = await runTask(await session([honest[0]!, honest[1]!, cheater]));
+    expectHonestAgreed(task, res);
+    const r = replicaOf(task, cheater);
+    expect(r.state).toBe("committed");
+    expect(r.agreed).toBe(false);
+    expect(task.consensus.outliers).toContain(r.miner);
+    expect(task.results.data[task.results.miners.indexOf(r.miner)]).not.toBe(honestText);
+  });
+
+  it("wrong-model: its output differs, so it is named an outlier", async () => {
+    const cheater = cheaters.get("wrong-model")!;
+    const { res, task } = await runTask(await session([honest[0]!, honest[1]!, cheater]));
+    expectHonestAgreed(task, res);
+    const r = replicaOf(task, cheater);
+    expect(r.state).toBe("committed");
+    expect(r.agreed).toBe(false);
+    expect(task.consensus.outliers).toContain(r.miner);
+  });
+
+  it("bad-commit: rejected, commit does not match its precommit", async () => {
+    const cheater = cheaters.get("bad-commit")!;
+    const { res, task } = await runTask(await session([honest[0]!, honest[1]!, cheater]));
+    expectHonestAgreed(task, res);
+    const r = replicaOf(task, cheater);
+    expect(r.state).toBe("rejected");
+    expect(r.reason).toMatch(/precommit/);
+    expect(task.consensus.agreed).not.toContain(r.miner);
+  });
+
+  it("replay-signature: rejected, the signature is not its own", async () => {
+    const cheater = cheaters.get("replay-signature")!;
+    const { res, task } = await runTask(await session([honest[0]!, honest[1]!, cheater]));
+    expectHonestAgreed(task, res);
+    const r = replicaOf(task, cheater);
+    expect(r.state).toBe("rejected");
+    expect(r.reason).toMatch(/signature/);
+    expect(task.consensus.agreed).not.toContain(r.miner);
+  });
+
+  it("silent-after-ack: the task completes without it; it never commits", async () => {
+    const cheater = cheaters.get("silent-after-ack")!;
+    const { res, task } = await runTask(await session([honest[0]!, honest[1]!, cheater]));
+    silentTask = task;
+    expectHonestAgreed(task, res);
+    const r = replicaOf(task, cheater);
+    expect(r.state).not.toBe("committed");
+    expect(r.hash).toBeNull();
+    expect(task.consensus.agreed).not.toContain(r.miner);
+    expect(cheater.events.some((e) => e.event === "dishonest" && e.mode === "silent-after-ack")).toBe(true);
+  });
+});
+
+// Not asserted: what the streaming client was sent. The SessionQueue streams the first replica to send a
+// token, and a junk miner (no inference) is first, so the client may receive the junk text while the task's
+// result is the honest consensus (seen in a run: 12 junk chunks, then finish_reason with no correction).
+describe("streaming with a cheater", () => {
+  it("junk: a streamed task still completes with the honest result", async () => {
+    const sid = await session([honest[0]!, honest[1]!, streamJunk]);
+    const res = await sse(router, `/api/v1/completions/${sid}`, { prompt: PROMPT, max_tokens: MAX_TOKENS, stream: true });
+    expect(res.status).toBe(200);
+    expect(res.events.at(-1)).toBe("[DONE]");
+    const chunks = res.events.slice(0, -1).map((e) => JSON.parse(e));
+    expect(chunks.at(-1).choices[0].finish_reason).toBe("length");
+    const tasks = await api(router, `/api/v1/tasks/${sid}`);
+    const task = tasks.body.tasks[0];
+    expect(task.status).toBe("closed");
+    expect(task.result.text).toBe(honestText);
+    expect(task.consensus.outliers).toContain(addr(streamJunk));
+  });
+});
+
+// Known gaps in durable-objects/session-queue.ts, kept as executable expectations: `it.fails` passes while
+// the expectation does NOT hold, and turns red once the SessionQueue records stragglers, at which point
+// `.fails` should be dropped. When a quorum closes a task (settle → finish), replicas still live are left as
+// they are: the alarm no longer looks at them (the task left `open`), and a late precommit/commit only goes
+// through recordStraggler, which stores the commit text and nothing else (no state, no signature or hash
+// check, no agreement).
+describe("known gaps in the SessionQueue: stragglers after the quorum closed the task", () => {
+  it.fails("a silent replica is marked timed_out once its commit deadline passes", async () => {
+    const r = replicaOf(silentTask, cheaters.get("silent-after-ack")!);
+    expect(r.state).toBe("timed_out");
+  });
+
+  it.fails("the third honest replica, committing after the quorum, is recorded as committed and agreeing", async () => {
+    const late = honestTask.replicas.filter((r: { state: string }) => r.state !== "committed");
+    expect(late).toHaveLength(0);
+    expect(honestTask.consensus.agreed).toHaveLength(3);
+  });
+});
