@@ -118,6 +118,8 @@ export class SessionQueue extends DurableObject<Env> {
   private readonly wokeAt = Date.now();
   /** Task outcomes on their way to the NodePool's ledger, batched. */
   private outcomes: OutcomeReporter;
+  /** Closed tasks whose slower replicas are still live: they are judged when they report or time out. */
+  private lingering = new Map<number, { task: OpenTask; consensus: ConsensusView }>();
   /** Pool reputation of the miners seen here: pump prefers higher scores and skips benched miners. */
   private reputation = new Map<string, { score: number; benched: boolean }>();
   private reputationAt = 0;
@@ -144,7 +146,7 @@ export class SessionQueue extends DurableObject<Env> {
       this.clock = await oracle(env).snapshot();
       this.alarmAt = await ctx.storage.getAlarm();
       // Tasks in flight across an eviction: give their miners a moment to reconnect, then move them on.
-      if (this.open.size > 0) this.armAlarm(Date.now() + RECONNECT_GRACE_MS);
+      if (this.open.size > 0 || this.lingering.size > 0) this.armAlarm(Date.now() + RECONNECT_GRACE_MS);
       // Acks live in memory only, so a restored replica reads `assigned` even if its miner acked: re-send the
       // assign over the still-open (hibernated) socket with a fresh ack window; the miner re-acks it.
       for (const task of this.open.values()) {
@@ -337,8 +339,9 @@ export class SessionQueue extends DurableObject<Env> {
     const task = this.open.get(Number(msg.task_id));
     const replica = task?.replicas.get(claims.address);
     if (!task || !replica) {
-      // Stragglers of closed tasks still get their commit recorded; anything else is refused.
-      if (msg.type === "precommit" || msg.type === "commit") this.recordStraggler(claims.address, msg);
+      const late = this.lingering.get(Number(msg.task_id));
+      const straggler = late?.task.replicas.get(claims.address);
+      if (late && straggler && replicaIsLive(straggler.state)) return this.onStraggler(late, straggler, msg);
       return this.send(ws, { type: "error", code: "unknown_task", message: "task is not assigned to this miner", task_id: msg.task_id });
     }
     // A miner that dropped (not timed out) may still deliver: its replica comes back to life.
@@ -363,11 +366,7 @@ export class SessionQueue extends DurableObject<Env> {
         return this.onToken(task, replica, msg.text);
       case "precommit": {
         if (replica.state === "precommitted") return;
-        const signer = await recoverTypedDataAddress({
-          ...precommitTypedData({ session: this.config!.id, task: msg.task_id, miner: claims.address as Hex, hash: msg.hash as Hex }),
-          signature: msg.signature as Hex,
-        }).catch(() => null);
-        if (signer?.toLowerCase() !== claims.address.toLowerCase()) {
+        if (!(await this.signedBy(claims.address, msg))) {
           return this.dropReplica(task, replica, "rejected", "precommit signature does not recover to the miner's address");
         }
         replica.state = "precommitted";
@@ -431,6 +430,13 @@ export class SessionQueue extends DurableObject<Env> {
         else if (!connected.has(r.miner) && now >= this.wokeAt + RECONNECT_GRACE_MS) {
           this.dropReplica(task, r, "disconnected", "miner did not reconnect");
         }
+      }
+    }
+    for (const late of [...this.lingering.values()]) {
+      for (const r of late.task.replicas.values()) {
+        if (!replicaIsLive(r.state)) continue;
+        if (r.state === "assigned" && r.ack_deadline <= now) this.endStraggler(late, r, "timed_out", "missed the ack deadline", now);
+        else if (r.commit_deadline <= now) this.endStraggler(late, r, "timed_out", "missed the commit deadline", now);
       }
     }
     this.pump();
@@ -549,6 +555,11 @@ export class SessionQueue extends DurableObject<Env> {
     task.state = "closed";
     // Replicas still running are stragglers now: they no longer count against their miner's capacity.
     for (const r of task.replicas.values()) if (replicaIsLive(r.state)) this.bumpLoad(r.miner, -1);
+    const stragglers = [...task.replicas.values()].filter((r) => replicaIsLive(r.state));
+    if (stragglers.length > 0) {
+      this.lingering.set(task.id, { task, consensus });
+      this.armAlarm(Math.min(...stragglers.map((r) => (r.state === "assigned" ? r.ack_deadline : r.commit_deadline))));
+    }
     this.report(task, consensus, result.usage.total_tokens, now, false);
     this.finish(task);
   }
@@ -624,6 +635,10 @@ export class SessionQueue extends DurableObject<Env> {
       const r = task.replicas.get(claims.address);
       if (r && replicaIsLive(r.state)) this.dropReplica(task, r, "disconnected", reason);
     }
+    for (const late of [...this.lingering.values()]) {
+      const r = late.task.replicas.get(claims.address);
+      if (r && replicaIsLive(r.state)) this.endStraggler(late, r, "disconnected", reason, Date.now());
+    }
   }
 
   /** Forwards one replica's stream; a replacement replica continues after the text already sent. */
@@ -638,27 +653,82 @@ export class SessionQueue extends DurableObject<Env> {
     this.emit(waiter.writer, { t: "token", text: piece });
   }
 
-  private recordStraggler(miner: string, msg: SessionMinerMessage): void {
-    if (msg.type !== "commit") return;
-    const row = this.sql
-      .exec<{ hash: string | null; reason: string | null; state: string; assigned_at: number; consensus: string | null }>(
-        `SELECT r.hash, r.reason, r.state, r.assigned_at, t.consensus FROM replicas r JOIN tasks t ON t.id = r.task_id
-         WHERE r.task_id = ? AND r.miner = ?`,
-        Number(msg.task_id), miner,
-      )
-      .toArray()[0];
-    this.sql.exec(
-      `UPDATE replicas SET text = COALESCE(text, ?), reason = COALESCE(reason, 'straggler') WHERE task_id = ? AND miner = ?`,
-      msg.text, Number(msg.task_id), miner,
-    );
-    // A precommitted replica still running when its task closed is judged on its first late commit, unrewarded.
-    const consensus = row?.consensus ? (JSON.parse(row.consensus) as ConsensusView) : null;
-    if (!row || row.reason !== null || row.state !== "precommitted" || !row.hash || consensus?.status !== "agreed") return;
+  /** Whether a precommit's EIP-712 signature recovers to the miner that sent it. */
+  private async signedBy(miner: string, msg: Extract<SessionMinerMessage, { type: "precommit" }>): Promise<boolean> {
+    const signer = await recoverTypedDataAddress({
+      ...precommitTypedData({ session: this.config!.id, task: msg.task_id, miner: miner as Hex, hash: msg.hash as Hex }),
+      signature: msg.signature as Hex,
+    }).catch(() => null);
+    return signer?.toLowerCase() === miner.toLowerCase();
+  }
+
+  /**
+   * A replica still live after a quorum closed its task. It is held to the same rules (signed precommit, commit
+   * matching it, deadlines) and its result is recorded against the consensus, but it earns nothing and
+   * changes nothing the client already has.
+   */
+  private async onStraggler(
+    late: { task: OpenTask; consensus: ConsensusView },
+    r: Replica,
+    msg: SessionMinerMessage,
+  ): Promise<void> {
+    const { task, consensus } = late;
     const now = Date.now();
-    const outcome: Outcome = resultHash(msg.text) !== row.hash ? "rejected" : row.hash === consensus.hash ? "agreed" : "outlier";
-    const reason = outcome === "rejected" ? "late commit does not match the precommitted hash" : outcome === "outlier" ? "late result disagrees with consensus" : null;
-    this.outcomes.push([{ miner, session_id: this.config!.id, task_id: msg.task_id, outcome, reason,
-      latency_ms: now - row.assigned_at, reward: 0, at: now, block: this.block(now) }]);
+    if (msg.type === "ack" && r.state === "assigned") {
+      r.state = "acked";
+      r.acked_at = now;
+    } else if (msg.type === "precommit" && r.state !== "precommitted") {
+      if (!(await this.signedBy(r.miner, msg))) return this.endStraggler(late, r, "rejected", "precommit signature does not recover to the miner's address", now);
+      r.state = "precommitted";
+      r.hash = msg.hash as Hex;
+      this.sql.exec(
+        `UPDATE replicas SET state = 'precommitted', acked_at = ?, precommitted_at = ?, hash = ?, signature = ? WHERE task_id = ? AND miner = ?`,
+        r.acked_at ?? now, now, msg.hash, msg.signature, task.id, r.miner,
+      );
+    } else if (msg.type === "commit") {
+      if (r.state !== "precommitted") return this.endStraggler(late, r, "rejected", "commit arrived before a precommit", now);
+      if (resultHash(msg.text) !== r.hash) return this.endStraggler(late, r, "rejected", "commit does not match the precommitted hash", now);
+      const agreed = r.hash === consensus.hash;
+      (agreed ? consensus.agreed : consensus.outliers).push(r.miner);
+      r.state = "committed";
+      r.committed_at = now;
+      this.sql.exec(
+        `UPDATE replicas SET state = 'committed', committed_at = ?, text = ?, finish_reason = ?, usage = ?, inference_ms = ?,
+           first_token_ms = ?, reason = 'committed after the quorum closed the task' WHERE task_id = ? AND miner = ?`,
+        now, msg.text, msg.finish_reason, JSON.stringify(msg.usage), msg.inference_ms, msg.first_token_ms ?? null, task.id, r.miner,
+      );
+      this.sql.exec(`UPDATE tasks SET consensus = ? WHERE id = ?`, JSON.stringify(consensus), task.id);
+      this.judgeStraggler(late, r, agreed ? "agreed" : "outlier", agreed ? null : "late result disagrees with consensus", now);
+    } else if (msg.type === "release") {
+      return this.endStraggler(late, r, "released", msg.reason, now);
+    }
+  }
+
+  private endStraggler(
+    late: { task: OpenTask; consensus: ConsensusView },
+    r: Replica,
+    state: "rejected" | "timed_out" | "released" | "disconnected",
+    reason: string,
+    now: number,
+  ): void {
+    r.state = state;
+    r.reason = reason;
+    this.sql.exec(`UPDATE replicas SET state = ?, reason = ?, acked_at = COALESCE(acked_at, ?) WHERE task_id = ? AND miner = ?`,
+      state, reason, r.acked_at, late.task.id, r.miner);
+    if (state === "rejected" || state === "timed_out") {
+      const ws = this.socketFor(r.miner);
+      if (ws) this.send(ws, { type: "cancel", task_id: String(late.task.id), reason: `${state}: ${reason}` });
+    }
+    this.judgeStraggler(late, r, state, reason, now);
+  }
+
+  /** Reports a straggler's outcome (unrewarded) and forgets the task once no replica is live. */
+  private judgeStraggler(late: { task: OpenTask; consensus: ConsensusView }, r: Replica, outcome: Outcome, reason: string | null, now: number): void {
+    if (late.consensus.status === "agreed") {
+      this.outcomes.push([{ miner: r.miner, session_id: this.config!.id, task_id: String(late.task.id), outcome, reason,
+        latency_ms: r.committed_at ? r.committed_at - r.assigned_at : null, reward: 0, at: now, block: this.block(now) }]);
+    }
+    if (![...late.task.replicas.values()].some((x) => replicaIsLive(x.state))) this.lingering.delete(late.task.id);
   }
 
   /** Queues one outcome per replica that ended for a reason its miner answers for; live ones at a timeout timed out. */
@@ -706,8 +776,16 @@ export class SessionQueue extends DurableObject<Env> {
   // ── helpers ──────────────────────────────────────────────────────────────────────────────────────────
 
   private restoreOpenTasks(): void {
-    const tasks = this.sql.exec<TaskRow>(`SELECT * FROM tasks WHERE state NOT IN ('closed','failed') ORDER BY id`).toArray();
+    // Open tasks, and closed ones whose stragglers are still live (they are judged when they report).
+    const tasks = this.sql
+      .exec<TaskRow>(
+        `SELECT * FROM tasks WHERE state NOT IN ('closed','failed')
+           OR (state = 'closed' AND id IN (SELECT task_id FROM replicas WHERE state IN ('assigned','acked','precommitted')))
+         ORDER BY id`,
+      )
+      .toArray();
     for (const row of tasks) {
+      const closed = row.state === "closed";
       const request = JSON.parse(row.request) as { input: PromptSpec; params: GenerationParams };
       const task: OpenTask = {
         id: row.id,
@@ -740,7 +818,11 @@ export class SessionQueue extends DurableObject<Env> {
           hash: (r.hash as Hex | null) ?? null,
           streamed: "",
         });
-        if (replicaIsLive(r.state)) this.bumpLoad(r.miner, 1);
+        if (replicaIsLive(r.state) && !closed) this.bumpLoad(r.miner, 1);
+      }
+      if (closed) {
+        this.lingering.set(row.id, { task, consensus: JSON.parse(row.consensus!) as ConsensusView });
+        continue;
       }
       this.open.set(row.id, task);
       this.reserved += row.reserved;
@@ -844,6 +926,9 @@ export class SessionQueue extends DurableObject<Env> {
   private nextDeadline(): number | null {
     let next: number | null = null;
     const consider = (t: number) => (next = next === null ? t : Math.min(next, t));
+    for (const { task } of this.lingering.values()) {
+      for (const r of task.replicas.values()) if (replicaIsLive(r.state)) consider(r.state === "assigned" ? r.ack_deadline : r.commit_deadline);
+    }
     for (const task of this.open.values()) {
       consider(task.deadline_at);
       for (const r of task.replicas.values()) {

@@ -194,21 +194,30 @@ describe("streaming with a cheater", () => {
   });
 });
 
-// Known gaps in durable-objects/session-queue.ts, kept as executable expectations: `it.fails` passes while
-// the expectation does NOT hold, and turns red once the SessionQueue records stragglers, at which point
-// `.fails` should be dropped. When a quorum closes a task (settle → finish), replicas still live are left as
-// they are: the alarm no longer looks at them (the task left `open`), and a late precommit/commit only goes
-// through recordStraggler, which stores the commit text and nothing else (no state, no signature or hash
-// check, no agreement).
-describe("known gaps in the SessionQueue: stragglers after the quorum closed the task", () => {
-  it.fails("a silent replica is marked timed_out once its commit deadline passes", async () => {
-    const r = replicaOf(silentTask, cheaters.get("silent-after-ack")!);
+// Stragglers: a quorum (2 of 3) closes the task at once; replicas still live are then held to the same
+// rules and recorded against the consensus when they report, or timed out at their commit deadline.
+async function settledReplica(task: any, m: Miner, final: (state: string) => boolean) {
+  return until(async () => {
+    const t = await api(router, `/api/v1/tasks/${task.session_id}/${task.task_id}`);
+    const r = replicaOf(t.body, m);
+    return final(r.state) && { r, task: t.body };
+  }, 15_000, 200);
+}
+
+describe("stragglers after the quorum closed the task", () => {
+  it("a silent replica is marked timed_out once its commit deadline passes", async () => {
+    const { r } = await settledReplica(silentTask, cheaters.get("silent-after-ack")!, (s) => !LIVE.has(s));
     expect(r.state).toBe("timed_out");
+    expect(r.reason).toMatch(/deadline/);
   });
 
-  it.fails("the third honest replica, committing after the quorum, is recorded as committed and agreeing", async () => {
-    const late = honestTask.replicas.filter((r: { state: string }) => r.state !== "committed");
-    expect(late).toHaveLength(0);
-    expect(honestTask.consensus.agreed).toHaveLength(3);
+  it("the third honest replica, committing after the quorum, is recorded as committed and agreeing", async () => {
+    const task = await until(async () => {
+      const t = await api(router, `/api/v1/tasks/${honestTask.session_id}/${honestTask.task_id}`);
+      return t.body.replicas.every((r: { state: string }) => !LIVE.has(r.state)) && t.body;
+    }, 15_000, 200);
+    expect(task.replicas.filter((r: { state: string }) => r.state !== "committed")).toHaveLength(0);
+    expect(task.consensus.agreed).toHaveLength(3);
+    expect(task.replicas.every((r: { agreed: boolean }) => r.agreed === true)).toBe(true);
   });
 });
