@@ -1,14 +1,15 @@
 // `npm run bench`: figures from one run of the real network (wrangler dev + miner-agent processes) and of
 // the miner engine against a bare onnxruntime-node decode loop. Prints medians and ratios; asserts nothing.
-import { api, MODEL_CACHE, startMiner, startRouter, type Miner } from "../test/helpers/network.ts";
+import { api, MODEL_CACHE, startMiner, startRouter, until as waitUntil, type Miner } from "../test/helpers/network.ts";
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, "").split("=") as [string, string]));
 const N_LATENCY = Number(args.get("latency-n") ?? 300);
 const THROUGHPUT_S = Number(args.get("throughput-s") ?? 10);
 const CLIENTS = Number(args.get("clients") ?? 32);
-const MINERS = Number(args.get("miners") ?? 2);
+const MINERS = Number(args.get("miners") ?? 3);
 const MINER_CONCURRENCY = Number(args.get("miner-concurrency") ?? 8);
 const N_STREAM = Number(args.get("stream-n") ?? 100);
+const N_REDUNDANCY = Number(args.get("redundancy-n") ?? 60);
 const ENGINE_TOKENS = Number(args.get("engine-tokens") ?? 128);
 const ENGINE_RUNS = Number(args.get("engine-runs") ?? 7);
 const only = args.get("only");
@@ -50,6 +51,26 @@ async function networkBench(): Promise<void> {
     report("end-to-end latency p50 / p99 (ms)", `${f(median(e2e))} / ${f(pct(e2e, 99))}`);
     report("miner inference p50 (ms)", f(median(inference)));
     report("router added latency p50 / p99 (ms, e2e − inference)", `${f(median(overhead))} / ${f(pct(overhead, 99))}`);
+
+    if (miners.length >= 3) {
+      console.log(`\nredundancy: ${N_REDUNDANCY} sequential completions each at k = 1 and k = 3, max_tokens 16`);
+      const byK = new Map<number, number[]>();
+      for (const k of [1, 3]) {
+        const created = await api(router, "/api/v1/sessions", { body: { deposit: 1e9, redundancy: k, max_miners: 3 } });
+        const sid = created.body.id as string;
+        await waitUntil(async () => (await api(router, `/api/v1/sessions/${sid}`)).body.usage?.connected_miners?.length >= 3);
+        const xs: number[] = [];
+        for (let i = 0; i < N_REDUNDANCY; i++) {
+          const t0 = performance.now();
+          const res = await api(router, `/api/v1/completions/${sid}`, { body: { prompt: `redundancy probe ${i % 5}`, max_tokens: 16 } });
+          if (res.status !== 200) throw new Error(`completion failed: ${JSON.stringify(res.body)}`);
+          xs.push(performance.now() - t0);
+        }
+        byK.set(k, xs);
+        report(`end-to-end latency p50, k = ${k} (ms)`, f(median(xs)));
+      }
+      report("latency ratio k = 3 / k = 1 (p50)", f(median(byK.get(3)!) / median(byK.get(1)!)));
+    }
 
     console.log(`\nthroughput: ${CLIENTS} concurrent clients for ${THROUGHPUT_S} s, max_tokens 1, ${MINERS} miners × ${MINER_CONCURRENCY}`);
     let done = 0;

@@ -68,6 +68,7 @@ async function main(argv: string[]): Promise<void> {
       model: dishonest?.loadModel ?? model,
       device: opts.device,
       cacheDir,
+      threads: opts.threads,
       onProgress: (p) => reporter.onProgress(p),
     });
     if (dishonest?.loadModel) loaded = dishonest.disguise(loaded, model);

@@ -36,5 +36,7 @@ export interface LoadEngineOptions {
   model: string;
   device: DeviceChoice;
   cacheDir: string;
+  /** onnxruntime intra-op threads; 0 or absent leaves its default. */
+  threads?: number;
   onProgress?: (p: LoadProgress) => void;
 }

@@ -209,6 +209,7 @@ async function loadOn(
   localOnly: boolean,
   cacheDir: string,
   onProgress?: (p: LoadProgress) => void,
+  threads = 0,
 ): Promise<{ lm: PreTrainedModel; tokenizer: PreTrainedTokenizer }> {
   // Per-call options rather than the global `env`, so engines for different models can coexist.
   const common = {
@@ -218,7 +219,9 @@ async function loadOn(
       onProgress?.({ status: p.status, file: p.file, progress: p.progress }),
   };
   const tokenizer = await AutoTokenizer.from_pretrained(path, common);
-  const lm = await AutoModelForCausalLM.from_pretrained(path, { ...common, device });
+  // Several miners on one machine each spinning a thread per core starve each other: --threads caps it.
+  const session_options = threads > 0 ? { intraOpNumThreads: threads, interOpNumThreads: 1 } : undefined;
+  const lm = await AutoModelForCausalLM.from_pretrained(path, { ...common, device, ...(session_options ? { session_options } : {}) });
   return { lm, tokenizer };
 }
 
@@ -244,7 +247,7 @@ export async function loadTransformersEngine(opts: LoadEngineOptions): Promise<T
   for (const device of candidates) {
     let engine: TransformersEngine | undefined;
     try {
-      const { lm, tokenizer } = await loadOn(device, path, localOnly, cacheDir, onProgress);
+      const { lm, tokenizer } = await loadOn(device, path, localOnly, cacheDir, onProgress, opts.threads);
       engine = new TransformersEngine(model, device, lm, tokenizer);
       // Warm-up: surfaces a device that loads but cannot run, and keeps first-request latency down.
       await engine.generate({

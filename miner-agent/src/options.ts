@@ -13,6 +13,8 @@ export interface CliOptions {
   model: string | undefined;
   device: DeviceChoice;
   concurrency: number;
+  /** onnxruntime intra-op threads; 0 leaves its default (all cores). */
+  threads: number;
   keyFile: string;
   cacheDir: string;
   name: string | undefined;
@@ -43,6 +45,8 @@ Options:
   --model <id|folder>    model id or local model folder (default: the builtin edge/tiny-gpt2)
   --device <d>           cpu | webgpu | auto (default cpu)
   --concurrency <n>      tasks run at once, across all sessions (1-256, default 1)
+  --threads <n>          onnxruntime threads per inference (default 0: all cores); use 1 when
+                         several miners share a machine
   --key-file <path>      wallet key file, created on first run (env MINER_KEY_FILE;
                          default ~/.miner-agent/key.json)
   --cache-dir <path>     model cache folder (env MINER_CACHE_DIR; default ~/.miner-agent/models)
@@ -68,6 +72,7 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
         model: { type: "string" },
         device: { type: "string" },
         concurrency: { type: "string" },
+        threads: { type: "string" },
         "key-file": { type: "string" },
         "cache-dir": { type: "string" },
         name: { type: "string" },
@@ -121,6 +126,7 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     model,
     device,
     concurrency: intOption("--concurrency", values.concurrency, 1, 1, 256),
+    threads: intOption("--threads", values.threads, 0, 0, 256),
     keyFile: values["key-file"] ?? (env.MINER_KEY_FILE || join(homedir(), ".miner-agent", "key.json")),
     cacheDir: values["cache-dir"] ?? (env.MINER_CACHE_DIR || join(homedir(), ".miner-agent", "models")),
     name,

@@ -108,7 +108,16 @@ export interface Miner {
 
 export async function startMiner(
   routerUrl: string,
-  opts: { keyFile?: string; concurrency?: number; name?: string; model?: string; args?: string[]; env?: Record<string, string> } = {},
+  opts: {
+    keyFile?: string;
+    concurrency?: number;
+    name?: string;
+    model?: string;
+    /** onnxruntime threads; tests and benches run several miners on two cores. */
+    threads?: number;
+    args?: string[];
+    env?: Record<string, string>;
+  } = {},
 ): Promise<Miner> {
   const keyFile = opts.keyFile ?? join(tempDir("miner"), "key.json");
   const args = [
@@ -117,6 +126,7 @@ export async function startMiner(
     "--key-file", keyFile,
     "--cache-dir", MODEL_CACHE,
     "--concurrency", String(opts.concurrency ?? 1),
+    "--threads", String(opts.threads ?? 1),
     "--log-format", "json",
     ...(opts.name ? ["--name", opts.name] : []),
     ...(opts.model ? ["--model", opts.model] : []),
