@@ -86,7 +86,6 @@ interface Waiter {
   writer?: WritableStreamDefaultWriter<Uint8Array>;
   /** Text already sent to the streaming client; a replacement replica resumes after it. */
   sent: string;
-  primary: string | null;
 }
 
 const encoder = new TextEncoder();
@@ -277,7 +276,7 @@ export class SessionQueue extends DurableObject<Env> {
     this.reserved += reserve;
     this.pending.push(id);
 
-    const waiter: Waiter = { sent: "", primary: null };
+    const waiter: Waiter = { sent: "" };
     this.waiters.set(id, waiter);
     let events: ReadableStream<Uint8Array> | undefined;
     let done: Promise<TaskView> | undefined;
@@ -606,8 +605,6 @@ export class SessionQueue extends DurableObject<Env> {
   /** Takes a replica out of the task (timeout, fault, hand-back, disconnect) and finds a replacement. */
   private dropReplica(task: OpenTask, r: Replica, state: ReplicaState, reason: string): void {
     this.setReplicaState(task, r, state, reason);
-    const waiter = this.waiters.get(task.id);
-    if (waiter?.primary === r.miner) waiter.primary = null;
     if (state === "rejected" || state === "timed_out") {
       const ws = this.socketFor(r.miner);
       if (ws) this.send(ws, { type: "cancel", task_id: String(task.id), reason: `${state}: ${reason}` });
@@ -641,16 +638,30 @@ export class SessionQueue extends DurableObject<Env> {
     }
   }
 
-  /** Forwards one replica's stream; a replacement replica continues after the text already sent. */
+  /**
+   * Streams only text a quorum of live replicas has produced: greedy replicas agree token by token, so the
+   * client sees the consensus as fast as the quorum's slowest member, never a lone fast liar's text. With
+   * k = 1 that is the one replica; a replacement resumes after the text already sent.
+   */
   private onToken(task: OpenTask, r: Replica, text: string): void {
     r.streamed += text;
     const waiter = this.waiters.get(task.id);
     if (!waiter?.writer) return;
-    if (waiter.primary === null && r.streamed.startsWith(waiter.sent)) waiter.primary = r.miner;
-    if (waiter.primary !== r.miner || r.streamed.length <= waiter.sent.length) return;
-    const piece = r.streamed.slice(waiter.sent.length);
-    waiter.sent = r.streamed;
-    this.emit(waiter.writer, { t: "token", text: piece });
+    const quorum = Math.floor(task.redundancy / 2) + 1;
+    const from = waiter.sent.length;
+    const texts = [...task.replicas.values()]
+      .filter((x) => (replicaIsLive(x.state) || x.state === "committed") && x.streamed.length > from && x.streamed.startsWith(waiter.sent))
+      .map((x) => x.streamed);
+    let confirmed = from;
+    let best = "";
+    for (const t of texts) {
+      // The longest prefix of t that at least `quorum` texts (t included) share.
+      const shared = texts.map((u) => commonPrefix(t, u, from)).sort((a, b) => b - a);
+      if (shared.length >= quorum && shared[quorum - 1] > confirmed) [confirmed, best] = [shared[quorum - 1], t];
+    }
+    if (confirmed <= from) return;
+    waiter.sent = best.slice(0, confirmed);
+    this.emit(waiter.writer, { t: "token", text: best.slice(from, confirmed) });
   }
 
   /** Whether a precommit's EIP-712 signature recovers to the miner that sent it. */
@@ -958,4 +969,12 @@ export class SessionQueue extends DurableObject<Env> {
   private emit(w: WritableStreamDefaultWriter<Uint8Array>, ev: StreamEvent): void {
     w.write(encoder.encode(JSON.stringify(ev) + "\n")).catch(() => {});
   }
+}
+
+/** Length of the common prefix of a and b, given they agree on the first `from` characters. */
+function commonPrefix(a: string, b: string, from: number): number {
+  const n = Math.min(a.length, b.length);
+  let i = from;
+  while (i < n && a.charCodeAt(i) === b.charCodeAt(i)) i++;
+  return i;
 }

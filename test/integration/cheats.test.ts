@@ -175,9 +175,8 @@ describe("cheats are caught and the honest majority wins", () => {
   });
 });
 
-// Not asserted: what the streaming client was sent. The SessionQueue streams the first replica to send a
-// token, and a junk miner (no inference) is first, so the client may receive the junk text while the task's
-// result is the honest consensus (seen in a run: 12 junk chunks, then finish_reason with no correction).
+// The SessionQueue streams only text a quorum of replicas produced, so a junk miner that answers first
+// (no inference) never reaches the streaming client: what it is sent is the honest consensus.
 describe("streaming with a cheater", () => {
   it("junk: a streamed task still completes with the honest result", async () => {
     const sid = await session([honest[0]!, honest[1]!, streamJunk]);
@@ -186,6 +185,7 @@ describe("streaming with a cheater", () => {
     expect(res.events.at(-1)).toBe("[DONE]");
     const chunks = res.events.slice(0, -1).map((e) => JSON.parse(e));
     expect(chunks.at(-1).choices[0].finish_reason).toBe("length");
+    expect(chunks.map((c) => c.choices[0].text).join("")).toBe(honestText);
     const tasks = await api(router, `/api/v1/tasks/${sid}`);
     const task = tasks.body.tasks[0];
     expect(task.status).toBe("closed");
