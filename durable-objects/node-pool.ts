@@ -8,6 +8,7 @@ import type { SessionConfig } from "../shared/views.ts";
 import type { Env } from "../workers/env.ts";
 import { oracle } from "../workers/lib/stubs.ts";
 import { POOL_MIGRATIONS, applyOutcomes, isBenched, reputation, type LedgerEntry, type Policy, type ReplicaOutcome,
+  type RepCounters,
   type ReputationView } from "./reputation.ts";
 import { migrate } from "./session-schema.ts";
 import type { MinerClaims } from "./session-queue.ts";
@@ -48,7 +49,7 @@ export interface SessionSummary {
   updated_at: number;
 }
 
-interface MinerRow extends Record<string, SqlStorageValue> {
+interface MinerRow extends Record<string, SqlStorageValue>, RepCounters {
   address: string;
   name: string | null;
   version: string | null;
@@ -64,12 +65,6 @@ interface MinerRow extends Record<string, SqlStorageValue> {
   stake: number;
   slashed: number;
   rewards: number;
-  tasks: number;
-  agreed: number;
-  outliers: number;
-  slashes: number;
-  timeouts: number;
-  latency_ms: number | null;
 }
 
 interface SessionRow extends Record<string, SqlStorageValue> {
