@@ -208,6 +208,36 @@ describe("faults", () => {
     miners.push(fresh);
   });
 
+  it("on Ctrl-C a miner hands its task back and the task completes on another miner", async () => {
+    const pair = await Promise.all([0, 1].map((i) => startMiner(router.url, { name: `drain-${i}`, args: ["--drain-ms", "0"] })));
+    try {
+      await Promise.all(pair.map((m) => m.waitFor("ready")));
+      const created = await api(router, "/api/v1/sessions", {
+        body: { deposit: 1_000_000, mode: "dedicated", dedicated_miners: pair.map((m) => m.address()!), max_miners: 2 },
+      });
+      const sid = created.body.id as string;
+      await until(async () => (await api(router, `/api/v1/sessions/${sid}`)).body.usage.connected_miners.length === 2);
+      const pending = api(router, `/api/v1/completions/${sid}`, { body: { prompt: "Hand it back", max_tokens: 400 } });
+      const holder = await until(async () => {
+        const r = (await api(router, `/api/v1/tasks/${sid}`)).body.tasks[0]?.replicas[0];
+        return r?.state === "acked" ? (r.miner as string) : undefined;
+      }, 20_000, 10);
+      const leaving = pair.find((m) => m.address()!.toLowerCase() === holder)!;
+      leaving.process.kill("SIGINT");
+      expect(await leaving.exited).toBe(0);
+      expect(leaving.events.some((e) => e.event === "task_released")).toBe(true);
+      const res = await pending;
+      expect(res.status).toBe(200);
+      expect(res.body.miners[0].address).not.toBe(holder);
+      const task = await api(router, `/api/v1/tasks/${sid}/${res.body.task_id}`);
+      const handed = task.body.replicas.find((r: { miner: string }) => r.miner === holder);
+      expect(handed.state).toBe("released");
+      expect(handed.reason).toMatch(/shutdown/);
+    } finally {
+      await Promise.all(pair.map((m) => m.stop("SIGKILL")));
+    }
+  });
+
   it("keeps sessions and tasks across a router restart, and miners reconnect", async () => {
     const before = await api(router, "/api/v1/completions", { body: { prompt: "Before restart", max_tokens: 6 } });
     expect(before.status).toBe(200);
