@@ -1,7 +1,8 @@
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { registrationMessage } from "../../shared/signing.ts";
-import { MinerSet, TestMiner, api, challenge, createSession, errorOf, json, uniq, waitFor } from "./helpers.ts";
+import { MinerSet, TestMiner, api, challenge, createSession, errorOf, json, poolStub, uniq, waitFor } from "./helpers.ts";
 
 const miners = new MinerSet();
 afterEach(() => miners.closeAll());
@@ -86,6 +87,21 @@ describe("NodePool: presence and session assignment", () => {
 
     m.closePool();
     await waitFor(async () => (await node(m.address))?.status === "offline", "the miner to show offline");
+  });
+
+  it("a miner whose heartbeats stopped (socket still open) leaves the pool at the stale check", async () => {
+    const model = uniq("model");
+    const m = await miners.start({ models: [model] });
+    const sid = await createSession({ model });
+    await waitFor(async () => (await node(m.address))?.sessions.includes(sid), "the miner to be assigned");
+    // Its last heartbeat was long ago: more than three heartbeat intervals.
+    await runInDurableObject(poolStub(), (_, state) => {
+      state.storage.sql.exec(`UPDATE miners SET last_seen = ? WHERE address = ?`, Date.now() - 60_000, m.address);
+    });
+    expect(await runDurableObjectAlarm(poolStub())).toBe(true);
+    const n = await node(m.address);
+    expect(n?.status).toBe("offline");
+    expect(n?.sessions).toEqual([]);
   });
 
   it("a registered miner that never connects is listed offline", async () => {
