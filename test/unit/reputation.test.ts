@@ -1,4 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
+import type { MinerView } from "../../durable-objects/node-pool.ts";
+import type { LedgerEntry } from "../../durable-objects/reputation.ts";
 import { MinerSet, TestMiner, api, complete, createSession, errorOf, json, poolStub, uniq, waitFor } from "./helpers.ts";
 
 // Reputation, stake and the ledger: the SessionQueue reports each finished task's replica outcomes to the
@@ -7,32 +9,9 @@ import { MinerSet, TestMiner, api, complete, createSession, errorOf, json, poolS
 const miners = new MinerSet();
 afterEach(() => miners.closeAll());
 
-interface Node {
-  address: string;
-  status: "online" | "offline" | "benched";
-  sessions: string[];
-  stake: number;
-  balance: number;
-  reputation: {
-    score: number;
-    tasks: number;
-    agreement_rate: number | null;
-    precommit_success_rate: number | null;
-    timeouts: number;
-    outliers: number;
-    slashes: number;
-  };
-}
-
-interface Entry {
-  miner: string;
-  session_id: string;
-  task_id: string;
-  kind: "reward" | "slash" | "penalty";
-  amount: number;
-  reason: string;
-  block: number;
-}
+// The router's own response types, so the tests read what /miners and the ledger route really return.
+type Node = MinerView;
+type Entry = LedgerEntry;
 
 async function node(m: TestMiner): Promise<Node> {
   const { nodes } = await json<{ nodes: Node[] }>(await api("GET", "/miners"));
