@@ -122,4 +122,28 @@ describe("SessionQueue eviction and WebSocket hibernation", () => {
     expect(task.result?.miner).toBe(other.address);
     expect(task.replicas.find((r) => r.miner === miner.address)?.state).toBe("disconnected");
   });
+
+  it("a straggler still working when the quorum closed its task is judged after an eviction too", async () => {
+    const model = uniq("model");
+    const honest = [await miners.start({ models: [model] }), await miners.start({ models: [model] })];
+    const slow = await miners.start({ models: [model], behaviour: "hold" });
+    const sid = await createSession({ model, redundancy: 3, max_miners: 3 });
+    for (const m of [...honest, slow]) await m.join(sid);
+    const res = await complete(sid, { prompt: "quorum first" });
+    expect(res.status).toBe(200);
+    const { task_id } = await json(res);
+    const closed = await getTask(sid, task_id);
+    expect(closed.consensus?.agreed).toHaveLength(2);
+    expect(closed.replicas.find((r) => r.miner === slow.address)?.state).not.toBe("committed");
+
+    await evictDurableObject(sessionStub(sid), { webSockets: "hibernate" });
+    await slow.finish(sid, task_id);
+    const task = await waitFor(async () => {
+      const t = await getTask(sid, task_id);
+      return t.replicas.find((r) => r.miner === slow.address)?.state === "committed" && t;
+    }, "the straggler's late commit to be recorded");
+    expect(task.status).toBe("closed");
+    expect(task.consensus?.agreed).toHaveLength(3);
+    expect(task.replicas.every((r) => r.agreed === true)).toBe(true);
+  });
 });
