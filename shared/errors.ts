@@ -15,6 +15,16 @@ export const ERROR_STATUS = {
   task_failed: 502,
   timeout: 504,
   internal_error: 500,
+  /** Delegate/validate/factcheck: a needed session pool, session or retriever is not configured. */
+  configuration_error: 503,
+  /** Every replica of a fanned-out request failed (each replica's payload and error are in the body). */
+  all_replicas_failed: 502,
+  /** Replicas disagreed and the request's disagreement_policy is fail_hard. */
+  no_consensus: 409,
+  /** A replica's answer did not follow the requested grammar (e.g. no parsable verdict). */
+  invalid_output: 502,
+  /** The configured factcheck retriever did not answer usable documents. */
+  retriever_failed: 502,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

@@ -1,5 +1,20 @@
 import { z } from "zod";
 
+/**
+ * Constrained decoding: the completion is exactly these segments in order. A `literal` is forced token by
+ * token; at a `choice` only token sequences spelling one of the options can be produced, and the model's own
+ * logits pick among them (greedy among the allowed tokens, or the task's seeded sampling when temperature >
+ * 0). Each segment is tokenized on its own, so every replica produces the same tokens; generation ends when
+ * the last segment is complete (max_tokens and stop do not apply).
+ */
+export const ConstraintSegment = z.union([
+  z.object({ literal: z.string().max(256) }).strict(),
+  z.object({ choice: z.array(z.string().min(1).max(64)).min(1).max(64) }).strict(),
+]);
+export type ConstraintSegment = z.infer<typeof ConstraintSegment>;
+export const GenerationConstraint = z.object({ segments: z.array(ConstraintSegment).min(1).max(32) });
+export type GenerationConstraint = z.infer<typeof GenerationConstraint>;
+
 // Decoding parameters as they travel from the router to the miner. Field names follow Cortensor clients.
 export const GenerationParams = z.object({
   max_tokens: z.number().int().min(1).max(4096),
@@ -11,6 +26,8 @@ export const GenerationParams = z.object({
   stop: z.array(z.string().min(1).max(64)).max(8),
   /** Seed for sampled decoding, so replicas of one task sample identically. Ignored when greedy. */
   seed: z.number().int().min(0).max(2 ** 31 - 1),
+  /** Optional grammar the completion must follow (validation verdicts, scores). */
+  constraint: GenerationConstraint.optional(),
 });
 export type GenerationParams = z.infer<typeof GenerationParams>;
 

@@ -16,6 +16,7 @@ import {
 import { renderPrompt } from "../../shared/generation.ts";
 import type { Engine, GenerateRequest, GenerateResult, LoadEngineOptions, LoadProgress } from "./engine-types.ts";
 import { BUILTIN_MODEL_ID, ensureBuiltinModel } from "./model/build.ts";
+import { CompiledConstraint, ConstraintProcessor } from "./model/constrained.ts";
 import { DecodingPolicy } from "./model/sampling.ts";
 import { IncrementalDetokenizer, StopMatcher } from "./model/text-stream.ts";
 
@@ -43,13 +44,13 @@ class StepStreamer extends BaseStreamer {
 }
 
 class Until extends StoppingCriteria {
-  private readonly done: () => boolean;
-  constructor(done: () => boolean) {
+  private readonly done: (ids: number[]) => boolean;
+  constructor(done: (ids: number[]) => boolean) {
     super();
     this.done = done;
   }
   override _call(inputIds: number[][]): boolean[] {
-    return inputIds.map(() => this.done());
+    return inputIds.map((ids) => this.done(ids));
   }
 }
 
@@ -135,12 +136,16 @@ export class TransformersEngine implements Engine {
     }
     const room = this.contextLimit - promptIds.length;
     if (room < 1) throw new Error(`prompt is ${promptIds.length} tokens; the model's context is ${this.contextLimit}`);
-    const maxNew = Math.min(params.max_tokens, room);
+    // A constraint (see model/constrained.ts) bounds the completion's length itself.
+    const constraint = params.constraint
+      ? new ConstraintProcessor(this.compileConstraint(params.constraint).start(), promptIds.length)
+      : null;
+    const maxNew = constraint ? this.constraintBudget(room, params.constraint!) : Math.min(params.max_tokens, room);
 
     const decode = (ids: number[]) =>
       this.tokenizer.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: false });
     const detok = new IncrementalDetokenizer(decode, promptIds);
-    const stops = new StopMatcher(params.stop);
+    const stops = new StopMatcher(constraint ? [] : params.stop);
     const ids: number[] = [];
     let sawEos = false;
     const emit = (piece: string) => {
@@ -155,6 +160,7 @@ export class TransformersEngine implements Engine {
       if (!signal?.aborted) emit(stops.push(detok.push(id)));
     });
     const processors = new LogitsProcessorList();
+    if (constraint) processors.push(constraint); // masks first: penalties and sampling see allowed tokens only
     processors.push(new DecodingPolicy(params, promptIds.length));
 
     const n = promptIds.length;
@@ -175,7 +181,14 @@ export class TransformersEngine implements Engine {
       min_length: 0,
       min_new_tokens: 0,
       logits_processor: processors,
-      stopping_criteria: [new Until(() => stops.stopped || !!signal?.aborted)],
+      stopping_criteria: [
+        new Until((all) => {
+          if (stops.stopped || !!signal?.aborted) return true;
+          if (!constraint) return false;
+          constraint.sync(all as unknown as bigint[]);
+          return constraint.state.done;
+        }),
+      ],
       // The typings intersect BaseStreamer with TextStreamer; generate() only calls put()/end().
       streamer: streamer as unknown as TextStreamer,
     });
@@ -190,6 +203,27 @@ export class TransformersEngine implements Engine {
       inference_ms: performance.now() - t0,
       token_ids: ids,
     };
+  }
+
+  private readonly constraints = new Map<string, CompiledConstraint>();
+
+  /** Compiled grammars, cached by their JSON (validators send the same rubric grammar every time). */
+  compileConstraint(c: NonNullable<GenerateRequest["params"]["constraint"]>): CompiledConstraint {
+    const key = JSON.stringify(c);
+    let compiled = this.constraints.get(key);
+    if (!compiled) {
+      const encode = (text: string) => this.tokenizer.encode(text, { add_special_tokens: false });
+      compiled = new CompiledConstraint(c, encode, this.eos.size > 0 ? Math.min(...this.eos) : null);
+      if (this.constraints.size >= 64) this.constraints.delete(this.constraints.keys().next().value!);
+      this.constraints.set(key, compiled);
+    }
+    return compiled;
+  }
+
+  private constraintBudget(room: number, c: NonNullable<GenerateRequest["params"]["constraint"]>): number {
+    const need = this.compileConstraint(c).maxTokens;
+    if (need > room) throw new Error(`the constrained completion may take ${need} tokens; only ${room} fit after the prompt`);
+    return Math.max(1, need);
   }
 
   async dispose(): Promise<void> {

@@ -5,7 +5,7 @@ import { ApiError } from "../lib/api-error.ts";
 const parsed = new Map<string, Map<string, string>>();
 
 /** `API_KEYS` is `owner:key,owner:key`; parsed once per isolate. */
-function keyTable(raw: string): Map<string, string> {
+export function keyTable(raw: string): Map<string, string> {
   let table = parsed.get(raw);
   if (!table) {
     table = new Map();

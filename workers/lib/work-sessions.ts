@@ -1,0 +1,156 @@
+import type { SubmitRequest } from "../../durable-objects/session-queue.ts";
+import type { Failure } from "../../shared/errors.ts";
+import type { TaskView } from "../../shared/views.ts";
+import type { Env } from "../env.ts";
+import { ApiError } from "./api-error.ts";
+import { SESSION_ID } from "./schemas.ts";
+import { ensureDefaultSession } from "./sessions.ts";
+import { nodePool, sessionQueue } from "./stubs.ts";
+
+// Which sessions delegate / validate / factcheck work goes to, and running it there as replicas.
+//
+// Configured sessions (DELEGATE_SESSION_POOL, VALIDATE_SESSION_POOL, FACTCHECK_STANDARD_SESSION,
+// FACTCHECK_REALTIME_SESSION, DEFAULT_SESSION_ID) are created on first use, like the default session: shared
+// by every key (owner `*`), ephemeral, DEFAULT_REDUNDANCY miners each. An operator who wants other settings
+// (dedicated miners, redundancy) creates them first with POST /api/v1/sessions under the same ids. Sessions
+// named in a request (session_id, consensus.session_pool) must already exist and serve the caller.
+
+export type Family = "delegate" | "validate";
+
+/** A comma-separated list of session ids from a var; an invalid id is a configuration error. */
+export function parsePool(value: string | undefined, varName: string): string[] {
+  const ids = (value ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+  const bad = ids.filter((id) => !SESSION_ID.test(id));
+  if (bad.length > 0) throw new ApiError("configuration_error", `${varName} lists invalid session ids`, { var: varName, invalid: bad });
+  return [...new Set(ids)];
+}
+
+const POOL_VAR = { delegate: "DELEGATE_SESSION_POOL", validate: "VALIDATE_SESSION_POOL" } as const;
+
+export function configuredPool(env: Env, family: Family): string[] {
+  return parsePool(env[POOL_VAR[family]], POOL_VAR[family]);
+}
+
+export interface Target {
+  session_id: string;
+  /** From configuration (created on first use), not from the request. */
+  configured: boolean;
+}
+
+/**
+ * v1/v2: the body's session_id, else the first session of the family's configured pool, else the
+ * configured default session, else `session_required`.
+ */
+export function resolveSingle(env: Env, family: Family, bodyId: string | undefined): Target {
+  if (bodyId) return { session_id: bodyId, configured: false };
+  const pool = configuredPool(env, family);
+  if (pool.length > 0) return { session_id: pool[0], configured: true };
+  const fallback = env.DEFAULT_SESSION_ID?.trim();
+  if (fallback) return { session_id: fallback, configured: true };
+  throw new ApiError(
+    "session_required",
+    `no session_id in the body, no ${POOL_VAR[family]} and no DEFAULT_SESSION_ID configured`,
+    { family, vars: [POOL_VAR[family], "DEFAULT_SESSION_ID"] },
+  );
+}
+
+/** v3: the request's consensus.session_pool, else the configured pool, else `configuration_error`. */
+export function resolvePool(env: Env, family: Family, requested: string[] | undefined): Target[] {
+  if (requested && requested.length > 0) return [...new Set(requested)].map((session_id) => ({ session_id, configured: false }));
+  const pool = configuredPool(env, family);
+  if (pool.length === 0) {
+    throw new ApiError(
+      "configuration_error",
+      `v3 ${family} needs a session pool: pass consensus.session_pool or configure ${POOL_VAR[family]}`,
+      { family, var: POOL_VAR[family] },
+    );
+  }
+  return pool.map((session_id) => ({ session_id, configured: true }));
+}
+
+/** Replica i runs on pool[i mod pool size]. */
+export function spread(pool: Target[], replicas: number): Target[] {
+  return Array.from({ length: replicas }, (_, i) => pool[i % pool.length]);
+}
+
+/** Creates a configured session on first use (as the default session is; the name says what it is for). */
+export function ensureConfiguredSession(env: Env, id: string, name: string): Promise<void> {
+  return ensureDefaultSession(env, id, name);
+}
+
+export interface ReplicaRun {
+  index: number;
+  session_id: string;
+  /** What was submitted (kept as the replica's raw payload for failure reports). */
+  payload: SubmitRequest;
+  task: TaskView | null;
+  error: Failure | null;
+  /** Router-side wall time of this replica, ms. */
+  latency_ms: number;
+}
+
+/** Extra time past a task's own deadline before the router stops waiting for it. */
+const ROUTER_GRACE_MS = 2_000;
+
+async function submitOne(env: Env, target: Target, req: SubmitRequest, family: string) {
+  const outcome = await sessionQueue(env, target.session_id).submit(req);
+  if (!outcome.ok && outcome.error.code === "session_not_found" && target.configured) {
+    await ensureConfiguredSession(env, target.session_id, family);
+    return sessionQueue(env, target.session_id).submit(req);
+  }
+  return outcome;
+}
+
+/**
+ * Runs one task per target, in parallel, each waited for whole (never streamed). A replica whose session
+ * answers nothing by the task deadline plus a grace is recorded as a router `timeout`.
+ */
+export async function runReplicas(env: Env, targets: Target[], req: SubmitRequest, family: string, defaultTimeoutS = 60): Promise<ReplicaRun[]> {
+  const waitMs = (req.timeout_s ?? defaultTimeoutS) * 1000 + ROUTER_GRACE_MS;
+  return Promise.all(
+    targets.map(async (target, index): Promise<ReplicaRun> => {
+      const t0 = Date.now();
+      const base = { index, session_id: target.session_id, payload: req };
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const deadline = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), waitMs)));
+      try {
+        const outcome = await Promise.race([submitOne(env, target, req, family), deadline]);
+        const latency_ms = Date.now() - t0;
+        if (outcome === "timeout") {
+          return { ...base, task: null, latency_ms, error: { code: "timeout", message: `no answer from session ${target.session_id} within ${waitMs} ms` } };
+        }
+        if (outcome.ok && !outcome.stream) return { ...base, task: outcome.task, error: null, latency_ms };
+        if (!outcome.ok) return { ...base, task: outcome.task ?? null, error: outcome.error, latency_ms };
+        return { ...base, task: null, latency_ms, error: { code: "internal_error", message: "unexpected streaming answer" } };
+      } catch (err) {
+        const error: Failure = err instanceof ApiError
+          ? { code: err.code, message: err.message, ...(err.details === undefined ? {} : { details: err.details }) }
+          : { code: "internal_error", message: err instanceof Error ? err.message : String(err) };
+        return { ...base, task: null, error, latency_ms: Date.now() - t0 };
+      } finally {
+        if (timer !== undefined) clearTimeout(timer);
+      }
+    }),
+  );
+}
+
+/** Miners that produced a replica's accepted result (the session's own consensus), else those assigned. */
+export function resultMiners(task: TaskView | null): string[] {
+  if (!task) return [];
+  if (task.consensus?.agreed.length) return task.consensus.agreed;
+  if (task.result) return [task.result.miner];
+  return task.assigned_miners;
+}
+
+/** Per-replica weight for the `weighted` strategy: the mean reputation score or stake of its miners. */
+export async function replicaWeights(env: Env, runs: ReplicaRun[], by: "reputation" | "stake"): Promise<number[]> {
+  const miners = await nodePool(env).listMiners();
+  const byAddress = new Map(miners.map((m) => [m.address.toLowerCase(), by === "stake" ? m.stake : m.reputation.score]));
+  return runs.map((r) => {
+    const ws = resultMiners(r.task).map((a) => byAddress.get(a.toLowerCase()) ?? 0);
+    return ws.length ? ws.reduce((a, b) => a + b, 0) / ws.length : 0;
+  });
+}
