@@ -10,6 +10,10 @@
 //   --settle-ms=N     after the last task, how long stragglers get to reach their final state (default 3000)
 //   --precommit-timeout=S  seconds a replica has to precommit (default 2)
 //   --only=mode,...   run only these cheats (and honest tasks if "honest" is listed)
+//   --consensus=similarity  sessions judge by embeddings: each replica samples with its own seed
+//                     (temperature 0.8 and max_tokens 48 unless given) and a validator miner embeds the outputs;
+//                     prints the cosine distances seen, to calibrate the dispersion threshold
+//   --temperature=T   sampling temperature (default 0, greedy; 0.8 with --consensus=similarity)
 import { api, startMiner, startRouter, until, type Miner, type Router } from "../test/helpers/network.ts";
 
 const MODES = ["junk", "wrong-model", "bad-commit", "replay-signature", "silent-after-ack"] as const;
@@ -18,7 +22,10 @@ type Mode = (typeof MODES)[number];
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, "").split("=") as [string, string]));
 const HONEST = Number(args.get("honest") ?? 200);
 const PER_CHEAT = Number(args.get("per-cheat") ?? 50);
-const MAX_TOKENS = Number(args.get("max-tokens") ?? 8);
+const CONSENSUS = args.get("consensus") ?? "auto";
+const SIMILARITY = CONSENSUS === "similarity";
+const MAX_TOKENS = Number(args.get("max-tokens") ?? (SIMILARITY ? 48 : 8));
+const TEMPERATURE = Number(args.get("temperature") ?? (SIMILARITY ? 0.8 : 0));
 const IN_FLIGHT = Number(args.get("in-flight") ?? 2);
 const SETTLE_MS = Number(args.get("settle-ms") ?? 3000);
 const PRECOMMIT_TIMEOUT = Number(args.get("precommit-timeout") ?? 2);
@@ -49,7 +56,7 @@ const pct = (a: number, b: number) => (b === 0 ? "n/a" : `${((100 * a) / b).toFi
 
 async function session(router: Router, miners: Miner[]): Promise<string> {
   const res = await api(router, "/api/v1/sessions", {
-    body: { deposit: 1e11, redundancy: 3, max_miners: 3, mode: "dedicated", dedicated_miners: miners.map(addr) },
+    body: { deposit: 1e11, redundancy: 3, max_miners: 3, mode: "dedicated", dedicated_miners: miners.map(addr), consensus: CONSENSUS },
   });
   if (res.status !== 201) throw new Error(`session: ${JSON.stringify(res.body)}`);
   await until(async () => (await api(router, `/api/v1/sessions/${res.body.id}`)).body.usage?.connected_miners?.length >= miners.length, 60_000);
@@ -63,7 +70,10 @@ function prompt(i: number): string {
 }
 
 async function main(): Promise<void> {
-  console.log(`cheat bench: k = 3, ${runHonest ? HONEST : 0} honest tasks, ${PER_CHEAT} per cheat (${modes.join(", ")}), max_tokens ${MAX_TOKENS}`);
+  console.log(
+    `cheat bench: k = 3, ${runHonest ? HONEST : 0} honest tasks, ${PER_CHEAT} per cheat (${modes.join(", ")}), ` +
+      `max_tokens ${MAX_TOKENS}, temperature ${TEMPERATURE}, consensus ${CONSENSUS}`,
+  );
   const router = await startRouter();
   const miners: Miner[] = [];
   try {
@@ -100,7 +110,7 @@ async function main(): Promise<void> {
         while (next < jobs.length) {
           const job = jobs[next++]!;
           const res = await api(router, `/api/v1/completions/${job.sid}`, {
-            body: { prompt: job.prompt, max_tokens: MAX_TOKENS, precommit_timeout: PRECOMMIT_TIMEOUT },
+            body: { prompt: job.prompt, max_tokens: MAX_TOKENS, temperature: TEMPERATURE, precommit_timeout: PRECOMMIT_TIMEOUT },
           });
           job.status = res.status;
           job.task_id = res.body.task_id ?? res.body.error?.details?.task_id;
@@ -128,6 +138,9 @@ async function main(): Promise<void> {
     };
     const tally = new Map<string, Tally>();
     const accusations: string[] = [];
+    // Similarity consensus: each replica's cosine distance to the chosen output, by who produced it.
+    const distances: Record<string, number[]> = {};
+    const methods: Record<string, number> = {};
     const failures: Record<string, number> = {};
     const failedViews: string[] = [];
     for (const job of jobs) {
@@ -148,6 +161,12 @@ async function main(): Promise<void> {
           view.replicas.map((r: Replica) => `${r.miner.slice(0, 8)} ${r.state}${r.reason ? ` (${r.reason})` : ""}`).join(", "));
       }
       const replicas: Replica[] = view.replicas;
+      if (view.consensus) methods[`${view.consensus.method}/${view.consensus.status}`] = (methods[`${view.consensus.method}/${view.consensus.status}`] ?? 0) + 1;
+      for (const [who, d] of Object.entries<number>(view.consensus?.similarity?.distances ?? {})) {
+        if (who === view.result?.miner) continue; // the chosen output itself (distance 0)
+        const kind = honestSet.has(who) ? "honest" : (cheaterOf.get(who) ?? "other");
+        (distances[kind] ??= []).push(d);
+      }
       const outliers = new Set<string>((view.consensus?.outliers ?? []).map((a: string) => a.toLowerCase()));
       t.replicas[replicas.length] = (t.replicas[replicas.length] ?? 0) + 1;
       if (view.status === "closed" && view.consensus?.status === "agreed" && view.consensus.agreed.every((a: string) => honestSet.has(a.toLowerCase()))) {
@@ -190,6 +209,15 @@ async function main(): Promise<void> {
     for (const a of accusations.slice(0, 10)) console.log(`    ${a}`);
     if (Object.keys(failures).length) console.log(`  failed tasks by error code: ${JSON.stringify(failures)}`);
     for (const v of failedViews) console.log(`    ${v}`);
+
+    console.log(`  consensus verdicts: ${JSON.stringify(methods)}`);
+    if (Object.keys(distances).length) {
+      const q = (a: number[], p: number) => [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(p * a.length))]!.toFixed(3);
+      console.log("\ncosine distance to the chosen output (similarity consensus)");
+      for (const [kind, d] of Object.entries(distances)) {
+        console.log(`  ${kind.padEnd(18)} n=${String(d.length).padStart(4)}  min ${q(d, 0)}  p05 ${q(d, 0.05)}  p50 ${q(d, 0.5)}  p95 ${q(d, 0.95)}  max ${q(d, 1)}`);
+      }
+    }
 
     console.log("\ndetection at k = 3 (2 honest + 1 cheater per task)");
     for (const mode of modes) {

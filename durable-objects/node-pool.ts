@@ -212,7 +212,8 @@ export class NodePool extends DurableObject<Env> {
    */
   async recordOutcomes(outcomes: ReplicaOutcome[]): Promise<Record<string, { score: number; benched: boolean }>> {
     const before = this.benched();
-    const touched = applyOutcomes(this.sql, outcomes);
+    const rate = this.env.SLASH_FRACTION ? Number(this.env.SLASH_FRACTION) : Number.NaN;
+    const touched = applyOutcomes(this.sql, outcomes, rate >= 0 && rate <= 1 ? rate : undefined);
     const after = this.benched();
     if (before.size !== after.size || [...after].some((a) => !before.has(a))) this.rebalance();
     return this.reputations([...touched]);

@@ -128,7 +128,7 @@ export const POOL_MIGRATIONS: string[][] = [
  * Applies a batch of outcomes: counters, stake, ledger. Returns the miners it touched. Outcomes for
  * unknown miners are dropped (a miner row exists for every address a session ever served).
  */
-export function applyOutcomes(sql: SqlStorage, outcomes: ReplicaOutcome[]): Set<string> {
+export function applyOutcomes(sql: SqlStorage, outcomes: ReplicaOutcome[], slashFraction = SLASH_FRACTION): Set<string> {
   const touched = new Set<string>();
   const ledger = (o: ReplicaOutcome, kind: LedgerKind, amount: number, reason: string) =>
     sql.exec(`INSERT INTO ledger (miner, session_id, task_id, kind, amount, reason, at, block) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -152,7 +152,7 @@ export function applyOutcomes(sql: SqlStorage, outcomes: ReplicaOutcome[]): Set<
         ledger(o, "penalty", 0, o.reason ?? "outlier: result disagrees with consensus");
         break;
       case "rejected": {
-        const amount = Math.ceil(Math.max(0, row.stake - row.slashed) * SLASH_FRACTION);
+        const amount = Math.ceil(Math.max(0, row.stake - row.slashed) * slashFraction);
         sql.exec(`UPDATE miners SET slashes = slashes + 1, slashed = slashed + ? WHERE address = ?`, amount, o.miner);
         ledger(o, "slash", amount, o.reason ?? "provable fault");
         break;

@@ -3,11 +3,13 @@ import type { Engine } from "./engine-types.ts";
 import { sleep } from "./backoff.ts";
 import type { Logger } from "./log.ts";
 import { PoolConnection, type SessionRef } from "./pool-connection.ts";
+import { PayloadClient } from "./payloads.ts";
 import { Registration } from "./registration.ts";
 import { RouterClient } from "./router-client.ts";
 import { SessionConnection } from "./session-connection.ts";
 import { Stats } from "./stats.ts";
 import { TaskRunner } from "./task-runner.ts";
+import type { Validator } from "./validator.ts";
 import type { Wallet } from "./wallet.ts";
 
 // Wires one running miner together: registration → pool channel → one session channel per session the pool
@@ -25,6 +27,8 @@ export interface MinerAgentOptions {
   stake?: number;
   version?: string;
   fetch?: typeof fetch;
+  /** Validation work (embeddings for similarity consensus); its model is announced with the engine's. */
+  validator?: Validator;
   /** TEST ONLY: cheat in this way (cheat suite). */
   dishonest?: Dishonesty;
   /** TEST ONLY: delay before each precommit (a slow miner). */
@@ -52,6 +56,16 @@ export class MinerAgent {
       stats: this.#stats,
       dishonest: opts.dishonest,
       testDelayMs: opts.testDelayMs,
+      // Tokens come from the registration once start() made it; payload calls only happen after that.
+      payloads: new PayloadClient({
+        baseUrl: this.#client.baseUrl,
+        account: opts.wallet.account,
+        fetch: opts.fetch,
+        tokens: {
+          token: () => (this.#registration ? this.#registration.token() : Promise.reject(new Error("not registered yet"))),
+          invalidate: (t) => this.#registration?.invalidate(t),
+        },
+      }),
     });
   }
 
@@ -74,7 +88,7 @@ export class MinerAgent {
       client: this.#client,
       account: wallet.account,
       info: {
-        models: [engine.model],
+        models: this.#opts.validator ? [engine.model, this.#opts.validator.model] : [engine.model],
         device: engine.device,
         capacity: concurrency,
         name: this.#opts.name,
@@ -148,6 +162,7 @@ export class MinerAgent {
         engineModel: engine.model,
         tokens: this.#registration!,
         runner: this.#runner,
+        validator: this.#opts.validator,
         log,
       });
       this.#sessions.set(s.session_id, conn);

@@ -5,6 +5,7 @@ import { createLogger, describeError, type Logger } from "./log.ts";
 import type { DishonestMode } from "./dishonest.ts";
 import { HELP, parseCliArgs, UsageError, type CliOptions } from "./options.ts";
 import { createLoadReporter } from "./progress.ts";
+import { Validator } from "./validator.ts";
 import { expandHome, loadOrCreateWallet, WalletError } from "./wallet.ts";
 
 // `miner-agent`: parse options, load the wallet and the model, then run the agent until Ctrl-C.
@@ -105,6 +106,9 @@ async function main(argv: string[]): Promise<void> {
     version: VERSION,
     dishonest: dishonest?.dishonesty,
     testDelayMs: opts.testDelayMs,
+    validator: opts.embeddingModel
+      ? new Validator({ model: opts.embeddingModel, cacheDir, device: loaded.device, threads: opts.threads, log })
+      : undefined,
   });
   if (opts.testDelayMs) log.warn(`TEST-ONLY: every precommit is held ${opts.testDelayMs} ms (slow miner)`);
   try {

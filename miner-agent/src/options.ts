@@ -15,6 +15,8 @@ export interface CliOptions {
   concurrency: number;
   /** onnxruntime intra-op threads; 0 leaves its default (all cores). */
   threads: number;
+  /** Feature-extraction model for validation work; null: none (this miner does no validation). */
+  embeddingModel: string | null;
   keyFile: string;
   cacheDir: string;
   name: string | undefined;
@@ -47,6 +49,9 @@ Options:
   --concurrency <n>      tasks run at once, across all sessions (1-256, default 1)
   --threads <n>          onnxruntime threads per inference (default 0: all cores); use 1 when
                          several miners share a machine
+  --embedding-model <id|folder|none>
+                         model for validation work (similarity consensus); loaded on first use
+                         (default: the builtin edge/tiny-embed; none: do no validation)
   --key-file <path>      wallet key file, created on first run (env MINER_KEY_FILE;
                          default ~/.miner-agent/key.json)
   --cache-dir <path>     model cache folder (env MINER_CACHE_DIR; default ~/.miner-agent/models)
@@ -73,6 +78,7 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
         device: { type: "string" },
         concurrency: { type: "string" },
         threads: { type: "string" },
+        "embedding-model": { type: "string" },
         "key-file": { type: "string" },
         "cache-dir": { type: "string" },
         name: { type: "string" },
@@ -116,6 +122,9 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
   }
   const model = values.model;
   if (model !== undefined && model.trim() === "") throw new UsageError("--model: empty");
+  // The builtin embedder's id (model/embedding.ts), spelled out so parsing options loads no model code.
+  const embeddingModel = values["embedding-model"] ?? "edge/tiny-embed";
+  if (embeddingModel.trim() === "") throw new UsageError("--embedding-model: empty");
   const dishonest = values["test-dishonest"] ?? (env.MINER_TEST_DISHONEST || undefined);
   if (dishonest !== undefined && !isDishonestMode(dishonest)) {
     throw new UsageError(`--test-dishonest: expected one of ${DISHONEST_MODES.join(", ")}, got ${dishonest}`);
@@ -127,6 +136,7 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     device,
     concurrency: intOption("--concurrency", values.concurrency, 1, 1, 256),
     threads: intOption("--threads", values.threads, 0, 0, 256),
+    embeddingModel: embeddingModel === "none" ? null : embeddingModel,
     keyFile: values["key-file"] ?? (env.MINER_KEY_FILE || join(homedir(), ".miner-agent", "key.json")),
     cacheDir: values["cache-dir"] ?? (env.MINER_CACHE_DIR || join(homedir(), ".miner-agent", "models")),
     name,

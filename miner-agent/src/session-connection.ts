@@ -7,6 +7,7 @@ import {
 import type { Backoff } from "./backoff.ts";
 import type { Logger } from "./log.ts";
 import type { TaskRunner, TaskSink } from "./task-runner.ts";
+import type { Validator } from "./validator.ts";
 import { ReconnectingSocket, type TokenSource } from "./ws-channel.ts";
 
 // One session channel (miner ↔ that session's SessionQueue). It feeds assigns/cancels to the task runner and
@@ -21,6 +22,8 @@ export interface SessionConnectionOptions {
   engineModel: string;
   tokens: TokenSource;
   runner: TaskRunner;
+  /** Answers `embed` requests (similarity consensus); without one they are declined. */
+  validator?: Validator;
   log: Logger;
   backoff?: Backoff;
   /** Most undelivered messages kept; the oldest go first beyond it. */
@@ -168,6 +171,15 @@ export class SessionConnection implements TaskSink {
       case "cancel":
         runner.cancel(sid, msg.task_id, msg.reason);
         return;
+      case "embed": {
+        const { validator } = this.#opts;
+        if (!validator) {
+          this.deliver({ type: "embed_failed", task_id: msg.task_id, reason: "this miner does no validation work" });
+          return;
+        }
+        void validator.handle(msg).then((reply) => this.deliver(reply));
+        return;
+      }
       case "error":
         log.warn(`session ${sid}: router error ${msg.code}: ${msg.message}${msg.task_id ? ` (task ${msg.task_id})` : ""}`);
         return;

@@ -8,8 +8,8 @@ import { api, sse, startMiner, startRouter, until, type Miner, type Router } fro
 //
 // The two honest miners of those sessions hold each result HONEST_DELAY_MS before precommitting
 // (`--test-delay-ms`), so the cheater's messages reach the SessionQueue while the task is still open: a quorum
-// (2 of 3) closes the task at once, and what arrives after that is handled as a straggler (see the `it.fails`
-// tests at the end for what is not recorded yet). The bench (`npm run bench:cheats`) runs the real race.
+// (2 of 3) closes the task at once, and what arrives after that is handled as a straggler (see the tests at
+// the end). The bench (`npm run bench:cheats`) runs the real race.
 
 const PROMPT = "The honest majority";
 const MAX_TOKENS = 12;

@@ -62,7 +62,7 @@ describe("meta routes", () => {
     expect(list.body.stats.online).toBe(2);
     const addresses = miners.map((m) => m.address()!.toLowerCase());
     expect(list.body.nodes.map((n: { address: string }) => n.address).sort()).toEqual(addresses.sort());
-    expect(list.body.nodes[0]).toMatchObject({ models: ["edge/tiny-gpt2"], device: "cpu", capacity: 1, status: "online" });
+    expect(list.body.nodes[0]).toMatchObject({ models: ["edge/tiny-gpt2", "edge/tiny-embed"], device: "cpu", capacity: 1, status: "online" });
   });
 
   it("lists sessions and their tasks", async () => {

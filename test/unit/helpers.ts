@@ -6,6 +6,7 @@ import {
   SessionServerMessage,
   parseMessage,
   type AssignMessage,
+  type EmbedMessage,
   type SessionMinerMessage,
 } from "../../shared/protocol.ts";
 import { precommitTypedData, resultHash } from "../../shared/signing.ts";
@@ -202,7 +203,28 @@ export interface MinerOptions {
   finishReason?: "stop" | "length";
   /** Declared stake (default 1000; the unit project's MIN_STAKE is 100). */
   stake?: number;
+  /** How this miner answers `embed` (validation work); null stays silent. Absent: silent. */
+  embed?: (msg: EmbedMessage) => SessionMinerMessage | null;
 }
+
+/** A deterministic bag-of-words vector (64 hashed buckets): a stand-in embedder for test validators. */
+export function bagOfWords(text: string): number[] {
+  const v = new Array<number>(64).fill(0);
+  for (const w of text.toLowerCase().match(/[a-z0-9]+/g) ?? []) {
+    let h = 0;
+    for (const ch of w) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
+    v[h % 64] += 1;
+  }
+  return v;
+}
+
+/** A validator that embeds with bagOfWords under `model`. */
+export const honestValidator = (model: string) => (msg: EmbedMessage): SessionMinerMessage => ({
+  type: "embeddings",
+  task_id: msg.task_id,
+  model,
+  vectors: msg.texts.map(bagOfWords),
+});
 
 export interface Registration {
   address: string;
@@ -447,6 +469,11 @@ export class TestMiner {
     list.push(msg);
     this.received.set(sid, list);
     if (msg.type === "cancel") this.cancelled.add(`${sid}/${msg.task_id}`);
+    if (msg.type === "embed") {
+      const reply = this.opts.embed?.(msg);
+      if (reply) this.send(sid, reply);
+      return;
+    }
     if (msg.type !== "assign") return;
     if (this.assigns.some((a) => a.sid === sid && a.task_id === msg.task_id)) {
       // Re-sent (after a reconnect, or by a restored object that lost the ack): re-ack, as the real agent does.

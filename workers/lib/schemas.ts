@@ -48,7 +48,13 @@ export const CreateSessionBody = z
     min_miners: z.number().int().min(1).max(64).default(1),
     max_miners: z.number().int().min(1).max(64).default(8),
     redundancy: z.number().int().min(1).max(9).default(1),
+    /** Validators asked to embed outputs for similarity consensus (0 means one). */
     validator_count: z.number().int().min(0).max(16).default(0),
+    /** exact: identical hashes only; auto: exact, else similarity; similarity: independent samples judged by embeddings. */
+    consensus: z.enum(["auto", "exact", "similarity"]).default("auto"),
+    /** Cosine distance from the consensus output beyond which a replica is an outlier. */
+    dispersion_threshold: z.number().gt(0).max(2).optional(),
+    embedding_model: z.string().min(1).max(200).optional(),
     mode: z.enum(["ephemeral", "dedicated"]).default("ephemeral"),
     dedicated_miners: z.array(Address).max(64).default([]),
     /** Seconds. */

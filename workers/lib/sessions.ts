@@ -1,3 +1,4 @@
+import { DEFAULT_DISPERSION_THRESHOLD, DEFAULT_EMBEDDING_MODEL } from "../../durable-objects/similarity.ts";
 import type { SessionConfig } from "../../shared/views.ts";
 import type { Env } from "../env.ts";
 import { ApiError } from "./api-error.ts";
@@ -14,6 +15,8 @@ export async function createSession(env: Env, owner: string, body: CreateSession
     id,
     owner,
     model: body.model ?? env.DEFAULT_MODEL,
+    dispersion_threshold: body.dispersion_threshold ?? defaultThreshold(env),
+    embedding_model: body.embedding_model ?? defaultEmbeddingModel(env),
     dedicated_miners: body.dedicated_miners.map((a) => a.toLowerCase()),
     created_at: Date.now(),
   };
@@ -24,12 +27,12 @@ export async function createSession(env: Env, owner: string, body: CreateSession
 }
 
 /** The configured default session is created on first use, shared by every key (owner `*`). */
-export async function ensureDefaultSession(env: Env, id: string): Promise<void> {
+export async function ensureDefaultSession(env: Env, id: string, name = "default"): Promise<void> {
   const queue = sessionQueue(env, id);
   if (await queue.describe()) return;
   const config: SessionConfig = {
     id,
-    name: "default",
+    name,
     owner: "*",
     metadata: {},
     model: env.DEFAULT_MODEL,
@@ -37,6 +40,9 @@ export async function ensureDefaultSession(env: Env, id: string): Promise<void> 
     max_miners: 64,
     redundancy: Number(env.DEFAULT_REDUNDANCY) || 1,
     validator_count: 0,
+    consensus: "auto",
+    dispersion_threshold: defaultThreshold(env),
+    embedding_model: defaultEmbeddingModel(env),
     mode: "ephemeral",
     dedicated_miners: [],
     task_timeout: 60,
@@ -48,3 +54,6 @@ export async function ensureDefaultSession(env: Env, id: string): Promise<void> 
   // A concurrent request may have created it first; either way it exists now.
   if (created.ok || created.error.code === "session_exists") await nodePool(env).addSession(config);
 }
+
+const defaultThreshold = (env: Env) => Number(env.DISPERSION_THRESHOLD) || DEFAULT_DISPERSION_THRESHOLD;
+const defaultEmbeddingModel = (env: Env) => env.EMBEDDING_MODEL || DEFAULT_EMBEDDING_MODEL;

@@ -51,11 +51,11 @@ export interface BuildVariant {
   seed?: number;
 }
 
-async function isComplete(dir: string, seed: number): Promise<boolean> {
-  if (!MODEL_FILES.every((f) => existsSync(join(dir, f)))) return false;
+async function isComplete(dir: string, files: readonly string[], fp: string): Promise<boolean> {
+  if (!files.every((f) => existsSync(join(dir, f)))) return false;
   try {
     const info = JSON.parse(await readFile(join(dir, BUILD_INFO), "utf8"));
-    return info.fingerprint === fingerprint(seed);
+    return info.fingerprint === fp;
   } catch {
     return false;
   }
@@ -73,22 +73,37 @@ export async function ensureBuiltinModel(
   variant: BuildVariant = {},
 ): Promise<string> {
   const seed = variant.seed ?? SEED;
+  return ensureBuiltFolder(cacheDir, id, MODEL_FILES, fingerprint(seed), (tmp) => writeModel(tmp, id, seed, onProgress));
+}
+
+/**
+ * The build-once-then-rename discipline shared by every builtin model: `write` fills a temp folder and
+ * returns the sha256 of its ONNX file; `build-info.json` (written last) marks the folder complete.
+ */
+export async function ensureBuiltFolder(
+  cacheDir: string,
+  id: string,
+  files: readonly string[],
+  fp: string,
+  write: (tmp: string) => Promise<string>,
+): Promise<string> {
   if (id.split("/").some((part) => part === "" || part === "." || part === "..")) throw new Error(`invalid model id: ${id}`);
   const dir = resolve(cacheDir, id);
-  if (await isComplete(dir, seed)) return dir;
+  if (await isComplete(dir, files, fp)) return dir;
 
   const tmp = `${dir}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
   try {
-    await writeModel(tmp, id, seed, onProgress);
+    const sha256 = await write(tmp);
+    await writeFile(join(tmp, BUILD_INFO), JSON.stringify({ id, fingerprint: fp, model_onnx_sha256: sha256 }, null, 2) + "\n");
     await mkdir(dirname(dir), { recursive: true });
     if (existsSync(dir)) {
-      if (await isComplete(dir, seed)) return dir; // another process won the race
+      if (await isComplete(dir, files, fp)) return dir; // another process won the race
       await rm(dir, { recursive: true, force: true }); // stale or damaged copy
     }
     try {
       await rename(tmp, dir);
     } catch (err) {
-      if (!(await isComplete(dir, seed))) throw err; // lost a race to a complete copy: fine
+      if (!(await isComplete(dir, files, fp))) throw err; // lost a race to a complete copy: fine
     }
     return dir;
   } finally {
@@ -96,7 +111,7 @@ export async function ensureBuiltinModel(
   }
 }
 
-async function writeModel(out: string, id: string, seed: number, onProgress?: (p: BuildProgress) => void): Promise<void> {
+async function writeModel(out: string, id: string, seed: number, onProgress?: (p: BuildProgress) => void): Promise<string> {
   if (endianness() !== "LE") throw new Error("model builder needs a little-endian host (ONNX raw_data is little-endian)");
   const report = (progress: number) => onProgress?.({ status: "building", progress });
   const cfg = BUILTIN_CONFIG;
@@ -144,8 +159,6 @@ async function writeModel(out: string, id: string, seed: number, onProgress?: (p
     writeFile(join(out, "tokenizer_config.json"), json(tokenizerConfigJson(eosId, cfg.n_positions))),
     writeFile(join(out, "onnx/model.onnx"), onnx),
   ]);
-  // Written last: its presence (with the current version) marks the folder complete.
-  const sha256 = createHash("sha256").update(onnx).digest("hex");
-  await writeFile(join(out, BUILD_INFO), json({ id, fingerprint: fingerprint(seed), model_onnx_sha256: sha256 }));
   report(100);
+  return createHash("sha256").update(onnx).digest("hex");
 }

@@ -29,18 +29,18 @@ export interface Gpt2Weights {
 }
 
 export const OPSET = 20; // Gelu(approximate="tanh") is a standard op from opset 20
-const IR_VERSION = 9; // the IR version that goes with opsets 19–20
+export const IR_VERSION = 9; // the IR version that goes with opsets 19–20
 
-function f32(name: string, dims: number[], data: Float32Array): TensorInit {
+export function f32(name: string, dims: number[], data: Float32Array): TensorInit {
   return { name, dataType: DataType.FLOAT, dims, raw: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
 }
 
-function i64(name: string, values: number[]): TensorInit {
+export function i64(name: string, values: number[]): TensorInit {
   const data = BigInt64Array.from(values.map((v) => BigInt(v)));
   return { name, dataType: DataType.INT64, dims: [values.length], raw: new Uint8Array(data.buffer) };
 }
 
-function scalarF32(name: string, v: number): TensorInit {
+export function scalarF32(name: string, v: number): TensorInit {
   return { name, dataType: DataType.FLOAT, dims: [], raw: new Uint8Array(Float32Array.of(v).buffer) };
 }
 

@@ -4,7 +4,7 @@
 import type { Gpt2Config, Gpt2Layer, Gpt2Weights } from "./gpt2-graph.ts";
 
 /** mulberry32: tiny, fast, seedable 32-bit PRNG. */
-function rng(seed: number): () => number {
+export function rng(seed: number): () => number {
   let s = seed >>> 0;
   return () => {
     s = (s + 0x6d2b79f5) >>> 0;

@@ -1,0 +1,220 @@
+import { evictDurableObject } from "cloudflare:test";
+import { afterEach, describe, expect, it } from "vitest";
+import { cosineDistance, distanceMatrix, judgeSimilarity, medianMatrix, wellFormed } from "../../durable-objects/similarity.ts";
+import type { EmbedMessage, SessionMinerMessage } from "../../shared/protocol.ts";
+import type { TaskView } from "../../shared/views.ts";
+import {
+  MinerSet,
+  api,
+  complete,
+  createSession,
+  getTask,
+  honestValidator,
+  json,
+  sessionStub,
+  uniq,
+  waitFor,
+  waitForStatus,
+  type TestMiner,
+} from "./helpers.ts";
+
+const miners = new MinerSet();
+afterEach(() => miners.closeAll());
+
+describe("similarity maths", () => {
+  it("cosine distance, medoid choice, outliers and the median of validators' matrices", () => {
+    expect(cosineDistance([1, 0], [1, 0])).toBeCloseTo(0);
+    expect(cosineDistance([1, 0], [0, 2])).toBeCloseTo(1);
+    expect(cosineDistance([1, 0], [-1, 0])).toBeCloseTo(2);
+    expect(cosineDistance([0, 0], [1, 0])).toBe(1);
+
+    const d = distanceMatrix([[1, 0.1], [1, 0.2], [0.9, 0.1], [0, 1]]);
+    const j = judgeSimilarity(d, 0.25);
+    expect(j.outliers).toEqual([3]);
+    expect(j.agreed).toEqual([0, 1, 2]);
+    expect([0, 2]).toContain(j.chosen); // the most central of the three close vectors
+    expect(j.distances[3]).toBeGreaterThan(0.25);
+    // `eligible` steers the choice among agreeing outputs, never to an outlier.
+    expect(judgeSimilarity(d, 0.25, (i) => i === 1).chosen).toBe(1);
+    expect(judgeSimilarity(d, 0.25, (i) => i === 3).chosen).toBe(j.chosen);
+
+    // One validator lying about every distance is outvoted by two honest ones.
+    const liar = d.map((row) => row.map(() => 0));
+    const m = medianMatrix([d, liar, d]);
+    expect(m).toEqual(d);
+
+    expect(wellFormed([[1, 2], [3, 4]], 2)).toBe(true);
+    expect(wellFormed([[1, 2]], 2)).toBe(false);
+    expect(wellFormed([[1, 2], [3]], 2)).toBe(false);
+    expect(wellFormed([[1, Number.NaN], [3, 4]], 2)).toBe(false);
+    expect(wellFormed([[0, 0], [3, 4]], 2)).toBe(false);
+  });
+});
+
+/** Three replica miners with given texts, all able to validate with `embed` unless told otherwise. */
+async function replicas(
+  model: string,
+  embedModel: string,
+  texts: string[],
+  embed: (i: number) => ((m: EmbedMessage) => SessionMinerMessage | null) | undefined = () => honestValidator(embedModel),
+): Promise<TestMiner[]> {
+  const out: TestMiner[] = [];
+  for (const [i, t] of texts.entries()) {
+    out.push(await miners.start({ models: [model, embedModel], text: () => t, embed: embed(i) }));
+  }
+  return out;
+}
+
+const embedsSent = (ms: TestMiner[], sid: string) => ms.flatMap((m) => m.messages(sid).filter((x) => x.type === "embed"));
+
+describe("similarity consensus in the SessionQueue", () => {
+  it("auto: replicas that differ go to a validator; the junk replica is the named outlier", async () => {
+    const model = uniq("model");
+    const emb = uniq("embed");
+    const ms = await replicas(model, emb, [
+      "the river runs down to the sea at night",
+      "the river runs down to the sea at dawn",
+      "lorem ipsum dolor sit amet quux zorp",
+    ]);
+    const sid = await createSession({ model, redundancy: 3, max_miners: 3, embedding_model: emb, dispersion_threshold: 0.5 });
+    for (const m of ms) await m.join(sid);
+    const res = await complete(sid, { prompt: "where does the river go", temperature: 0.7 });
+    expect(res.status).toBe(200);
+    const body = await json(res);
+    expect(body.consensus.method).toBe("similarity");
+    expect(body.consensus.status).toBe("agreed");
+    expect(body.consensus.outliers).toEqual([ms[2].address]);
+    expect(new Set(body.consensus.agreed)).toEqual(new Set([ms[0].address, ms[1].address]));
+    expect(body.choices[0].text).toMatch(/^the river runs down to the sea/);
+    expect(body.consensus.similarity.model).toBe(emb);
+    expect(body.consensus.similarity.threshold).toBe(0.5);
+    expect(body.consensus.similarity.validators).toHaveLength(1);
+    const dist = body.consensus.similarity.distances as Record<string, number>;
+    expect(dist[ms[2].address]).toBeGreaterThan(0.5);
+    expect(dist[body.consensus.agreed[0]] + dist[body.consensus.agreed[1]]).toBeLessThan(0.5);
+    expect(embedsSent(ms, sid)).toHaveLength(1);
+
+    const task = await getTask(sid, body.task_id);
+    expect(task.consensus?.method).toBe("similarity");
+    expect(task.replicas.find((r) => r.miner === ms[2].address)?.agreed).toBe(false);
+    expect(task.replicas.filter((r) => r.agreed).length).toBe(2);
+    // The outlier's reputation moved: the pool recorded it.
+    await waitFor(async () => {
+      const { nodes } = await json<{ nodes: { address: string; reputation: { outliers: number } }[] }>(await api("GET", "/miners"));
+      return nodes.find((x) => x.address === ms[2].address)?.reputation.outliers === 1;
+    }, "the outlier to be recorded");
+  });
+
+  it("exact sessions never ask validators: differing replicas close without a quorum", async () => {
+    const model = uniq("model");
+    const emb = uniq("embed");
+    const ms = await replicas(model, emb, ["one answer", "another answer", "a third answer"]);
+    const sid = await createSession({ model, redundancy: 3, max_miners: 3, embedding_model: emb, consensus: "exact" });
+    for (const m of ms) await m.join(sid);
+    const body = await json(await complete(sid, { prompt: "p", temperature: 0.7 }));
+    expect(body.consensus.method).toBe("exact");
+    expect(body.consensus.status).toBe("no_quorum");
+    expect(embedsSent(ms, sid)).toHaveLength(0);
+  });
+
+  it("similarity sessions: each replica samples with its own seed, and a miner outside the task validates", async () => {
+    const model = uniq("model");
+    const emb = uniq("embed");
+    const text = (a: { params: { seed: number } }) => `answer number ${a.params.seed}`;
+    const all: TestMiner[] = [];
+    for (let i = 0; i < 4; i++) all.push(await miners.start({ models: [model, emb], text, embed: honestValidator(emb) }));
+    const sid = await createSession({ model, redundancy: 3, max_miners: 4, embedding_model: emb, consensus: "similarity", dispersion_threshold: 0.6 });
+    for (const m of all) await m.join(sid);
+
+    const body = await json(await complete(sid, { prompt: "sample", temperature: 0.9 }));
+    const task: TaskView = await getTask(sid, body.task_id);
+    const seeds = all.flatMap((m) => m.assignsFor(sid).filter((a) => a.task_id === body.task_id).map((a) => a.params.seed));
+    expect(seeds).toHaveLength(3);
+    expect(new Set(seeds).size).toBe(3);
+    expect(body.consensus.method).toBe("similarity");
+    expect(body.consensus.status).toBe("agreed");
+    expect(body.consensus.outliers).toEqual([]);
+    expect(body.consensus.similarity.validators).toHaveLength(1);
+    expect(task.assigned_miners).not.toContain(body.consensus.similarity.validators[0]);
+    expect(body.choices[0].text).toMatch(/^answer number \d+$/);
+
+    // A pinned seed (or greedy decoding) keeps every replica identical: exact agreement, no validator.
+    const before = embedsSent(all, sid).length;
+    const pinned = await json(await complete(sid, { prompt: "pinned", temperature: 0.9, seed: 7 }));
+    expect(pinned.consensus.method).toBe("exact");
+    expect(pinned.consensus.status).toBe("agreed");
+    expect(pinned.choices[0].text).toBe("answer number 7");
+    expect(embedsSent(all, sid).length).toBe(before);
+  });
+
+  it("similarity: a replica that times out with nobody to replace it does not stall the task; it never validates", async () => {
+    const model = uniq("model");
+    const emb = uniq("embed");
+    const ms = await replicas(model, emb, ["alpha beta gamma delta", "alpha beta gamma epsilon", "unused"]);
+    ms[2].behaviour = "never_ack";
+    const sid = await createSession({
+      model, redundancy: 3, max_miners: 3, embedding_model: emb, consensus: "similarity", dispersion_threshold: 0.5, ack_timeout: 1, task_timeout: 30,
+    });
+    for (const m of ms) await m.join(sid);
+    const t0 = Date.now();
+    const body = await json(await complete(sid, { prompt: "p", temperature: 0.8 }));
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(body.consensus.method).toBe("similarity");
+    expect(body.consensus.status).toBe("agreed");
+    expect(new Set(body.consensus.agreed)).toEqual(new Set([ms[0].address, ms[1].address]));
+    expect(body.consensus.similarity.validators).not.toContain(ms[2].address);
+    const task = await getTask(sid, body.task_id);
+    expect(task.replicas.find((r) => r.miner === ms[2].address)?.state).toBe("timed_out");
+  });
+
+  it("a validator with malformed vectors is replaced by another", async () => {
+    const model = uniq("model");
+    const emb = uniq("embed");
+    const malformed = (m: EmbedMessage): SessionMinerMessage => ({ type: "embeddings", task_id: m.task_id, model: emb, vectors: [[1, 2]] });
+    const ms = await replicas(model, emb, ["alpha beta gamma", "alpha beta delta", "zzz yyy xxx"], (i) =>
+      i < 2 ? malformed : honestValidator(emb),
+    );
+    const sid = await createSession({ model, redundancy: 3, max_miners: 3, embedding_model: emb, dispersion_threshold: 0.5 });
+    for (const m of ms) await m.join(sid);
+    const body = await json(await complete(sid, { prompt: "p", temperature: 0.5 }));
+    expect(body.consensus.method).toBe("similarity");
+    expect(body.consensus.similarity.validators).toEqual([ms[2].address]);
+    expect(body.consensus.outliers).toEqual([ms[2].address]);
+  });
+
+  it("when no validator answers before the deadline the task still closes, on exact hashes, saying why", async () => {
+    const model = uniq("model");
+    const emb = uniq("embed");
+    const ms = await replicas(model, emb, ["x one", "x two", "x three"], () => () => null);
+    const sid = await createSession({ model, redundancy: 3, max_miners: 3, embedding_model: emb, task_timeout: 3 });
+    for (const m of ms) await m.join(sid);
+    const body = await json(await complete(sid, { prompt: "p", temperature: 0.5 }));
+    expect(body.consensus.method).toBe("exact");
+    expect(body.consensus.status).toBe("no_quorum");
+    expect(body.consensus.note).toMatch(/no validator answered/);
+    expect(embedsSent(ms, sid).length).toBeGreaterThanOrEqual(1);
+  });
+
+  it("a validation in flight survives eviction: the restored object asks again and closes the task", async () => {
+    const model = uniq("model");
+    const emb = uniq("embed");
+    let answering = false;
+    const gated = (m: EmbedMessage) => (answering ? honestValidator(emb)(m) : null);
+    const ms = await replicas(model, emb, ["red green blue", "red green yellow", "one two three"], () => gated);
+    const sid = await createSession({ model, redundancy: 3, max_miners: 3, embedding_model: emb, dispersion_threshold: 0.5, task_timeout: 60 });
+    for (const m of ms) await m.join(sid);
+    const ac = new AbortController();
+    const pending = complete(sid, { prompt: "colours", temperature: 0.5 }, { signal: ac.signal }).catch(() => null);
+    await waitFor(() => embedsSent(ms, sid).length >= 1, "the first embed request");
+    const tid = (embedsSent(ms, sid)[0] as EmbedMessage).task_id;
+    ac.abort();
+    await pending;
+
+    answering = true;
+    await evictDurableObject(sessionStub(sid), { webSockets: "hibernate" });
+    const task = await waitForStatus(sid, tid, "closed", 15_000);
+    expect(embedsSent(ms, sid).length).toBeGreaterThanOrEqual(2);
+    expect(task.consensus?.method).toBe("similarity");
+    expect(task.consensus?.outliers).toEqual([ms[2].address]);
+  });
+});
