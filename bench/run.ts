@@ -12,6 +12,8 @@ const N_STREAM = Number(args.get("stream-n") ?? 100);
 const N_REDUNDANCY = Number(args.get("redundancy-n") ?? 60);
 const ENGINE_TOKENS = Number(args.get("engine-tokens") ?? 128);
 const ENGINE_RUNS = Number(args.get("engine-runs") ?? 7);
+const OFFCHAIN_N = Number(args.get("offchain-n") ?? 15);
+const OFFCHAIN_BYTES = Number(args.get("offchain-bytes") ?? 1024 * 1024);
 const only = args.get("only");
 
 const pct = (xs: number[], p: number) => {
@@ -123,6 +125,54 @@ async function networkBench(): Promise<void> {
   }
 }
 
+/**
+ * v2/v3 off-chain payloads: end-to-end latency of a completion whose prompt is OFFCHAIN_BYTES (1 MiB), sent
+ * inline (the router's inline limit raised above it) against through R2 (`payload_policy: "offchain"`: R2 put,
+ * URN in the task, the miner fetches and hash-checks it) and private (also sealed and opened with AES-GCM, the
+ * miner fetches its task key, and the result goes back encrypted through the signed write). The built-in
+ * model has 512 positions and the engine refuses longer inputs, so the prompt template leaves the document out
+ * of what the model reads: the engine's work is the same on every path and the differences are the payload's.
+ */
+async function offchainBench(): Promise<void> {
+  const router = await startRouter({ vars: { INLINE_PAYLOAD_LIMIT: String(OFFCHAIN_BYTES + 65_536) } });
+  const miner = await startMiner(router.url, { name: "bench-offchain" });
+  try {
+    await miner.waitFor("ready");
+    const created = await api(router, "/api/v1/sessions", { body: { deposit: 1e12, redundancy: 1, max_miners: 1 } });
+    const sid = created.body.id as string;
+    await waitUntil(async () => (await api(router, `/api/v1/sessions/${sid}`)).body.usage?.connected_miners?.length >= 1);
+    await api(router, "/api/v1/auth/payload_allowlist", { method: "PUT", body: { session_id: sid, miners: [miner.address()!] } });
+    console.log(`\noff-chain payloads: ${OFFCHAIN_N} completions per path, ${OFFCHAIN_BYTES}-byte prompt, max_tokens 1, alternating paths`);
+    const paths = {
+      inline: { payload_policy: "inline" },
+      offchain: { payload_policy: "offchain" },
+      private: { private: true, result_policy: "inline" },
+    } as const;
+    const times: Record<keyof typeof paths, number[]> = { inline: [], offchain: [], private: [] };
+    for (let i = -2; i < OFFCHAIN_N; i++) {
+      for (const [name, extra] of Object.entries(paths) as [keyof typeof paths, object][]) {
+        // A distinct prompt each time: content addressing must not turn a repeat into a cache hit.
+        const prompt = `${name} ${i} `.padEnd(OFFCHAIN_BYTES, "lorem ipsum dolor sit amet ");
+        const body = { prompt, prompt_template: "Summarize the attached document:", max_tokens: 1, ...extra };
+        const t0 = performance.now();
+        const res = await api(router, `/api/v3/completions/${sid}`, { body });
+        const ms = performance.now() - t0;
+        if (res.status !== 200) throw new Error(`${name} completion failed: ${JSON.stringify(res.body).slice(0, 500)}`);
+        if (name !== "inline" && !res.body.offchain?.prompt_urn) throw new Error(`${name} prompt did not go off-chain`);
+        if (name === "inline" && res.body.offchain?.prompt_urn) throw new Error("inline prompt went off-chain");
+        if (i >= 0) times[name].push(ms); // the first two rounds warm up
+      }
+    }
+    const mi = median(times.inline);
+    report("1 MiB prompt end-to-end p50: inline (ms)", f(mi));
+    report("1 MiB prompt end-to-end p50: off-chain via R2 (ms)", `${f(median(times.offchain))} (added ${f(median(times.offchain) - mi)})`);
+    report("1 MiB prompt end-to-end p50: private, encrypted (ms)", `${f(median(times.private))} (added ${f(median(times.private) - mi)})`);
+  } finally {
+    await miner.stop("SIGKILL");
+    await router.stop();
+  }
+}
+
 async function engineBench(): Promise<void> {
   const { loadEngine } = await import("../miner-agent/src/engine.ts");
   const { bareDecode } = await import("../miner-agent/src/bare-loop.ts");
@@ -156,6 +206,7 @@ async function engineBench(): Promise<void> {
 console.log(`bench on ${process.platform} ${process.arch}, node ${process.version}`);
 if (!only || only === "engine") await engineBench();
 if (!only || only === "network") await networkBench();
+if (!only || only === "offchain") await offchainBench();
 console.log("\nsummary");
 for (const [k, v] of rows) console.log(`  ${k.padEnd(58)} ${v}`);
 process.exit(0);

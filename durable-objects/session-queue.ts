@@ -1,7 +1,8 @@
 import { DurableObject } from "cloudflare:workers";
 import { recoverTypedDataAddress, type Hex } from "viem";
 import type { Failure } from "../shared/errors.ts";
-import type { GenerationParams, PromptSpec } from "../shared/generation.ts";
+import type { PayloadDescriptor } from "../shared/payloads.ts";
+import { isGreedy, type GenerationParams, type PromptSpec } from "../shared/generation.ts";
 import {
   PROTOCOL_VERSION,
   SessionMinerMessage,
@@ -12,11 +13,20 @@ import { precommitTypedData, resultHash } from "../shared/signing.ts";
 import { canTransition, phaseRank, replicaIsLive, type ReplicaState, type TaskState } from "../shared/task-state.ts";
 import type { ConsensusView, SessionConfig, SessionUsage, TaskResult, TaskView } from "../shared/views.ts";
 import type { Env } from "../workers/env.ts";
+import { checkOffchainCommit } from "../workers/lib/payload-store.ts";
 import { nodePool, oracle } from "../workers/lib/stubs.ts";
 import { heightAt, type BlockSnapshot } from "./oracle.ts";
 import { OutcomeReporter } from "./outcome-reporter.ts";
 import type { Outcome, ReplicaOutcome } from "./reputation.ts";
 import { migrate, type ReplicaRow, type TaskRow } from "./session-schema.ts";
+import {
+  DEFAULT_DISPERSION_THRESHOLD,
+  DEFAULT_EMBEDDING_MODEL,
+  distanceMatrix,
+  judgeSimilarity,
+  medianMatrix,
+  wellFormed,
+} from "./similarity.ts";
 
 /** What the router passes for one completion. */
 export interface SubmitRequest {
@@ -31,6 +41,10 @@ export interface SubmitRequest {
   max_miners?: number;
   /** Owner of the calling API key; sessions serve their owner (the default session, owner `*`, serves all). */
   owner: string;
+  /** v2/v3: the prompt is off-chain and/or encrypted (`input.prompt` is then empty); see shared/payloads.ts. */
+  payload?: PayloadDescriptor;
+  /** v2/v3: an id from reserveTaskId(), under which the router already stored the task's payload. */
+  task_id?: number;
 }
 
 export type SubmitOutcome =
@@ -79,6 +93,20 @@ interface OpenTask {
   assign: Omit<Extract<SessionServerMessage, { type: "assign" }>, "ack_deadline" | "commit_deadline" | "block">;
   precommit_ms: number;
   replicas: Map<string, Replica>;
+  /** Similarity sessions: each replica of a sampled task draws its own seed (independent samples). */
+  independentSeeds: boolean;
+}
+
+/** Similarity consensus in progress: validators embed the committed outputs (memory only; redone after eviction). */
+interface Validation {
+  /** The replicas judged, in the order their texts were sent. */
+  miners: string[];
+  texts: string[];
+  /** Validator → deadline of its answer. */
+  asked: Map<string, number>;
+  /** Validator → the distance matrix of its embeddings. */
+  answers: Map<string, number[][]>;
+  tried: Set<string>;
 }
 
 interface Waiter {
@@ -93,6 +121,8 @@ const encoder = new TextEncoder();
 const RECONNECT_GRACE_MS = 3_000;
 /** How stale the pool's reputation map may get before pump asks for a fresh one (off the hot path). */
 const REPUTATION_TTL_MS = 5_000;
+/** How long a validator has to embed a task's outputs (the first call may load its embedding model). */
+const VALIDATION_TIMEOUT_MS = 15_000;
 
 /**
  * One session's task queue: its tasks and their lifecycle (SQLite), the WebSockets of the miners serving
@@ -109,6 +139,8 @@ export class SessionQueue extends DurableObject<Env> {
   private used = 0;
   /** Task ids are per session; this object is their only writer, so the next one is known in memory. */
   private nextId = 1;
+  /** Ids handed out by reserveTaskId() and not yet submitted (memory only: after an eviction they are refused). */
+  private reservedIds = new Set<number>();
   /** Attachments are structured-clone copies: read each socket's once, not on every dispatch. */
   private claimsBySocket = new WeakMap<WebSocket, MinerClaims>();
   private reserved = 0;
@@ -119,6 +151,7 @@ export class SessionQueue extends DurableObject<Env> {
   private outcomes: OutcomeReporter;
   /** Closed tasks whose slower replicas are still live: they are judged when they report or time out. */
   private lingering = new Map<number, { task: OpenTask; consensus: ConsensusView }>();
+  private validations = new Map<number, Validation>();
   /** Pool reputation of the miners seen here: pump prefers higher scores and skips benched miners. */
   private reputation = new Map<string, { score: number; benched: boolean }>();
   private reputationAt = 0;
@@ -137,7 +170,7 @@ export class SessionQueue extends DurableObject<Env> {
     migrate(this.sql);
     const meta = this.sql.exec<{ key: string; value: string }>(`SELECT key, value FROM meta`).toArray();
     const get = (k: string) => meta.find((m) => m.key === k)?.value;
-    this.config = get("config") ? (JSON.parse(get("config")!) as SessionConfig) : null;
+    this.config = get("config") ? withDefaults(JSON.parse(get("config")!) as SessionConfig, env) : null;
     this.used = Number(get("used") ?? 0);
     this.nextId = (this.sql.exec<{ m: number | null }>(`SELECT MAX(id) AS m FROM tasks`).one().m ?? 0) + 1;
     this.restoreOpenTasks();
@@ -163,9 +196,9 @@ export class SessionQueue extends DurableObject<Env> {
 
   async init(config: SessionConfig): Promise<{ ok: true; session: SessionConfig } | { ok: false; error: Failure }> {
     if (this.config) return { ok: false, error: { code: "session_exists", message: `session ${config.id} exists` } };
-    this.config = config;
-    this.sql.exec(`INSERT INTO meta (key, value) VALUES ('config', ?)`, JSON.stringify(config));
-    return { ok: true, session: config };
+    this.config = withDefaults(config, this.env);
+    this.sql.exec(`INSERT INTO meta (key, value) VALUES ('config', ?)`, JSON.stringify(this.config));
+    return { ok: true, session: this.config };
   }
 
   async describe(): Promise<{ config: SessionConfig; usage: SessionUsage } | null> {
@@ -195,6 +228,34 @@ export class SessionQueue extends DurableObject<Env> {
     return rows.map((row) => this.view(row));
   }
 
+  // ── RPC: off-chain payloads (v2/v3) ──────────────────────────────────────────────────────────────────
+
+  /**
+   * Reserves the next task id, so the router can store (and encrypt under the task key) a task's payload
+   * before submitting it with that id. Checks the session and its owner first, like submit.
+   */
+  async reserveTaskId(owner: string): Promise<{ ok: true; task_id: number; config: SessionConfig } | { ok: false; error: Failure }> {
+    const config = this.config;
+    if (!config) return { ok: false, error: { code: "session_not_found", message: "unknown session" } };
+    if (config.owner !== "*" && config.owner !== owner) {
+      return { ok: false, error: { code: "forbidden", message: `session ${config.id} belongs to another owner` } };
+    }
+    const id = this.nextId++;
+    this.reservedIds.add(id);
+    return { ok: true, task_id: id, config };
+  }
+
+  /**
+   * Whether `miner` holds task `taskId` here (a live or reconnecting replica, of an open task or a straggler),
+   * and the task's payload descriptor: the router's off-chain routes authorize miners with it.
+   */
+  async holdsTask(taskId: string, miner: string): Promise<{ held: boolean; payload: PayloadDescriptor | null }> {
+    const id = Number(taskId);
+    const task = this.open.get(id) ?? this.lingering.get(id)?.task;
+    const r = task?.replicas.get(miner.toLowerCase());
+    return { held: !!r && (replicaIsLive(r.state) || r.state === "disconnected"), payload: task?.assign.payload ?? null };
+  }
+
   async getTask(taskId: string): Promise<TaskView | null> {
     const row = this.sql.exec<TaskRow>(`SELECT * FROM tasks WHERE id = ?`, Number(taskId)).toArray()[0];
     return row ? this.view(row) : null;
@@ -219,7 +280,8 @@ export class SessionQueue extends DurableObject<Env> {
       };
     }
     // Byte-level tokenizers never make more tokens than bytes, so this reservation bounds the charge.
-    const reserve = encoder.encode(req.input.prompt + (req.input.prompt_template ?? "")).length + req.params.max_tokens;
+    const reserve =
+      encoder.encode(req.input.prompt + (req.input.prompt_template ?? "")).length + (req.payload?.prompt_bytes ?? 0) + req.params.max_tokens;
     if (this.available() < reserve) {
       return {
         ok: false,
@@ -242,15 +304,20 @@ export class SessionQueue extends DurableObject<Env> {
     const deadline = now + timeoutMs;
     const redundancy = Math.max(1, Math.min(config.redundancy, req.max_miners ?? config.redundancy));
     const block = this.block(now);
-    const id = this.nextId++;
+    if (req.task_id !== undefined && !this.reservedIds.delete(req.task_id)) {
+      return { ok: false, error: { code: "conflict", message: `task id ${req.task_id} is not reserved here (any more)` } };
+    }
+    const id = req.task_id ?? this.nextId++;
     // The seed defaults to the task id so every replica of a sampled task draws the same numbers.
     const params: GenerationParams = { ...req.params, seed: req.params.seed ?? id };
+    // A similarity session samples independently per replica unless the client pinned the seed.
+    const independentSeeds = config.consensus === "similarity" && !isGreedy(params) && req.params.seed === undefined;
     this.sql.exec(
         `INSERT INTO tasks (id, state, request, redundancy, created_at, updated_at, created_block, deadline_at, deadline_block,
            reserved, client_reference, stream)
          VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         id,
-        JSON.stringify({ input: req.input, params }),
+        JSON.stringify({ input: req.input, params, ...(independentSeeds ? { independent_seeds: true } : {}), ...(req.payload ? { payload: req.payload } : {}) }),
         redundancy,
         now,
         now,
@@ -268,9 +335,10 @@ export class SessionQueue extends DurableObject<Env> {
       deadline_at: deadline,
       reserved: reserve,
       stream: req.stream,
-      assign: { type: "assign", session_id: config.id, task_id: String(id), model: config.model, input: req.input, params, stream: req.stream },
+      assign: { type: "assign", session_id: config.id, task_id: String(id), model: config.model, input: req.input, params, stream: req.stream, ...(req.payload ? { payload: req.payload } : {}) },
       precommit_ms: Math.round((req.precommit_timeout_s ?? req.timeout_s ?? config.task_timeout) * 1000),
       replicas: new Map(),
+      independentSeeds,
     };
     this.open.set(id, task);
     this.reserved += reserve;
@@ -335,6 +403,7 @@ export class SessionQueue extends DurableObject<Env> {
     const claims = this.claims(ws)!;
     const msg = parseMessage(SessionMinerMessage, raw);
     if (!msg) return this.send(ws, { type: "error", code: "invalid_message", message: "message does not match the protocol" });
+    if (msg.type === "embeddings" || msg.type === "embed_failed") return this.onValidatorAnswer(ws, claims.address, msg);
     const task = this.open.get(Number(msg.task_id));
     const replica = task?.replicas.get(claims.address);
     if (!task || !replica) {
@@ -382,7 +451,16 @@ export class SessionQueue extends DurableObject<Env> {
         if (replica.state !== "precommitted") {
           return this.dropReplica(task, replica, "rejected", "commit arrived before a precommit");
         }
-        if (resultHash(msg.text) !== replica.hash) {
+        if (msg.result_urn) {
+          // Off-chain result: the router checked its signature and hashed its plaintext when it was stored.
+          const bad = await checkOffchainCommit(this.env, this.config!.id, msg.task_id, replica.miner, msg.result_urn, replica.hash!);
+          const late = this.lingering.get(task.id); // R2 was awaited: a quorum may have closed the task meanwhile
+          if (late?.task.replicas.get(replica.miner) === replica && replicaIsLive(replica.state)) return this.onStraggler(late, replica, msg);
+          if (!this.open.has(task.id) || replica.state !== "precommitted") return;
+          if (bad) return this.dropReplica(task, replica, "rejected", bad);
+        } else if (task.assign.payload?.encrypted) {
+          return this.dropReplica(task, replica, "rejected", "a private task's result must be committed as an encrypted off-chain URN");
+        } else if (resultHash(msg.text) !== replica.hash) {
           return this.dropReplica(task, replica, "rejected", "commit does not match the precommitted hash");
         }
         replica.state = "committed";
@@ -393,6 +471,7 @@ export class SessionQueue extends DurableObject<Env> {
              first_token_ms = ? WHERE task_id = ? AND miner = ?`,
           now, msg.text, msg.finish_reason, JSON.stringify(msg.usage), msg.inference_ms, msg.first_token_ms ?? null, task.id, replica.miner,
         );
+        if (msg.result_urn) this.sql.exec(`UPDATE replicas SET result_urn = ? WHERE task_id = ? AND miner = ?`, msg.result_urn, task.id, replica.miner);
         if (task.stream) this.onToken(task, replica, msg.text.slice(replica.streamed.length));
         this.advance(task, now);
         this.settle(task, now);
@@ -417,7 +496,18 @@ export class SessionQueue extends DurableObject<Env> {
     this.alarmAt = null;
     const now = Date.now();
     const connected = new Set(this.connectedMiners().map((m) => m.claims.address));
+    for (const [id, v] of [...this.validations]) {
+      for (const [miner, deadline] of [...v.asked]) if (deadline <= now) v.asked.delete(miner);
+      const task = this.open.get(id);
+      if (task) this.continueValidation(task, v, now);
+    }
     for (const task of [...this.open.values()]) {
+      if (this.validations.has(task.id)) continue; // bounded by validator deadlines, which end at the task's
+      // Every replica reported (e.g. before an eviction dropped a validation in flight): judge them now.
+      if (![...task.replicas.values()].some((r) => replicaIsLive(r.state))) {
+        this.settle(task, now);
+        if (!this.open.has(task.id) || this.validations.has(task.id)) continue;
+      }
       if (task.deadline_at <= now) {
         this.fail(task, "timeout", `task ${task.id} did not complete within its deadline`, now);
         continue;
@@ -497,7 +587,8 @@ export class SessionQueue extends DurableObject<Env> {
   }
 
   private sendAssign(ws: WebSocket, task: OpenTask, r: Replica): void {
-    this.send(ws, { ...task.assign, ack_deadline: r.ack_deadline, commit_deadline: r.commit_deadline, block: this.block(Date.now()) });
+    const params = task.independentSeeds ? { ...task.assign.params, seed: replicaSeed(task.assign.params.seed, r.miner) } : task.assign.params;
+    this.send(ws, { ...task.assign, params, ack_deadline: r.ack_deadline, commit_deadline: r.commit_deadline, block: this.block(Date.now()) });
   }
 
   /** Moves the task to the furthest phase a quorum of its replicas has reached. */
@@ -514,33 +605,52 @@ export class SessionQueue extends DurableObject<Env> {
     }
   }
 
-  /** Closes the task once a quorum of committed replicas agrees, or when no more replicas can report. */
+  /**
+   * Closes the task once a quorum of committed replicas agrees exactly, or when no replica is left running (and,
+   * in `exact` sessions, every replica slot has reported). Then, unless the session is `exact`, differing outputs
+   * go to validators for similarity consensus. A `similarity` session always waits until no replica is running:
+   * its honest replicas differ, so an early exact pair proves little.
+   */
   private settle(task: OpenTask, now: number): void {
+    if (this.validations.has(task.id)) return; // the validators' answers close it
+    const mode = this.config!.consensus;
     const quorum = Math.floor(task.redundancy / 2) + 1;
     const committed = [...task.replicas.values()].filter((r) => r.state === "committed");
     const groups = new Map<string, Replica[]>();
     for (const r of committed) groups.set(r.hash!, [...(groups.get(r.hash!) ?? []), r]);
     const best = [...groups.values()].sort((a, b) => b.length - a.length)[0];
     const live = [...task.replicas.values()].some((r) => replicaIsLive(r.state));
-    if (!best || (best.length < quorum && (live || committed.length < task.redundancy))) return;
-    const consensus: ConsensusView = {
+    // Exact sessions wait for replacements to fill every replica; the others judge a quorum of what came in.
+    const finished = !live && committed.length >= (mode === "exact" ? task.redundancy : quorum);
+    if (!best || (mode === "similarity" && task.redundancy > 1 ? !finished : best.length < quorum && !finished)) return;
+    let note: string | undefined;
+    if (best.length < committed.length && (mode === "similarity" || best.length < quorum) && mode !== "exact" && committed.length >= 2) {
+      if (this.startValidation(task, committed, now)) return;
+      note = `no validator serving ${this.config!.embedding_model} is connected; fell back to exact hashes`;
+    }
+    this.close(task, best[0].miner, {
       method: task.redundancy === 1 ? "single" : "exact",
       status: best.length >= quorum ? "agreed" : "no_quorum",
       quorum,
       hash: best[0].hash!,
       agreed: best.map((r) => r.miner),
       outliers: committed.filter((r) => r.hash !== best[0].hash).map((r) => r.miner),
-    };
+      ...(note ? { note } : {}),
+    }, now);
+  }
+
+  /** Records the consensus, charges the chosen replica's usage and answers the client. */
+  private close(task: OpenTask, miner: string, consensus: ConsensusView, now: number): void {
     const chosen = this.sql
-      .exec<ReplicaRow>(`SELECT * FROM replicas WHERE task_id = ? AND miner = ?`, task.id, best[0].miner)
+      .exec<ReplicaRow>(`SELECT * FROM replicas WHERE task_id = ? AND miner = ?`, task.id, miner)
       .one();
     const usage = JSON.parse(chosen.usage!) as { prompt_tokens: number; completion_tokens: number };
     const result: TaskResult = {
       text: chosen.text!,
       finish_reason: chosen.finish_reason as TaskResult["finish_reason"],
       usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens },
-      hash: best[0].hash!,
-      miner: best[0].miner,
+      hash: chosen.hash!,
+      miner,
       inference_ms: chosen.inference_ms ?? 0,
     };
     this.used += result.usage.total_tokens;
@@ -561,6 +671,110 @@ export class SessionQueue extends DurableObject<Env> {
     }
     this.report(task, consensus, result.usage.total_tokens, now, false);
     this.finish(task);
+  }
+
+  // ── similarity consensus ─────────────────────────────────────────────────────────────────────────────
+
+  /** Asks validators to embed the committed outputs; false when no validator is connected. */
+  private startValidation(task: OpenTask, committed: Replica[], now: number): boolean {
+    const v: Validation = { miners: [], texts: [], asked: new Map(), answers: new Map(), tried: new Set() };
+    for (const r of committed) {
+      const row = this.sql.exec<{ text: string | null }>(`SELECT text FROM replicas WHERE task_id = ? AND miner = ?`, task.id, r.miner).one();
+      v.miners.push(r.miner);
+      v.texts.push(row.text ?? "");
+    }
+    if (this.askValidators(task, v, Math.max(1, this.config!.validator_count), now) === 0) return false;
+    this.validations.set(task.id, v);
+    return true;
+  }
+
+  /**
+   * Sends `embed` to up to `count` untried validators: connected miners that run the session's embedding model,
+   * miners outside the task first (they have no stake in its outcome), then the least loaded.
+   */
+  private askValidators(task: OpenTask, v: Validation, count: number, now: number): number {
+    const model = this.config!.embedding_model;
+    const deadline = Math.min(task.deadline_at, now + VALIDATION_TIMEOUT_MS);
+    if (deadline <= now) return 0;
+    const ratio = (m: { claims: MinerClaims }) => (this.load.get(m.claims.address) ?? 0) / m.claims.capacity;
+    const picked = this.connectedMiners()
+      .filter((m) => {
+        const a = m.claims.address;
+        const own = task.replicas.get(a)?.state;
+        // Not a miner this task already caught misbehaving, nor one the pool benched.
+        return m.claims.models.includes(model) && !v.tried.has(a) && own !== "rejected" && own !== "timed_out" && !this.reputation.get(a)?.benched;
+      })
+      .sort((a, b) => Number(task.replicas.has(a.claims.address)) - Number(task.replicas.has(b.claims.address)) || ratio(a) - ratio(b))
+      .slice(0, count);
+    for (const m of picked) {
+      v.tried.add(m.claims.address);
+      v.asked.set(m.claims.address, deadline);
+      this.send(m.ws, { type: "embed", task_id: String(task.id), model, texts: v.texts, deadline });
+    }
+    if (picked.length > 0) this.armAlarm(deadline);
+    return picked.length;
+  }
+
+  private onValidatorAnswer(
+    ws: WebSocket,
+    miner: string,
+    msg: Extract<SessionMinerMessage, { type: "embeddings" | "embed_failed" }>,
+  ): void {
+    const task = this.open.get(Number(msg.task_id));
+    const v = this.validations.get(Number(msg.task_id));
+    if (!task || !v || !v.asked.has(miner)) {
+      return this.send(ws, { type: "error", code: "unknown_task", message: "no validation of this task was asked of this miner", task_id: msg.task_id });
+    }
+    v.asked.delete(miner);
+    const now = Date.now();
+    if (msg.type === "embed_failed") {
+      console.warn(`session ${this.config!.id} task ${task.id}: validator ${miner} could not embed: ${msg.reason}`);
+    } else if (msg.model !== this.config!.embedding_model || !wellFormed(msg.vectors, v.texts.length)) {
+      console.warn(`session ${this.config!.id} task ${task.id}: validator ${miner} sent malformed embeddings (model ${msg.model})`);
+    } else {
+      v.answers.set(miner, distanceMatrix(msg.vectors));
+    }
+    this.continueValidation(task, v, now);
+  }
+
+  /** Concludes once every asked validator answered or timed out; replaces missing ones while time remains. */
+  private continueValidation(task: OpenTask, v: Validation, now: number): void {
+    if (v.asked.size > 0) return;
+    const wanted = Math.max(1, this.config!.validator_count);
+    if (v.answers.size < wanted && this.askValidators(task, v, wanted - v.answers.size, now) > 0) return;
+    this.validations.delete(task.id);
+    const quorum = Math.floor(task.redundancy / 2) + 1;
+    const replicas = v.miners.map((m) => task.replicas.get(m)!);
+    if (v.answers.size === 0) {
+      // Nobody could judge similarity: the largest exact group stands, without a quorum.
+      const groups = new Map<string, Replica[]>();
+      for (const r of replicas) groups.set(r.hash!, [...(groups.get(r.hash!) ?? []), r]);
+      const best = [...groups.values()].sort((a, b) => b.length - a.length)[0];
+      return this.close(task, best[0].miner, {
+        method: "exact", status: best.length >= quorum ? "agreed" : "no_quorum", quorum, hash: best[0].hash!,
+        agreed: best.map((r) => r.miner), outliers: replicas.filter((r) => r.hash !== best[0].hash).map((r) => r.miner),
+        note: "no validator answered in time; fell back to exact hashes",
+      }, now);
+    }
+    // A streaming client may already hold a prefix: prefer an agreeing output that continues it.
+    const sent = this.waiters.get(task.id)?.sent ?? "";
+    const j = judgeSimilarity(medianMatrix([...v.answers.values()]), this.config!.dispersion_threshold, (i) => v.texts[i].startsWith(sent));
+    const round = (x: number) => Math.round(x * 1e4) / 1e4;
+    this.close(task, v.miners[j.chosen], {
+      method: "similarity",
+      status: j.agreed.length >= quorum ? "agreed" : "no_quorum",
+      quorum,
+      hash: replicas[j.chosen].hash!,
+      agreed: j.agreed.map((i) => v.miners[i]),
+      outliers: j.outliers.map((i) => v.miners[i]),
+      similarity: {
+        model: this.config!.embedding_model,
+        threshold: this.config!.dispersion_threshold,
+        validators: [...v.answers.keys()],
+        distances: Object.fromEntries(v.miners.map((m, i) => [m, round(j.distances[i])])),
+        dispersion: round(j.dispersion),
+      },
+    }, now);
   }
 
   private fail(task: OpenTask, code: Failure["code"], message: string, now: number): void {
@@ -646,7 +860,8 @@ export class SessionQueue extends DurableObject<Env> {
   private onToken(task: OpenTask, r: Replica, text: string): void {
     r.streamed += text;
     const waiter = this.waiters.get(task.id);
-    if (!waiter?.writer) return;
+    // Independent samples share no prefix: the text goes out whole once the validators have chosen it.
+    if (!waiter?.writer || (task.independentSeeds && task.redundancy > 1)) return;
     const quorum = Math.floor(task.redundancy / 2) + 1;
     const from = waiter.sent.length;
     const texts = [...task.replicas.values()]
@@ -698,7 +913,13 @@ export class SessionQueue extends DurableObject<Env> {
       );
     } else if (msg.type === "commit") {
       if (r.state !== "precommitted") return this.endStraggler(late, r, "rejected", "commit arrived before a precommit", now);
-      if (resultHash(msg.text) !== r.hash) return this.endStraggler(late, r, "rejected", "commit does not match the precommitted hash", now);
+      const mismatch = msg.result_urn
+        ? await checkOffchainCommit(this.env, this.config!.id, msg.task_id, r.miner, msg.result_urn, r.hash!)
+        : task.assign.payload?.encrypted ? "a private task's result must be committed as an encrypted off-chain URN"
+        : resultHash(msg.text) !== r.hash ? "commit does not match the precommitted hash" : null;
+      if (!replicaIsLive(r.state)) return; // ended while R2 was awaited
+      if (mismatch) return this.endStraggler(late, r, "rejected", mismatch, now);
+      if (msg.result_urn) this.sql.exec(`UPDATE replicas SET result_urn = ? WHERE task_id = ? AND miner = ?`, msg.result_urn, task.id, r.miner);
       const agreed = r.hash === consensus.hash;
       (agreed ? consensus.agreed : consensus.outliers).push(r.miner);
       r.state = "committed";
@@ -797,7 +1018,7 @@ export class SessionQueue extends DurableObject<Env> {
       .toArray();
     for (const row of tasks) {
       const closed = row.state === "closed";
-      const request = JSON.parse(row.request) as { input: PromptSpec; params: GenerationParams };
+      const request = JSON.parse(row.request) as { input: PromptSpec; params: GenerationParams; independent_seeds?: boolean; payload?: PayloadDescriptor };
       const task: OpenTask = {
         id: row.id,
         state: row.state,
@@ -813,9 +1034,11 @@ export class SessionQueue extends DurableObject<Env> {
           input: request.input,
           params: request.params,
           stream: false, // the streaming client did not survive the eviction
+          ...(request.payload ? { payload: request.payload } : {}),
         },
         precommit_ms: row.deadline_at - row.created_at,
         replicas: new Map(),
+        independentSeeds: request.independent_seeds === true,
       };
       task.stream = false;
       for (const r of this.sql.exec<ReplicaRow>(`SELECT * FROM replicas WHERE task_id = ?`, row.id)) {
@@ -842,7 +1065,7 @@ export class SessionQueue extends DurableObject<Env> {
   }
 
   private view(row: TaskRow): TaskView {
-    const request = JSON.parse(row.request) as { input: PromptSpec; params: GenerationParams };
+    const request = JSON.parse(row.request) as { input: PromptSpec; params: GenerationParams; payload?: PayloadDescriptor };
     const replicas = this.sql.exec<ReplicaRow>(`SELECT * FROM replicas WHERE task_id = ? ORDER BY assigned_at`, row.id).toArray();
     // An open task's newest phases may be in memory only (acks): overlay them on what storage says.
     const open = this.open.get(row.id);
@@ -862,6 +1085,7 @@ export class SessionQueue extends DurableObject<Env> {
       model: this.config!.model,
       input: request.input,
       params: request.params,
+      payload: request.payload ?? null,
       stream: row.stream === 1,
       client_reference: row.client_reference,
       redundancy: row.redundancy,
@@ -889,7 +1113,8 @@ export class SessionQueue extends DurableObject<Env> {
         latency_ms: r.committed_at ? r.committed_at - r.assigned_at : null,
         inference_ms: r.inference_ms,
         first_token_ms: r.first_token_ms,
-        agreed: consensus && r.state === "committed" ? r.hash === consensus.hash : null,
+        result_urn: r.result_urn ?? null,
+        agreed: consensus && r.state === "committed" ? consensus.agreed.includes(r.miner) : null,
         reason: r.reason,
       })),
       error: row.error_code ? { code: row.error_code as Failure["code"], message: row.error_message ?? "" } : null,
@@ -940,6 +1165,7 @@ export class SessionQueue extends DurableObject<Env> {
     for (const { task } of this.lingering.values()) {
       for (const r of task.replicas.values()) if (replicaIsLive(r.state)) consider(r.state === "assigned" ? r.ack_deadline : r.commit_deadline);
     }
+    for (const v of this.validations.values()) for (const d of v.asked.values()) consider(d);
     for (const task of this.open.values()) {
       consider(task.deadline_at);
       for (const r of task.replicas.values()) {
@@ -969,6 +1195,24 @@ export class SessionQueue extends DurableObject<Env> {
   private emit(w: WritableStreamDefaultWriter<Uint8Array>, ev: StreamEvent): void {
     w.write(encoder.encode(JSON.stringify(ev) + "\n")).catch(() => {});
   }
+}
+
+/** Fills settings a session stored before they existed. */
+function withDefaults(c: SessionConfig, env: Env): SessionConfig {
+  return {
+    ...c,
+    consensus: c.consensus ?? "auto",
+    dispersion_threshold: c.dispersion_threshold ?? (Number(env.DISPERSION_THRESHOLD) || DEFAULT_DISPERSION_THRESHOLD),
+    embedding_model: c.embedding_model ?? (env.EMBEDDING_MODEL || DEFAULT_EMBEDDING_MODEL),
+    validator_count: c.validator_count ?? 0,
+  };
+}
+
+/** A replica's own seed in a similarity session: stable per miner (so a re-sent assign samples the same). */
+function replicaSeed(seed: number, miner: string): number {
+  let h = 0x811c9dc5;
+  for (const ch of `${seed}:${miner.toLowerCase()}`) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193);
+  return (h >>> 0) & 0x7fffffff;
 }
 
 /** Length of the common prefix of a and b, given they agree on the first `from` characters. */

@@ -50,6 +50,8 @@ const MIGRATIONS: string[][] = [[
    )`,
   ],
   [`ALTER TABLE replicas ADD COLUMN first_token_ms REAL`],
+  // v2/v3: the URN of a replica's off-chain result.
+  [`ALTER TABLE replicas ADD COLUMN result_urn TEXT`],
 ];
 
 /** Runs the migrations this storage has not seen yet (the NodePool passes its own list). */
@@ -103,5 +105,6 @@ export interface ReplicaRow extends Record<string, SqlStorageValue> {
   usage: string | null;
   inference_ms: number | null;
   first_token_ms: number | null;
+  result_urn: string | null;
   reason: string | null;
 }

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { GenerationParams, PromptSpec } from "./generation.ts";
+import { PayloadDescriptor } from "./payloads.ts";
 
 // Every WebSocket message between router and miner. Both ends parse with these unions and reject the rest.
 // Two channels: the pool channel (miner ↔ NodePool: heartbeats, session membership) and one session channel
@@ -23,11 +24,23 @@ export const AssignMessage = z.object({
   params: GenerationParams,
   /** Whether the router wants token messages (only when a client streams). */
   stream: z.boolean(),
+  /** Off-chain / private task (v2/v3): where the prompt is, whether it is encrypted, where the result goes. */
+  payload: PayloadDescriptor.optional(),
   /** Absolute epoch-ms deadlines for this replica's phases. */
   ack_deadline: z.number(),
   commit_deadline: z.number(),
   block: z.number().int(),
 });
+
+/** Validation work: embed each text with `model` (feature extraction, mean pooling, L2-normalised). */
+export const EmbedMessage = z.object({
+  type: z.literal("embed"),
+  task_id: TaskId,
+  model: z.string(),
+  texts: z.array(z.string()).min(1).max(16),
+  deadline: z.number(),
+});
+export type EmbedMessage = z.infer<typeof EmbedMessage>;
 
 export const SessionServerMessage = z.discriminatedUnion("type", [
   z.object({
@@ -40,6 +53,7 @@ export const SessionServerMessage = z.discriminatedUnion("type", [
   }),
   AssignMessage,
   z.object({ type: z.literal("cancel"), task_id: TaskId, reason: z.string() }),
+  EmbedMessage,
   z.object({ type: z.literal("error"), code: z.string(), message: z.string(), task_id: TaskId.optional() }),
 ]);
 export type SessionServerMessage = z.infer<typeof SessionServerMessage>;
@@ -64,7 +78,18 @@ export const SessionMinerMessage = z.discriminatedUnion("type", [
     inference_ms: z.number().min(0),
     /** From receiving the assignment to the first generated token, as the miner measured it. */
     first_token_ms: z.number().min(0).optional(),
+    /** The result was written off-chain (`POST /api/v3/offchain/result`); `text` is then empty. */
+    result_urn: z.string().max(300).optional(),
   }),
+  /** A validator's answer to `embed`: one vector per text, in order. */
+  z.object({
+    type: z.literal("embeddings"),
+    task_id: TaskId,
+    model: z.string(),
+    vectors: z.array(z.array(z.number()).max(4096)).max(16),
+  }),
+  /** A validator that cannot do the embedding (model unavailable, error); another is asked. */
+  z.object({ type: z.literal("embed_failed"), task_id: TaskId, reason: z.string().max(500) }),
   /** Hands a task back (shutdown, engine error); the SessionQueue reassigns it. */
   z.object({ type: z.literal("release"), task_id: TaskId, reason: z.string().max(500) }),
 ]);

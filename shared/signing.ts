@@ -29,6 +29,36 @@ export function precommitTypedData(fields: PrecommitFields) {
   };
 }
 
+/**
+ * A miner's off-chain result write (`POST /api/v3/offchain/result`): signed over the session, the task, the
+ * miner and the SHA-256 of the stored bytes (ciphertext when encrypted), checked before anything is stored.
+ */
+export const OFFCHAIN_RESULT_TYPES = {
+  OffchainResult: [
+    { name: "session", type: "string" },
+    { name: "task", type: "string" },
+    { name: "miner", type: "address" },
+    { name: "content", type: "bytes32" },
+  ],
+} as const;
+
+export interface OffchainResultFields {
+  session: string;
+  task: string;
+  miner: Address;
+  /** 0x + SHA-256 of the stored bytes. */
+  content: Hex;
+}
+
+export function offchainResultTypedData(fields: OffchainResultFields) {
+  return {
+    domain: EIP712_DOMAIN,
+    types: OFFCHAIN_RESULT_TYPES,
+    primaryType: "OffchainResult" as const,
+    message: fields,
+  };
+}
+
 /** Hash of a result as committed: keccak256 of its UTF-8 bytes. */
 export function resultHash(text: string): Hex {
   return keccak256(toBytes(text));

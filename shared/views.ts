@@ -1,10 +1,18 @@
 import type { ErrorCode, JsonPrimitive } from "./errors.ts";
 import type { GenerationParams, PromptSpec } from "./generation.ts";
+import type { PayloadDescriptor } from "./payloads.ts";
 import type { ReplicaState, TaskState } from "./task-state.ts";
 
 // Shapes the router returns and clients read. Times are epoch milliseconds; blocks are oracle heights.
 
 export type SessionMode = "ephemeral" | "dedicated";
+
+/**
+ * How a session's redundant results are judged. `exact`: identical hashes only. `auto`: exact first; when no
+ * quorum of hashes agrees, validators compare embeddings. `similarity`: as auto, and sampled replicas each draw
+ * their own seed (independent samples, as in proof-of-inference by embedding distance).
+ */
+export type ConsensusMode = "auto" | "exact" | "similarity";
 
 export interface SessionConfig {
   id: string;
@@ -15,7 +23,13 @@ export interface SessionConfig {
   min_miners: number;
   max_miners: number;
   redundancy: number;
+  /** Validators asked to embed outputs when similarity consensus runs (at least one is always asked). */
   validator_count: number;
+  consensus: ConsensusMode;
+  /** Cosine distance from the consensus output beyond which a replica is an outlier. */
+  dispersion_threshold: number;
+  /** Feature-extraction model validators run. */
+  embedding_model: string;
   mode: SessionMode;
   dedicated_miners: string[];
   /** Seconds. */
@@ -50,17 +64,34 @@ export interface ReplicaView {
   latency_ms: number | null;
   inference_ms: number | null;
   first_token_ms: number | null;
+  /** Where this replica's result is stored when it went off-chain (v2/v3). */
+  result_urn?: string | null;
   agreed: boolean | null;
   reason: string | null;
 }
 
+export interface SimilarityEvidence {
+  model: string;
+  threshold: number;
+  /** Validators whose embeddings were used (their distance matrices are combined by median). */
+  validators: string[];
+  /** Each committed replica's cosine distance to the chosen output. */
+  distances: { [miner: string]: number };
+  /** Mean pairwise cosine distance over the committed replicas. */
+  dispersion: number;
+}
+
 export interface ConsensusView {
-  method: "exact" | "single";
+  method: "exact" | "single" | "similarity";
   status: "agreed" | "no_quorum";
   quorum: number;
+  /** Hash of the chosen output. */
   hash: string;
   agreed: string[];
   outliers: string[];
+  similarity?: SimilarityEvidence;
+  /** Why consensus fell back (e.g. no validator answered). */
+  note?: string;
 }
 
 export interface TaskResult {
@@ -79,6 +110,8 @@ export interface TaskView {
   model: string;
   input: PromptSpec;
   params: GenerationParams;
+  /** Off-chain / private task (v2/v3): prompt URN, encryption, result policy. */
+  payload?: PayloadDescriptor | null;
   stream: boolean;
   client_reference: string | null;
   redundancy: number;

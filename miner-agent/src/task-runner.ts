@@ -4,6 +4,7 @@ import { precommitTypedData, resultHash } from "../../shared/signing.ts";
 import type { Dishonesty } from "./dishonest.ts";
 import type { Engine } from "./engine-types.ts";
 import { describeError, type Logger } from "./log.ts";
+import { PayloadClient, PayloadError } from "./payloads.ts";
 import type { Stats } from "./stats.ts";
 
 // Runs assigned tasks: at most `concurrency` at once across all sessions, the rest queued locally in arrival
@@ -51,6 +52,8 @@ export interface TaskRunnerOptions {
   stats: Stats;
   /** How many finished results to remember, to answer an assign the router re-sends after losing our commit. */
   finishedCacheSize?: number;
+  /** Off-chain / private payloads (v2/v3 tasks): prompt fetch, task keys, signed result writes. */
+  payloads?: PayloadClient;
   /** TEST ONLY: the way this miner cheats (cheat suite); absent for every real miner. */
   dishonest?: Dishonesty;
   /** TEST ONLY: wait this long between generating and precommitting (a slow miner, for the cheat suite). */
@@ -224,8 +227,14 @@ export class TaskRunner {
     let seq = 0;
     let firstTokenAt: number | undefined;
     try {
+      let input = assign.input;
+      if (assign.payload?.prompt_urn) {
+        if (!this.#opts.payloads) throw new Error("task has an off-chain payload and this miner has no payload client");
+        input = await this.#opts.payloads.input(sink.sessionId, assign, task.controller.signal);
+        if (task.abortCause) return;
+      }
       const result = await (dishonest?.generate ?? ((req) => engine.generate(req)))({
-        input: assign.input,
+        input,
         params: assign.params,
         signal: task.controller.signal,
         onToken: assign.stream
@@ -247,17 +256,27 @@ export class TaskRunner {
       );
       if (task.abortCause) return;
       const precommit: Precommit = { type: "precommit", task_id: tid, hash, signature };
+      // Off-chain result (private task, offchain policy, or too large to inline): precommit first, then the
+      // signed write, then a commit that names the stored result instead of carrying it.
+      let resultUrn: string | undefined;
+      if (PayloadClient.offchainResult(assign, result.text)) {
+        if (!this.#opts.payloads) throw new Error("task wants an off-chain result and this miner has no payload client");
+        sink.deliver(precommit);
+        resultUrn = await this.#opts.payloads.writeResult(sink.sessionId, assign, result.text, task.controller.signal);
+        if (task.abortCause) return;
+      }
       const commit: Commit = {
         type: "commit",
         task_id: tid,
-        text: dishonest?.commitText ? dishonest.commitText(result.text) : result.text,
+        text: resultUrn ? "" : dishonest?.commitText ? dishonest.commitText(result.text) : result.text,
+        ...(resultUrn ? { result_urn: resultUrn } : {}),
         finish_reason: result.finish_reason,
         usage: result.usage,
         inference_ms: Math.max(0, result.inference_ms),
         // Lets the router report its own share of time-to-first-token.
         ...(firstTokenAt !== undefined ? { first_token_ms: Math.max(0, firstTokenAt - task.arrivedPerf) } : {}),
       };
-      sink.deliver(precommit);
+      if (!resultUrn) sink.deliver(precommit);
       sink.deliver(commit);
       this.#remember(task.key, precommit, commit);
 
@@ -284,7 +303,10 @@ export class TaskRunner {
     } catch (err) {
       if (task.abortCause) return; // cancelled, session left, or released for shutdown: already handled
       const msg = describeError(err);
-      const reason = `engine error: ${msg}`.slice(0, MAX_REASON);
+      if (err instanceof PayloadError && err.status === 403) {
+        log.event("payload_refused", `task ${task.key}: the router refused this miner a payload or key: ${msg}`, fields(sink, tid, { status: err.status, code: err.code }), "warn");
+      }
+      const reason = `${err instanceof PayloadError ? "payload error" : "engine error"}: ${msg}`.slice(0, MAX_REASON);
       sink.deliver({ type: "release", task_id: tid, reason });
       log.event(
         "task_released",
