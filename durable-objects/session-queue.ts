@@ -546,7 +546,7 @@ export class SessionQueue extends DurableObject<Env> {
     const still: number[] = [];
     for (const id of this.pending) {
       const task = this.open.get(id);
-      if (!task) continue;
+      if (!task || this.validations.has(id)) continue;
       let need = task.redundancy - [...task.replicas.values()].filter((r) => replicaIsLive(r.state) || r.state === "committed").length;
       if (need > 0) {
         const candidates = miners
@@ -620,8 +620,11 @@ export class SessionQueue extends DurableObject<Env> {
     for (const r of committed) groups.set(r.hash!, [...(groups.get(r.hash!) ?? []), r]);
     const best = [...groups.values()].sort((a, b) => b.length - a.length)[0];
     const live = [...task.replicas.values()].some((r) => replicaIsLive(r.state));
-    // Exact sessions wait for replacements to fill every replica; the others judge a quorum of what came in.
-    const finished = !live && committed.length >= (mode === "exact" ? task.redundancy : quorum);
+    // Exact sessions wait for replacements to fill every replica; the others judge a quorum of what came in. A
+    // similarity session also waits for an empty slot that a connected miner can still fill (one busy at
+    // assignment, or a replacement): two samples judge an outlier far less surely than k do.
+    const filling = mode === "similarity" && committed.length < task.redundancy && this.canStillFill(task, now);
+    const finished = !live && !filling && committed.length >= (mode === "exact" ? task.redundancy : quorum);
     if (!best || (mode === "similarity" && task.redundancy > 1 ? !finished : best.length < quorum && !finished)) return;
     let note: string | undefined;
     if (best.length < committed.length && (mode === "similarity" || best.length < quorum) && mode !== "exact" && committed.length >= 2) {
@@ -637,6 +640,16 @@ export class SessionQueue extends DurableObject<Env> {
       outliers: committed.filter((r) => r.hash !== best[0].hash).map((r) => r.miner),
       ...(note ? { note } : {}),
     }, now);
+  }
+
+  /**
+   * Whether a similarity task may still get a missing replica: a connected, unbenched miner is not in it yet,
+   * and enough time is left for that replica and its validation (the last VALIDATION_TIMEOUT_MS are kept for
+   * judging what came in).
+   */
+  private canStillFill(task: OpenTask, now: number): boolean {
+    if (now >= task.deadline_at - VALIDATION_TIMEOUT_MS) return false;
+    return this.connectedMiners().some((m) => !task.replicas.has(m.claims.address) && !this.reputation.get(m.claims.address)?.benched);
   }
 
   /** Records the consensus, charges the chosen replica's usage and answers the client. */
@@ -685,6 +698,8 @@ export class SessionQueue extends DurableObject<Env> {
     }
     if (this.askValidators(task, v, Math.max(1, this.config!.validator_count), now) === 0) return false;
     this.validations.set(task.id, v);
+    // The replica set is frozen once judged: a replica assigned now would only ever be a straggler.
+    this.pending = this.pending.filter((id) => id !== task.id);
     return true;
   }
 
@@ -1168,6 +1183,8 @@ export class SessionQueue extends DurableObject<Env> {
     for (const v of this.validations.values()) for (const d of v.asked.values()) consider(d);
     for (const task of this.open.values()) {
       consider(task.deadline_at);
+      // A similarity task waiting for a slot to fill is judged with what it has from here on (see canStillFill).
+      if (this.config?.consensus === "similarity" && task.deadline_at - VALIDATION_TIMEOUT_MS > Date.now()) consider(task.deadline_at - VALIDATION_TIMEOUT_MS);
       for (const r of task.replicas.values()) {
         if (r.state === "assigned") consider(r.ack_deadline);
         else if (replicaIsLive(r.state)) consider(r.commit_deadline);

@@ -167,6 +167,43 @@ describe("similarity consensus in the SessionQueue", () => {
     expect(task.replicas.find((r) => r.miner === ms[2].address)?.state).toBe("timed_out");
   });
 
+  it("similarity: a slot a busy miner can still fill is waited for, and that replica is judged, not left a straggler", async () => {
+    const model = uniq("model");
+    const emb = uniq("embed");
+    const words = ["alpha beta gamma delta one", "alpha beta gamma delta two", "alpha beta gamma delta three"];
+    const ms: TestMiner[] = [];
+    for (const [i, w] of words.entries()) {
+      ms.push(await miners.start({ models: [model, emb], text: () => w, embed: honestValidator(emb), ...(i === 2 ? { behaviour: "hold", capacity: 1 } : {}) }));
+    }
+    const sid = await createSession({ model, redundancy: 3, max_miners: 3, embedding_model: emb, consensus: "similarity", dispersion_threshold: 0.6 });
+    for (const m of ms) await m.join(sid);
+    const tidsOf = (m: TestMiner) => m.assignsFor(sid).map((a) => a.task_id);
+
+    // T1 holds the busy miner's only slot; T2 then starts on the other two.
+    const first = complete(sid, { prompt: "one", temperature: 0.8 });
+    const t1 = await waitFor(async () => tidsOf(ms[2])[0], "T1 on the busy miner");
+    const second = complete(sid, { prompt: "two", temperature: 0.8 });
+    const t2 = await waitFor(async () => tidsOf(ms[0]).find((t) => t !== t1), "T2 on the others");
+    await waitFor(async () => {
+      const t = await getTask(sid, t2);
+      return t.replicas.filter((r) => r.state === "committed").length === 2 ? t : null;
+    }, "T2's two replicas to commit");
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await getTask(sid, t2)).status).not.toBe("closed");
+    expect(embedsSent(ms, sid).filter((e) => e.task_id === t2)).toHaveLength(0);
+
+    await ms[2].finish(sid, t1);
+    expect((await first).status).toBe(200);
+    await waitFor(async () => tidsOf(ms[2]).includes(t2), "T2's third replica on the freed miner");
+    await waitFor(async () => ms[2].held.has(`${sid}/${t2}`), "T2's third result");
+    await ms[2].finish(sid, t2);
+    const body = await json(await second);
+    expect(body.consensus.method).toBe("similarity");
+    expect(new Set(body.consensus.agreed)).toEqual(new Set(ms.map((m) => m.address)));
+    const task = await getTask(sid, t2);
+    expect(task.replicas.every((r) => r.state === "committed" && r.agreed === true && !/after the quorum/.test(r.reason ?? ""))).toBe(true);
+  });
+
   it("a validator with malformed vectors is replaced by another", async () => {
     const model = uniq("model");
     const emb = uniq("embed");
