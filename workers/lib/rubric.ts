@@ -33,6 +33,20 @@ export function rubricMaxTokens(labels: readonly string[]): number {
   return "VERDICT: \nSCORE: 10\nCONFIDENCE: 10".length + Math.max(...labels.map((l) => l.length)) + 1;
 }
 
+/** Generation parameters of a rubric task: greedy (same verdict on every honest miner) under the grammar. */
+export function rubricParams(labels: readonly string[]) {
+  return {
+    max_tokens: rubricMaxTokens(labels),
+    temperature: 0,
+    top_p: 1,
+    top_k: 0,
+    presence_penalty: 0,
+    frequency_penalty: 0,
+    stop: [],
+    constraint: RUBRIC_CONSTRAINT(labels),
+  };
+}
+
 export interface RubricAnswer<V extends string = string> {
   verdict: V;
   /** 0–1. */

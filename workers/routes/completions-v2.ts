@@ -1,20 +1,20 @@
 import { Hono, type Context } from "hono";
-import { streamSSE } from "hono/streaming";
 import { z } from "zod";
-import type { StreamEvent, SubmitOutcome, SubmitRequest } from "../../durable-objects/session-queue.ts";
+import type { SubmitOutcome, SubmitRequest } from "../../durable-objects/session-queue.ts";
 import type { PromptSpec } from "../../shared/generation.ts";
 import { RESULT_POLICIES, parseUrn, type PayloadDescriptor } from "../../shared/payloads.ts";
 import type { TaskView } from "../../shared/views.ts";
 import type { AppEnv, Env } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
-import { completionResponse, streamChunk } from "../lib/openai.ts";
+import { completionRequest, resolveSession } from "../lib/completion-request.ts";
+import { streamCompletion } from "../lib/completion-stream.ts";
+import { completionResponse } from "../lib/openai.ts";
 import { inlineLimit, payloadMax, promptBytes, readResultText, storePrompt } from "../lib/payload-store.ts";
-import { CompletionBody, SESSION_ID } from "../lib/schemas.ts";
+import { CompletionBody } from "../lib/schemas.ts";
 import { ensureDefaultSession } from "../lib/sessions.ts";
 import { sessionQueue } from "../lib/stubs.ts";
 import { jsonBody } from "../lib/validate.ts";
 import { apiKeyAuth } from "../middleware/auth.ts";
-import { errorBody } from "../middleware/errors.ts";
 
 // POST /api/v2/completions[/:sessionId] and /api/v3/completions[/:sessionId]: v1's fields plus a privacy
 // and size policy. The prompt (as PromptSpec JSON) goes to R2 and the task carries only its URN when it is
@@ -38,13 +38,6 @@ export const CompletionV2Body = CompletionBody.extend({
   payload_policy: z.enum(["auto", "inline", "offchain"]).default("auto"),
 });
 export type CompletionV2Body = z.infer<typeof CompletionV2Body>;
-
-function resolveSession(env: Env, pathId: string | undefined, bodyId: string | undefined): string {
-  const id = pathId ?? bodyId ?? env.DEFAULT_SESSION_ID;
-  if (!id) throw new ApiError("session_required", "no session id in the path or body, and no default session is configured");
-  if (!SESSION_ID.test(id)) throw new ApiError("invalid_request", "session id is invalid", [{ path: "session_id", message: "invalid" }]);
-  return id;
-}
 
 interface Plan {
   offchain: boolean;
@@ -137,24 +130,9 @@ completionsV2.post("/:sessionId?", jsonBody(CompletionV2Body), async (c) => {
   let p = await plan(env, sessionId, c.get("owner"), body, spec, plain);
   const streamTokens = body.stream && !p.private;
   const request = (): SubmitRequest => ({
+    ...completionRequest(body, c.get("owner")),
     input: p.offchain ? { prompt: "", prompt_type: body.prompt_type } : spec,
-    params: {
-      max_tokens: body.max_tokens,
-      temperature: body.temperature,
-      top_p: body.top_p,
-      top_k: body.top_k,
-      presence_penalty: body.presence_penalty,
-      frequency_penalty: body.frequency_penalty,
-      stop: body.stop ?? [],
-      seed: body.seed,
-    },
     stream: streamTokens,
-    timeout_s: body.timeout,
-    precommit_timeout_s: body.precommit_timeout,
-    client_reference: body.client_reference,
-    model: body.model,
-    max_miners: body.max_miners,
-    owner: c.get("owner"),
     ...(p.descriptor ? { payload: p.descriptor } : {}),
     ...(p.taskId !== undefined ? { task_id: p.taskId } : {}),
   });
@@ -180,26 +158,7 @@ completionsV2.post("/:sessionId?", jsonBody(CompletionV2Body), async (c) => {
   }
 
   const meta = { sessionId, taskId: outcome.task_id, model: outcome.model, created: outcome.created_at };
-  const events = outcome.events;
-  return streamSSE(c, async (sse) => {
-    let buffered = "";
-    for await (const piece of events.pipeThrough(new TextDecoderStream())) {
-      buffered += piece;
-      let nl: number;
-      while ((nl = buffered.indexOf("\n")) >= 0) {
-        const ev = JSON.parse(buffered.slice(0, nl)) as StreamEvent;
-        buffered = buffered.slice(nl + 1);
-        if (ev.t === "token") await sse.writeSSE({ data: JSON.stringify(streamChunk(meta, ev.text)) });
-        else if (ev.t === "done") {
-          const r = ev.task.result!;
-          const offchain = { prompt_urn: p.promptUrn, result_urn: resultUrnOf(ev.task), encrypted: false, result_policy: p.resultPolicy };
-          await sse.writeSSE({ data: JSON.stringify({ ...streamChunk(meta, "", { finish_reason: r.finish_reason, usage: r.usage }), offchain }) });
-        } else {
-          const err = errorBody(c, ev.error.code, ev.error.message, { task_id: ev.task.task_id, status: ev.task.status });
-          await sse.writeSSE({ data: JSON.stringify(err) });
-        }
-      }
-    }
-    await sse.writeSSE({ data: "[DONE]" });
-  });
+  return streamCompletion(c, meta, outcome.events, (task) => ({
+    offchain: { prompt_urn: p.promptUrn, result_urn: resultUrnOf(task), encrypted: false, result_policy: p.resultPolicy },
+  }));
 });

@@ -2,7 +2,7 @@ import { Hono } from "hono";
 import { z } from "zod";
 import type { AppEnv, Env } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
-import { FACTCHECK_VERDICTS, RUBRIC_CONSTRAINT, asText, factcheckPrompt, rubricMaxTokens } from "../lib/rubric.ts";
+import { FACTCHECK_VERDICTS, asText, factcheckPrompt, rubricParams } from "../lib/rubric.ts";
 import { jsonBody } from "../lib/validate.ts";
 import { consensusView, respond, runWork, submitRequest } from "../lib/work.ts";
 import { Factcheck, GroundingDocument, SINGLE, type Consensus } from "../lib/work-schemas.ts";
@@ -80,16 +80,8 @@ async function handle(c: Parameters<typeof runWork>[0]) {
   const consensus: Consensus = b.consensus ? { ...SINGLE, ...b.consensus } : SINGLE;
   const limit = materialLimit(c.env);
   const claim = b.context === undefined ? b.claim : `${b.claim}\n(Context: ${asText(b.context).slice(0, limit)})`;
-  const params = {
-    max_tokens: rubricMaxTokens(FACTCHECK_VERDICTS),
-    temperature: 0,
-    top_p: 1,
-    top_k: 0,
-    presence_penalty: 0,
-    frequency_penalty: 0,
-    stop: [],
-    constraint: RUBRIC_CONSTRAINT(FACTCHECK_VERDICTS),
-  };
+  const params = rubricParams(FACTCHECK_VERDICTS);
+
   const req = submitRequest(c.get("owner"), factcheckPrompt(claim, documents, limit), params, b);
   const targets = spread([target], consensus.replicas);
   const work = await runWork(c, { family: "factcheck", targets, req, consensus, judge: rubricJudge(FACTCHECK_VERDICTS) });

@@ -1,15 +1,6 @@
 import { Hono } from "hono";
-import type { Env } from "../env.ts";
-import type { AppEnv } from "../env.ts";
-import {
-  RUBRIC_CONSTRAINT,
-  VALIDATE_VERDICTS,
-  asText,
-  parseRubricOutput,
-  rubricMaxTokens,
-  validatePrompt,
-  type ValidateMaterial,
-} from "../lib/rubric.ts";
+import type { AppEnv, Env } from "../env.ts";
+import { VALIDATE_VERDICTS, asText, parseRubricOutput, rubricParams, validatePrompt, type ValidateMaterial } from "../lib/rubric.ts";
 import { jsonBody } from "../lib/validate.ts";
 import { consensusView, respond, runWork, submitRequest, type Judgement } from "../lib/work.ts";
 import { SINGLE, ValidateV1, ValidateV2, ValidateV3, type Consensus } from "../lib/work-schemas.ts";
@@ -69,16 +60,8 @@ async function run(
   opts: { timeout?: number; client_reference?: string; metadata?: unknown },
 ) {
   const prompt = validatePrompt(material, materialLimit(c.env));
-  const params = {
-    max_tokens: rubricMaxTokens(VALIDATE_VERDICTS),
-    temperature: 0,
-    top_p: 1,
-    top_k: 0,
-    presence_penalty: 0,
-    frequency_penalty: 0,
-    stop: [],
-    constraint: RUBRIC_CONSTRAINT(VALIDATE_VERDICTS),
-  };
+  const params = rubricParams(VALIDATE_VERDICTS);
+
   const req = submitRequest(c.get("owner"), prompt, params, opts);
   const work = await runWork(c, { family: "validate", targets, req, consensus, judge: rubricJudge(VALIDATE_VERDICTS) });
   const pool = [...new Set(targets.map((t) => t.session_id))];

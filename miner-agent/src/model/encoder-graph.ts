@@ -3,7 +3,7 @@
 // last_hidden_state [batch, seq, hidden]. Pre-LN blocks with no final LayerNorm, so the residual stream keeps
 // each token's embedding norm (its weight in the mean-pooled sentence vector).
 import { DataType, type ModelDef, type NodeDef, type TensorInit, type ValueInfo } from "./onnx-proto.ts";
-import { f32, i64, IR_VERSION, OPSET, scalarF32 } from "./gpt2-graph.ts";
+import { f32, graphNodes, i64, IR_VERSION, OPSET, scalarF32 } from "./gpt2-graph.ts";
 
 export interface EncoderConfig {
   vocab_size: number;
@@ -33,16 +33,8 @@ export interface EncoderWeights {
 export function buildEncoderGraph(cfg: EncoderConfig, w: EncoderWeights): ModelDef {
   const E = cfg.hidden_size, H = cfg.num_attention_heads, D = E / H, I = cfg.intermediate_size;
   if (!Number.isInteger(D)) throw new Error("hidden_size must be divisible by num_attention_heads");
-  const nodes: NodeDef[] = [];
+  const { nodes, node, op, named } = graphNodes();
   const inits: TensorInit[] = [];
-  let seq = 0;
-  const node = (opType: string, inputs: string[], attrs?: NodeDef["attrs"], nOut = 1): string[] => {
-    const id = `${opType}_${seq++}`;
-    const outputs = Array.from({ length: nOut }, (_, i) => (nOut === 1 ? id : `${id}_${i}`));
-    nodes.push({ opType, inputs, outputs, name: id, attrs });
-    return outputs;
-  };
-  const op = (opType: string, inputs: string[], attrs?: NodeDef["attrs"]): string => node(opType, inputs, attrs)[0];
 
   inits.push(
     i64("c_0", [0]), i64("c_axes12", [1, 2]), i64("c_heads", [0, 0, H, D]), i64("c_merge", [0, 0, E]), i64("c_split3", [E, E, E]),
@@ -95,7 +87,7 @@ export function buildEncoderGraph(cfg: EncoderConfig, w: EncoderWeights): ModelD
     const mlpOut = op("Add", [op("MatMul", [fc, p + "output.weight"]), p + "output.bias"]);
     h = op("Add", [h, mlpOut]);
   }
-  nodes.push({ opType: "Identity", inputs: [h], outputs: ["last_hidden_state"], name: `Identity_${seq++}` });
+  named("Identity", [h], "last_hidden_state");
 
   const inputs: ValueInfo[] = [
     { name: "input_ids", elemType: DataType.INT64, shape: ["batch_size", "sequence_length"] },

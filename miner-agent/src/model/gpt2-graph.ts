@@ -44,11 +44,9 @@ export function scalarF32(name: string, v: number): TensorInit {
   return { name, dataType: DataType.FLOAT, dims: [], raw: new Uint8Array(Float32Array.of(v).buffer) };
 }
 
-export function buildGpt2Graph(cfg: Gpt2Config, w: Gpt2Weights): ModelDef {
-  const E = cfg.n_embd, H = cfg.n_head, D = E / H, L = cfg.n_layer;
-  if (!Number.isInteger(D)) throw new Error("n_embd must be divisible by n_head");
+/** Node list plus builders naming each node `<op>_<n>` in creation order (names are part of the model bytes). */
+export function graphNodes() {
   const nodes: NodeDef[] = [];
-  const inits: TensorInit[] = [];
   let seq = 0;
   const node = (opType: string, inputs: string[], attrs?: NodeDef["attrs"], nOut = 1): string[] => {
     const id = `${opType}_${seq++}`;
@@ -61,6 +59,14 @@ export function buildGpt2Graph(cfg: Gpt2Config, w: Gpt2Weights): ModelDef {
     nodes.push({ opType, inputs, outputs: [output], name: `${opType}_${seq++}`, attrs });
     return output;
   };
+  return { nodes, node, op, named };
+}
+
+export function buildGpt2Graph(cfg: Gpt2Config, w: Gpt2Weights): ModelDef {
+  const E = cfg.n_embd, H = cfg.n_head, D = E / H, L = cfg.n_layer;
+  if (!Number.isInteger(D)) throw new Error("n_embd must be divisible by n_head");
+  const { nodes, node, op, named } = graphNodes();
+  const inits: TensorInit[] = [];
 
   // Shared constants.
   inits.push(
