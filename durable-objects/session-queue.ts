@@ -628,8 +628,12 @@ export class SessionQueue extends DurableObject<Env> {
     if (!best || (mode === "similarity" && task.redundancy > 1 ? !finished : best.length < quorum && !finished)) return;
     let note: string | undefined;
     if (best.length < committed.length && (mode === "similarity" || best.length < quorum) && mode !== "exact" && committed.length >= 2) {
-      if (this.startValidation(task, committed, now)) return;
-      note = `no validator serving ${this.config!.embedding_model} is connected; fell back to exact hashes`;
+      // Off-chain results are not in SQLite, and a private task's plaintext must not reach validators that are
+      // not on its allowlist: such tasks are judged on hashes alone.
+      const offchain = this.sql.exec(`SELECT 1 FROM replicas WHERE task_id = ? AND result_urn IS NOT NULL LIMIT 1`, task.id).toArray().length > 0;
+      if (task.assign.payload?.encrypted || offchain) note = "off-chain or private outputs are not shown to validators; judged on exact hashes";
+      else if (this.startValidation(task, committed, now)) return;
+      else note = `no validator serving ${this.config!.embedding_model} is connected; fell back to exact hashes`;
     }
     this.close(task, best[0].miner, {
       method: task.redundancy === 1 ? "single" : "exact",

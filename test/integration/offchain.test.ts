@@ -253,6 +253,19 @@ describe("private payloads", () => {
     expect(open.body.error.details[0].path).toBe("private");
   });
 
+  it("never shows a private task's outputs to validators: differing samples are judged on their hashes", async () => {
+    const sid = await session({ session_id: "privsim", redundancy: 2, max_miners: 2, consensus: "similarity" }, 2);
+    const put = await api(router, "/api/v1/auth/payload_allowlist", { method: "PUT", body: { session_id: sid, miners: [addrA, addrB] } });
+    expect(put.status).toBe(200);
+    // A similarity session samples each replica with its own seed: the two outputs differ.
+    const res = await api(router, `/api/v3/completions/${sid}`, { body: { prompt, max_tokens: 24, temperature: 1, private: true, result_policy: "inline" } });
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect(res.body.consensus).toMatchObject({ method: "exact", status: "no_quorum" });
+    expect(res.body.consensus.note).toMatch(/not shown to validators/);
+    expect(res.body.consensus.similarity).toBeUndefined();
+    texts.push(res.body.choices[0].text);
+  });
+
   it("leaves no plaintext byte of a private prompt or result in R2", async () => {
     expect(r2Files().length).toBeGreaterThan(0);
     // The scan sees stored objects: the non-private off-chain prompt is there in the clear…
