@@ -266,6 +266,8 @@ export class SessionQueue extends DurableObject<Env> {
   async submit(req: SubmitRequest): Promise<SubmitOutcome> {
     const config = this.config;
     if (!config) return { ok: false, error: { code: "session_not_found", message: "unknown session" } };
+    // A reservation is used once, whatever the outcome: refused submits must not leave ids behind.
+    const reserved = req.task_id !== undefined && this.reservedIds.delete(req.task_id);
     if (config.owner !== "*" && config.owner !== req.owner) {
       return { ok: false, error: { code: "forbidden", message: `session ${config.id} belongs to another owner` } };
     }
@@ -304,7 +306,7 @@ export class SessionQueue extends DurableObject<Env> {
     const deadline = now + timeoutMs;
     const redundancy = Math.max(1, Math.min(config.redundancy, req.max_miners ?? config.redundancy));
     const block = this.block(now);
-    if (req.task_id !== undefined && !this.reservedIds.delete(req.task_id)) {
+    if (req.task_id !== undefined && !reserved) {
       return { ok: false, error: { code: "conflict", message: `task id ${req.task_id} is not reserved here (any more)` } };
     }
     const id = req.task_id ?? this.nextId++;
@@ -451,6 +453,8 @@ export class SessionQueue extends DurableObject<Env> {
         if (replica.state !== "precommitted") {
           return this.dropReplica(task, replica, "rejected", "commit arrived before a precommit");
         }
+        const urnFault = offchainCommitFault(task, msg);
+        if (urnFault) return this.dropReplica(task, replica, "rejected", urnFault);
         if (msg.result_urn) {
           // Off-chain result: the router checked its signature and hashed its plaintext when it was stored.
           const bad = await checkOffchainCommit(this.env, this.config!.id, msg.task_id, replica.miner, msg.result_urn, replica.hash!);
@@ -932,10 +936,10 @@ export class SessionQueue extends DurableObject<Env> {
       );
     } else if (msg.type === "commit") {
       if (r.state !== "precommitted") return this.endStraggler(late, r, "rejected", "commit arrived before a precommit", now);
-      const mismatch = msg.result_urn
+      const mismatch = offchainCommitFault(task, msg) ?? (msg.result_urn
         ? await checkOffchainCommit(this.env, this.config!.id, msg.task_id, r.miner, msg.result_urn, r.hash!)
         : task.assign.payload?.encrypted ? "a private task's result must be committed as an encrypted off-chain URN"
-        : resultHash(msg.text) !== r.hash ? "commit does not match the precommitted hash" : null;
+        : resultHash(msg.text) !== r.hash ? "commit does not match the precommitted hash" : null);
       if (!replicaIsLive(r.state)) return; // ended while R2 was awaited
       if (mismatch) return this.endStraggler(late, r, "rejected", mismatch, now);
       if (msg.result_urn) this.sql.exec(`UPDATE replicas SET result_urn = ? WHERE task_id = ? AND miner = ?`, msg.result_urn, task.id, r.miner);
@@ -1227,6 +1231,16 @@ function withDefaults(c: SessionConfig, env: Env): SessionConfig {
     embedding_model: c.embedding_model ?? (env.EMBEDDING_MODEL || DEFAULT_EMBEDDING_MODEL),
     validator_count: c.validator_count ?? 0,
   };
+}
+
+/**
+ * An off-chain commit's text lives in R2 only (the hash check covers the stored object, not `text`), and only
+ * tasks with a payload descriptor read results from R2: anything else would let a miner commit unchecked text.
+ */
+function offchainCommitFault(task: OpenTask, msg: Extract<SessionMinerMessage, { type: "commit" }>): string | null {
+  if (!msg.result_urn) return null;
+  if (!task.assign.payload) return "this task takes inline results only";
+  return msg.text === "" ? null : "an off-chain commit must not carry text";
 }
 
 /** A replica's own seed in a similarity session: stable per miner (so a re-sent assign samples the same). */

@@ -14,7 +14,7 @@ import { parseUrn, promptUrn, resultUrn } from "../../shared/payloads.ts";
 import type { Env } from "../../workers/env.ts";
 import { minerAllowed, parseAllowlist, parseSeeds, taskKey, writeStoredAllowlist } from "../../workers/lib/payload-keys.ts";
 import { decryptObject } from "../../workers/lib/payload-store.ts";
-import { API_KEY, MinerSet, ORIGIN, api, createSession, env, json, sessionStub, uniq, waitFor, waitForStatus } from "./helpers.ts";
+import { API_KEY, MinerSet, ORIGIN, api, createSession, env, getTask, json, sessionStub, uniq, waitFor, waitForStatus } from "./helpers.ts";
 
 // Payload crypto, keys, rotation and allowlists, inside the Workers runtime (WebCrypto as the router runs it).
 
@@ -139,6 +139,25 @@ describe("routes", () => {
     const res = await api("POST", "/auth/payload_enc_key/session", { session_id: "default" }, { key: "nope" });
     expect(res.status).toBe(401);
   });
+
+  it("a shared session (owner *) takes no private tasks and hands out no keys or allowlists", async () => {
+    const model = uniq("model");
+    const shared = uniq("shared");
+    const made = await sessionStub(shared).init({ ...(await sessionStub(await createSession({ model })).describe())!.config, id: shared, owner: "*" });
+    expect(made.ok).toBe(true);
+    const res = await router.fetch(`${ORIGIN}/api/v3/completions/${shared}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+      body: JSON.stringify({ prompt: "secret", private: true }),
+    });
+    expect(res.status).toBe(400);
+    expect((await json<{ error: { details: { path: string }[] } }>(res)).error.details[0].path).toBe("private");
+    const key = await api("POST", "/auth/payload_enc_key/session", { session_id: shared });
+    expect(key.status).toBe(403);
+    expect((await json<{ error: { code: string } }>(key)).error.code).toBe("forbidden");
+    const acl = await api("PUT", "/auth/payload_allowlist", { session_id: shared, miners: ["0x" + "11".repeat(20)] });
+    expect(acl.status).toBe(403);
+  });
 });
 
 describe("SessionQueue side", () => {
@@ -178,6 +197,48 @@ describe("SessionQueue side", () => {
     const task = await waitForStatus(sid, a.task_id, "closed");
     expect(task.payload).toEqual(a.payload);
     expect(task.input.prompt).toBe("");
+  });
+
+  it("refuses an off-chain commit on an inline task, or one that also carries text", async () => {
+    const model = uniq("model");
+    const miner = await miners.start({ models: [model], behaviour: "manual" });
+    const sid = await createSession({ model });
+    await miner.join(sid);
+    const text = "the honest answer";
+    const urn = `urn:edge:result:${sid}:1:${miner.address.toLowerCase()}:${"ab".repeat(32)}`;
+
+    // v1 (no payload descriptor): a URN commit would hide unchecked text behind a checked object.
+    const v1 = api("POST", `/completions/${sid}`, { prompt: "p", max_tokens: 4, timeout: 5 });
+    const a = await miner.nextAssign(sid);
+    miner.ack(sid, a.task_id);
+    await miner.precommit(sid, a.task_id, text);
+    await waitForStatus(sid, a.task_id, "precommitted");
+    miner.send(sid, { type: "commit", task_id: a.task_id, text: "forged text", result_urn: urn.replace(":1:", `:${a.task_id}:`), finish_reason: "stop", usage: { prompt_tokens: 1, completion_tokens: 2 }, inference_ms: 1 });
+    const t1 = await waitFor(async () => {
+      const t = await getTask(sid, a.task_id);
+      return t.replicas[0]?.state === "rejected" ? t : null;
+    }, "the URN commit to be rejected");
+    expect(t1.replicas[0].reason).toMatch(/inline results only/);
+    await v1;
+
+    // v2 with an off-chain result: the commit's text must be empty (the text is what R2 holds).
+    const v2 = router.fetch(`${ORIGIN}/api/v2/completions/${sid}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
+      body: JSON.stringify({ prompt: "q", max_tokens: 4, result_policy: "offchain", timeout: 5 }),
+    });
+    const b = await miner.nextAssign(sid, 1);
+    expect(b.payload?.result_policy).toBe("offchain");
+    miner.ack(sid, b.task_id);
+    await miner.precommit(sid, b.task_id, text);
+    await waitForStatus(sid, b.task_id, "precommitted");
+    miner.send(sid, { type: "commit", task_id: b.task_id, text: "forged text", result_urn: urn.replace(":1:", `:${b.task_id}:`), finish_reason: "stop", usage: { prompt_tokens: 1, completion_tokens: 2 }, inference_ms: 1 });
+    const t2 = await waitFor(async () => {
+      const t = await getTask(sid, b.task_id);
+      return t.replicas[0]?.state === "rejected" ? t : null;
+    }, "the text-carrying URN commit to be rejected");
+    expect(t2.replicas[0].reason).toMatch(/must not carry text/);
+    await v2;
   });
 
   it("reserves task ids for their owner only, and refuses a submit under an id it does not hold", async () => {

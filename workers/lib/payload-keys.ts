@@ -151,9 +151,14 @@ export async function listAudit(env: Env, sessionId: string, limit = 100): Promi
 }
 
 /** The session's config, when `owner` may act for it (its owner; anyone for the shared default, owner `*`). */
-export async function requireOwner(env: Env, sessionId: string, owner: string): Promise<void> {
+export async function requireOwner(env: Env, sessionId: string, owner: string, opts: { shared?: boolean } = {}): Promise<void> {
   const detail = await sessionQueue(env, sessionId).describe();
   if (!detail) throw new ApiError("session_not_found", `unknown session ${sessionId}`);
+  // A shared session (owner `*`, e.g. the default one) has no owner to hand keys or allowlists to: every API
+  // key could claim them. It holds no private tasks; its off-chain objects are readable by any key (opts.shared).
+  if (detail.config.owner === "*" && !opts.shared) {
+    throw new ApiError("forbidden", `session ${sessionId} is shared by every API key: create a session of your own for payload keys`);
+  }
   if (detail.config.owner !== "*" && detail.config.owner !== owner) {
     throw new ApiError("forbidden", `session ${sessionId} belongs to another owner`);
   }

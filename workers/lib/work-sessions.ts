@@ -104,12 +104,15 @@ async function submitOne(env: Env, target: Target, req: SubmitRequest, family: s
   return outcome;
 }
 
+/** Task deadline of delegate/validate/factcheck work whose request names none, seconds. */
+export const WORK_TIMEOUT_S = 60;
+
 /**
  * Runs one task per target, in parallel, each waited for whole (never streamed). A replica whose session
  * answers nothing by the task deadline plus a grace is recorded as a router `timeout`.
  */
-export async function runReplicas(env: Env, targets: Target[], req: SubmitRequest, family: string, defaultTimeoutS = 60): Promise<ReplicaRun[]> {
-  const waitMs = (req.timeout_s ?? defaultTimeoutS) * 1000 + ROUTER_GRACE_MS;
+export async function runReplicas(env: Env, targets: Target[], req: SubmitRequest, family: string): Promise<ReplicaRun[]> {
+  const waitMs = (req.timeout_s ?? WORK_TIMEOUT_S) * 1000 + ROUTER_GRACE_MS;
   return Promise.all(
     targets.map(async (target, index): Promise<ReplicaRun> => {
       const t0 = Date.now();

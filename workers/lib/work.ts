@@ -5,7 +5,7 @@ import { ERROR_STATUS, type Failure } from "../../shared/errors.ts";
 import type { AppEnv } from "../env.ts";
 import { aggregate, type Aggregate, type Vote } from "./aggregation.ts";
 import type { Consensus } from "./work-schemas.ts";
-import { replicaWeights, resultMiners, runReplicas, type ReplicaRun, type Target } from "./work-sessions.ts";
+import { WORK_TIMEOUT_S, replicaWeights, resultMiners, runReplicas, type ReplicaRun, type Target } from "./work-sessions.ts";
 
 // The shared tail of delegate, validate and factcheck: run the replicas, judge each answer, aggregate, and
 // answer with the final result, consensus metadata and per-replica evidence.
@@ -160,7 +160,9 @@ export function submitRequest(
     input: { prompt, prompt_type: 1 },
     params,
     stream: false,
-    timeout_s: opts.timeout,
+    // Explicit, so the SessionQueue's deadline is the one the router waits for (a session's own task_timeout
+    // may be longer than the router's wait).
+    timeout_s: opts.timeout ?? WORK_TIMEOUT_S,
     client_reference: opts.client_reference,
     owner,
   };

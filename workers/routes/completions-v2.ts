@@ -75,6 +75,11 @@ async function plan(env: Env, sessionId: string, owner: string, body: Completion
   if (body.payload_policy === "inline" && plain.length > limit) {
     throw new ApiError("invalid_request", `prompt is ${plain.length} bytes; the inline limit is ${limit}`, [{ path: "payload_policy", message: "too large for inline" }]);
   }
+  if (isPrivate && reservation.config.owner === "*") {
+    throw new ApiError("invalid_request", `session ${sessionId} is shared by every API key; private tasks need a session of your own`, [
+      { path: "private", message: "not on a shared session" },
+    ]);
+  }
   const offchain = isPrivate || body.payload_policy === "offchain" || (body.payload_policy === "auto" && plain.length > limit);
   const resultPolicy = body.result_policy ?? (isPrivate ? "offchain" : "inline");
   if (!offchain && !isPrivate && resultPolicy === "inline") {

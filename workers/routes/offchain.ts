@@ -49,7 +49,7 @@ function objectResponse(c: Context<AppEnv>, urn: ParsedUrn, obj: { bytes: Uint8A
 offchain.get("/payload/:urn", async (c) => {
   const urn = urnParam(c, "prompt");
   const who = await caller(c);
-  if (who.kind === "client") await requireOwner(c.env, urn.session, who.owner);
+  if (who.kind === "client") await requireOwner(c.env, urn.session, who.owner, { shared: true });
   else if (!(await sessionQueue(c.env, urn.session).holdsTask(urn.task, who.address)).held) {
     await refuse(c, who.address, urn, "payload_fetch", `miner does not hold task ${urn.session}/${urn.task}`);
   }
@@ -62,7 +62,7 @@ offchain.get("/result/:urn", async (c) => {
   const urn = urnParam(c, "result");
   const who = await caller(c);
   if (who.kind !== "client") throw new ApiError("forbidden", "results are read by the session owner (API key)");
-  await requireOwner(c.env, urn.session, who.owner);
+  await requireOwner(c.env, urn.session, who.owner, { shared: true });
   const obj = await readObject(c.env, urn);
   if (!obj) throw new ApiError("not_found", "no stored result under this URN");
   if (c.req.query("decrypt") === "true" || c.req.query("decrypt") === "1") {
