@@ -5,13 +5,12 @@ import type { Failure } from "../shared/errors.ts";
 import { PoolMinerMessage, parseMessage, type PoolServerMessage } from "../shared/protocol.ts";
 import { registrationMessage } from "../shared/signing.ts";
 import type { SessionConfig } from "../shared/views.ts";
-import type { Env } from "../workers/env.ts";
-import { oracle } from "../workers/lib/stubs.ts";
 import { POOL_MIGRATIONS, applyOutcomes, isBenched, reputation, type LedgerEntry, type Policy, type ReplicaOutcome,
   type RepCounters,
   type ReputationView } from "./reputation.ts";
 import { migrate } from "./session-schema.ts";
-import type { MinerClaims } from "./session-queue.ts";
+import type { MinerClaims } from "./miner-sockets.ts";
+import { oracle } from "./stubs.ts";
 
 export interface MinerView {
   address: string;

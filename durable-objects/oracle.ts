@@ -1,5 +1,4 @@
 import { DurableObject } from "cloudflare:workers";
-import type { Env } from "../workers/env.ts";
 
 export interface BlockSnapshot {
   /** Height of the latest produced block. */

@@ -12,59 +12,21 @@ import {
 import { precommitTypedData, resultHash } from "../shared/signing.ts";
 import { canTransition, phaseRank, replicaIsLive, type ReplicaState, type TaskState } from "../shared/task-state.ts";
 import type { ConsensusView, SessionConfig, SessionUsage, TaskResult, TaskView } from "../shared/views.ts";
-import type { Env } from "../workers/env.ts";
-import { checkOffchainCommit } from "../workers/lib/payload-store.ts";
-import { nodePool, oracle } from "../workers/lib/stubs.ts";
+import { type MinerClaims } from "./miner-sockets.ts";
+import { checkOffchainCommit } from "./session-queue/commit-checks.ts";
+import { withDefaults } from "./session-queue/config.ts";
+import type { StreamEvent, SubmitOutcome, SubmitRequest } from "./session-queue/rpc.ts";
+import { nodePool, oracle } from "./stubs.ts";
 import { heightAt, type BlockSnapshot } from "./oracle.ts";
 import { OutcomeReporter } from "./outcome-reporter.ts";
 import type { Outcome, ReplicaOutcome } from "./reputation.ts";
 import { migrate, type ReplicaRow, type TaskRow } from "./session-schema.ts";
 import {
-  DEFAULT_DISPERSION_THRESHOLD,
-  DEFAULT_EMBEDDING_MODEL,
   distanceMatrix,
   judgeSimilarity,
   medianMatrix,
   wellFormed,
 } from "./similarity.ts";
-
-/** What the router passes for one completion. */
-export interface SubmitRequest {
-  input: PromptSpec;
-  params: Omit<GenerationParams, "seed"> & { seed?: number };
-  stream: boolean;
-  timeout_s?: number;
-  precommit_timeout_s?: number;
-  client_reference?: string;
-  model?: string;
-  /** Caps the replicas of this task below the session's redundancy. */
-  max_miners?: number;
-  /** Owner of the calling API key; sessions serve their owner (the default session, owner `*`, serves all). */
-  owner: string;
-  /** v2/v3: the prompt is off-chain and/or encrypted (`input.prompt` is then empty); see shared/payloads.ts. */
-  payload?: PayloadDescriptor;
-  /** v2/v3: an id from reserveTaskId(), under which the router already stored the task's payload. */
-  task_id?: number;
-}
-
-export type SubmitOutcome =
-  | { ok: true; stream: false; task: TaskView }
-  | { ok: true; stream: true; task_id: string; model: string; created_at: number; events: ReadableStream<Uint8Array> }
-  | { ok: false; error: Failure; task?: TaskView };
-
-/** NDJSON events on a streaming submit. */
-export type StreamEvent =
-  | { t: "token"; text: string }
-  | { t: "done"; task: TaskView }
-  | { t: "error"; error: Failure; task: TaskView };
-
-/** Verified miner identity, set by the router from the miner's token and kept across hibernation. */
-export interface MinerClaims {
-  address: string;
-  capacity: number;
-  models: string[];
-  device: string;
-}
 
 interface Replica {
   miner: string;
@@ -457,7 +419,7 @@ export class SessionQueue extends DurableObject<Env> {
         if (urnFault) return this.dropReplica(task, replica, "rejected", urnFault);
         if (msg.result_urn) {
           // Off-chain result: the router checked its signature and hashed its plaintext when it was stored.
-          const bad = await checkOffchainCommit(this.env, this.config!.id, msg.task_id, replica.miner, msg.result_urn, replica.hash!);
+          const bad = await checkOffchainCommit(this.env.PAYLOADS, this.config!.id, msg.task_id, replica.miner, msg.result_urn, replica.hash!);
           const late = this.lingering.get(task.id); // R2 was awaited: a quorum may have closed the task meanwhile
           if (late?.task.replicas.get(replica.miner) === replica && replicaIsLive(replica.state)) return this.onStraggler(late, replica, msg);
           if (!this.open.has(task.id) || replica.state !== "precommitted") return;
@@ -937,7 +899,7 @@ export class SessionQueue extends DurableObject<Env> {
     } else if (msg.type === "commit") {
       if (r.state !== "precommitted") return this.endStraggler(late, r, "rejected", "commit arrived before a precommit", now);
       const mismatch = offchainCommitFault(task, msg) ?? (msg.result_urn
-        ? await checkOffchainCommit(this.env, this.config!.id, msg.task_id, r.miner, msg.result_urn, r.hash!)
+        ? await checkOffchainCommit(this.env.PAYLOADS, this.config!.id, msg.task_id, r.miner, msg.result_urn, r.hash!)
         : task.assign.payload?.encrypted ? "a private task's result must be committed as an encrypted off-chain URN"
         : resultHash(msg.text) !== r.hash ? "commit does not match the precommitted hash" : null);
       if (!replicaIsLive(r.state)) return; // ended while R2 was awaited
@@ -1220,17 +1182,6 @@ export class SessionQueue extends DurableObject<Env> {
   private emit(w: WritableStreamDefaultWriter<Uint8Array>, ev: StreamEvent): void {
     w.write(encoder.encode(JSON.stringify(ev) + "\n")).catch(() => {});
   }
-}
-
-/** Fills settings a session stored before they existed. */
-function withDefaults(c: SessionConfig, env: Env): SessionConfig {
-  return {
-    ...c,
-    consensus: c.consensus ?? "auto",
-    dispersion_threshold: c.dispersion_threshold ?? (Number(env.DISPERSION_THRESHOLD) || DEFAULT_DISPERSION_THRESHOLD),
-    embedding_model: c.embedding_model ?? (env.EMBEDDING_MODEL || DEFAULT_EMBEDDING_MODEL),
-    validator_count: c.validator_count ?? 0,
-  };
 }
 
 /**

@@ -11,7 +11,6 @@ import {
 } from "../../shared/protocol.ts";
 import { precommitTypedData, resultHash } from "../../shared/signing.ts";
 import type { SessionUsage, TaskView } from "../../shared/views.ts";
-import type { Env } from "../../workers/env.ts";
 
 // Test harness for the unit project: the real router (the Worker's default export) and the real Durable
 // Objects, driven by a protocol-correct test miner that lives in the test itself. Every test uses fresh

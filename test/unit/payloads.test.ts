@@ -11,7 +11,6 @@ import {
   toHex,
 } from "../../shared/payload-crypto.ts";
 import { parseUrn, promptUrn, resultUrn } from "../../shared/payloads.ts";
-import type { Env } from "../../workers/env.ts";
 import { minerAllowed, parseAllowlist, parseSeeds, taskKey, writeStoredAllowlist } from "../../workers/lib/payload-keys.ts";
 import { decryptObject } from "../../workers/lib/payload-store.ts";
 import { API_KEY, MinerSet, ORIGIN, api, createSession, env, getTask, json, sessionStub, uniq, waitFor, waitForStatus } from "./helpers.ts";

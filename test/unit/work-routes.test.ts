@@ -3,7 +3,6 @@ import { afterEach, describe, expect, it } from "vitest";
 import { resultHash } from "../../shared/signing.ts";
 import app from "../../workers/index.ts";
 import { RUBRIC_CONSTRAINT, VALIDATE_VERDICTS } from "../../workers/lib/rubric.ts";
-import type { Env } from "../../workers/env.ts";
 import { API_KEY, MinerSet, ORIGIN, createSession, env, errorOf, json, uniq, type TestMiner } from "./helpers.ts";
 
 // Delegate, validate and factcheck through the real router and Durable Objects, with scripted test miners:

@@ -1,5 +1,4 @@
-import type { SubmitRequest } from "../../durable-objects/session-queue.ts";
-import type { Env } from "../env.ts";
+import type { SubmitRequest } from "../../durable-objects/session-queue/rpc.ts";
 import { ApiError } from "./api-error.ts";
 import { SESSION_ID, type CompletionBody } from "./schemas.ts";
 

@@ -1,6 +1,6 @@
 import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
-import type { StreamEvent } from "../../durable-objects/session-queue.ts";
+import type { StreamEvent } from "../../durable-objects/session-queue/rpc.ts";
 import type { TaskView } from "../../shared/views.ts";
 import type { AppEnv } from "../env.ts";
 import { errorBody } from "../middleware/errors.ts";

@@ -1,4 +1,4 @@
-import type { MinerClaims } from "../../durable-objects/session-queue.ts";
+import type { MinerClaims } from "../../durable-objects/miner-sockets.ts";
 
 // Miner bearer tokens: the claims NodePool verified at registration, HMAC-signed with MINER_TOKEN_SECRET so
 // the router checks a miner's WebSocket upgrade without a round trip to the pool.

@@ -1,7 +1,6 @@
 import { deriveSessionKey, deriveTaskKey, fromHex } from "../../shared/payload-crypto.ts";
-import type { Env } from "../env.ts";
 import { ApiError } from "./api-error.ts";
-import { sessionQueue } from "./stubs.ts";
+import { sessionQueue } from "../../durable-objects/stubs.ts";
 
 // Payload keys and who may have them. Seeds come from `PAYLOAD_KEY_SEEDS` (`version:hex,…`, the highest
 // version encrypts new payloads, older ones still decrypt what they sealed); keys derive per session and per

@@ -1,7 +1,6 @@
 import type { PromptSpec } from "../../shared/generation.ts";
 import { envelopeInfo, openPayload, sealPayload, sha256Hex } from "../../shared/payload-crypto.ts";
 import { parseUrn, promptUrn, resultUrn, type ParsedUrn } from "../../shared/payloads.ts";
-import type { Env } from "../env.ts";
 import { ApiError } from "./api-error.ts";
 import { taskKey } from "./payload-keys.ts";
 
@@ -95,27 +94,4 @@ export async function readResultText(env: Env, urnText: string): Promise<string>
 
 export function utf8(bytes: Uint8Array): string {
   return dec.decode(bytes);
-}
-
-/**
- * Run by the SessionQueue when a commit names a result URN: the URN must be this replica's own result for this
- * task, and the object must exist with the plaintext hash the router computed when it accepted the signed
- * write equal to the replica's precommitted hash. Returns why not, or null.
- */
-export async function checkOffchainCommit(
-  env: Env,
-  sessionId: string,
-  taskId: string,
-  miner: string,
-  urnText: string,
-  precommitted: string,
-): Promise<string | null> {
-  const urn = parseUrn(urnText);
-  if (!urn || urn.kind !== "result" || urn.session !== sessionId || urn.task !== taskId || urn.miner !== miner.toLowerCase()) {
-    return "result URN does not name this replica's result";
-  }
-  const head = await env.PAYLOADS.head(urn.key);
-  if (!head) return "result URN names no stored object";
-  if (head.customMetadata?.result_hash !== precommitted) return "stored result does not match the precommitted hash";
-  return null;
 }

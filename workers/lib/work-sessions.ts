@@ -1,11 +1,10 @@
-import type { SubmitRequest } from "../../durable-objects/session-queue.ts";
+import type { SubmitRequest } from "../../durable-objects/session-queue/rpc.ts";
 import type { Failure } from "../../shared/errors.ts";
 import type { TaskView } from "../../shared/views.ts";
-import type { Env } from "../env.ts";
 import { ApiError } from "./api-error.ts";
 import { SESSION_ID } from "./schemas.ts";
 import { ensureDefaultSession } from "./sessions.ts";
-import { nodePool, sessionQueue } from "./stubs.ts";
+import { nodePool, sessionQueue } from "../../durable-objects/stubs.ts";
 
 // Which sessions delegate / validate / factcheck work goes to, and running it there as replicas.
 //

@@ -1,6 +1,6 @@
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import type { SubmitRequest } from "../../durable-objects/session-queue.ts";
+import type { SubmitRequest } from "../../durable-objects/session-queue/rpc.ts";
 import { ERROR_STATUS, type Failure } from "../../shared/errors.ts";
 import type { AppEnv } from "../env.ts";
 import { aggregate, type Aggregate, type Vote } from "./aggregation.ts";

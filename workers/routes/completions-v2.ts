@@ -1,10 +1,10 @@
 import { Hono, type Context } from "hono";
 import { z } from "zod";
-import type { SubmitOutcome, SubmitRequest } from "../../durable-objects/session-queue.ts";
+import type { SubmitOutcome, SubmitRequest } from "../../durable-objects/session-queue/rpc.ts";
 import type { PromptSpec } from "../../shared/generation.ts";
 import { RESULT_POLICIES, parseUrn, type PayloadDescriptor } from "../../shared/payloads.ts";
 import type { TaskView } from "../../shared/views.ts";
-import type { AppEnv, Env } from "../env.ts";
+import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { completionRequest, resolveSession } from "../lib/completion-request.ts";
 import { streamCompletion } from "../lib/completion-stream.ts";
@@ -12,7 +12,7 @@ import { completionResponse } from "../lib/openai.ts";
 import { inlineLimit, payloadMax, promptBytes, readResultText, storePrompt } from "../lib/payload-store.ts";
 import { CompletionBody } from "../lib/schemas.ts";
 import { ensureDefaultSession } from "../lib/sessions.ts";
-import { sessionQueue } from "../lib/stubs.ts";
+import { sessionQueue } from "../../durable-objects/stubs.ts";
 import { jsonBody } from "../lib/validate.ts";
 import { apiKeyAuth } from "../middleware/auth.ts";
 

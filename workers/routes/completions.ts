@@ -1,13 +1,13 @@
 import { Hono } from "hono";
-import type { SubmitOutcome } from "../../durable-objects/session-queue.ts";
-import type { AppEnv, Env } from "../env.ts";
+import type { SubmitOutcome } from "../../durable-objects/session-queue/rpc.ts";
+import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { completionRequest, resolveSession } from "../lib/completion-request.ts";
 import { streamCompletion } from "../lib/completion-stream.ts";
 import { completionResponse } from "../lib/openai.ts";
 import { CompletionBody } from "../lib/schemas.ts";
 import { ensureDefaultSession } from "../lib/sessions.ts";
-import { sessionQueue } from "../lib/stubs.ts";
+import { sessionQueue } from "../../durable-objects/stubs.ts";
 import { jsonBody } from "../lib/validate.ts";
 
 export const completions = new Hono<AppEnv>();

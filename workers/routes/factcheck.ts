@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import { z } from "zod";
-import type { AppEnv, Env } from "../env.ts";
+import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { FACTCHECK_VERDICTS, asText, factcheckPrompt, rubricParams } from "../lib/rubric.ts";
 import { jsonBody } from "../lib/validate.ts";

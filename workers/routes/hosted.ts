@@ -2,7 +2,7 @@ import { Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { z } from "zod";
 import { ERROR_STATUS, type ErrorCode } from "../../shared/errors.ts";
-import type { AppEnv, Env } from "../env.ts";
+import type { AppEnv } from "../env.ts";
 import { SESSION_ID } from "../lib/schemas.ts";
 import { jsonBody } from "../lib/validate.ts";
 import { apiKeyAuth } from "../middleware/auth.ts";

@@ -2,7 +2,7 @@ import { Hono } from "hono";
 import { VERSION, type AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { AddressParam, ListQuery } from "../lib/schemas.ts";
-import { nodePool, oracle } from "../lib/stubs.ts";
+import { nodePool, oracle } from "../../durable-objects/stubs.ts";
 import { params, query } from "../lib/validate.ts";
 
 // Health and network information. ping and about are public; the rest need an API key (mounted after auth).
@@ -34,7 +34,7 @@ meta.get("/info", async (c) => {
   const dedicatedCount = online.filter((m) => m.sessions.some((id) => dedicated.has(id))).length;
   return c.json({
     active_sessions: sessions.filter((s) => s.active).length,
-    address: c.env.ROUTER_ADDRESS ?? null,
+    address: c.env.ROUTER_ADDRESS || null,
     name: c.env.ROUTER_NAME,
     node_stats: { dedicated_count: dedicatedCount, ephemeral_count: online.length - dedicatedCount, total_count: online.length },
     total_sessions: sessions.length,

@@ -4,7 +4,7 @@ import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { issueMinerToken, verifyMinerToken } from "../lib/miner-token.ts";
 import { SessionParam } from "../lib/schemas.ts";
-import { nodePool, sessionQueue } from "../lib/stubs.ts";
+import { nodePool, sessionQueue } from "../../durable-objects/stubs.ts";
 import { jsonBody, params } from "../lib/validate.ts";
 
 // Miner-facing routes. Miners prove their wallet with a signed challenge instead of an API key, then use the

@@ -7,7 +7,7 @@ import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { auditRefusal, requireOwner } from "../lib/payload-keys.ts";
 import { decryptObject, readObject, storeResult, utf8 } from "../lib/payload-store.ts";
-import { sessionQueue } from "../lib/stubs.ts";
+import { sessionQueue } from "../../durable-objects/stubs.ts";
 import { jsonBody } from "../lib/validate.ts";
 import { caller, minerCaller } from "../middleware/bearer.ts";
 

@@ -3,7 +3,7 @@ import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { CreateSessionBody, SessionParam } from "../lib/schemas.ts";
 import { createSession } from "../lib/sessions.ts";
-import { nodePool, sessionQueue } from "../lib/stubs.ts";
+import { nodePool, sessionQueue } from "../../durable-objects/stubs.ts";
 import { jsonBody, params } from "../lib/validate.ts";
 
 export const sessions = new Hono<AppEnv>();

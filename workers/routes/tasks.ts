@@ -3,7 +3,7 @@ import { validator } from "hono/validator";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { ListQuery, SessionParam, TaskParam } from "../lib/schemas.ts";
-import { sessionQueue } from "../lib/stubs.ts";
+import { sessionQueue } from "../../durable-objects/stubs.ts";
 import { issues, params } from "../lib/validate.ts";
 
 export const tasks = new Hono<AppEnv>();

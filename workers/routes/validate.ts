@@ -1,5 +1,5 @@
 import { Hono } from "hono";
-import type { AppEnv, Env } from "../env.ts";
+import type { AppEnv } from "../env.ts";
 import { VALIDATE_VERDICTS, asText, parseRubricOutput, rubricParams, validatePrompt, type ValidateMaterial } from "../lib/rubric.ts";
 import { jsonBody } from "../lib/validate.ts";
 import { consensusView, respond, runWork, submitRequest, type Judgement } from "../lib/work.ts";
