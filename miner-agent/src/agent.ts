@@ -1,4 +1,3 @@
-import type { Dishonesty } from "./dishonest.ts";
 import type { Engine } from "./engine-types.ts";
 import { sleep } from "./backoff.ts";
 import type { Logger } from "./log.ts";
@@ -8,7 +7,7 @@ import { Registration } from "./registration.ts";
 import { RouterClient } from "./router-client.ts";
 import { SessionConnection } from "./session-connection.ts";
 import { Stats } from "./stats.ts";
-import { TaskRunner } from "./task-runner.ts";
+import { TaskRunner, type TaskRunnerApi, type TaskRunnerOptions } from "./task-runner.ts";
 import type { Validator } from "./validator.ts";
 import type { Wallet } from "./wallet.ts";
 
@@ -29,17 +28,18 @@ export interface MinerAgentOptions {
   fetch?: typeof fetch;
   /** Validation work (embeddings for similarity consensus); its model is announced with the engine's. */
   validator?: Validator;
-  /** TEST ONLY: cheat in this way (cheat suite). */
-  dishonest?: Dishonesty;
-  /** TEST ONLY: delay before each precommit (a slow miner). */
-  testDelayMs?: number;
+  /**
+   * Builds the task runner from its options; default `new TaskRunner(opts)`. Only the test-only cheating and
+   * slow miners (dishonest.ts, wired by cli.ts) put a decorator here.
+   */
+  createRunner?: (opts: TaskRunnerOptions) => TaskRunnerApi;
 }
 
 export class MinerAgent {
   readonly #opts: MinerAgentOptions;
   readonly #client: RouterClient;
   readonly #stats = new Stats();
-  readonly #runner: TaskRunner;
+  readonly #runner: TaskRunnerApi;
   readonly #sessions = new Map<string, SessionConnection>();
   #registration: Registration | null = null;
   #pool: PoolConnection | null = null;
@@ -48,14 +48,13 @@ export class MinerAgent {
   constructor(opts: MinerAgentOptions) {
     this.#opts = opts;
     this.#client = new RouterClient(opts.routerUrl, opts.fetch);
-    this.#runner = new TaskRunner({
+    const createRunner = opts.createRunner ?? ((o: TaskRunnerOptions) => new TaskRunner(o));
+    this.#runner = createRunner({
       engine: opts.engine,
       account: opts.wallet.account,
       concurrency: opts.concurrency,
       log: opts.log,
       stats: this.#stats,
-      dishonest: opts.dishonest,
-      testDelayMs: opts.testDelayMs,
       // Tokens come from the registration once start() made it; payload calls only happen after that.
       payloads: new PayloadClient({
         baseUrl: this.#client.baseUrl,
@@ -69,7 +68,7 @@ export class MinerAgent {
     });
   }
 
-  get runner(): TaskRunner {
+  get runner(): TaskRunnerApi {
     return this.#runner;
   }
 

@@ -2,14 +2,14 @@ import { readFileSync } from "node:fs";
 import { MinerAgent } from "./agent.ts";
 import type { Engine, LoadEngineOptions } from "./engine-types.ts";
 import { createLogger, describeError, type Logger } from "./log.ts";
-import type { DishonestMode } from "./dishonest.ts";
 import { HELP, parseCliArgs, UsageError, type CliOptions } from "./options.ts";
 import { createLoadReporter } from "./progress.ts";
 import { Validator } from "./validator.ts";
-import { expandHome, loadOrCreateWallet, WalletError } from "./wallet.ts";
+import { expandHome, loadOrCreateWallet, WalletError, type Wallet } from "./wallet.ts";
 
 // `miner-agent`: parse options, load the wallet and the model, then run the agent until Ctrl-C.
-// The engine and the model builder are imported lazily so `--help` answers instantly.
+// The engine and the model builder are imported lazily so `--help` answers instantly; dishonest.ts (test-only
+// cheating and slow miners) only when its options are given.
 
 const VERSION = readVersion();
 const DUPLICATE_SIGNAL_MS = 300;
@@ -19,80 +19,32 @@ let engine: Engine | null = null;
 let stopping = false;
 
 async function main(argv: string[]): Promise<void> {
-  let opts: CliOptions;
-  try {
-    opts = parseCliArgs(argv);
-  } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
-    process.stderr.write(`miner-agent: ${err.message}\nRun 'miner-agent --help' for usage.\n`);
-    return exit(2);
-  }
-  if (opts.help) {
-    process.stdout.write(HELP + "\n");
-    return exit(0);
-  }
-  if (opts.version) {
-    process.stdout.write(VERSION + "\n");
-    return exit(0);
-  }
-
+  const opts = parseOrAnswer(argv);
+  if (!opts) return;
   const log = createLogger({ format: opts.logFormat, quiet: opts.quiet });
   installProcessHandlers(log);
 
-  let wallet;
-  try {
-    wallet = await loadOrCreateWallet(opts.keyFile);
-  } catch (err) {
-    log.error(err instanceof WalletError ? err.message : `wallet: ${describeError(err)}`);
-    return exit(1);
-  }
-  if (wallet.created) {
-    log.notice(`created a new wallet ${wallet.address} (key saved to ${wallet.keyFile}; keep it private)`, {
-      address: wallet.address,
-      key_file: wallet.keyFile,
-    });
-  }
-  if (wallet.insecureMode) {
-    log.warn(`key file ${wallet.keyFile} is readable by other users (mode ${wallet.insecureMode}); run chmod 600 on it`);
-  }
-
+  const wallet = await openWallet(opts.keyFile, log);
+  if (!wallet) return exit(1);
   const model = opts.model ?? (await import("./model/build.ts")).BUILTIN_MODEL_ID;
   const cacheDir = expandHome(opts.cacheDir);
-  const dishonest = opts.testDishonest ? await prepareDishonesty(opts.testDishonest, model, cacheDir, log) : undefined;
-  log.info(`loading model ${model} (device ${opts.device}, cache ${cacheDir})`);
-  const reporter = createLoadReporter({ log, model, tty: Boolean(process.stderr.isTTY) && !opts.quiet });
-  const loadStart = Date.now();
-  let loaded: Engine;
-  try {
-    const { loadEngine }: { loadEngine: (o: LoadEngineOptions) => Promise<Engine> } = await import("./engine.ts");
-    loaded = await loadEngine({
-      model: dishonest?.loadModel ?? model,
-      device: opts.device,
-      cacheDir,
-      threads: opts.threads,
-      onProgress: (p) => reporter.onProgress(p),
-    });
-    if (dishonest?.loadModel) loaded = dishonest.disguise(loaded, model);
-  } catch (err) {
-    reporter.finish();
-    log.error(`cannot load model ${model}: ${describeError(err)}`);
-    return exit(1);
-  }
-  reporter.finish();
+  // TEST ONLY (`--test-dishonest`, `--test-delay-ms`): a cheating or slow miner. Never loaded otherwise.
+  const testMiner =
+    opts.testDishonest || opts.testDelayMs
+      ? await (await import("./dishonest.ts")).prepareTestMiner({
+          mode: opts.testDishonest,
+          delayMs: opts.testDelayMs,
+          model,
+          cacheDir,
+          log,
+        })
+      : undefined;
+  const load = await loadModel(opts, model, cacheDir, testMiner?.loadModel, log);
+  if (!load) return exit(1);
+  const loaded = testMiner ? testMiner.engine(load.engine) : load.engine;
   engine = loaded;
   if (stopping) return; // Ctrl-C arrived while loading; the signal handler is exiting
-
-  log.event("engine_loaded", `model ${loaded.model} loaded in ${Date.now() - loadStart} ms`, {
-    model: loaded.model,
-    device: loaded.device,
-    load_ms: Date.now() - loadStart,
-  });
-  log.info(`miner-agent ${VERSION}`);
-  log.info(`address      ${wallet.address}`, { address: wallet.address });
-  log.info(`router       ${opts.router}`, { router: opts.router });
-  log.info(`model        ${loaded.model}`, { model: loaded.model });
-  log.info(`device       ${loaded.device}${opts.device === "auto" ? " (auto)" : ""}`, { device: loaded.device });
-  log.info(`concurrency  ${opts.concurrency}`, { concurrency: opts.concurrency });
+  logStartup(opts, log, wallet.address, loaded, load.startedAt);
 
   agent = new MinerAgent({
     routerUrl: opts.router,
@@ -104,8 +56,7 @@ async function main(argv: string[]): Promise<void> {
     name: opts.name,
     stake: opts.stake,
     version: VERSION,
-    dishonest: dishonest?.dishonesty,
-    testDelayMs: opts.testDelayMs,
+    createRunner: testMiner?.createRunner,
     validator: opts.embeddingModel
       ? new Validator({ model: opts.embeddingModel, cacheDir, device: loaded.device, threads: opts.threads, log })
       : undefined,
@@ -121,19 +72,86 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-/** TEST ONLY (`--test-dishonest`): the cheat hooks, and for wrong-model the look-alike model to load instead. */
-async function prepareDishonesty(mode: DishonestMode, model: string, cacheDir: string, log: Logger) {
-  const { createDishonesty, disguiseEngine, WRONG_MODEL_VARIANT_ID, WRONG_MODEL_SEED_OFFSET } = await import("./dishonest.ts");
-  log.warn(`TEST-ONLY DISHONEST MODE: ${mode} (this miner cheats on purpose; never use outside tests)`, { dishonest: mode });
-  let loadModel: string | undefined;
-  if (mode === "wrong-model") {
-    const build = await import("./model/build.ts");
-    if (model !== build.BUILTIN_MODEL_ID) throw new Error("--test-dishonest wrong-model needs the builtin model");
-    loadModel = await build.ensureBuiltinModel(cacheDir, WRONG_MODEL_VARIANT_ID, undefined, {
-      seed: build.BUILTIN_SEED + WRONG_MODEL_SEED_OFFSET,
+/** The options to run with; undefined once a usage error, --help or --version has been answered. */
+function parseOrAnswer(argv: string[]): CliOptions | undefined {
+  let opts: CliOptions;
+  try {
+    opts = parseCliArgs(argv);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`miner-agent: ${err.message}\nRun 'miner-agent --help' for usage.\n`);
+    exit(2);
+    return undefined;
+  }
+  if (opts.help || opts.version) {
+    process.stdout.write((opts.help ? HELP : VERSION) + "\n");
+    exit(0);
+    return undefined;
+  }
+  return opts;
+}
+
+async function openWallet(keyFile: string, log: Logger): Promise<Wallet | undefined> {
+  let wallet: Wallet;
+  try {
+    wallet = await loadOrCreateWallet(keyFile);
+  } catch (err) {
+    log.error(err instanceof WalletError ? err.message : `wallet: ${describeError(err)}`);
+    return undefined;
+  }
+  if (wallet.created) {
+    log.notice(`created a new wallet ${wallet.address} (key saved to ${wallet.keyFile}; keep it private)`, {
+      address: wallet.address,
+      key_file: wallet.keyFile,
     });
   }
-  return { dishonesty: createDishonesty(mode), loadModel, disguise: disguiseEngine };
+  if (wallet.insecureMode) {
+    log.warn(`key file ${wallet.keyFile} is readable by other users (mode ${wallet.insecureMode}); run chmod 600 on it`);
+  }
+  return wallet;
+}
+
+/** Loads the engine (`loadFrom`: another folder to load in its place); undefined if it cannot be loaded. */
+async function loadModel(
+  opts: CliOptions,
+  model: string,
+  cacheDir: string,
+  loadFrom: string | undefined,
+  log: Logger,
+): Promise<{ engine: Engine; startedAt: number } | undefined> {
+  log.info(`loading model ${model} (device ${opts.device}, cache ${cacheDir})`);
+  const reporter = createLoadReporter({ log, model, tty: Boolean(process.stderr.isTTY) && !opts.quiet });
+  const startedAt = Date.now();
+  try {
+    const { loadEngine }: { loadEngine: (o: LoadEngineOptions) => Promise<Engine> } = await import("./engine.ts");
+    const loaded = await loadEngine({
+      model: loadFrom ?? model,
+      device: opts.device,
+      cacheDir,
+      threads: opts.threads,
+      onProgress: (p) => reporter.onProgress(p),
+    });
+    reporter.finish();
+    return { engine: loaded, startedAt };
+  } catch (err) {
+    reporter.finish();
+    log.error(`cannot load model ${model}: ${describeError(err)}`);
+    return undefined;
+  }
+}
+
+function logStartup(opts: CliOptions, log: Logger, address: string, loaded: Engine, loadStart: number): void {
+  log.event("engine_loaded", `model ${loaded.model} loaded in ${Date.now() - loadStart} ms`, {
+    model: loaded.model,
+    device: loaded.device,
+    load_ms: Date.now() - loadStart,
+  });
+  log.info(`miner-agent ${VERSION}`);
+  log.info(`address      ${address}`, { address });
+  log.info(`router       ${opts.router}`, { router: opts.router });
+  log.info(`model        ${loaded.model}`, { model: loaded.model });
+  log.info(`device       ${loaded.device}${opts.device === "auto" ? " (auto)" : ""}`, { device: loaded.device });
+  log.info(`concurrency  ${opts.concurrency}`, { concurrency: opts.concurrency });
 }
 
 function installProcessHandlers(log: Logger): void {

@@ -1,11 +1,24 @@
 import { randomBytes, randomInt } from "node:crypto";
-import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from "viem/accounts";
+import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
+import type { AssignMessage } from "../../shared/protocol.ts";
 import type { Engine, GenerateRequest, GenerateResult } from "./engine-types.ts";
+import type { Logger } from "./log.ts";
+import type { DishonestMode } from "./options.ts";
+import {
+  TaskRunner,
+  type PrecommitSigner,
+  type TaskRunnerApi,
+  type TaskRunnerOptions,
+  type TaskSink,
+} from "./task-runner.ts";
 
-// TEST ONLY. Dishonest behaviours for the fault and cheat suite (`--test-dishonest <mode>` or env
-// MINER_TEST_DISHONEST): a real miner process that lies in one precise way, so integration tests and
-// `npm run bench:cheats` can check the router catches it. Nothing here runs unless the option is given; an
-// honest miner never constructs a Dishonesty.
+// TEST ONLY. Dishonest and slow miners for the fault and cheat suite: `--test-dishonest <mode>` (env
+// MINER_TEST_DISHONEST) makes a real miner process lie in one precise way, `--test-delay-ms <ms>` (env
+// MINER_TEST_DELAY_MS) holds each result before it is precommitted, so integration tests and
+// `npm run bench:cheats` can check the router catches it. The production TaskRunner knows nothing of this:
+// `createTestRunner` builds one from decorated seams (its engine, its precommit signer, its log) and stands
+// in front of it to decorate each task's sink or to stop a task after its ack. cli.ts imports this file only
+// when one of those options is given; an honest miner never loads it.
 //
 //   junk              skips the model and answers random text, correctly precommitted and signed
 //   wrong-model       serves a different model (the builtin one built with another seed) under the declared id
@@ -13,53 +26,186 @@ import type { Engine, GenerateRequest, GenerateResult } from "./engine-types.ts"
 //   replay-signature  computes honestly but precommits with a signature by another key (not its own)
 //   silent-after-ack  acks every task, then never sends anything about it
 
-export const DISHONEST_MODES = ["junk", "wrong-model", "bad-commit", "replay-signature", "silent-after-ack"] as const;
-export type DishonestMode = (typeof DISHONEST_MODES)[number];
-
-export function isDishonestMode(v: string): v is DishonestMode {
-  return (DISHONEST_MODES as readonly string[]).includes(v);
-}
+export { DISHONEST_MODES, isDishonestMode, type DishonestMode } from "./options.ts";
 
 /** Folder id (under the model cache) of the builtin model's look-alike that `wrong-model` runs. */
 export const WRONG_MODEL_VARIANT_ID = "edge/tiny-gpt2-variant";
 /** The variant differs from the builtin model by its weight seed only: same shapes, speed and tokenizer. */
 export const WRONG_MODEL_SEED_OFFSET = 1;
 
-/** The hooks TaskRunner applies; each one is absent for modes that do not need it. */
-export interface Dishonesty {
-  readonly mode: DishonestMode;
-  /** Ack, then drop the task on the floor. */
-  readonly silentAfterAck: boolean;
-  /** Replaces the engine's generation (junk). */
-  generate?(req: GenerateRequest): Promise<GenerateResult>;
-  /** Signs precommits with this account instead of the miner's own (replay-signature). */
-  readonly signer?: PrivateKeyAccount;
-  /** The text actually committed, given the text precommitted (bad-commit). */
-  commitText?(precommitted: string): string;
+/** A test-only miner: the way it cheats (none: honest) and how long it holds each result. */
+export interface TestMiner {
+  mode?: DishonestMode;
+  delayMs?: number;
 }
 
-export function createDishonesty(mode: DishonestMode): Dishonesty {
+/** What cli.ts wires for a test-only miner. */
+export interface TestMinerSetup {
+  /** wrong-model: the model folder to load instead of the declared model. */
+  readonly loadModel?: string;
+  /** The loaded engine as the agent should see it (wrong-model: presented under the declared id). */
+  engine(loaded: Engine): Engine;
+  /** Builds the agent's task runner: a decorated TaskRunner (MinerAgentOptions.createRunner). */
+  createRunner(opts: TaskRunnerOptions): TaskRunnerApi;
+}
+
+/** Warns that this miner is test-only and, for wrong-model, builds the look-alike model it will load instead. */
+export async function prepareTestMiner(
+  test: TestMiner & { model: string; cacheDir: string; log: Logger },
+): Promise<TestMinerSetup> {
+  const { mode, model, cacheDir, log } = test;
+  if (mode) log.warn(`TEST-ONLY DISHONEST MODE: ${mode} (this miner cheats on purpose; never use outside tests)`, { dishonest: mode });
+  let loadModel: string | undefined;
+  if (mode === "wrong-model") {
+    const build = await import("./model/build.ts");
+    if (model !== build.BUILTIN_MODEL_ID) throw new Error("--test-dishonest wrong-model needs the builtin model");
+    loadModel = await build.ensureBuiltinModel(cacheDir, WRONG_MODEL_VARIANT_ID, undefined, {
+      seed: build.BUILTIN_SEED + WRONG_MODEL_SEED_OFFSET,
+    });
+  }
+  return {
+    loadModel,
+    engine: (loaded) => (loadModel ? disguiseEngine(loaded, model) : loaded),
+    createRunner: (opts) => createTestRunner(opts, { mode: test.mode, delayMs: test.delayMs }),
+  };
+}
+
+/** A TaskRunner that cheats in `mode` and holds each result `delayMs` before precommitting it. */
+export function createTestRunner(opts: TaskRunnerOptions, test: TestMiner): TaskRunnerApi {
+  return new TestRunner(opts, test);
+}
+
+/** How one mode changes the runner; each part is absent where the mode leaves it honest. */
+interface Cheat {
+  /** Replaces the engine's generation (junk). */
+  engine?(honest: TaskRunnerOptions["engine"]): TaskRunnerOptions["engine"];
+  /** Signs precommits with another key, still naming the miner's own address (replay-signature). */
+  account?(honest: PrecommitSigner): PrecommitSigner;
+  /** Rewrites what a task sends (bad-commit). */
+  sink?(honest: TaskSink): TaskSink;
+  /** Ack, then drop the task on the floor (silent-after-ack). */
+  silentAfterAck?: boolean;
+}
+
+function cheatFor(mode: DishonestMode): Cheat {
   switch (mode) {
     case "junk":
-      return { mode, silentAfterAck: false, generate: junkGenerate };
+      return { engine: (honest) => ({ model: honest.model, generate: junkGenerate }) };
     case "bad-commit":
-      return {
-        mode,
-        silentAfterAck: false,
-        // Same length, different bytes: a swap a careless check (length, prefix) would not notice.
-        commitText: (text) => (text.length > 0 ? text.slice(0, -1) + (text.endsWith("x") ? "y" : "x") : "x"),
-      };
-    case "replay-signature":
+      return { sink: (honest) => rewriteCommits(honest, swapLastChar) };
+    case "replay-signature": {
       // A key that is not the miner's: its signatures recover to another address. (A miner never sees
       // another miner's precommit, so replaying one verbatim is not observable from here; the router's
       // check is the same either way: the signature must recover to the sender's own address.)
-      return { mode, silentAfterAck: false, signer: privateKeyToAccount(generatePrivateKey()) };
+      const other = privateKeyToAccount(generatePrivateKey());
+      return { account: (honest) => ({ address: honest.address, signTypedData: other.signTypedData.bind(other) }) };
+    }
     case "wrong-model":
-      // The engine itself is swapped by cli.ts (see wrongModelEngine); the task path stays honest.
-      return { mode, silentAfterAck: false };
+      // The engine itself is swapped at load (prepareTestMiner, disguiseEngine); the task path stays honest.
+      return {};
     case "silent-after-ack":
-      return { mode, silentAfterAck: true };
+      return { silentAfterAck: true };
   }
+}
+
+/** The decorator: a TaskRunner built from the cheat's seams, with the cheat's sink and silence in front. */
+class TestRunner implements TaskRunnerApi {
+  readonly #runner: TaskRunner;
+  readonly #cheat: Cheat;
+  readonly #log: Logger;
+
+  constructor(opts: TaskRunnerOptions, { mode, delayMs = 0 }: TestMiner) {
+    this.#cheat = mode ? cheatFor(mode) : {};
+    this.#log = opts.log;
+    this.#runner = new TaskRunner({
+      ...opts,
+      engine: holdResults(this.#cheat.engine?.(opts.engine) ?? opts.engine, delayMs),
+      account: this.#cheat.account?.(opts.account) ?? opts.account,
+      log: mode ? tagTaskDone(opts.log, mode) : opts.log,
+    });
+  }
+
+  get running(): number {
+    return this.#runner.running;
+  }
+
+  get queued(): number {
+    return this.#runner.queued;
+  }
+
+  get inflight(): number {
+    return this.#runner.inflight;
+  }
+
+  submit(sink: TaskSink, assign: AssignMessage): void {
+    if (!this.#cheat.silentAfterAck) {
+      this.#runner.submit(this.#cheat.sink?.(sink) ?? sink, assign);
+      return;
+    }
+    if (!this.#runner.admit(sink, assign)) return;
+    const f = { session_id: sink.sessionId, task_id: assign.task_id, mode: "silent-after-ack" };
+    this.#log.event("dishonest", `task ${sink.sessionId}/${assign.task_id}: acked and going silent (test-only dishonest mode)`, f, "warn");
+  }
+
+  cancel(sessionId: string, taskId: string, reason: string): void {
+    this.#runner.cancel(sessionId, taskId, reason);
+  }
+
+  abortSession(sessionId: string): void {
+    this.#runner.abortSession(sessionId);
+  }
+
+  stopAccepting(): void {
+    this.#runner.stopAccepting();
+  }
+
+  releaseRunning(): void {
+    this.#runner.releaseRunning();
+  }
+}
+
+/** `--test-delay-ms`: each result is held this long before the runner precommits it (a slow miner). */
+function holdResults(engine: TaskRunnerOptions["engine"], ms: number): TaskRunnerOptions["engine"] {
+  if (!ms) return engine;
+  return {
+    model: engine.model,
+    generate: async (req) => {
+      const result = await engine.generate(req);
+      // A stopped task is dropped by the runner at once; only a result about to be precommitted is held.
+      if (!req.signal?.aborted) await new Promise((r) => setTimeout(r, ms));
+      return result;
+    },
+  };
+}
+
+/** Every `task_done` event of a cheating runner names its mode. */
+function tagTaskDone(log: Logger, mode: DishonestMode): Logger {
+  return {
+    info: (msg, fields) => log.info(msg, fields),
+    notice: (msg, fields) => log.notice(msg, fields),
+    warn: (msg, fields) => log.warn(msg, fields),
+    error: (msg, fields) => log.error(msg, fields),
+    event: (event, msg, fields, level) =>
+      log.event(event, msg, event === "task_done" ? { ...fields, dishonest: mode } : fields, level),
+  };
+}
+
+/** Same length, different bytes: a swap a careless check (length, prefix) would not notice. */
+function swapLastChar(text: string): string {
+  return text.length > 0 ? text.slice(0, -1) + (text.endsWith("x") ? "y" : "x") : "x";
+}
+
+/** The sink with every inline commit's text rewritten (an off-chain commit carries none). */
+function rewriteCommits(sink: TaskSink, rewrite: (text: string) => string): TaskSink {
+  return {
+    get sessionId() {
+      return sink.sessionId;
+    },
+    send: (msg) => sink.send(msg),
+    deliver: (msg) => sink.deliver(msg.type === "commit" && !msg.result_urn ? { ...msg, text: rewrite(msg.text) } : msg),
+    hasPending: (taskId) => sink.hasPending(taskId),
+    dropTask: (taskId) => sink.dropTask(taskId),
+  };
 }
 
 const WORDS = ["lorem", "ipsum", "dolor", "sit", "amet", "quux", "zorp", "blarg", "fnord", "wibble", "plugh", "xyzzy"];

@@ -116,24 +116,7 @@ export class TransformersEngine implements Engine {
   private async run(req: GenerateRequest): Promise<DetailedResult> {
     const t0 = performance.now();
     const { params, signal, onToken } = req;
-    let templated = false;
-    const chatTemplate = this.tokenizer.chat_template
-      ? (prompt: string) => {
-          templated = true;
-          return this.tokenizer.apply_chat_template([{ role: "user", content: prompt }], {
-            tokenize: false,
-            add_generation_prompt: true,
-          }) as string;
-        }
-      : undefined;
-    const prompt = renderPrompt(req.input, chatTemplate);
-    // A chat template already contains the special tokens it needs.
-    let promptIds = this.tokenizer.encode(prompt, { add_special_tokens: !templated });
-    if (promptIds.length === 0) {
-      const bos = (this.lm.config as unknown as { bos_token_id?: number }).bos_token_id ?? [...this.eos][0];
-      if (bos == null) throw new Error("empty prompt and the model has no bos token");
-      promptIds = [bos];
-    }
+    const promptIds = this.encodePrompt(req.input);
     const room = this.contextLimit - promptIds.length;
     if (room < 1) throw new Error(`prompt is ${promptIds.length} tokens; the model's context is ${this.contextLimit}`);
     // A constraint (see model/constrained.ts) bounds the completion's length itself.
@@ -203,6 +186,27 @@ export class TransformersEngine implements Engine {
       inference_ms: performance.now() - t0,
       token_ids: ids,
     };
+  }
+
+  /** The prompt's token ids: chat-templated when the model has a template; a lone bos when it is empty. */
+  private encodePrompt(input: GenerateRequest["input"]): number[] {
+    let templated = false;
+    const chatTemplate = this.tokenizer.chat_template
+      ? (prompt: string) => {
+          templated = true;
+          return this.tokenizer.apply_chat_template([{ role: "user", content: prompt }], {
+            tokenize: false,
+            add_generation_prompt: true,
+          }) as string;
+        }
+      : undefined;
+    const prompt = renderPrompt(input, chatTemplate);
+    // A chat template already contains the special tokens it needs.
+    const promptIds = this.tokenizer.encode(prompt, { add_special_tokens: !templated });
+    if (promptIds.length > 0) return promptIds;
+    const bos = (this.lm.config as unknown as { bos_token_id?: number }).bos_token_id ?? [...this.eos][0];
+    if (bos == null) throw new Error("empty prompt and the model has no bos token");
+    return [bos];
   }
 
   private readonly constraints = new Map<string, CompiledConstraint>();

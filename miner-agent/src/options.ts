@@ -1,11 +1,18 @@
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { DISHONEST_MODES, isDishonestMode, type DishonestMode } from "./dishonest.ts";
 import type { DeviceChoice } from "./engine-types.ts";
 import type { LogFormat } from "./log.ts";
 
 // Command-line options. Kept apart from cli.ts so they can be tested without starting anything.
+
+/** TEST ONLY: the ways `--test-dishonest` can make a miner cheat (implemented in dishonest.ts). */
+export const DISHONEST_MODES = ["junk", "wrong-model", "bad-commit", "replay-signature", "silent-after-ack"] as const;
+export type DishonestMode = (typeof DISHONEST_MODES)[number];
+
+export function isDishonestMode(v: string): v is DishonestMode {
+  return (DISHONEST_MODES as readonly string[]).includes(v);
+}
 
 export interface CliOptions {
   router: string;
@@ -65,34 +72,31 @@ Options:
 
 Ctrl-C once drains and exits; twice exits at once.`;
 
+const OPTIONS = {
+  router: { type: "string" },
+  model: { type: "string" },
+  device: { type: "string" },
+  concurrency: { type: "string" },
+  threads: { type: "string" },
+  "embedding-model": { type: "string" },
+  "key-file": { type: "string" },
+  "cache-dir": { type: "string" },
+  name: { type: "string" },
+  stake: { type: "string" },
+  "drain-ms": { type: "string" },
+  "log-format": { type: "string" },
+  quiet: { type: "boolean", short: "q" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "v" },
+  // Test-only, deliberately left out of HELP: makes this miner cheat or slow (see dishonest.ts).
+  "test-dishonest": { type: "string" },
+  "test-delay-ms": { type: "string" },
+} as const;
+
 export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): CliOptions {
   let values;
   try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        router: { type: "string" },
-        model: { type: "string" },
-        device: { type: "string" },
-        concurrency: { type: "string" },
-        threads: { type: "string" },
-        "embedding-model": { type: "string" },
-        "key-file": { type: "string" },
-        "cache-dir": { type: "string" },
-        name: { type: "string" },
-        stake: { type: "string" },
-        "drain-ms": { type: "string" },
-        "log-format": { type: "string" },
-        quiet: { type: "boolean", short: "q" },
-        help: { type: "boolean", short: "h" },
-        version: { type: "boolean", short: "v" },
-        // Test-only, deliberately left out of HELP: makes this miner cheat (see dishonest.ts).
-        "test-dishonest": { type: "string" },
-        "test-delay-ms": { type: "string" },
-      },
-    }));
+    ({ values } = parseArgs({ args: argv, strict: true, allowPositionals: false, options: OPTIONS }));
   } catch (err) {
     throw new UsageError((err as Error).message);
   }

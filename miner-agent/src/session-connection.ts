@@ -6,7 +6,7 @@ import {
 } from "../../shared/protocol.ts";
 import type { Backoff } from "./backoff.ts";
 import type { Logger } from "./log.ts";
-import type { TaskRunner, TaskSink } from "./task-runner.ts";
+import type { TaskRunnerApi, TaskSink } from "./task-runner.ts";
 import type { Validator } from "./validator.ts";
 import { ReconnectingSocket, type TokenSource } from "./ws-channel.ts";
 
@@ -21,7 +21,7 @@ export interface SessionConnectionOptions {
   address: string;
   engineModel: string;
   tokens: TokenSource;
-  runner: TaskRunner;
+  runner: TaskRunnerApi;
   /** Answers `embed` requests (similarity consensus); without one they are declined. */
   validator?: Validator;
   log: Logger;

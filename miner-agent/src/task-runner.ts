@@ -1,8 +1,7 @@
 import type { PrivateKeyAccount } from "viem/accounts";
 import type { AssignMessage, SessionMinerMessage } from "../../shared/protocol.ts";
 import { precommitTypedData, resultHash } from "../../shared/signing.ts";
-import type { Dishonesty } from "./dishonest.ts";
-import type { Engine } from "./engine-types.ts";
+import type { Engine, GenerateResult } from "./engine-types.ts";
 import { describeError, type Logger } from "./log.ts";
 import { PayloadClient, PayloadError } from "./payloads.ts";
 import type { Stats } from "./stats.ts";
@@ -25,6 +24,9 @@ export interface TaskSink {
   dropTask(taskId: string): void;
 }
 
+/** Names the miner in each precommit and signs it (the miner's wallet account). */
+export type PrecommitSigner = Pick<PrivateKeyAccount, "address" | "signTypedData">;
+
 type AbortCause = "cancel" | "session" | "shutdown";
 
 interface Task {
@@ -37,6 +39,10 @@ interface Task {
   arrivedAt: number;
   /** performance.now() at arrival, for sub-millisecond first-token timing. */
   arrivedPerf: number;
+  /** Streamed tokens sent so far (the next token's seq). */
+  tokensSent: number;
+  /** performance.now() when the first streamed token was sent. */
+  firstTokenPerf?: number;
   /** It could not start on arrival (all slots busy), so its deadline may have passed meanwhile. */
   waited: boolean;
 }
@@ -45,8 +51,10 @@ type Precommit = Extract<SessionMinerMessage, { type: "precommit" }>;
 type Commit = Extract<SessionMinerMessage, { type: "commit" }>;
 
 export interface TaskRunnerOptions {
+  /** What computes each result. */
   engine: Pick<Engine, "model" | "generate">;
-  account: PrivateKeyAccount;
+  /** Who precommits: its address is named in the signed precommit, and it signs it. */
+  account: PrecommitSigner;
   concurrency: number;
   log: Logger;
   stats: Stats;
@@ -54,11 +62,13 @@ export interface TaskRunnerOptions {
   finishedCacheSize?: number;
   /** Off-chain / private payloads (v2/v3 tasks): prompt fetch, task keys, signed result writes. */
   payloads?: PayloadClient;
-  /** TEST ONLY: the way this miner cheats (cheat suite); absent for every real miner. */
-  dishonest?: Dishonesty;
-  /** TEST ONLY: wait this long between generating and precommitting (a slow miner, for the cheat suite). */
-  testDelayMs?: number;
 }
+
+/** The runner as the agent and its session channels use it: a TaskRunner, or something put in front of one. */
+export type TaskRunnerApi = Pick<
+  TaskRunner,
+  "running" | "queued" | "inflight" | "submit" | "cancel" | "abortSession" | "stopAccepting" | "releaseRunning"
+>;
 
 const MAX_REASON = 500;
 
@@ -87,7 +97,17 @@ export class TaskRunner {
     return this.#tasks.size;
   }
 
+  /** Answers an assign and, when it is a new task, runs it as soon as a slot is free. */
   submit(sink: TaskSink, assign: AssignMessage): void {
+    if (this.admit(sink, assign)) this.#enqueue(sink, assign);
+  }
+
+  /**
+   * The first half of `submit`: answers an assign without running anything. Returns true when it acked a new
+   * task (which `submit` then queues); false when it released it (shutting down, another model) or re-answered
+   * an assign the router repeated.
+   */
+  admit(sink: TaskSink, assign: AssignMessage): boolean {
     const { log, engine } = this.#opts;
     const tid = assign.task_id;
     const key = taskKey(sink.sessionId, tid);
@@ -96,13 +116,13 @@ export class TaskRunner {
     if (!this.#accepting) {
       sink.deliver({ type: "release", task_id: tid, reason: "shutdown" });
       log.event("task_released", `${label} released (shutting down)`, fields(sink, tid, { reason: "shutdown" }));
-      return;
+      return false;
     }
     // Re-sent after a reconnect: never run a task twice. Re-ack; a running one will deliver when done…
     if (this.#tasks.has(key)) {
       sink.send({ type: "ack", task_id: tid });
       log.info(`${label}: assign repeated while ${this.#tasks.get(key)!.state}; re-acked`);
-      return;
+      return false;
     }
     // …and a finished one re-delivers its result, unless that is still waiting in the outbox anyway.
     const done = this.#finished.get(key);
@@ -113,32 +133,33 @@ export class TaskRunner {
         sink.deliver(done.commit);
       }
       log.info(`${label}: assign repeated after completion; result re-sent`);
-      return;
+      return false;
     }
     // Answering with another model's output would only fail consensus; hand it back so it is reassigned.
     if (assign.model !== engine.model) {
       const reason = `model mismatch: assigned ${assign.model}, this miner serves ${engine.model}`;
       sink.deliver({ type: "release", task_id: tid, reason: reason.slice(0, MAX_REASON) });
       log.event("task_released", `${label} released: ${reason}`, fields(sink, tid, { reason }), "warn");
-      return;
+      return false;
     }
 
     sink.send({ type: "ack", task_id: tid });
-    if (this.#opts.dishonest?.silentAfterAck) {
-      log.event("dishonest", `${label}: acked and going silent (test-only dishonest mode)`, fields(sink, tid, { mode: "silent-after-ack" }), "warn");
-      return;
-    }
+    return true;
+  }
+
+  #enqueue(sink: TaskSink, assign: AssignMessage): void {
     const task: Task = {
-      key,
+      key: taskKey(sink.sessionId, assign.task_id),
       assign,
       sink,
       state: "queued",
       controller: new AbortController(),
       arrivedAt: Date.now(),
       arrivedPerf: performance.now(),
+      tokensSent: 0,
       waited: this.#running >= this.#opts.concurrency || this.#queue.length > 0,
     };
-    this.#tasks.set(key, task);
+    this.#tasks.set(task.key, task);
     this.#queue.push(task);
     this.#pump();
   }
@@ -219,102 +240,113 @@ export class TaskRunner {
     }
   }
 
+  /** One task, start to end: input → generate → signed precommit → commit; released if anything fails. */
   async #run(task: Task): Promise<void> {
-    const { engine, account, log, stats, dishonest } = this.#opts;
+    const { engine, account } = this.#opts;
     const { assign, sink } = task;
-    const tid = assign.task_id;
     const startedAt = Date.now();
-    let seq = 0;
-    let firstTokenAt: number | undefined;
     try {
-      let input = assign.input;
-      if (assign.payload?.prompt_urn) {
-        if (!this.#opts.payloads) throw new Error("task has an off-chain payload and this miner has no payload client");
-        input = await this.#opts.payloads.input(sink.sessionId, assign, task.controller.signal);
-        if (task.abortCause) return;
-      }
-      const result = await (dishonest?.generate ?? ((req) => engine.generate(req)))({
+      const input = assign.payload?.prompt_urn ? await this.#fetchInput(task) : assign.input;
+      if (task.abortCause) return;
+      const result = await engine.generate({
         input,
         params: assign.params,
         signal: task.controller.signal,
-        onToken: assign.stream
-          ? (text) => {
-              if (!text || task.abortCause) return;
-              firstTokenAt ??= performance.now();
-              sink.send({ type: "token", task_id: tid, seq: seq++, text });
-            }
-          : undefined,
+        onToken: assign.stream ? (text) => this.#sendToken(task, text) : undefined,
       });
       if (task.abortCause) return;
-      if (this.#opts.testDelayMs) {
-        await new Promise((r) => setTimeout(r, this.#opts.testDelayMs));
-        if (task.abortCause) return;
-      }
       const hash = resultHash(result.text);
-      const signature = await (dishonest?.signer ?? account).signTypedData(
-        precommitTypedData({ session: sink.sessionId, task: tid, miner: account.address, hash }),
+      const signature = await account.signTypedData(
+        precommitTypedData({ session: sink.sessionId, task: assign.task_id, miner: account.address, hash }),
       );
       if (task.abortCause) return;
-      const precommit: Precommit = { type: "precommit", task_id: tid, hash, signature };
-      // Off-chain result (private task, offchain policy, or too large to inline): precommit first, then the
-      // signed write, then a commit that names the stored result instead of carrying it.
-      let resultUrn: string | undefined;
-      if (PayloadClient.offchainResult(assign, result.text)) {
-        if (!this.#opts.payloads) throw new Error("task wants an off-chain result and this miner has no payload client");
-        sink.deliver(precommit);
-        resultUrn = await this.#opts.payloads.writeResult(sink.sessionId, assign, result.text, task.controller.signal);
-        if (task.abortCause) return;
-      }
-      const commit: Commit = {
-        type: "commit",
-        task_id: tid,
-        text: resultUrn ? "" : dishonest?.commitText ? dishonest.commitText(result.text) : result.text,
-        ...(resultUrn ? { result_urn: resultUrn } : {}),
-        finish_reason: result.finish_reason,
-        usage: result.usage,
-        inference_ms: Math.max(0, result.inference_ms),
-        // Lets the router report its own share of time-to-first-token.
-        ...(firstTokenAt !== undefined ? { first_token_ms: Math.max(0, firstTokenAt - task.arrivedPerf) } : {}),
-      };
-      if (!resultUrn) sink.deliver(precommit);
-      sink.deliver(commit);
-      this.#remember(task.key, precommit, commit);
-
-      const ms = Date.now() - startedAt;
-      const tokens = result.usage.completion_tokens;
-      const tps = ms > 0 ? tokens / (ms / 1000) : 0;
-      stats.recordTask(tokens, result.inference_ms);
-      log.event(
-        "task_done",
-        `task ${task.key} done in ${ms} ms, ${tokens} tokens (${tps.toFixed(1)} tok/s), finish=${result.finish_reason}`,
-        fields(sink, tid, {
-          ms,
-          tokens,
-          tokens_per_s: Math.round(tps * 10) / 10,
-          finish_reason: result.finish_reason,
-          inference_ms: result.inference_ms,
-          queue_ms: startedAt - task.arrivedAt,
-          prompt_tokens: result.usage.prompt_tokens,
-          streamed: assign.stream,
-          hash,
-          ...(dishonest ? { dishonest: dishonest.mode } : {}),
-        }),
-      );
+      if (!(await this.#deliverResult(task, result, { type: "precommit", task_id: assign.task_id, hash, signature }))) return;
+      this.#logDone(task, result, hash, startedAt);
     } catch (err) {
       if (task.abortCause) return; // cancelled, session left, or released for shutdown: already handled
-      const msg = describeError(err);
-      if (err instanceof PayloadError && err.status === 403) {
-        log.event("payload_refused", `task ${task.key}: the router refused this miner a payload or key: ${msg}`, fields(sink, tid, { status: err.status, code: err.code }), "warn");
-      }
-      const reason = `${err instanceof PayloadError ? "payload error" : "engine error"}: ${msg}`.slice(0, MAX_REASON);
-      sink.deliver({ type: "release", task_id: tid, reason });
-      log.event(
-        "task_released",
-        `task ${task.key} failed after ${Date.now() - startedAt} ms: ${msg}; released`,
-        fields(sink, tid, { reason }),
-        "warn",
-      );
+      this.#releaseFailed(task, err, startedAt);
     }
+  }
+
+  async #fetchInput(task: Task): Promise<AssignMessage["input"]> {
+    if (!this.#opts.payloads) throw new Error("task has an off-chain payload and this miner has no payload client");
+    return this.#opts.payloads.input(task.sink.sessionId, task.assign, task.controller.signal);
+  }
+
+  #sendToken(task: Task, text: string): void {
+    if (!text || task.abortCause) return;
+    task.firstTokenPerf ??= performance.now();
+    task.sink.send({ type: "token", task_id: task.assign.task_id, seq: task.tokensSent++, text });
+  }
+
+  /** Precommit and commit, in that order; false if the task was stopped meanwhile (nothing more is sent). */
+  async #deliverResult(task: Task, result: GenerateResult, precommit: Precommit): Promise<boolean> {
+    const { assign, sink } = task;
+    // Off-chain result (private task, offchain policy, or too large to inline): precommit first, then the
+    // signed write, then a commit that names the stored result instead of carrying it.
+    let resultUrn: string | undefined;
+    if (PayloadClient.offchainResult(assign, result.text)) {
+      if (!this.#opts.payloads) throw new Error("task wants an off-chain result and this miner has no payload client");
+      sink.deliver(precommit);
+      resultUrn = await this.#opts.payloads.writeResult(sink.sessionId, assign, result.text, task.controller.signal);
+      if (task.abortCause) return false;
+    }
+    const first = task.firstTokenPerf;
+    const commit: Commit = {
+      type: "commit",
+      task_id: assign.task_id,
+      text: resultUrn ? "" : result.text,
+      ...(resultUrn ? { result_urn: resultUrn } : {}),
+      finish_reason: result.finish_reason,
+      usage: result.usage,
+      inference_ms: Math.max(0, result.inference_ms),
+      // Lets the router report its own share of time-to-first-token.
+      ...(first !== undefined ? { first_token_ms: Math.max(0, first - task.arrivedPerf) } : {}),
+    };
+    if (!resultUrn) sink.deliver(precommit);
+    sink.deliver(commit);
+    this.#remember(task.key, precommit, commit);
+    return true;
+  }
+
+  #logDone(task: Task, result: GenerateResult, hash: string, startedAt: number): void {
+    const ms = Date.now() - startedAt;
+    const tokens = result.usage.completion_tokens;
+    const tps = ms > 0 ? tokens / (ms / 1000) : 0;
+    this.#opts.stats.recordTask(tokens, result.inference_ms);
+    this.#opts.log.event(
+      "task_done",
+      `task ${task.key} done in ${ms} ms, ${tokens} tokens (${tps.toFixed(1)} tok/s), finish=${result.finish_reason}`,
+      fields(task.sink, task.assign.task_id, {
+        ms,
+        tokens,
+        tokens_per_s: Math.round(tps * 10) / 10,
+        finish_reason: result.finish_reason,
+        inference_ms: result.inference_ms,
+        queue_ms: startedAt - task.arrivedAt,
+        prompt_tokens: result.usage.prompt_tokens,
+        streamed: task.assign.stream,
+        hash,
+      }),
+    );
+  }
+
+  #releaseFailed(task: Task, err: unknown, startedAt: number): void {
+    const { log } = this.#opts;
+    const { sink } = task;
+    const tid = task.assign.task_id;
+    const msg = describeError(err);
+    if (err instanceof PayloadError && err.status === 403) {
+      log.event("payload_refused", `task ${task.key}: the router refused this miner a payload or key: ${msg}`, fields(sink, tid, { status: err.status, code: err.code }), "warn");
+    }
+    const reason = `${err instanceof PayloadError ? "payload error" : "engine error"}: ${msg}`.slice(0, MAX_REASON);
+    sink.deliver({ type: "release", task_id: tid, reason });
+    log.event(
+      "task_released",
+      `task ${task.key} failed after ${Date.now() - startedAt} ms: ${msg}; released`,
+      fields(sink, tid, { reason }),
+      "warn",
+    );
   }
 
   #remember(key: string, precommit: Precommit, commit: Commit): void {

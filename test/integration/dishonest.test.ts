@@ -3,11 +3,11 @@ import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { describe, expect, it } from "vitest";
 import type { AssignMessage, SessionMinerMessage } from "../../shared/protocol.ts";
 import { precommitTypedData, resultHash } from "../../shared/signing.ts";
-import { createDishonesty, type DishonestMode } from "../../miner-agent/src/dishonest.ts";
+import { createTestRunner, type DishonestMode } from "../../miner-agent/src/dishonest.ts";
 import type { GenerateRequest } from "../../miner-agent/src/engine-types.ts";
 import { createLogger } from "../../miner-agent/src/log.ts";
 import { Stats } from "../../miner-agent/src/stats.ts";
-import { TaskRunner, type TaskSink } from "../../miner-agent/src/task-runner.ts";
+import { TaskRunner, type TaskRunnerOptions, type TaskSink } from "../../miner-agent/src/task-runner.ts";
 
 // The test-only dishonest modes at the task runner, with a fake engine: each lies exactly as documented, and
 // a runner without one (every real miner) is untouched. The real processes are in cheats.test.ts.
@@ -38,7 +38,7 @@ async function run(mode?: DishonestMode): Promise<{ sent: SessionMinerMessage[];
     hasPending: () => false,
     dropTask: () => {},
   };
-  const runner = new TaskRunner({
+  const opts: TaskRunnerOptions = {
     engine: {
       model: "edge/tiny-gpt2",
       generate: async (_req: GenerateRequest) => {
@@ -50,8 +50,8 @@ async function run(mode?: DishonestMode): Promise<{ sent: SessionMinerMessage[];
     concurrency: 1,
     log: createLogger({ format: "json", write: () => {} }),
     stats: new Stats(),
-    dishonest: mode ? createDishonesty(mode) : undefined,
-  });
+  };
+  const runner = mode ? createTestRunner(opts, { mode }) : new TaskRunner(opts);
   runner.submit(sink, assign);
   const deadline = Date.now() + 5_000;
   while (runner.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));

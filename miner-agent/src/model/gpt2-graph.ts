@@ -65,7 +65,8 @@ export function graphNodes() {
 export function buildGpt2Graph(cfg: Gpt2Config, w: Gpt2Weights): ModelDef {
   const E = cfg.n_embd, H = cfg.n_head, D = E / H, L = cfg.n_layer;
   if (!Number.isInteger(D)) throw new Error("n_embd must be divisible by n_head");
-  const { nodes, node, op, named } = graphNodes();
+  const g = graphNodes();
+  const { nodes, op, named } = g;
   const inits: TensorInit[] = [];
 
   // Shared constants.
@@ -93,49 +94,69 @@ export function buildGpt2Graph(cfg: Gpt2Config, w: Gpt2Weights): ModelDef {
   const padOk = op("Unsqueeze", [op("Cast", ["attention_mask"], { to: { kind: "int", v: DataType.BOOL } }), "c_axes12"]); // [B,1,1,T]
   const bias = op("Where", [op("And", [causal, padOk]), "c_zero", "c_neg"]); // [B,1,S,T]
 
-  const toHeads = (x: string): string => op("Transpose", [op("Reshape", [x, "c_heads"])], { perm: { kind: "ints", v: [0, 2, 1, 3] } });
   const eps = { kind: "float", v: cfg.layer_norm_epsilon } as const;
-
-  for (let l = 0; l < L; l++) {
-    const p = `h.${l}.`;
-    const lw = w.layers[l];
-    inits.push(
-      f32(p + "ln_1.weight", [E], lw.ln1_g), f32(p + "ln_1.bias", [E], lw.ln1_b),
-      f32(p + "attn.c_attn.weight", [E, 3 * E], lw.attn_w), f32(p + "attn.c_attn.bias", [3 * E], lw.attn_b),
-      f32(p + "attn.c_proj.weight", [E, E], lw.proj_w), f32(p + "attn.c_proj.bias", [E], lw.proj_b),
-      f32(p + "ln_2.weight", [E], lw.ln2_g), f32(p + "ln_2.bias", [E], lw.ln2_b),
-      f32(p + "mlp.c_fc.weight", [E, 4 * E], lw.fc_w), f32(p + "mlp.c_fc.bias", [4 * E], lw.fc_b),
-      f32(p + "mlp.c_proj.weight", [4 * E, E], lw.out_w), f32(p + "mlp.c_proj.bias", [E], lw.out_b),
-    );
-
-    // Attention block.
-    const x = op("LayerNormalization", [h, p + "ln_1.weight", p + "ln_1.bias"], { axis: { kind: "int", v: -1 }, epsilon: eps });
-    const qkv = op("Add", [op("MatMul", [x, p + "attn.c_attn.weight"]), p + "attn.c_attn.bias"]);
-    const [q, k, v] = node("Split", [qkv, "c_split3"], { axis: { kind: "int", v: -1 } }, 3);
-    const kAll = named("Concat", [`past_key_values.${l}.key`, toHeads(k)], `present.${l}.key`, { axis: { kind: "int", v: 2 } });
-    const vAll = named("Concat", [`past_key_values.${l}.value`, toHeads(v)], `present.${l}.value`, { axis: { kind: "int", v: 2 } });
-    const qh = op("Mul", [toHeads(q), "c_scale"]);
-    const kT = op("Transpose", [kAll], { perm: { kind: "ints", v: [0, 1, 3, 2] } });
-    const scores = op("Add", [op("MatMul", [qh, kT]), bias]); // [B,H,S,T]
-    const probs = op("Softmax", [scores], { axis: { kind: "int", v: -1 } });
-    const ctx = op("Transpose", [op("MatMul", [probs, vAll])], { perm: { kind: "ints", v: [0, 2, 1, 3] } });
-    const merged = op("Reshape", [ctx, "c_merge"]);
-    const attnOut = op("Add", [op("MatMul", [merged, p + "attn.c_proj.weight"]), p + "attn.c_proj.bias"]);
-    h = op("Add", [h, attnOut]);
-
-    // MLP block.
-    const x2 = op("LayerNormalization", [h, p + "ln_2.weight", p + "ln_2.bias"], { axis: { kind: "int", v: -1 }, epsilon: eps });
-    const fc = op("Add", [op("MatMul", [x2, p + "mlp.c_fc.weight"]), p + "mlp.c_fc.bias"]);
-    const act = op("Gelu", [fc], { approximate: { kind: "string", v: "tanh" } });
-    const mlpOut = op("Add", [op("MatMul", [act, p + "mlp.c_proj.weight"]), p + "mlp.c_proj.bias"]);
-    h = op("Add", [h, mlpOut]);
-  }
+  for (let l = 0; l < L; l++) h = gpt2Block(g, inits, { E, eps }, l, w.layers[l], h, bias);
 
   inits.push(f32("ln_f.weight", [E], w.lnf_g), f32("ln_f.bias", [E], w.lnf_b));
   const hf = op("LayerNormalization", [h, "ln_f.weight", "ln_f.bias"], { axis: { kind: "int", v: -1 }, epsilon: eps });
   // Tied LM head: logits = ln_f(h) · wteᵀ (ORT constant-folds the transpose at load time).
   named("MatMul", [hf, op("Transpose", ["wte"], { perm: { kind: "ints", v: [1, 0] } })], "logits");
 
+  const { inputs, outputs } = gpt2Io(cfg);
+  return { irVersion: IR_VERSION, opset: OPSET, producer: "edge-inference-network", graphName: "gpt2", nodes, initializers: inits, inputs, outputs };
+}
+
+type GraphNodes = ReturnType<typeof graphNodes>;
+
+/** One transformer block (attention, then MLP, each with a residual): its weights, then its nodes. */
+function gpt2Block(
+  g: GraphNodes,
+  inits: TensorInit[],
+  dims: { E: number; eps: { readonly kind: "float"; readonly v: number } },
+  l: number,
+  lw: Gpt2Layer,
+  h: string,
+  bias: string,
+): string {
+  const { node, op, named } = g;
+  const { E, eps } = dims;
+  const toHeads = (x: string): string => op("Transpose", [op("Reshape", [x, "c_heads"])], { perm: { kind: "ints", v: [0, 2, 1, 3] } });
+  const p = `h.${l}.`;
+  inits.push(
+    f32(p + "ln_1.weight", [E], lw.ln1_g), f32(p + "ln_1.bias", [E], lw.ln1_b),
+    f32(p + "attn.c_attn.weight", [E, 3 * E], lw.attn_w), f32(p + "attn.c_attn.bias", [3 * E], lw.attn_b),
+    f32(p + "attn.c_proj.weight", [E, E], lw.proj_w), f32(p + "attn.c_proj.bias", [E], lw.proj_b),
+    f32(p + "ln_2.weight", [E], lw.ln2_g), f32(p + "ln_2.bias", [E], lw.ln2_b),
+    f32(p + "mlp.c_fc.weight", [E, 4 * E], lw.fc_w), f32(p + "mlp.c_fc.bias", [4 * E], lw.fc_b),
+    f32(p + "mlp.c_proj.weight", [4 * E, E], lw.out_w), f32(p + "mlp.c_proj.bias", [E], lw.out_b),
+  );
+
+  // Attention block.
+  const x = op("LayerNormalization", [h, p + "ln_1.weight", p + "ln_1.bias"], { axis: { kind: "int", v: -1 }, epsilon: eps });
+  const qkv = op("Add", [op("MatMul", [x, p + "attn.c_attn.weight"]), p + "attn.c_attn.bias"]);
+  const [q, k, v] = node("Split", [qkv, "c_split3"], { axis: { kind: "int", v: -1 } }, 3);
+  const kAll = named("Concat", [`past_key_values.${l}.key`, toHeads(k)], `present.${l}.key`, { axis: { kind: "int", v: 2 } });
+  const vAll = named("Concat", [`past_key_values.${l}.value`, toHeads(v)], `present.${l}.value`, { axis: { kind: "int", v: 2 } });
+  const qh = op("Mul", [toHeads(q), "c_scale"]);
+  const kT = op("Transpose", [kAll], { perm: { kind: "ints", v: [0, 1, 3, 2] } });
+  const scores = op("Add", [op("MatMul", [qh, kT]), bias]); // [B,H,S,T]
+  const probs = op("Softmax", [scores], { axis: { kind: "int", v: -1 } });
+  const ctx = op("Transpose", [op("MatMul", [probs, vAll])], { perm: { kind: "ints", v: [0, 2, 1, 3] } });
+  const merged = op("Reshape", [ctx, "c_merge"]);
+  const attnOut = op("Add", [op("MatMul", [merged, p + "attn.c_proj.weight"]), p + "attn.c_proj.bias"]);
+  const h1 = op("Add", [h, attnOut]);
+
+  // MLP block.
+  const x2 = op("LayerNormalization", [h1, p + "ln_2.weight", p + "ln_2.bias"], { axis: { kind: "int", v: -1 }, epsilon: eps });
+  const fc = op("Add", [op("MatMul", [x2, p + "mlp.c_fc.weight"]), p + "mlp.c_fc.bias"]);
+  const act = op("Gelu", [fc], { approximate: { kind: "string", v: "tanh" } });
+  const mlpOut = op("Add", [op("MatMul", [act, p + "mlp.c_proj.weight"]), p + "mlp.c_proj.bias"]);
+  return op("Add", [h1, mlpOut]);
+}
+
+/** The graph's inputs and outputs, in the order and with the dimension names transformers.js expects. */
+function gpt2Io(cfg: Gpt2Config): { inputs: ValueInfo[]; outputs: ValueInfo[] } {
+  const H = cfg.n_head, D = cfg.n_embd / cfg.n_head;
   const inputs: ValueInfo[] = [
     { name: "input_ids", elemType: DataType.INT64, shape: ["batch_size", "sequence_length"] },
     { name: "attention_mask", elemType: DataType.INT64, shape: ["batch_size", "total_sequence_length"] },
@@ -144,13 +165,12 @@ export function buildGpt2Graph(cfg: Gpt2Config, w: Gpt2Weights): ModelDef {
   const outputs: ValueInfo[] = [
     { name: "logits", elemType: DataType.FLOAT, shape: ["batch_size", "sequence_length", cfg.vocab_size] },
   ];
-  for (let l = 0; l < L; l++) {
+  for (let l = 0; l < cfg.n_layer; l++) {
     for (const kind of ["key", "value"]) {
       // "batch_size" must be spelled exactly so: transformers.js sizes the empty first-step cache from it.
       inputs.push({ name: `past_key_values.${l}.${kind}`, elemType: DataType.FLOAT, shape: ["batch_size", H, "past_sequence_length", D] });
       outputs.push({ name: `present.${l}.${kind}`, elemType: DataType.FLOAT, shape: ["batch_size", H, "total_sequence_length", D] });
     }
   }
-
-  return { irVersion: IR_VERSION, opset: OPSET, producer: "edge-inference-network", graphName: "gpt2", nodes, initializers: inits, inputs, outputs };
+  return { inputs, outputs };
 }
