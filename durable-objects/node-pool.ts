@@ -9,7 +9,7 @@ import { POOL_MIGRATIONS, applyOutcomes, isBenched, reputation, type LedgerEntry
   type RepCounters,
   type ReputationView } from "./reputation.ts";
 import { migrate } from "./session-schema.ts";
-import type { MinerClaims } from "./miner-sockets.ts";
+import { MinerSockets, upgradeClaims, type MinerClaims } from "./miner-sockets.ts";
 import { oracle } from "./stubs.ts";
 
 export interface MinerView {
@@ -82,11 +82,13 @@ const CHALLENGE_TTL_MS = 5 * 60_000;
  * WebSocket. It is not on the task hot path.
  */
 export class NodePool extends DurableObject<Env> {
-  private sql: SqlStorage;
+  private readonly sql: SqlStorage;
+  private readonly sockets: MinerSockets<PoolServerMessage>;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    this.sockets = new MinerSockets(ctx);
     migrate(this.sql, POOL_MIGRATIONS);
   }
 
@@ -244,25 +246,22 @@ export class NodePool extends DurableObject<Env> {
   // ── pool channel ─────────────────────────────────────────────────────────────────────────────────────
 
   override async fetch(request: Request): Promise<Response> {
-    const claims = JSON.parse(request.headers.get("X-Miner-Claims") ?? "null") as MinerClaims | null;
-    if (!claims || request.headers.get("Upgrade") !== "websocket") return new Response("expected a miner WebSocket", { status: 426 });
-    for (const old of this.ctx.getWebSockets(claims.address)) old.close(4001, "replaced by a newer connection");
-    const pair = new WebSocketPair();
-    this.ctx.acceptWebSocket(pair[1], [claims.address]);
-    pair[1].serializeAttachment(claims);
+    const claims = upgradeClaims(request);
+    if (!claims) return new Response("expected a miner WebSocket", { status: 426 });
+    const { client, server } = this.sockets.accept(claims);
     const now = Date.now();
     this.sql.exec(`UPDATE miners SET last_seen = ? WHERE address = ?`, now, claims.address);
     const block = (await oracle(this.env).snapshot()).height;
-    this.send(pair[1], { type: "registered", address: claims.address, heartbeat_ms: this.heartbeatMs(), block });
+    this.sockets.send(server, { type: "registered", address: claims.address, heartbeat_ms: this.heartbeatMs(), block });
     this.rebalance({ notify: claims.address });
     await this.armStaleCheck();
-    return new Response(null, { status: 101, webSocket: pair[0] });
+    return new Response(null, { status: 101, webSocket: client });
   }
 
   override async webSocketMessage(ws: WebSocket, raw: string | ArrayBuffer): Promise<void> {
-    const claims = ws.deserializeAttachment() as MinerClaims;
+    const claims = this.sockets.claims(ws)!;
     const msg = parseMessage(PoolMinerMessage, raw);
-    if (!msg) return this.send(ws, { type: "error", code: "invalid_message", message: "message does not match the protocol" });
+    if (!msg) return this.sockets.send(ws, { type: "error", code: "invalid_message", message: "message does not match the protocol" });
     this.sql.exec(
       `UPDATE miners SET last_seen = ?, inflight = ?, cpu_usage = ?, memory_mb = ?, tokens_per_s = ? WHERE address = ?`,
       Date.now(), msg.inflight, msg.cpu_usage, msg.memory_mb, msg.tokens_per_s ?? null, claims.address,
@@ -280,9 +279,7 @@ export class NodePool extends DurableObject<Env> {
   /** Stale check: a miner whose heartbeats stopped (without a close) leaves the pool. */
   override async alarm(): Promise<void> {
     const cutoff = Date.now() - 3 * this.heartbeatMs();
-    for (const ws of this.ctx.getWebSockets()) {
-      const claims = ws.deserializeAttachment() as MinerClaims | null;
-      if (!claims) continue;
+    for (const { ws, claims } of this.sockets.all()) {
       const row = this.sql.exec<{ last_seen: number | null }>(`SELECT last_seen FROM miners WHERE address = ?`, claims.address).toArray()[0];
       if (!row?.last_seen || row.last_seen < cutoff) {
         ws.close(4008, "heartbeat missed");
@@ -295,9 +292,8 @@ export class NodePool extends DurableObject<Env> {
   // ── assignment ───────────────────────────────────────────────────────────────────────────────────────
 
   private leave(ws: WebSocket): void {
-    const claims = ws.deserializeAttachment() as MinerClaims | null;
-    if (!claims) return;
-    if (this.ctx.getWebSockets(claims.address).some((s) => s !== ws && s.readyState === WebSocket.OPEN)) return;
+    const claims = this.sockets.claims(ws);
+    if (!claims || this.sockets.supersededBy(ws, claims.address)) return;
     this.sql.exec(`UPDATE miners SET inflight = 0 WHERE address = ?`, claims.address);
     this.rebalance({ exclude: claims.address });
   }
@@ -346,9 +342,7 @@ export class NodePool extends DurableObject<Env> {
       if (!changed && miner !== opts.notify) continue;
       this.sql.exec(`DELETE FROM assignments WHERE miner = ?`, miner);
       for (const id of ids) this.sql.exec(`INSERT INTO assignments (session_id, miner) VALUES (?, ?)`, id, miner);
-      for (const ws of this.ctx.getWebSockets(miner)) {
-        this.send(ws, { type: "sessions", sessions: ids.map((id) => ({ session_id: id, model: models.get(id)! })) });
-      }
+      this.sockets.sendTo(miner, { type: "sessions", sessions: ids.map((id) => ({ session_id: id, model: models.get(id)! })) });
     }
     const now = Date.now();
     for (const id of changedSessions) this.sql.exec(`UPDATE sessions SET updated_at = ? WHERE id = ?`, now, id);
@@ -377,10 +371,7 @@ export class NodePool extends DurableObject<Env> {
   }
 
   private onlineMiners(): (MinerClaims & { ws: WebSocket })[] {
-    return this.ctx
-      .getWebSockets()
-      .filter((ws) => ws.readyState === WebSocket.OPEN)
-      .map((ws) => ({ ...(ws.deserializeAttachment() as MinerClaims), ws }));
+    return this.sockets.connected().map((m) => ({ ...m.claims, ws: m.ws }));
   }
 
   private assignmentsByMiner(): Map<string, string[]> {
@@ -413,15 +404,7 @@ export class NodePool extends DurableObject<Env> {
   }
 
   private async armStaleCheck(): Promise<void> {
-    if (this.ctx.getWebSockets().length === 0) return;
+    if (this.sockets.count() === 0) return;
     if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(Date.now() + 2 * this.heartbeatMs());
-  }
-
-  private send(ws: WebSocket, msg: PoolServerMessage): void {
-    try {
-      ws.send(JSON.stringify(msg));
-    } catch {
-      // handled by webSocketClose
-    }
   }
 }

@@ -15,6 +15,32 @@ export function heightAt(snap: BlockSnapshot, now: number): number {
 }
 
 /**
+ * A cached view of the oracle's clock for objects that stamp blocks on their hot path: heights derive from the
+ * snapshot, refreshed now and then so drift between the oracle and the reader stays small.
+ */
+export class BlockClock {
+  private snap: BlockSnapshot | null = null;
+  private readonly fetch: () => Promise<BlockSnapshot>;
+  private readonly waitUntil: (p: Promise<unknown>) => void;
+
+  constructor(fetch: () => Promise<BlockSnapshot>, waitUntil: (p: Promise<unknown>) => void) {
+    this.fetch = fetch;
+    this.waitUntil = waitUntil;
+  }
+
+  async load(): Promise<void> {
+    this.snap = await this.fetch();
+  }
+
+  /** The height at `at` (0 before the first load). */
+  height(at: number): number {
+    if (!this.snap) return 0;
+    if (at - this.snap.at > 60_000) this.waitUntil(this.fetch().then((s) => void (this.snap = s)));
+    return heightAt(this.snap, at);
+  }
+}
+
+/**
  * Network time as virtual blocks. An alarm produces one block per interval; heights derive from genesis
  * and interval, so an evicted or restarted oracle resumes at the right height instead of drifting.
  */

@@ -3,21 +3,21 @@ import { bodyLimit } from "hono/body-limit";
 import { requestId } from "hono/request-id";
 import type { AppEnv } from "./env.ts";
 import { ApiError } from "./lib/api-error.ts";
+import { payloadMax } from "./lib/payload-store.ts";
 import { apiKeyAuth } from "./middleware/auth.ts";
 import { notFound, onError } from "./middleware/errors.ts";
 import { completions } from "./routes/completions.ts";
+import { offchainCompletions } from "./routes/completions-offchain.ts";
 import { delegate } from "./routes/delegate.ts";
 import { factcheck } from "./routes/factcheck.ts";
-import { hostedEntry } from "./routes/hosted.ts";
-import { validate } from "./routes/validate.ts";
-import { completionsV2 } from "./routes/completions-v2.ts";
-import { offchain } from "./routes/offchain.ts";
-import { payloadKeys } from "./routes/payload-keys.ts";
-import { payloadMax } from "./lib/payload-store.ts";
+import { hosted } from "./routes/hosted.ts";
 import { meta, publicMeta } from "./routes/meta.ts";
 import { miners } from "./routes/miners.ts";
+import { offchain } from "./routes/offchain.ts";
+import { payloadKeys } from "./routes/payload-keys.ts";
 import { sessions } from "./routes/sessions.ts";
 import { tasks } from "./routes/tasks.ts";
+import { validate } from "./routes/validate.ts";
 
 export { NodePool } from "../durable-objects/node-pool.ts";
 export { Oracle } from "../durable-objects/oracle.ts";
@@ -47,33 +47,29 @@ app.use((c, next) => {
 app.onError(onError);
 app.notFound(notFound);
 
-const v1 = new Hono<AppEnv>();
-v1.route("/", publicMeta);
-// Miner routes authenticate by wallet signature and miner token, not API key.
-v1.route("/", miners);
-// Payload keys: session owners (API key) and allowlisted miners (miner token).
-v1.route("/auth", payloadKeys);
-v1.use(apiKeyAuth);
-v1.route("/", meta);
-v1.route("/sessions", sessions);
-v1.route("/tasks", tasks);
-v1.route("/completions", completions);
+// Auth is mounted here and only here. Routes with credentials of their own come first: a request they answer
+// never reaches the API-key check below (Hono runs handlers in the order they were added).
+app.route("/api/v1", publicMeta); // /ping, /about: public
+app.route("/api/v1", miners); // wallet signature, then the miner token on the WebSockets
+app.route("/api/v1/auth", payloadKeys); // API key or miner token, resolved per route (lib/credentials.ts)
+app.route("/api/v3/offchain", offchain); // the same
 
-app.route("/api/v1", v1);
-// Delegate / validate (v1–v3) and factcheck (v1): full paths, each route checks the API key itself.
+// Every other path under /api and /v1 needs an API key.
+app.use("/api/*", apiKeyAuth);
+app.use("/v1/*", apiKeyAuth);
+
+app.route("/api/v1", meta);
+app.route("/api/v1/sessions", sessions);
+app.route("/api/v1/tasks", tasks);
+app.route("/api/v1/completions", completions);
+// v2/v3 completions: off-chain and private payloads.
+app.route("/api/v2/completions", offchainCompletions);
+app.route("/api/v3/completions", offchainCompletions);
+// Delegate / validate (v1–v3) and factcheck (v1) carry their versioned paths themselves.
 app.route("/api", delegate);
 app.route("/api", validate);
 app.route("/api", factcheck);
-// The hosted entry (POST /v1/completions): forwards to /api/v3/completions in-process, gateway envelope.
-app.route("/", hostedEntry((req, env, ctx) => app.fetch(req, env, ctx)));
-
-// v2/v3 completions: off-chain and private payloads (workers/routes/completions-v2.ts).
-for (const version of ["v2", "v3"]) {
-  const v = new Hono<AppEnv>();
-  v.route("/completions", completionsV2);
-  app.route(`/api/${version}`, v);
-}
-// Off-chain objects: miner writes and fetches (miner token), owner reads (API key).
-app.route("/api/v3/offchain", offchain);
+// The hosted entry (POST /v1/completions): the v3 completion in the gateway envelope.
+app.route("/v1", hosted);
 
 export default app;

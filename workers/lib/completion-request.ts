@@ -1,15 +1,19 @@
 import type { SubmitRequest } from "../../durable-objects/session-queue/rpc.ts";
 import { ApiError } from "./api-error.ts";
 import { SESSION_ID, type CompletionBody } from "./schemas.ts";
+import type { Target } from "./submit.ts";
 
 // What every completions version shares: which session a request goes to and the task it submits.
 
-/** Path id, else body `session_id`, else the configured default, else an error. */
-export function resolveSession(env: Env, pathId: string | undefined, bodyId: string | undefined): string {
+/**
+ * Path id, else body `session_id`, else the configured default, else an error. The default session, however
+ * named, is created on first use.
+ */
+export function resolveSession(env: Env, pathId: string | undefined, bodyId: string | undefined): Target {
   const id = pathId ?? bodyId ?? env.DEFAULT_SESSION_ID;
   if (!id) throw new ApiError("session_required", "no session id in the path or body, and no default session is configured");
   if (!SESSION_ID.test(id)) throw new ApiError("invalid_request", "session id is invalid", [{ path: "session_id", message: "invalid" }]);
-  return id;
+  return { session_id: id, configured: id === env.DEFAULT_SESSION_ID };
 }
 
 /** The SessionQueue request for a completion body, prompt inline; v2/v3 replace input and stream as their policy says. */

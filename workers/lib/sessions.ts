@@ -25,8 +25,11 @@ export async function createSession(env: Env, owner: string, body: CreateSession
   return config;
 }
 
-/** The configured default session is created on first use, shared by every key (owner `*`). */
-export async function ensureDefaultSession(env: Env, id: string, name = "default"): Promise<void> {
+/**
+ * Configured sessions (DEFAULT_SESSION_ID, the work pools, the factcheck modes) are created on first use, shared
+ * by every key (owner `*`); `name` says what the session is for.
+ */
+export async function ensureConfiguredSession(env: Env, id: string, name: string): Promise<void> {
   const queue = sessionQueue(env, id);
   if (await queue.describe()) return;
   const config = sharedSessionConfig(env, id, name);

@@ -1,10 +1,11 @@
 import type { SubmitRequest } from "../../durable-objects/session-queue/rpc.ts";
+import { nodePool } from "../../durable-objects/stubs.ts";
 import type { Failure } from "../../shared/errors.ts";
 import type { TaskView } from "../../shared/views.ts";
 import { ApiError } from "./api-error.ts";
 import { SESSION_ID } from "./schemas.ts";
-import { ensureDefaultSession } from "./sessions.ts";
-import { nodePool, sessionQueue } from "../../durable-objects/stubs.ts";
+import { submitTask, type Target } from "./submit.ts";
+import { within } from "./timeout.ts";
 
 // Which sessions delegate / validate / factcheck work goes to, and running it there as replicas.
 //
@@ -31,12 +32,6 @@ const POOL_VAR = { delegate: "DELEGATE_SESSION_POOL", validate: "VALIDATE_SESSIO
 
 export function configuredPool(env: Env, family: Family): string[] {
   return parsePool(env[POOL_VAR[family]], POOL_VAR[family]);
-}
-
-export interface Target {
-  session_id: string;
-  /** From configuration (created on first use), not from the request. */
-  configured: boolean;
 }
 
 /**
@@ -75,11 +70,6 @@ export function spread(pool: Target[], replicas: number): Target[] {
   return Array.from({ length: replicas }, (_, i) => pool[i % pool.length]);
 }
 
-/** Creates a configured session on first use (as the default session is; the name says what it is for). */
-export function ensureConfiguredSession(env: Env, id: string, name: string): Promise<void> {
-  return ensureDefaultSession(env, id, name);
-}
-
 export interface ReplicaRun {
   index: number;
   session_id: string;
@@ -94,15 +84,6 @@ export interface ReplicaRun {
 /** Extra time past a task's own deadline before the router stops waiting for it. */
 const ROUTER_GRACE_MS = 2_000;
 
-async function submitOne(env: Env, target: Target, req: SubmitRequest, family: string) {
-  const outcome = await sessionQueue(env, target.session_id).submit(req);
-  if (!outcome.ok && outcome.error.code === "session_not_found" && target.configured) {
-    await ensureConfiguredSession(env, target.session_id, family);
-    return sessionQueue(env, target.session_id).submit(req);
-  }
-  return outcome;
-}
-
 /** Task deadline of delegate/validate/factcheck work whose request names none, seconds. */
 export const WORK_TIMEOUT_S = 60;
 
@@ -116,10 +97,8 @@ export async function runReplicas(env: Env, targets: Target[], req: SubmitReques
     targets.map(async (target, index): Promise<ReplicaRun> => {
       const t0 = Date.now();
       const base = { index, session_id: target.session_id, payload: req };
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const deadline = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), waitMs)));
       try {
-        const outcome = await Promise.race([submitOne(env, target, req, family), deadline]);
+        const outcome = await within(submitTask(env, target, req, family), waitMs);
         const latency_ms = Date.now() - t0;
         if (outcome === "timeout") {
           return { ...base, task: null, latency_ms, error: { code: "timeout", message: `no answer from session ${target.session_id} within ${waitMs} ms` } };
@@ -132,8 +111,6 @@ export async function runReplicas(env: Env, targets: Target[], req: SubmitReques
           ? { code: err.code, message: err.message, ...(err.details === undefined ? {} : { details: err.details }) }
           : { code: "internal_error", message: err instanceof Error ? err.message : String(err) };
         return { ...base, task: null, error, latency_ms: Date.now() - t0 };
-      } finally {
-        if (timer !== undefined) clearTimeout(timer);
       }
     }),
   );

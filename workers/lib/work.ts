@@ -4,8 +4,9 @@ import type { SubmitRequest } from "../../durable-objects/session-queue/rpc.ts";
 import { ERROR_STATUS, type Failure } from "../../shared/errors.ts";
 import type { AppEnv } from "../env.ts";
 import { aggregate, type Aggregate, type Vote } from "./aggregation.ts";
+import type { Target } from "./submit.ts";
 import type { Consensus } from "./work-schemas.ts";
-import { WORK_TIMEOUT_S, replicaWeights, resultMiners, runReplicas, type ReplicaRun, type Target } from "./work-sessions.ts";
+import { WORK_TIMEOUT_S, replicaWeights, resultMiners, runReplicas, type ReplicaRun } from "./work-sessions.ts";
 
 // The shared tail of delegate, validate and factcheck: run the replicas, judge each answer, aggregate, and
 // answer with the final result, consensus metadata and per-replica evidence.

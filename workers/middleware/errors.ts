@@ -18,17 +18,28 @@ export function errorBody(c: Context<AppEnv>, code: ErrorCode, message: string, 
   return { request_id: c.get("requestId") ?? null, error: { code, message, details } };
 }
 
-/** The one place every error response is built. */
-export const onError: ErrorHandler<AppEnv> = (err, c) => {
+export interface ThrownFailure {
+  status: ContentfulStatusCode;
+  error: { code: ErrorCode; message: string; details: unknown };
+}
+
+/** What a thrown error answers: its status and `{code, message, details}`; an unexpected one is logged. */
+export function failureOf(err: unknown, c: Context<AppEnv>): ThrownFailure {
   if (err instanceof ApiError) {
-    return c.json(errorBody(c, err.code, err.message, err.details), err.status);
+    return { status: err.status, error: { code: err.code, message: err.message, details: err.details ?? null } };
   }
   if (err instanceof HTTPException) {
     const status = err.status as ContentfulStatusCode;
-    return c.json(errorBody(c, CODE_BY_STATUS[status] ?? "invalid_request", err.message || "request rejected"), status);
+    return { status, error: { code: CODE_BY_STATUS[status] ?? "invalid_request", message: err.message || "request rejected", details: null } };
   }
   console.error(`request ${c.get("requestId")} failed`, err);
-  return c.json(errorBody(c, "internal_error", "internal error"), 500);
+  return { status: 500, error: { code: "internal_error", message: "internal error", details: null } };
+}
+
+/** The one place every error response is built. */
+export const onError: ErrorHandler<AppEnv> = (err, c) => {
+  const { status, error } = failureOf(err, c);
+  return c.json(errorBody(c, error.code, error.message, error.details), status);
 };
 
 export const notFound: NotFoundHandler<AppEnv> = (c) =>

@@ -1,12 +1,12 @@
 import { Hono } from "hono";
 import { resultHash } from "../../shared/signing.ts";
 import type { AppEnv } from "../env.ts";
+import { jsonBody } from "../lib/request-validation.ts";
 import { asText } from "../lib/rubric.ts";
-import { jsonBody } from "../lib/validate.ts";
+import type { Target } from "../lib/submit.ts";
 import { consensusView, respond, runWork, submitRequest, type Judgement } from "../lib/work.ts";
 import { DelegateV1, DelegateV2, DelegateV3, SINGLE, type Consensus } from "../lib/work-schemas.ts";
-import { resolvePool, resolveSingle, spread, type Target } from "../lib/work-sessions.ts";
-import { apiKeyAuth } from "../middleware/auth.ts";
+import { resolvePool, resolveSingle, spread } from "../lib/work-sessions.ts";
 
 // POST /api/v1|v2|v3/delegate: a task handed to the network as a prompt built from the request's fields.
 // v1 and v2 run it once in one session (whose own redundancy and exact-hash consensus apply); v3 fans it out
@@ -79,7 +79,7 @@ async function run(
   );
 }
 
-delegate.post("/v1/delegate", apiKeyAuth, jsonBody(DelegateV1), async (c) => {
+delegate.post("/v1/delegate", jsonBody(DelegateV1), async (c) => {
   const b = c.req.valid("json");
   const target = resolveSingle(c.env, "delegate", b.session_id);
   return run(c, "v1", v1Prompt(b), b, [target], SINGLE, b);
@@ -93,14 +93,14 @@ function execution(b: DelegateV2) {
   };
 }
 
-delegate.post("/v2/delegate", apiKeyAuth, jsonBody(DelegateV2), async (c) => {
+delegate.post("/v2/delegate", jsonBody(DelegateV2), async (c) => {
   const b = c.req.valid("json");
   const target = resolveSingle(c.env, "delegate", b.session_id);
   const { gen, opts } = execution(b);
   return run(c, "v2", v2Prompt(b), gen, [target], SINGLE, opts);
 });
 
-delegate.post("/v3/delegate", apiKeyAuth, jsonBody(DelegateV3), async (c) => {
+delegate.post("/v3/delegate", jsonBody(DelegateV3), async (c) => {
   const b = c.req.valid("json");
   const pool = resolvePool(c.env, "delegate", b.consensus.session_pool ?? (b.session_id ? [b.session_id] : undefined));
   const { gen, opts } = execution(b);

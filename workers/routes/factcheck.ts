@@ -2,13 +2,13 @@ import { Hono } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
+import { jsonBody } from "../lib/request-validation.ts";
 import { FACTCHECK_VERDICTS, asText, factcheckPrompt, rubricParams } from "../lib/rubric.ts";
-import { jsonBody } from "../lib/validate.ts";
+import type { Target } from "../lib/submit.ts";
+import { materialLimit, rubricJudge, verdictFields } from "../lib/verdicts.ts";
 import { consensusView, respond, runWork, submitRequest } from "../lib/work.ts";
 import { Factcheck, GroundingDocument, SINGLE, type Consensus } from "../lib/work-schemas.ts";
-import { parsePool, spread, type Target } from "../lib/work-sessions.ts";
-import { apiKeyAuth } from "../middleware/auth.ts";
-import { materialLimit, rubricJudge, verdictFields } from "./validate.ts";
+import { parsePool, spread } from "../lib/work-sessions.ts";
 
 // POST /api/v1/factcheck (alias /api/v1/fact-check): a claim judged SUPPORTED | REFUTED | UNVERIFIABLE by
 // miners under the same rubric grammar as validate. Each mode has its own configured session
@@ -99,5 +99,5 @@ async function handle(c: Parameters<typeof runWork>[0]) {
   );
 }
 
-factcheck.post("/v1/factcheck", apiKeyAuth, jsonBody(Factcheck), (c) => handle(c));
-factcheck.post("/v1/fact-check", apiKeyAuth, jsonBody(Factcheck), (c) => handle(c));
+factcheck.post("/v1/factcheck", jsonBody(Factcheck), (c) => handle(c));
+factcheck.post("/v1/fact-check", jsonBody(Factcheck), (c) => handle(c));

@@ -3,7 +3,7 @@ import { VERSION, type AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { AddressParam, ListQuery } from "../lib/schemas.ts";
 import { nodePool, oracle } from "../../durable-objects/stubs.ts";
-import { params, query } from "../lib/validate.ts";
+import { params, query } from "../lib/request-validation.ts";
 
 // Health and network information. ping and about are public; the rest need an API key (mounted after auth).
 

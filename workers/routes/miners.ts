@@ -2,10 +2,11 @@ import { Hono } from "hono";
 import { MinerChallengeRequest, MinerRegisterRequest } from "../../shared/api.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
+import { bearerToken } from "../lib/credentials.ts";
 import { issueMinerToken, verifyMinerToken } from "../lib/miner-token.ts";
 import { SessionParam } from "../lib/schemas.ts";
 import { nodePool, sessionQueue } from "../../durable-objects/stubs.ts";
-import { jsonBody, params } from "../lib/validate.ts";
+import { jsonBody, params } from "../lib/request-validation.ts";
 
 // Miner-facing routes. Miners prove their wallet with a signed challenge instead of an API key, then use the
 // token they get for their WebSockets: one pool channel, one channel per session they serve.
@@ -26,8 +27,8 @@ miners.post("/miners/register", jsonBody(MinerRegisterRequest), async (c) => {
 /** Checks the upgrade and the miner token, then hands the request, with verified claims, to a Durable Object. */
 async function minerUpgrade(req: Request, secret: string): Promise<Request> {
   if (req.headers.get("Upgrade") !== "websocket") throw new ApiError("invalid_request", "expected a WebSocket upgrade");
-  const match = /^Bearer\s+(\S+)$/i.exec(req.headers.get("Authorization") ?? "");
-  const claims = match ? await verifyMinerToken(secret, match[1]) : null;
+  const token = bearerToken(req.headers.get("Authorization"));
+  const claims = token ? await verifyMinerToken(secret, token) : null;
   if (!claims) throw new ApiError("unauthorized", "missing, invalid or expired miner token");
   const headers = new Headers(req.headers);
   headers.set("X-Miner-Claims", JSON.stringify(claims));

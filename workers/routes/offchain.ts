@@ -8,8 +8,8 @@ import { ApiError } from "../lib/api-error.ts";
 import { auditRefusal, requireOwner } from "../lib/payload-keys.ts";
 import { decryptObject, readObject, storeResult, utf8 } from "../lib/payload-store.ts";
 import { sessionQueue } from "../../durable-objects/stubs.ts";
-import { jsonBody } from "../lib/validate.ts";
-import { caller, minerCaller } from "../middleware/bearer.ts";
+import { jsonBody } from "../lib/request-validation.ts";
+import { caller, minerCaller } from "../lib/credentials.ts";
 
 // Off-chain objects (mounted at /api/v3/offchain):
 //   POST /result        miner token: the signed result write. Checked before anything is stored: the EIP-712

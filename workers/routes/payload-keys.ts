@@ -16,8 +16,8 @@ import {
   writeStoredAllowlist,
 } from "../lib/payload-keys.ts";
 import { SessionParam } from "../lib/schemas.ts";
-import { jsonBody, params } from "../lib/validate.ts";
-import { caller } from "../middleware/bearer.ts";
+import { jsonBody, params } from "../lib/request-validation.ts";
+import { caller } from "../lib/credentials.ts";
 
 // Payload keys (mounted at /api/v1/auth, before the API-key middleware: miners call it with their token).
 //   POST /payload_enc_key/session {session_id, key_version?}           owner, or a miner on the session allowlist

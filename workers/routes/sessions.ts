@@ -4,7 +4,7 @@ import { ApiError } from "../lib/api-error.ts";
 import { CreateSessionBody, SessionParam } from "../lib/schemas.ts";
 import { createSession } from "../lib/sessions.ts";
 import { nodePool, sessionQueue } from "../../durable-objects/stubs.ts";
-import { jsonBody, params } from "../lib/validate.ts";
+import { jsonBody, params } from "../lib/request-validation.ts";
 
 export const sessions = new Hono<AppEnv>();
 

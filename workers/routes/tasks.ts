@@ -1,20 +1,13 @@
 import { Hono } from "hono";
-import { validator } from "hono/validator";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { ListQuery, SessionParam, TaskParam } from "../lib/schemas.ts";
 import { sessionQueue } from "../../durable-objects/stubs.ts";
-import { issues, params } from "../lib/validate.ts";
+import { params, query } from "../lib/request-validation.ts";
 
 export const tasks = new Hono<AppEnv>();
 
-const listQuery = validator("query", (value) => {
-  const parsed = ListQuery.safeParse(value);
-  if (!parsed.success) throw new ApiError("invalid_request", "query is invalid", issues(parsed.error));
-  return parsed.data;
-});
-
-tasks.get("/:sessionId", params(SessionParam), listQuery, async (c) => {
+tasks.get("/:sessionId", params(SessionParam), query(ListQuery), async (c) => {
   const { sessionId } = c.req.valid("param");
   const { limit, before } = c.req.valid("query");
   const list = await sessionQueue(c.env, sessionId).listTasks(limit, before);

@@ -1,34 +1,29 @@
-import { Hono, type Context } from "hono";
+import type { Context } from "hono";
 import { z } from "zod";
 import type { SubmitOutcome, SubmitRequest } from "../../durable-objects/session-queue/rpc.ts";
 import type { PromptSpec } from "../../shared/generation.ts";
 import { RESULT_POLICIES, parseUrn, type PayloadDescriptor } from "../../shared/payloads.ts";
 import type { TaskView } from "../../shared/views.ts";
 import type { AppEnv } from "../env.ts";
-import { ApiError } from "../lib/api-error.ts";
-import { completionRequest, resolveSession } from "../lib/completion-request.ts";
-import { streamCompletion } from "../lib/completion-stream.ts";
-import { completionResponse } from "../lib/openai.ts";
-import { inlineLimit, payloadMax, promptBytes, readResultText, storePrompt } from "../lib/payload-store.ts";
-import { CompletionBody } from "../lib/schemas.ts";
-import { ensureDefaultSession } from "../lib/sessions.ts";
-import { sessionQueue } from "../../durable-objects/stubs.ts";
-import { jsonBody } from "../lib/validate.ts";
-import { apiKeyAuth } from "../middleware/auth.ts";
+import { ApiError } from "./api-error.ts";
+import { completionRequest, resolveSession } from "./completion-request.ts";
+import { streamCompletion } from "./completion-stream.ts";
+import { completionResponse } from "./openai.ts";
+import { inlineLimit, payloadMax, promptBytes, readResultText, storePrompt } from "./payload-store.ts";
+import { CompletionBody } from "./schemas.ts";
+import { reserveTaskId, submitError, submitTask, type Target } from "./submit.ts";
 
-// POST /api/v2/completions[/:sessionId] and /api/v3/completions[/:sessionId]: v1's fields plus a privacy
-// and size policy. The prompt (as PromptSpec JSON) goes to R2 and the task carries only its URN when it is
-// larger than INLINE_PAYLOAD_LIMIT, when `payload_policy` is `offchain`, or when the task is private
-// (`private: true`, or session metadata `private: true`); a private prompt is sealed under its task key first.
-// Results: `result_policy` `inline` (the default unless private) answers with the text; `offchain` answers with
-// the result URN (GET /api/v3/offchain/result/:urn). A private task's miners always write their result
-// encrypted to R2, never inline; with `inline` the router decrypts it for the owner's response. A private
-// task does not stream: `stream: true` gets the whole answer as JSON with `streaming_disabled: true`.
+// The v2/v3 completion (POST /api/v2|v3/completions[/:sessionId], and the hosted entry POST /v1/completions):
+// v1's fields plus a privacy and size policy. The prompt (as PromptSpec JSON) goes to R2 and the task carries
+// only its URN when it is larger than INLINE_PAYLOAD_LIMIT, when `payload_policy` is `offchain`, or when the
+// task is private (`private: true`, or session metadata `private: true`); a private prompt is sealed under its
+// task key first. Results: `result_policy` `inline` (the default unless private) answers with the text;
+// `offchain` answers with the result URN (GET /api/v3/offchain/result/:urn). A private task's miners always
+// write their result encrypted to R2, never inline; with `inline` the router decrypts it for the owner's
+// response. A private task does not stream: `stream: true` gets the whole answer as JSON with
+// `streaming_disabled: true`.
 
-export const completionsV2 = new Hono<AppEnv>();
-completionsV2.use(apiKeyAuth);
-
-export const CompletionV2Body = CompletionBody.extend({
+export const OffchainCompletionBody = CompletionBody.extend({
   prompt: z.string().min(1, "prompt must not be empty").max(64 * 1024 * 1024),
   /** Encrypt the prompt and the result (R2 holds ciphertext only); disables token streaming. */
   private: z.boolean().optional(),
@@ -37,7 +32,7 @@ export const CompletionV2Body = CompletionBody.extend({
   /** `auto` (default): off-chain when larger than the inline limit or private; `offchain` always; `inline` never. */
   payload_policy: z.enum(["auto", "inline", "offchain"]).default("auto"),
 });
-export type CompletionV2Body = z.infer<typeof CompletionV2Body>;
+export type OffchainCompletionBody = z.infer<typeof OffchainCompletionBody>;
 
 interface Plan {
   offchain: boolean;
@@ -48,22 +43,13 @@ interface Plan {
   promptUrn: string | null;
 }
 
-async function reserve(env: Env, sessionId: string, owner: string) {
-  let r = await sessionQueue(env, sessionId).reserveTaskId(owner);
-  if (!r.ok && r.error.code === "session_not_found" && sessionId === env.DEFAULT_SESSION_ID) {
-    await ensureDefaultSession(env, sessionId);
-    r = await sessionQueue(env, sessionId).reserveTaskId(owner);
-  }
-  if (!r.ok) throw ApiError.from(r.error);
-  return r;
-}
-
 /** Decides where the prompt and result go, and stores the prompt when it goes off-chain. */
-async function plan(env: Env, sessionId: string, owner: string, body: CompletionV2Body, spec: PromptSpec, plain: Uint8Array): Promise<Plan> {
+async function plan(env: Env, target: Target, owner: string, body: OffchainCompletionBody, plain: Uint8Array): Promise<Plan> {
+  const sessionId = target.session_id;
   const limit = inlineLimit(env);
   // The reservation checks the session and its owner, tells whether the session is private (metadata
   // `private: true`), and gives the id that names the task's payload and key.
-  const reservation = await reserve(env, sessionId, owner);
+  const reservation = await reserveTaskId(env, target, owner);
   const sessionPrivate = reservation.config.metadata?.private === true;
   if (sessionPrivate && body.private === false) {
     throw new ApiError("invalid_request", `session ${sessionId} is private`, [{ path: "private", message: "this session only takes private tasks" }]);
@@ -96,74 +82,94 @@ async function plan(env: Env, sessionId: string, owner: string, body: Completion
   return { offchain, private: isPrivate, resultPolicy, descriptor, taskId, promptUrn };
 }
 
+/** Drops what was stored under a reserved id that no task will use. */
+async function dropPrompt(env: Env, p: Plan): Promise<void> {
+  const orphan = p.promptUrn ? parseUrn(p.promptUrn) : null;
+  if (orphan) await env.PAYLOADS.delete(orphan.key);
+}
+
 /** The chosen replica's result URN, if its result went off-chain. */
 function resultUrnOf(task: TaskView): string | null {
   const miner = task.result?.miner;
   return task.replicas.find((r) => r.miner === miner)?.result_urn ?? null;
 }
 
-async function respond(c: Context<AppEnv>, task: TaskView, p: Plan, extra: Record<string, unknown> = {}) {
-  const base = completionResponse(task, c.get("requestId"));
+async function resultBody(env: Env, task: TaskView, p: Plan, requestId: string): Promise<Record<string, unknown>> {
+  const base = completionResponse(task, requestId);
   const urn = resultUrnOf(task);
   let text = base.choices[0].text;
-  if (urn && p.resultPolicy === "inline") text = await readResultText(c.env, urn);
+  if (urn && p.resultPolicy === "inline") text = await readResultText(env, urn);
   if (p.resultPolicy === "offchain") text = urn ? "" : text;
-  return c.json({
+  return {
     ...base,
     choices: [{ ...base.choices[0], text }],
-    offchain: {
-      prompt_urn: p.promptUrn,
-      result_urn: urn,
-      encrypted: p.private,
-      key_version: p.descriptor?.key_version ?? null,
-      result_policy: p.resultPolicy,
-    },
-    ...extra,
-  });
+    offchain: { prompt_urn: p.promptUrn, result_urn: urn, encrypted: p.private, key_version: p.descriptor?.key_version ?? null, result_policy: p.resultPolicy },
+  };
 }
 
-completionsV2.post("/:sessionId?", jsonBody(CompletionV2Body), async (c) => {
-  const body = c.req.valid("json");
-  const env = c.env;
-  const sessionId = resolveSession(env, c.req.param("sessionId"), body.session_id);
+/** A completion's answer, before it is rendered as JSON or as an SSE stream. */
+export type OffchainAnswer =
+  | { stream: false; body: Record<string, unknown>; streamingDisabled: boolean }
+  | {
+      stream: true;
+      meta: { sessionId: string; taskId: string; model: string; created: number };
+      events: ReadableStream<Uint8Array>;
+      onDone: (task: TaskView) => Record<string, unknown>;
+    };
+
+/** Runs one v2/v3 completion for `owner`; refusals and failures are thrown as ApiError. */
+export async function completeOffchain(
+  env: Env,
+  who: { owner: string; requestId: string },
+  pathSessionId: string | undefined,
+  body: OffchainCompletionBody,
+): Promise<OffchainAnswer> {
+  const target = resolveSession(env, pathSessionId, body.session_id);
   const spec: PromptSpec = { prompt: body.prompt, prompt_type: body.prompt_type, ...(body.prompt_template !== undefined ? { prompt_template: body.prompt_template } : {}) };
   const plain = promptBytes(spec);
   if (plain.length > payloadMax(env)) {
     throw new ApiError("invalid_request", `prompt is ${plain.length} bytes; the limit is ${payloadMax(env)}`, [{ path: "prompt", message: "too large" }]);
   }
 
-  let p = await plan(env, sessionId, c.get("owner"), body, spec, plain);
+  let p = await plan(env, target, who.owner, body, plain);
   const streamTokens = body.stream && !p.private;
   const request = (): SubmitRequest => ({
-    ...completionRequest(body, c.get("owner")),
+    ...completionRequest(body, who.owner),
     input: p.offchain ? { prompt: "", prompt_type: body.prompt_type } : spec,
     stream: streamTokens,
     ...(p.descriptor ? { payload: p.descriptor } : {}),
     ...(p.taskId !== undefined ? { task_id: p.taskId } : {}),
   });
-  let outcome: SubmitOutcome = await sessionQueue(env, sessionId).submit(request());
+  let outcome: SubmitOutcome = await submitTask(env, target, request());
   if (!outcome.ok && outcome.error.code === "conflict") {
     // The queue was evicted between reservation and submit and forgot the id: drop what was stored under it
     // (the id may be reused, and with it the task key) and store under a fresh one.
-    const orphan = p.promptUrn ? parseUrn(p.promptUrn) : null;
-    if (orphan) await env.PAYLOADS.delete(orphan.key);
-    p = await plan(env, sessionId, c.get("owner"), body, spec, plain);
-    outcome = await sessionQueue(env, sessionId).submit(request());
+    await dropPrompt(env, p);
+    p = await plan(env, target, who.owner, body, plain);
+    outcome = await submitTask(env, target, request());
   }
   if (!outcome.ok) {
     // Refused before a task existed (deposit, no miner…): what was stored for it goes too.
-    const orphan = !outcome.task && p.promptUrn ? parseUrn(p.promptUrn) : null;
-    if (orphan) await env.PAYLOADS.delete(orphan.key);
-    const { code, message, details } = outcome.error;
-    throw new ApiError(code, message, details ?? (outcome.task ? { task_id: outcome.task.task_id, status: outcome.task.status } : null));
+    if (!outcome.task) await dropPrompt(env, p);
+    throw submitError(outcome);
   }
   if (!outcome.stream) {
-    if (body.stream) c.header("X-Streaming-Disabled", "encrypted-payload");
-    return respond(c, outcome.task, p, body.stream ? { streaming_disabled: true, streaming_disabled_reason: "encrypted payloads are not streamed" } : {});
+    const json = await resultBody(env, outcome.task, p, who.requestId);
+    if (!body.stream) return { stream: false, body: json, streamingDisabled: false };
+    return { stream: false, body: { ...json, streaming_disabled: true, streaming_disabled_reason: "encrypted payloads are not streamed" }, streamingDisabled: true };
   }
+  const final = p;
+  return {
+    stream: true,
+    meta: { sessionId: target.session_id, taskId: outcome.task_id, model: outcome.model, created: outcome.created_at },
+    events: outcome.events,
+    onDone: (task) => ({ offchain: { prompt_urn: final.promptUrn, result_urn: resultUrnOf(task), encrypted: false, result_policy: final.resultPolicy } }),
+  };
+}
 
-  const meta = { sessionId, taskId: outcome.task_id, model: outcome.model, created: outcome.created_at };
-  return streamCompletion(c, meta, outcome.events, (task) => ({
-    offchain: { prompt_urn: p.promptUrn, result_urn: resultUrnOf(task), encrypted: false, result_policy: p.resultPolicy },
-  }));
-});
+/** Renders an answer as the v2/v3 route does: JSON (saying when streaming was disabled) or SSE. */
+export function answerResponse(c: Context<AppEnv>, answer: OffchainAnswer): Response | Promise<Response> {
+  if (answer.stream) return streamCompletion(c, answer.meta, answer.events, answer.onDone);
+  if (answer.streamingDisabled) c.header("X-Streaming-Disabled", "encrypted-payload");
+  return c.json(answer.body);
+}

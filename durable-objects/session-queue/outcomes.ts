@@ -1,0 +1,51 @@
+import { replicaIsLive } from "../../shared/task-state.ts";
+import type { ConsensusView } from "../../shared/views.ts";
+import type { Outcome, ReplicaOutcome } from "../reputation.ts";
+import { replicasOf, type OpenTask, type Replica } from "./task.ts";
+
+// What each replica of a finished task is answerable for in the pool's ledger (see README, "Reputation, stake
+// and the ledger"): agreed replicas share the task's tokens, outliers and the timed-out are penalised, the
+// rejected are slashed; a disconnect or a hand-back counts as a task only.
+
+export interface Stamp {
+  session_id: string;
+  at: number;
+  block: number;
+}
+
+function outcomeOf(r: Replica, consensus: ConsensusView | null, agreed: Set<string>, timedOut: boolean): [Outcome, string | null] | null {
+  if (r.state === "committed" && consensus?.status === "agreed") {
+    return agreed.has(r.miner) ? ["agreed", r.reason ?? null] : ["outlier", "result disagrees with consensus"];
+  }
+  if (r.state === "rejected" || r.state === "timed_out" || r.state === "disconnected" || r.state === "released") return [r.state, r.reason ?? null];
+  if (timedOut && replicaIsLive(r.state)) return ["timed_out", `still ${r.state} at the task deadline`];
+  return null;
+}
+
+/** One outcome per replica that ended for a reason its miner answers for; live ones at a task timeout timed out. */
+export function replicaOutcomes(task: OpenTask, consensus: ConsensusView | null, tokens: number, timedOut: boolean, stamp: Stamp): ReplicaOutcome[] {
+  const agreed = new Set(consensus?.status === "agreed" ? consensus.agreed : []);
+  const share = agreed.size ? Math.floor(tokens / agreed.size) : 0;
+  const out: ReplicaOutcome[] = [];
+  for (const r of replicasOf(task)) {
+    const o = outcomeOf(r, consensus, agreed, timedOut);
+    if (!o) continue;
+    out.push(outcomeEntry(task, r, o[0], o[1], stamp, o[0] === "agreed" ? share : 0));
+  }
+  return out;
+}
+
+/** One replica's ledger outcome (a straggler's is never rewarded). */
+export function outcomeEntry(task: OpenTask, r: Replica, outcome: Outcome, reason: string | null, stamp: Stamp, reward = 0): ReplicaOutcome {
+  return {
+    miner: r.miner,
+    session_id: stamp.session_id,
+    task_id: String(task.id),
+    outcome,
+    reason,
+    latency_ms: r.committed_at ? r.committed_at - r.assigned_at : null,
+    reward,
+    at: stamp.at,
+    block: stamp.block,
+  };
+}

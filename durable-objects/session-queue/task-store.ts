@@ -1,0 +1,256 @@
+import type { Hex } from "viem";
+import type { Failure } from "../../shared/errors.ts";
+import type { SessionMinerMessage } from "../../shared/protocol.ts";
+import type { ReplicaState, TaskState } from "../../shared/task-state.ts";
+import type { ConsensusView, SessionConfig, TaskResult, TaskView } from "../../shared/views.ts";
+import { migrate, type ReplicaRow, type TaskRow } from "../session-schema.ts";
+import type { OpenTask, StoredRequest } from "./task.ts";
+
+// Every SQL statement of a SessionQueue: its settings and usage (`meta`), tasks and replicas, what an evicted
+// object restores, and the task view clients read. Writes are not awaited: a Durable Object's SQLite calls are
+// synchronous and its output gate holds outgoing messages until they are durable.
+
+type Commit = Extract<SessionMinerMessage, { type: "commit" }>;
+
+export class TaskStore {
+  private readonly sql: SqlStorage;
+
+  constructor(sql: SqlStorage) {
+    this.sql = sql;
+    migrate(sql);
+  }
+
+  // ── session ──────────────────────────────────────────────────────────────────────────────────────────
+
+  /** The stored settings (as written, before defaults) and tokens used so far. */
+  loadSession(): { config: SessionConfig | null; used: number; lastTaskId: number } {
+    const meta = this.sql.exec<{ key: string; value: string }>(`SELECT key, value FROM meta`).toArray();
+    const get = (k: string) => meta.find((m) => m.key === k)?.value;
+    const config = get("config");
+    return {
+      config: config ? (JSON.parse(config) as SessionConfig) : null,
+      used: Number(get("used") ?? 0),
+      lastTaskId: this.sql.exec<{ m: number | null }>(`SELECT MAX(id) AS m FROM tasks`).one().m ?? 0,
+    };
+  }
+
+  saveConfig(config: SessionConfig): void {
+    this.sql.exec(`INSERT INTO meta (key, value) VALUES ('config', ?)`, JSON.stringify(config));
+  }
+
+  countTasks(): number {
+    return this.sql.exec<{ total: number }>(`SELECT COUNT(*) AS total FROM tasks`).one().total;
+  }
+
+  // ── the task path ────────────────────────────────────────────────────────────────────────────────────
+
+  insertTask(task: OpenTask, request: StoredRequest, at: { now: number; block: number; deadlineBlock: number; clientReference: string | null }): void {
+    this.sql.exec(
+      `INSERT INTO tasks (id, state, request, redundancy, created_at, updated_at, created_block, deadline_at, deadline_block,
+         reserved, client_reference, stream)
+       VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      task.id, JSON.stringify(request), task.redundancy, at.now, at.now, at.block, task.deadline_at, at.deadlineBlock, task.reservedTokens,
+      at.clientReference, task.stream ? 1 : 0,
+    );
+  }
+
+  insertReplica(taskId: number, miner: string, now: number, block: number, ackDeadline: number, commitDeadline: number): void {
+    this.sql.exec(
+      `INSERT OR REPLACE INTO replicas (task_id, miner, state, assigned_at, assigned_block, ack_deadline, commit_deadline)
+       VALUES (?, ?, 'assigned', ?, ?, ?, ?)`,
+      taskId, miner, now, block, ackDeadline, commitDeadline,
+    );
+  }
+
+  setTaskState(taskId: number, state: TaskState, now: number): void {
+    this.sql.exec(`UPDATE tasks SET state = ?, updated_at = ? WHERE id = ?`, state, now, taskId);
+  }
+
+  recordPrecommit(taskId: number, miner: string, ackedAt: number, now: number, hash: string, signature: string): void {
+    this.sql.exec(
+      `UPDATE replicas SET state = 'precommitted', acked_at = ?, precommitted_at = ?, hash = ?, signature = ? WHERE task_id = ? AND miner = ?`,
+      ackedAt, now, hash, signature, taskId, miner,
+    );
+  }
+
+  /** A commit that passed its checks; `reason` notes a straggler's late one. */
+  recordCommit(taskId: number, miner: string, now: number, msg: Commit, reason: string | null = null): void {
+    this.sql.exec(
+      `UPDATE replicas SET state = 'committed', committed_at = ?, text = ?, finish_reason = ?, usage = ?, inference_ms = ?,
+         first_token_ms = ?, reason = COALESCE(?, reason) WHERE task_id = ? AND miner = ?`,
+      now, msg.text, msg.finish_reason, JSON.stringify(msg.usage), msg.inference_ms, msg.first_token_ms ?? null, reason, taskId, miner,
+    );
+    if (msg.result_urn) this.sql.exec(`UPDATE replicas SET result_urn = ? WHERE task_id = ? AND miner = ?`, msg.result_urn, taskId, miner);
+  }
+
+  /** A replica that ended; an in-memory ack is kept on record when it ends before its precommit would have written it. */
+  setReplicaState(taskId: number, miner: string, state: ReplicaState, reason: string, ackedAt: number | null): void {
+    this.sql.exec(`UPDATE replicas SET state = ?, reason = ?, acked_at = COALESCE(acked_at, ?) WHERE task_id = ? AND miner = ?`,
+      state, reason, ackedAt, taskId, miner);
+  }
+
+  /** The committed text of one replica (inline results; "" for off-chain ones). */
+  committedText(taskId: number, miner: string): string {
+    return this.sql.exec<{ text: string | null }>(`SELECT text FROM replicas WHERE task_id = ? AND miner = ?`, taskId, miner).one().text ?? "";
+  }
+
+  /** Whether any replica of the task wrote its result off-chain (such text is not in SQLite). */
+  hasOffchainResult(taskId: number): boolean {
+    return this.sql.exec(`SELECT 1 FROM replicas WHERE task_id = ? AND result_urn IS NOT NULL LIMIT 1`, taskId).toArray().length > 0;
+  }
+
+  /** The chosen replica's result, as the client gets it. */
+  resultOf(taskId: number, miner: string): TaskResult {
+    const chosen = this.sql.exec<ReplicaRow>(`SELECT * FROM replicas WHERE task_id = ? AND miner = ?`, taskId, miner).one();
+    const usage = JSON.parse(chosen.usage!) as { prompt_tokens: number; completion_tokens: number };
+    return {
+      text: chosen.text!,
+      finish_reason: chosen.finish_reason as TaskResult["finish_reason"],
+      usage: { ...usage, total_tokens: usage.prompt_tokens + usage.completion_tokens },
+      hash: chosen.hash!,
+      miner,
+      inference_ms: chosen.inference_ms ?? 0,
+    };
+  }
+
+  /** committed → validated → closed happen together; validated_at records the consensus moment. */
+  closeTask(taskId: number, now: number, block: number, result: TaskResult, consensus: ConsensusView, used: number): void {
+    this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('used', ?)`, String(used));
+    this.sql.exec(
+      `UPDATE tasks SET state = 'closed', updated_at = ?, finished_at = ?, validated_at = ?, finished_block = ?, result = ?, consensus = ?,
+         charged = ? WHERE id = ?`,
+      now, now, now, block, JSON.stringify(result), JSON.stringify(consensus), result.usage.total_tokens, taskId,
+    );
+  }
+
+  updateConsensus(taskId: number, consensus: ConsensusView): void {
+    this.sql.exec(`UPDATE tasks SET consensus = ? WHERE id = ?`, JSON.stringify(consensus), taskId);
+  }
+
+  failTask(taskId: number, now: number, block: number, code: Failure["code"], message: string): void {
+    this.sql.exec(
+      `UPDATE tasks SET state = 'failed', updated_at = ?, finished_at = ?, finished_block = ?, error_code = ?, error_message = ? WHERE id = ?`,
+      now, now, block, code, message, taskId,
+    );
+  }
+
+  // ── after an eviction ────────────────────────────────────────────────────────────────────────────────
+
+  /**
+   * Open tasks, and closed ones whose stragglers are still live (they are judged when they report), oldest first,
+   * rebuilt in memory. Acks were never written, so a replica that had acked reads `assigned` again; the streaming
+   * client did not survive the eviction, so nothing streams.
+   */
+  unfinished(session: { id: string; model: string }): { task: OpenTask; consensus: ConsensusView | null }[] {
+    const rows = this.sql
+      .exec<TaskRow>(
+        `SELECT * FROM tasks WHERE state NOT IN ('closed','failed')
+           OR (state = 'closed' AND id IN (SELECT task_id FROM replicas WHERE state IN ('assigned','acked','precommitted')))
+         ORDER BY id`,
+      )
+      .toArray();
+    return rows.map((row) => {
+      const request = JSON.parse(row.request) as StoredRequest;
+      const task: OpenTask = {
+        id: row.id,
+        state: row.state,
+        redundancy: row.redundancy,
+        deadline_at: row.deadline_at,
+        reservedTokens: row.reserved,
+        stream: false,
+        assign: {
+          type: "assign",
+          session_id: session.id,
+          task_id: String(row.id),
+          model: session.model,
+          input: request.input,
+          params: request.params,
+          stream: false,
+          ...(request.payload ? { payload: request.payload } : {}),
+        },
+        precommit_ms: row.deadline_at - row.created_at,
+        replicas: new Map(),
+        independentSeeds: request.independent_seeds === true,
+      };
+      for (const r of this.sql.exec<ReplicaRow>(`SELECT * FROM replicas WHERE task_id = ?`, row.id)) {
+        task.replicas.set(r.miner, {
+          miner: r.miner,
+          state: r.state,
+          assigned_at: r.assigned_at,
+          ack_deadline: r.ack_deadline,
+          commit_deadline: r.commit_deadline,
+          acked_at: r.acked_at,
+          hash: (r.hash as Hex | null) ?? null,
+          streamed: "",
+        });
+      }
+      return { task, consensus: row.consensus ? (JSON.parse(row.consensus) as ConsensusView) : null };
+    });
+  }
+
+  // ── what clients read ────────────────────────────────────────────────────────────────────────────────
+
+  task(id: number): TaskRow | undefined {
+    return this.sql.exec<TaskRow>(`SELECT * FROM tasks WHERE id = ?`, id).toArray()[0];
+  }
+
+  tasks(limit: number, before?: number): TaskRow[] {
+    return this.sql.exec<TaskRow>(`SELECT * FROM tasks WHERE id < ? ORDER BY id DESC LIMIT ?`, before ?? Number.MAX_SAFE_INTEGER, limit).toArray();
+  }
+
+  /** A task as clients see it; an open task's newest phases may be in memory only (acks) and are laid over storage. */
+  view(row: TaskRow, session: { id: string; model: string }, open?: OpenTask): TaskView {
+    const request = JSON.parse(row.request) as StoredRequest;
+    const replicas = this.sql.exec<ReplicaRow>(`SELECT * FROM replicas WHERE task_id = ? ORDER BY assigned_at`, row.id).toArray();
+    if (open) {
+      row = { ...row, state: open.state };
+      for (const r of replicas) {
+        const live = open.replicas.get(r.miner);
+        if (live) Object.assign(r, { state: live.state, acked_at: live.acked_at ?? r.acked_at });
+      }
+    }
+    const consensus = row.consensus ? (JSON.parse(row.consensus) as ConsensusView) : null;
+    const committed = replicas.filter((r) => r.state === "committed");
+    return {
+      task_id: String(row.id),
+      session_id: session.id,
+      status: row.state,
+      model: session.model,
+      input: request.input,
+      params: request.params,
+      payload: request.payload ?? null,
+      stream: row.stream === 1,
+      client_reference: row.client_reference,
+      redundancy: row.redundancy,
+      created_at: row.created_at,
+      updated_at: row.updated_at,
+      finished_at: row.finished_at,
+      created_block: row.created_block,
+      finished_block: row.finished_block,
+      deadline_at: row.deadline_at,
+      deadline_block: row.deadline_block,
+      assigned_miners: replicas.map((r) => r.miner),
+      results: { data: committed.map((r) => r.text ?? ""), miners: committed.map((r) => r.miner) },
+      result: row.result ? (JSON.parse(row.result) as TaskResult) : null,
+      consensus,
+      replicas: replicas.map((r) => ({
+        miner: r.miner,
+        state: r.state,
+        assigned_at: r.assigned_at,
+        assigned_block: r.assigned_block,
+        acked_at: r.acked_at,
+        precommitted_at: r.precommitted_at,
+        committed_at: r.committed_at,
+        hash: r.hash,
+        signature: r.signature,
+        latency_ms: r.committed_at ? r.committed_at - r.assigned_at : null,
+        inference_ms: r.inference_ms,
+        first_token_ms: r.first_token_ms,
+        result_urn: r.result_urn ?? null,
+        agreed: consensus && r.state === "committed" ? consensus.agreed.includes(r.miner) : null,
+        reason: r.reason,
+      })),
+      error: row.error_code ? { code: row.error_code as Failure["code"], message: row.error_message ?? "" } : null,
+    };
+  }
+}

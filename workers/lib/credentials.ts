@@ -1,0 +1,55 @@
+import type { Context } from "hono";
+import type { AppEnv } from "../env.ts";
+import { ApiError } from "./api-error.ts";
+import { verifyMinerToken } from "./miner-token.ts";
+
+// The credentials a request carries, all in `Authorization: Bearer <token>`: a client API key (`API_KEYS`), or
+// a miner token from registration (lib/miner-token.ts). API-key routes get `owner` from the apiKeyAuth
+// middleware; routes that both clients and miners call (payload keys, off-chain objects) resolve the caller
+// here, where they decide what that caller may do.
+
+/** The token of an `Authorization: Bearer <token>` header, else null. */
+export function bearerToken(header: string | null | undefined): string | null {
+  return /^Bearer\s+(\S+)$/i.exec(header ?? "")?.[1] ?? null;
+}
+
+const parsed = new Map<string, Map<string, string>>();
+
+/** `API_KEYS` is `owner:key,owner:key`; parsed once per isolate into key → owner. */
+function keyTable(raw: string): Map<string, string> {
+  let table = parsed.get(raw);
+  if (!table) {
+    table = new Map();
+    for (const pair of raw.split(",")) {
+      const i = pair.indexOf(":");
+      if (i > 0) table.set(pair.slice(i + 1).trim(), pair.slice(0, i).trim());
+    }
+    parsed.set(raw, table);
+  }
+  return table;
+}
+
+/** The owner name of an API key, else undefined. */
+export function apiKeyOwner(env: Env, token: string): string | undefined {
+  return keyTable(env.API_KEYS).get(token);
+}
+
+export type Caller = { kind: "client"; owner: string } | { kind: "miner"; address: string };
+
+/** Who calls a route open to both sides: the API key's owner, else the miner token's address. */
+export async function caller(c: Context<AppEnv>): Promise<Caller> {
+  const token = bearerToken(c.req.header("Authorization"));
+  if (!token) throw new ApiError("unauthorized", "missing `Authorization: Bearer <api key or miner token>` header");
+  const owner = apiKeyOwner(c.env, token);
+  if (owner) return { kind: "client", owner };
+  const claims = await verifyMinerToken(c.env.MINER_TOKEN_SECRET, token);
+  if (claims) return { kind: "miner", address: claims.address.toLowerCase() };
+  throw new ApiError("unauthorized", "unknown API key or invalid/expired miner token");
+}
+
+/** The calling miner's address; a client API key is refused. */
+export async function minerCaller(c: Context<AppEnv>): Promise<string> {
+  const who = await caller(c);
+  if (who.kind !== "miner") throw new ApiError("forbidden", "this route is for miners (miner token)");
+  return who.address;
+}

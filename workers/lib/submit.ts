@@ -1,0 +1,52 @@
+import type { SubmitOutcome, SubmitRequest } from "../../durable-objects/session-queue/rpc.ts";
+import { sessionQueue } from "../../durable-objects/stubs.ts";
+import type { Failure } from "../../shared/errors.ts";
+import type { SessionConfig } from "../../shared/views.ts";
+import { ApiError } from "./api-error.ts";
+import { ensureConfiguredSession } from "./sessions.ts";
+
+// The one way the router hands work to a session, for every completion, delegate, validate, factcheck and
+// hosted request: a configured session that does not exist yet is created on first use and the call is made
+// once more; a refused or failed submit becomes one ApiError.
+
+/** The session a task goes to. */
+export interface Target {
+  session_id: string;
+  /** From configuration (created on first use), not from the request. */
+  configured: boolean;
+}
+
+/** Calls the session's queue; a configured session that is not there yet is created and called once more. */
+async function onSession<T extends { ok: true } | { ok: false; error: Failure }>(
+  env: Env,
+  target: Target,
+  name: string,
+  call: (queue: ReturnType<typeof sessionQueue>) => Promise<T>,
+): Promise<T> {
+  const first = await call(sessionQueue(env, target.session_id));
+  if (first.ok || first.error.code !== "session_not_found" || !target.configured) return first;
+  await ensureConfiguredSession(env, target.session_id, name);
+  return call(sessionQueue(env, target.session_id));
+}
+
+/** Submits one task; `name` is what a configured session created here is for. */
+export function submitTask(env: Env, target: Target, req: SubmitRequest, name = "default"): Promise<SubmitOutcome> {
+  return onSession<SubmitOutcome>(env, target, name, (queue) => queue.submit(req));
+}
+
+/**
+ * Reserves the id a v2/v3 task will be submitted under (its off-chain payload and key are named by it). The
+ * reservation also checks the session and its owner, and returns the session's config.
+ */
+export async function reserveTaskId(env: Env, target: Target, owner: string): Promise<{ task_id: number; config: SessionConfig }> {
+  type Reservation = { ok: true; task_id: number; config: SessionConfig } | { ok: false; error: Failure };
+  const r = await onSession<Reservation>(env, target, "default", (queue) => queue.reserveTaskId(owner));
+  if (!r.ok) throw submitError(r);
+  return r;
+}
+
+/** The error a client gets for a submit that was refused (no task) or whose task failed. */
+export function submitError(outcome: Extract<SubmitOutcome, { ok: false }>): ApiError {
+  const { code, message, details } = outcome.error;
+  return new ApiError(code, message, details ?? (outcome.task ? { task_id: outcome.task.task_id, status: outcome.task.status } : null));
+}
