@@ -7,7 +7,12 @@ export default defineConfig({
   test: {
     projects: [
       {
-        plugins: [cloudflareTest({ wrangler: { configPath: "./wrangler.toml" }, miniflare: { bindings: { BLOCK_INTERVAL_MS: "200", MIN_STAKE: "100" } } })],
+        plugins: [
+          cloudflareTest({
+            wrangler: { configPath: "./wrangler.toml" },
+            miniflare: { bindings: { BLOCK_INTERVAL_MS: "200", MIN_STAKE: "100" } },
+          }),
+        ],
         test: { name: "unit", include: ["test/unit/**/*.test.ts"], testTimeout: 30_000 },
       },
       {

@@ -15,7 +15,7 @@
 //                     (temperature 0.8 and max_tokens 48 unless given) and a validator miner embeds the outputs;
 //                     prints the cosine distances seen, to calibrate the dispersion threshold
 //   --temperature=T   sampling temperature (default 0, greedy; 0.8 with --consensus=similarity)
-import { api, startMiner, startRouter, until, type Miner, type Router } from "../test/helpers/network.ts";
+import { api, type Miner, type Router, startMiner, startRouter, until } from "../test/helpers/network.ts";
 
 const MODES = ["junk", "wrong-model", "bad-commit", "replay-signature", "silent-after-ack"] as const;
 type Mode = (typeof MODES)[number];
@@ -60,7 +60,10 @@ async function session(router: Router, miners: Miner[]): Promise<string> {
     body: { deposit: 1e11, redundancy: 3, max_miners: 3, mode: "dedicated", dedicated_miners: miners.map(addr), consensus: CONSENSUS },
   });
   if (res.status !== 201) throw new Error(`session: ${JSON.stringify(res.body)}`);
-  await until(async () => (await api(router, `/api/v1/sessions/${res.body.id}`)).body.usage?.connected_miners?.length >= miners.length, 60_000);
+  await until(
+    async () => (await api(router, `/api/v1/sessions/${res.body.id}`)).body.usage?.connected_miners?.length >= miners.length,
+    60_000,
+  );
   return res.body.id as string;
 }
 
@@ -68,6 +71,253 @@ function prompt(i: number): string {
   // Varied prompts so honest outputs differ between tasks (a cheat cannot pass by guessing one answer).
   const w = (k: number) => WORDS[(i * 7 + k * 5) % WORDS.length];
   return `${w(0)} ${w(1)} ${i} ${w(2)}`;
+}
+
+// Per group: tasks, completions, honest replicas wrongly accused, cheater replicas caught / missed by how.
+interface Tally {
+  tasks: number;
+  failed: number;
+  honestWin: number;
+  honestReplicas: number;
+  falseAccusations: number;
+  honestStragglers: number;
+  cheaterAssigned: number;
+  caught: number;
+  missed: Record<string, number>;
+  replicas: Record<number, number>;
+}
+interface Report {
+  tally: Map<string, Tally>;
+  accusations: string[];
+  // Similarity consensus: each replica's cosine distance to the chosen output, by who produced it.
+  distances: Record<string, number[]>;
+  methods: Record<string, number>;
+  failures: Record<string, number>;
+  failedViews: string[];
+}
+// The fields of GET /api/v1/tasks/:sid/:task_id that the judge reads.
+interface TaskView {
+  status: string;
+  error?: { message?: string };
+  replicas: Replica[];
+  result?: { miner: string };
+  consensus?: {
+    method: string;
+    status: string;
+    agreed: string[];
+    outliers?: string[];
+    similarity?: { distances?: Record<string, number> };
+  };
+}
+interface Network {
+  honest: Miner[];
+  cheaters: Map<Mode, Miner>;
+  honestSet: Set<string>;
+  cheaterOf: Map<string, Mode>;
+}
+
+// Starts three honest miners and one cheater per mode; every miner goes into `miners` (for the caller to stop).
+async function startMiners(router: Router, miners: Miner[]): Promise<Network> {
+  const honest = await Promise.all(["h1", "h2", "h3"].map((name) => startMiner(router.url, { name })));
+  const cheaters = new Map<Mode, Miner>();
+  for (const mode of modes) cheaters.set(mode, await startMiner(router.url, { name: `cheat-${mode}`, args: ["--test-dishonest", mode] }));
+  miners.push(...honest, ...cheaters.values());
+  await Promise.all(miners.map((m) => m.waitFor("ready", undefined, 180_000)));
+  const honestSet = new Set(honest.map(addr));
+  const cheaterOf = new Map([...cheaters].map(([mode, m]) => [addr(m), mode]));
+  return { honest, cheaters, honestSet, cheaterOf };
+}
+
+// One session per group (all-honest, then one per cheat) and its tasks, shuffled.
+async function buildJobs(router: Router, { honest, cheaters }: Network): Promise<Job[]> {
+  const jobs: Job[] = [];
+  if (runHonest) {
+    const sid = await session(router, honest);
+    for (let i = 0; i < HONEST; i++) jobs.push({ group: "honest", sid, prompt: prompt(i) });
+  }
+  for (const [mode, m] of cheaters) {
+    const sid = await session(router, [honest[0]!, honest[1]!, m]);
+    for (let i = 0; i < PER_CHEAT; i++) jobs.push({ group: mode, sid, prompt: prompt(10_000 + i) });
+  }
+  shuffle(jobs);
+  return jobs;
+}
+
+// Interleave the groups so every session sees the same conditions over the run.
+function shuffle(jobs: Job[]): void {
+  let seed = 42;
+  for (let i = jobs.length - 1; i > 0; i--) {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    const j = seed % (i + 1);
+    [jobs[i], jobs[j]] = [jobs[j]!, jobs[i]!];
+  }
+}
+
+// Submits the jobs IN_FLIGHT at a time, recording each one's status, task id and error; then lets stragglers settle.
+async function runJobs(router: Router, jobs: Job[]): Promise<void> {
+  const t0 = performance.now();
+  let next = 0;
+  let done = 0;
+  await Promise.all(
+    Array.from({ length: IN_FLIGHT }, async () => {
+      while (next < jobs.length) {
+        const job = jobs[next++]!;
+        const res = await api(router, `/api/v1/completions/${job.sid}`, {
+          body: { prompt: job.prompt, max_tokens: MAX_TOKENS, temperature: TEMPERATURE, precommit_timeout: PRECOMMIT_TIMEOUT },
+        });
+        job.status = res.status;
+        job.task_id = res.body.task_id ?? res.body.error?.details?.task_id;
+        if (res.status !== 200) job.error = res.body.error?.code ?? String(res.status);
+        if (++done % 100 === 0) console.log(`  ${done}/${jobs.length} tasks (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
+      }
+    }),
+  );
+  const elapsed = (performance.now() - t0) / 1000;
+  console.log(`ran ${jobs.length} tasks in ${elapsed.toFixed(1)} s; letting stragglers settle for ${SETTLE_MS} ms`);
+  await new Promise((r) => setTimeout(r, SETTLE_MS));
+}
+
+// Reads each job's task view, one after another, into the per-group tallies.
+async function judge(router: Router, jobs: Job[], net: Network): Promise<Report> {
+  const report: Report = { tally: new Map(), accusations: [], distances: {}, methods: {}, failures: {}, failedViews: [] };
+  for (const job of jobs) await judgeJob(router, job, net, report);
+  return report;
+}
+
+function newTally(): Tally {
+  return {
+    tasks: 0,
+    failed: 0,
+    honestWin: 0,
+    honestReplicas: 0,
+    falseAccusations: 0,
+    honestStragglers: 0,
+    cheaterAssigned: 0,
+    caught: 0,
+    missed: {},
+    replicas: {},
+  };
+}
+
+async function judgeJob(router: Router, job: Job, net: Network, report: Report): Promise<void> {
+  const { tally, failures, failedViews } = report;
+  const t = tally.get(job.group) ?? newTally();
+  tally.set(job.group, t);
+  t.tasks++;
+  if (job.status !== 200) {
+    t.failed++;
+    failures[job.error!] = (failures[job.error!] ?? 0) + 1;
+  }
+  if (!job.task_id) return;
+  const view = (await api<TaskView>(router, `/api/v1/tasks/${job.sid}/${job.task_id}`)).body;
+  if (job.status !== 200 && failedViews.length < 5) {
+    failedViews.push(
+      `${job.group} task ${job.sid}/${job.task_id}: ${view.status} ${view.error?.message ?? ""}; ` +
+        view.replicas.map((r: Replica) => `${r.miner.slice(0, 8)} ${r.state}${r.reason ? ` (${r.reason})` : ""}`).join(", "),
+    );
+  }
+  noteConsensus(view, net, report);
+  judgeReplicas(job, view, t, net, report);
+}
+
+// The consensus verdict, and (similarity) each non-chosen replica's distance, by who produced it.
+function noteConsensus(view: TaskView, { honestSet, cheaterOf }: Network, { methods, distances }: Report): void {
+  if (view.consensus)
+    methods[`${view.consensus.method}/${view.consensus.status}`] = (methods[`${view.consensus.method}/${view.consensus.status}`] ?? 0) + 1;
+  for (const [who, d] of Object.entries<number>(view.consensus?.similarity?.distances ?? {})) {
+    if (who === view.result?.miner) continue; // the chosen output itself (distance 0)
+    const kind = honestSet.has(who) ? "honest" : (cheaterOf.get(who) ?? "other");
+    (distances[kind] ??= []).push(d);
+  }
+}
+
+// Honest output won?; each honest replica accused or left live; each cheater replica caught or missed (and how).
+function judgeReplicas(job: Job, view: TaskView, t: Tally, { honestSet, cheaterOf }: Network, { accusations }: Report): void {
+  const replicas: Replica[] = view.replicas;
+  const outliers = new Set<string>((view.consensus?.outliers ?? []).map((a: string) => a.toLowerCase()));
+  t.replicas[replicas.length] = (t.replicas[replicas.length] ?? 0) + 1;
+  if (
+    view.status === "closed" &&
+    view.consensus?.status === "agreed" &&
+    view.consensus.agreed.every((a: string) => honestSet.has(a.toLowerCase()))
+  ) {
+    t.honestWin++;
+  }
+  const accused = (r: Replica) =>
+    r.state === "rejected" || r.state === "timed_out" || r.agreed === false || outliers.has(r.miner.toLowerCase());
+  for (const r of replicas) {
+    const who = r.miner.toLowerCase();
+    if (honestSet.has(who)) {
+      t.honestReplicas++;
+      if (accused(r)) {
+        t.falseAccusations++;
+        accusations.push(`${job.group} task ${job.sid}/${job.task_id}: honest ${who} ${r.state} agreed=${r.agreed} ${r.reason ?? ""}`);
+      }
+      if (LIVE.has(r.state)) t.honestStragglers++;
+    } else if (cheaterOf.has(who)) {
+      t.cheaterAssigned++;
+      if (accused(r)) t.caught++;
+      else {
+        const how = LIVE.has(r.state) ? `left ${r.state} (after the quorum closed the task)` : `${r.state}, agreed=${r.agreed}`;
+        t.missed[how] = (t.missed[how] ?? 0) + 1;
+      }
+    }
+  }
+}
+
+function printReport(report: Report): void {
+  printHonest(report);
+  console.log(`  consensus verdicts: ${JSON.stringify(report.methods)}`);
+  printDistances(report.distances);
+  printDetection(report.tally);
+}
+
+function printHonest({ tally, accusations, failures, failedViews }: Report): void {
+  console.log("\nhonest miners");
+  let fa = 0;
+  let hr = 0;
+  for (const [group, t] of tally) {
+    fa += t.falseAccusations;
+    hr += t.honestReplicas;
+    console.log(
+      `  ${group.padEnd(18)} ${String(t.tasks).padStart(5)} tasks, ${t.failed} failed, honest output ${pct(t.honestWin, t.tasks)}; ` +
+        `honest replicas ${t.honestReplicas}, falsely accused ${t.falseAccusations}, never reached a final state ${t.honestStragglers}; ` +
+        `replicas per task ${JSON.stringify(t.replicas)}`,
+    );
+  }
+  console.log(
+    `  FALSE ACCUSATIONS: ${fa} of ${hr} honest replicas (${tally.get("honest")?.falseAccusations ?? 0} in ${tally.get("honest")?.tasks ?? 0} all-honest tasks)`,
+  );
+  for (const a of accusations.slice(0, 10)) console.log(`    ${a}`);
+  if (Object.keys(failures).length) console.log(`  failed tasks by error code: ${JSON.stringify(failures)}`);
+  for (const v of failedViews) console.log(`    ${v}`);
+}
+
+function printDistances(distances: Record<string, number[]>): void {
+  if (!Object.keys(distances).length) return;
+  const q = (a: number[], p: number) => [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(p * a.length))]!.toFixed(3);
+  console.log("\ncosine distance to the chosen output (similarity consensus)");
+  for (const [kind, d] of Object.entries(distances)) {
+    console.log(
+      `  ${kind.padEnd(18)} n=${String(d.length).padStart(4)}  min ${q(d, 0)}  p05 ${q(d, 0.05)}  p50 ${q(d, 0.5)}  p95 ${q(d, 0.95)}  max ${q(d, 1)}`,
+    );
+  }
+}
+
+function printDetection(tally: Map<string, Tally>): void {
+  console.log("\ndetection at k = 3 (2 honest + 1 cheater per task)");
+  for (const mode of modes) {
+    const t = tally.get(mode)!;
+    const missed = Object.entries(t.missed)
+      .map(([how, n]) => `${n} ${how}`)
+      .join("; ");
+    // A cheater the pool has benched (reputation) is no longer assigned: those tasks ran on two honest miners.
+    console.log(
+      `  ${mode.padEnd(18)} caught ${t.caught} of ${t.cheaterAssigned} cheating replicas = ${pct(t.caught, t.cheaterAssigned)}` +
+        `; not assigned (benched) in ${t.tasks - t.cheaterAssigned} of ${t.tasks} tasks` +
+        `${missed ? `; missed: ${missed}` : ""}; honest output ${pct(t.honestWin, t.tasks)}`,
+    );
+  }
 }
 
 async function main(): Promise<void> {
@@ -78,159 +328,10 @@ async function main(): Promise<void> {
   const router = await startRouter();
   const miners: Miner[] = [];
   try {
-    const honest = await Promise.all(["h1", "h2", "h3"].map((name) => startMiner(router.url, { name })));
-    const cheaters = new Map<Mode, Miner>();
-    for (const mode of modes) cheaters.set(mode, await startMiner(router.url, { name: `cheat-${mode}`, args: ["--test-dishonest", mode] }));
-    miners.push(...honest, ...cheaters.values());
-    await Promise.all(miners.map((m) => m.waitFor("ready", undefined, 180_000)));
-    const honestSet = new Set(honest.map(addr));
-    const cheaterOf = new Map([...cheaters].map(([mode, m]) => [addr(m), mode]));
-
-    const jobs: Job[] = [];
-    if (runHonest) {
-      const sid = await session(router, honest);
-      for (let i = 0; i < HONEST; i++) jobs.push({ group: "honest", sid, prompt: prompt(i) });
-    }
-    for (const [mode, m] of cheaters) {
-      const sid = await session(router, [honest[0]!, honest[1]!, m]);
-      for (let i = 0; i < PER_CHEAT; i++) jobs.push({ group: mode, sid, prompt: prompt(10_000 + i) });
-    }
-    // Interleave the groups so every session sees the same conditions over the run.
-    let seed = 42;
-    for (let i = jobs.length - 1; i > 0; i--) {
-      seed = (seed * 1103515245 + 12345) >>> 0;
-      const j = seed % (i + 1);
-      [jobs[i], jobs[j]] = [jobs[j]!, jobs[i]!];
-    }
-
-    const t0 = performance.now();
-    let next = 0;
-    let done = 0;
-    await Promise.all(
-      Array.from({ length: IN_FLIGHT }, async () => {
-        while (next < jobs.length) {
-          const job = jobs[next++]!;
-          const res = await api(router, `/api/v1/completions/${job.sid}`, {
-            body: { prompt: job.prompt, max_tokens: MAX_TOKENS, temperature: TEMPERATURE, precommit_timeout: PRECOMMIT_TIMEOUT },
-          });
-          job.status = res.status;
-          job.task_id = res.body.task_id ?? res.body.error?.details?.task_id;
-          if (res.status !== 200) job.error = res.body.error?.code ?? String(res.status);
-          if (++done % 100 === 0) console.log(`  ${done}/${jobs.length} tasks (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
-        }
-      }),
-    );
-    const elapsed = (performance.now() - t0) / 1000;
-    console.log(`ran ${jobs.length} tasks in ${elapsed.toFixed(1)} s; letting stragglers settle for ${SETTLE_MS} ms`);
-    await new Promise((r) => setTimeout(r, SETTLE_MS));
-
-    // Per group: tasks, completions, honest replicas wrongly accused, cheater replicas caught / missed by how.
-    type Tally = {
-      tasks: number;
-      failed: number;
-      honestWin: number;
-      honestReplicas: number;
-      falseAccusations: number;
-      honestStragglers: number;
-      cheaterAssigned: number;
-      caught: number;
-      missed: Record<string, number>;
-      replicas: Record<number, number>;
-    };
-    const tally = new Map<string, Tally>();
-    const accusations: string[] = [];
-    // Similarity consensus: each replica's cosine distance to the chosen output, by who produced it.
-    const distances: Record<string, number[]> = {};
-    const methods: Record<string, number> = {};
-    const failures: Record<string, number> = {};
-    const failedViews: string[] = [];
-    for (const job of jobs) {
-      const t = tally.get(job.group) ?? {
-        tasks: 0, failed: 0, honestWin: 0, honestReplicas: 0, falseAccusations: 0, honestStragglers: 0,
-        cheaterAssigned: 0, caught: 0, missed: {}, replicas: {},
-      };
-      tally.set(job.group, t);
-      t.tasks++;
-      if (job.status !== 200) {
-        t.failed++;
-        failures[job.error!] = (failures[job.error!] ?? 0) + 1;
-      }
-      if (!job.task_id) continue;
-      const view = (await api(router, `/api/v1/tasks/${job.sid}/${job.task_id}`)).body;
-      if (job.status !== 200 && failedViews.length < 5) {
-        failedViews.push(`${job.group} task ${job.sid}/${job.task_id}: ${view.status} ${view.error?.message ?? ""}; ` +
-          view.replicas.map((r: Replica) => `${r.miner.slice(0, 8)} ${r.state}${r.reason ? ` (${r.reason})` : ""}`).join(", "));
-      }
-      const replicas: Replica[] = view.replicas;
-      if (view.consensus) methods[`${view.consensus.method}/${view.consensus.status}`] = (methods[`${view.consensus.method}/${view.consensus.status}`] ?? 0) + 1;
-      for (const [who, d] of Object.entries<number>(view.consensus?.similarity?.distances ?? {})) {
-        if (who === view.result?.miner) continue; // the chosen output itself (distance 0)
-        const kind = honestSet.has(who) ? "honest" : (cheaterOf.get(who) ?? "other");
-        (distances[kind] ??= []).push(d);
-      }
-      const outliers = new Set<string>((view.consensus?.outliers ?? []).map((a: string) => a.toLowerCase()));
-      t.replicas[replicas.length] = (t.replicas[replicas.length] ?? 0) + 1;
-      if (view.status === "closed" && view.consensus?.status === "agreed" && view.consensus.agreed.every((a: string) => honestSet.has(a.toLowerCase()))) {
-        t.honestWin++;
-      }
-      const accused = (r: Replica) => r.state === "rejected" || r.state === "timed_out" || r.agreed === false || outliers.has(r.miner.toLowerCase());
-      for (const r of replicas) {
-        const who = r.miner.toLowerCase();
-        if (honestSet.has(who)) {
-          t.honestReplicas++;
-          if (accused(r)) {
-            t.falseAccusations++;
-            accusations.push(`${job.group} task ${job.sid}/${job.task_id}: honest ${who} ${r.state} agreed=${r.agreed} ${r.reason ?? ""}`);
-          }
-          if (LIVE.has(r.state)) t.honestStragglers++;
-        } else if (cheaterOf.has(who)) {
-          t.cheaterAssigned++;
-          if (accused(r)) t.caught++;
-          else {
-            const how = LIVE.has(r.state) ? `left ${r.state} (after the quorum closed the task)` : `${r.state}, agreed=${r.agreed}`;
-            t.missed[how] = (t.missed[how] ?? 0) + 1;
-          }
-        }
-      }
-    }
-
-    console.log("\nhonest miners");
-    let fa = 0;
-    let hr = 0;
-    for (const [group, t] of tally) {
-      fa += t.falseAccusations;
-      hr += t.honestReplicas;
-      console.log(
-        `  ${group.padEnd(18)} ${String(t.tasks).padStart(5)} tasks, ${t.failed} failed, honest output ${pct(t.honestWin, t.tasks)}; ` +
-          `honest replicas ${t.honestReplicas}, falsely accused ${t.falseAccusations}, never reached a final state ${t.honestStragglers}; ` +
-          `replicas per task ${JSON.stringify(t.replicas)}`,
-      );
-    }
-    console.log(`  FALSE ACCUSATIONS: ${fa} of ${hr} honest replicas (${tally.get("honest")?.falseAccusations ?? 0} in ${tally.get("honest")?.tasks ?? 0} all-honest tasks)`);
-    for (const a of accusations.slice(0, 10)) console.log(`    ${a}`);
-    if (Object.keys(failures).length) console.log(`  failed tasks by error code: ${JSON.stringify(failures)}`);
-    for (const v of failedViews) console.log(`    ${v}`);
-
-    console.log(`  consensus verdicts: ${JSON.stringify(methods)}`);
-    if (Object.keys(distances).length) {
-      const q = (a: number[], p: number) => [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(p * a.length))]!.toFixed(3);
-      console.log("\ncosine distance to the chosen output (similarity consensus)");
-      for (const [kind, d] of Object.entries(distances)) {
-        console.log(`  ${kind.padEnd(18)} n=${String(d.length).padStart(4)}  min ${q(d, 0)}  p05 ${q(d, 0.05)}  p50 ${q(d, 0.5)}  p95 ${q(d, 0.95)}  max ${q(d, 1)}`);
-      }
-    }
-
-    console.log("\ndetection at k = 3 (2 honest + 1 cheater per task)");
-    for (const mode of modes) {
-      const t = tally.get(mode)!;
-      const missed = Object.entries(t.missed).map(([how, n]) => `${n} ${how}`).join("; ");
-      // A cheater the pool has benched (reputation) is no longer assigned: those tasks ran on two honest miners.
-      console.log(
-        `  ${mode.padEnd(18)} caught ${t.caught} of ${t.cheaterAssigned} cheating replicas = ${pct(t.caught, t.cheaterAssigned)}` +
-          `; not assigned (benched) in ${t.tasks - t.cheaterAssigned} of ${t.tasks} tasks` +
-          `${missed ? `; missed: ${missed}` : ""}; honest output ${pct(t.honestWin, t.tasks)}`,
-      );
-    }
+    const net = await startMiners(router, miners);
+    const jobs = await buildJobs(router, net);
+    await runJobs(router, jobs);
+    printReport(await judge(router, jobs, net));
   } finally {
     await Promise.all(miners.map((m) => m.stop("SIGKILL")));
     await router.stop();

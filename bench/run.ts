@@ -1,6 +1,6 @@
 // `npm run bench`: figures from one run of the real network (wrangler dev + miner-agent processes) and of
 // the miner engine against a bare onnxruntime-node decode loop. Prints medians and ratios; asserts nothing.
-import { api, MODEL_CACHE, startMiner, startRouter, until as waitUntil, type Miner } from "../test/helpers/network.ts";
+import { api, type Miner, MODEL_CACHE, startMiner, startRouter, until as waitUntil } from "../test/helpers/network.ts";
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, "").split("=") as [string, string]));
 const N_LATENCY = Number(args.get("latency-n") ?? 300);
@@ -185,7 +185,16 @@ async function engineBench(): Promise<void> {
   const prompt = "The quick brown fox";
   const ids = Array.from((tokenizer(prompt).input_ids as { data: ArrayLike<bigint> }).data, Number);
   // Stops and EOS are disabled through a long max: both loops decode exactly ENGINE_TOKENS tokens.
-  const params = { max_tokens: ENGINE_TOKENS, temperature: 0, top_p: 1, top_k: 0, presence_penalty: 0, frequency_penalty: 0, stop: [], seed: 0 };
+  const params = {
+    max_tokens: ENGINE_TOKENS,
+    temperature: 0,
+    top_p: 1,
+    top_k: 0,
+    presence_penalty: 0,
+    frequency_penalty: 0,
+    stop: [],
+    seed: 0,
+  };
   await engine.generate({ input: { prompt, prompt_type: 1 }, params });
   await bareDecode(dir, ids, ENGINE_TOKENS);
   const engineTps: number[] = [];

@@ -1,15 +1,23 @@
 import { DurableObject } from "cloudflare:workers";
-import { verifyMessage, type Hex } from "viem";
+import { type Hex, verifyMessage } from "viem";
 import type { MinerRegisterRequest } from "../shared/api.ts";
 import type { Failure } from "../shared/errors.ts";
-import { PoolMinerMessage, parseMessage, type PoolServerMessage } from "../shared/protocol.ts";
+import { PoolMinerMessage, type PoolServerMessage, parseMessage } from "../shared/protocol.ts";
 import { registrationMessage } from "../shared/signing.ts";
 import type { SessionConfig } from "../shared/views.ts";
-import { POOL_MIGRATIONS, applyOutcomes, isBenched, reputation, type LedgerEntry, type Policy, type ReplicaOutcome,
+import { type MinerClaims, MinerSockets, upgradeClaims } from "./miner-sockets.ts";
+import {
+  applyOutcomes,
+  isBenched,
+  type LedgerEntry,
+  POOL_MIGRATIONS,
+  type Policy,
   type RepCounters,
-  type ReputationView } from "./reputation.ts";
+  type ReplicaOutcome,
+  type ReputationView,
+  reputation,
+} from "./reputation.ts";
 import { migrate } from "./session-schema.ts";
-import { MinerSockets, upgradeClaims, type MinerClaims } from "./miner-sockets.ts";
 import { oracle } from "./stubs.ts";
 
 export interface MinerView {
@@ -137,7 +145,14 @@ export class NodePool extends DurableObject<Env> {
       `INSERT INTO miners (address, name, version, models, device, capacity, registered_at, stake) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (address) DO UPDATE SET name = excluded.name, version = excluded.version, models = excluded.models,
          device = excluded.device, capacity = excluded.capacity, stake = excluded.stake`,
-      address, req.name ?? null, req.version ?? null, JSON.stringify(req.models), req.device, req.capacity, Date.now(), stake,
+      address,
+      req.name ?? null,
+      req.version ?? null,
+      JSON.stringify(req.models),
+      req.device,
+      req.capacity,
+      Date.now(),
+      stake,
     );
     return { ok: true, claims: { address, capacity: req.capacity, models: req.models, device: req.device } };
   }
@@ -157,13 +172,21 @@ export class NodePool extends DurableObject<Env> {
   /** Adds a session to the catalog and assigns miners to it. */
   async addSession(config: SessionConfig): Promise<void> {
     const now = Date.now();
-    this.sql.exec(`INSERT OR IGNORE INTO sessions (id, config, active, created_at, updated_at) VALUES (?, ?, 1, ?, ?)`,
-      config.id, JSON.stringify(config), now, now);
+    this.sql.exec(
+      `INSERT OR IGNORE INTO sessions (id, config, active, created_at, updated_at) VALUES (?, ?, 1, ?, ?)`,
+      config.id,
+      JSON.stringify(config),
+      now,
+      now,
+    );
     this.rebalance();
   }
 
   async listSessions(): Promise<SessionSummary[]> {
-    return this.sql.exec<SessionRow>(`SELECT * FROM sessions ORDER BY created_at`).toArray().map((r) => this.summary(r));
+    return this.sql
+      .exec<SessionRow>(`SELECT * FROM sessions ORDER BY created_at`)
+      .toArray()
+      .map((r) => this.summary(r));
   }
 
   async getSession(id: string): Promise<SessionSummary | null> {
@@ -180,29 +203,32 @@ export class NodePool extends DurableObject<Env> {
     const online = new Set(this.onlineMiners().map((m) => m.address));
     const assigned = this.assignmentsByMiner();
     const policy = this.policy();
-    return this.sql.exec<MinerRow>(`SELECT * FROM miners ORDER BY registered_at`).toArray().map((r) => {
-      const rep = reputation(r);
-      const stake = Math.max(0, r.stake - r.slashed);
-      return {
-        address: r.address,
-        name: r.name,
-        version: r.version,
-        models: JSON.parse(r.models) as string[],
-        device: r.device,
-        capacity: r.capacity,
-        status: !online.has(r.address) ? "offline" : isBenched(stake, rep, policy) ? "benched" : "online",
-        sessions: assigned.get(r.address) ?? [],
-        registered_at: r.registered_at,
-        last_seen: r.last_seen,
-        inflight: r.inflight,
-        cpu_usage: r.cpu_usage,
-        memory_mb: r.memory_mb,
-        tokens_per_s: r.tokens_per_s,
-        stake,
-        reputation: rep,
-        balance: r.rewards - r.slashed,
-      };
-    });
+    return this.sql
+      .exec<MinerRow>(`SELECT * FROM miners ORDER BY registered_at`)
+      .toArray()
+      .map((r) => {
+        const rep = reputation(r);
+        const stake = Math.max(0, r.stake - r.slashed);
+        return {
+          address: r.address,
+          name: r.name,
+          version: r.version,
+          models: JSON.parse(r.models) as string[],
+          device: r.device,
+          capacity: r.capacity,
+          status: !online.has(r.address) ? "offline" : isBenched(stake, rep, policy) ? "benched" : "online",
+          sessions: assigned.get(r.address) ?? [],
+          registered_at: r.registered_at,
+          last_seen: r.last_seen,
+          inflight: r.inflight,
+          cpu_usage: r.cpu_usage,
+          memory_mb: r.memory_mb,
+          tokens_per_s: r.tokens_per_s,
+          stake,
+          reputation: rep,
+          balance: r.rewards - r.slashed,
+        };
+      });
   }
 
   // ── reputation, stake, ledger ────────────────────────────────────────────────────────────────────────
@@ -238,7 +264,9 @@ export class NodePool extends DurableObject<Env> {
     return this.sql
       .exec<LedgerEntry & Record<string, SqlStorageValue>>(
         `SELECT * FROM ledger WHERE miner = ? AND id < ? ORDER BY id DESC LIMIT ?`,
-        address.toLowerCase(), before ?? Number.MAX_SAFE_INTEGER, limit,
+        address.toLowerCase(),
+        before ?? Number.MAX_SAFE_INTEGER,
+        limit,
       )
       .toArray();
   }
@@ -264,7 +292,12 @@ export class NodePool extends DurableObject<Env> {
     if (!msg) return this.sockets.send(ws, { type: "error", code: "invalid_message", message: "message does not match the protocol" });
     this.sql.exec(
       `UPDATE miners SET last_seen = ?, inflight = ?, cpu_usage = ?, memory_mb = ?, tokens_per_s = ? WHERE address = ?`,
-      Date.now(), msg.inflight, msg.cpu_usage, msg.memory_mb, msg.tokens_per_s ?? null, claims.address,
+      Date.now(),
+      msg.inflight,
+      msg.cpu_usage,
+      msg.memory_mb,
+      msg.tokens_per_s ?? null,
+      claims.address,
     );
   }
 
@@ -280,7 +313,9 @@ export class NodePool extends DurableObject<Env> {
   override async alarm(): Promise<void> {
     const cutoff = Date.now() - 3 * this.heartbeatMs();
     for (const { ws, claims } of this.sockets.all()) {
-      const row = this.sql.exec<{ last_seen: number | null }>(`SELECT last_seen FROM miners WHERE address = ?`, claims.address).toArray()[0];
+      const row = this.sql
+        .exec<{ last_seen: number | null }>(`SELECT last_seen FROM miners WHERE address = ?`, claims.address)
+        .toArray()[0];
       if (!row?.last_seen || row.last_seen < cutoff) {
         ws.close(4008, "heartbeat missed");
         this.leave(ws);
@@ -315,17 +350,19 @@ export class NodePool extends DurableObject<Env> {
     for (const row of sessions) {
       const cfg = JSON.parse(row.config) as SessionConfig;
       models.set(cfg.id, cfg.model);
-      const eligible = online.filter((m) =>
-        m.models.includes(cfg.model) && (cfg.mode === "ephemeral" || cfg.dedicated_miners.includes(m.address)),
+      const eligible = online.filter(
+        (m) => m.models.includes(cfg.model) && (cfg.mode === "ephemeral" || cfg.dedicated_miners.includes(m.address)),
       );
       // Keep existing assignments stable; fill up to max_miners with the most reputable, then least-assigned,
       // eligible miners.
       const kept = eligible.filter((m) => before.get(m.address)?.includes(cfg.id));
       const fresh = eligible
         .filter((m) => !kept.includes(m))
-        .sort((a, b) =>
-          (score.get(b.address) ?? 1) - (score.get(a.address) ?? 1) ||
-          count.get(a.address)! / a.capacity - count.get(b.address)! / b.capacity);
+        .sort(
+          (a, b) =>
+            (score.get(b.address) ?? 1) - (score.get(a.address) ?? 1) ||
+            count.get(a.address)! / a.capacity - count.get(b.address)! / b.capacity,
+        );
       for (const m of [...kept, ...fresh].slice(0, cfg.max_miners)) {
         next.get(m.address)!.push(cfg.id);
         count.set(m.address, count.get(m.address)! + 1);
@@ -357,14 +394,23 @@ export class NodePool extends DurableObject<Env> {
   }
 
   private scores(): Map<string, number> {
-    return new Map(this.sql.exec<MinerRow>(`SELECT * FROM miners WHERE tasks > 0`).toArray().map((r) => [r.address, reputation(r).score]));
+    return new Map(
+      this.sql
+        .exec<MinerRow>(`SELECT * FROM miners WHERE tasks > 0`)
+        .toArray()
+        .map((r) => [r.address, reputation(r).score]),
+    );
   }
 
   /** Addresses of miners that may not be given sessions. */
   private benched(): Set<string> {
     const policy = this.policy();
     const out = new Set<string>();
-    for (const r of this.sql.exec<MinerRow>(`SELECT * FROM miners WHERE tasks >= ? OR stake - slashed < ?`, policy.minTasks, policy.minStake)) {
+    for (const r of this.sql.exec<MinerRow>(
+      `SELECT * FROM miners WHERE tasks >= ? OR stake - slashed < ?`,
+      policy.minTasks,
+      policy.minStake,
+    )) {
       if (isBenched(Math.max(0, r.stake - r.slashed), reputation(r), policy)) out.add(r.address);
     }
     return out;

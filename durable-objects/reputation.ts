@@ -131,8 +131,17 @@ export const POOL_MIGRATIONS: string[][] = [
 export function applyOutcomes(sql: SqlStorage, outcomes: ReplicaOutcome[], slashFraction = SLASH_FRACTION): Set<string> {
   const touched = new Set<string>();
   const ledger = (o: ReplicaOutcome, kind: LedgerKind, amount: number, reason: string) =>
-    sql.exec(`INSERT INTO ledger (miner, session_id, task_id, kind, amount, reason, at, block) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-      o.miner, o.session_id, o.task_id, kind, amount, reason, o.at, o.block);
+    sql.exec(
+      `INSERT INTO ledger (miner, session_id, task_id, kind, amount, reason, at, block) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      o.miner,
+      o.session_id,
+      o.task_id,
+      kind,
+      amount,
+      reason,
+      o.at,
+      o.block,
+    );
   for (const o of outcomes) {
     const row = sql.exec<{ stake: number; slashed: number }>(`SELECT stake, slashed FROM miners WHERE address = ?`, o.miner).toArray()[0];
     if (!row) continue;
@@ -140,7 +149,12 @@ export function applyOutcomes(sql: SqlStorage, outcomes: ReplicaOutcome[], slash
     sql.exec(`UPDATE miners SET tasks = tasks + 1 WHERE address = ?`, o.miner);
     if (o.latency_ms !== null && (o.outcome === "agreed" || o.outcome === "outlier")) {
       // Moving average: recent behaviour matters more than the distant past.
-      sql.exec(`UPDATE miners SET latency_ms = COALESCE(0.8 * latency_ms + 0.2 * ?, ?) WHERE address = ?`, o.latency_ms, o.latency_ms, o.miner);
+      sql.exec(
+        `UPDATE miners SET latency_ms = COALESCE(0.8 * latency_ms + 0.2 * ?, ?) WHERE address = ?`,
+        o.latency_ms,
+        o.latency_ms,
+        o.miner,
+      );
     }
     switch (o.outcome) {
       case "agreed":

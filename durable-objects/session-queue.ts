@@ -2,10 +2,10 @@ import { DurableObject } from "cloudflare:workers";
 import type { Hex } from "viem";
 import type { Failure } from "../shared/errors.ts";
 import type { PayloadDescriptor } from "../shared/payloads.ts";
-import { PROTOCOL_VERSION, SessionMinerMessage, parseMessage, type SessionServerMessage } from "../shared/protocol.ts";
-import { canTransition, replicaIsLive, type ReplicaState } from "../shared/task-state.ts";
+import { PROTOCOL_VERSION, parseMessage, SessionMinerMessage, type SessionServerMessage } from "../shared/protocol.ts";
+import { canTransition, type ReplicaState, replicaIsLive } from "../shared/task-state.ts";
 import type { ConsensusView, SessionConfig, SessionUsage, TaskView } from "../shared/views.ts";
-import { MinerSockets, upgradeClaims, type MinerSocket } from "./miner-sockets.ts";
+import { type MinerSocket, MinerSockets, upgradeClaims } from "./miner-sockets.ts";
 import { BlockClock } from "./oracle.ts";
 import { OutcomeReporter } from "./outcome-reporter.ts";
 import { admissionFailure, mayServe, ownerFailure, tokenBound } from "./session-queue/admission.ts";
@@ -13,17 +13,26 @@ import { inlineCommitFault, offchainCommitFault, offchainShapeFault, precommitSi
 import { withDefaults } from "./session-queue/config.ts";
 import { nextDeadline, overdueReplicas } from "./session-queue/deadlines.ts";
 import { resendAssigns, restoreTasks } from "./session-queue/eviction.ts";
+import { MinerLoad } from "./session-queue/miner-load.ts";
+import { OpenTasks } from "./session-queue/open-tasks.ts";
 import { replicaOutcomes } from "./session-queue/outcomes.ts";
+import type { QueueParts } from "./session-queue/parts.ts";
 import { exactVerdict, largestHashGroup, quorumOf, quorumPhase, settleStep } from "./session-queue/quorum.ts";
 import type { SubmitOutcome, SubmitRequest } from "./session-queue/rpc.ts";
-import { SimilarityRounds, canStillFill } from "./session-queue/similarity-round.ts";
+import { canStillFill, SimilarityRounds } from "./session-queue/similarity-round.ts";
 import { Stragglers } from "./session-queue/stragglers.ts";
-import { MinerLoad } from "./session-queue/miner-load.ts";
-import type { QueueParts } from "./session-queue/parts.ts";
-import { OpenTasks } from "./session-queue/open-tasks.ts";
+import {
+  assignMessage,
+  countingReplicas,
+  liveReplicas,
+  newReplica,
+  newTask,
+  type OpenTask,
+  type Replica,
+  replicasOf,
+} from "./session-queue/task.ts";
 import { TaskStore } from "./session-queue/task-store.ts";
 import { Waiters } from "./session-queue/waiters.ts";
-import { assignMessage, countingReplicas, liveReplicas, newReplica, newTask, replicasOf, type OpenTask, type Replica } from "./session-queue/task.ts";
 import { nodePool, oracle } from "./stubs.ts";
 
 type MinerMessage<T extends SessionMinerMessage["type"]> = Extract<SessionMinerMessage, { type: T }>;
@@ -59,8 +68,14 @@ export class SessionQueue extends DurableObject<Env> {
     const saved = this.store.loadSession();
     this.open = new OpenTasks(saved.lastTaskId);
     this.sockets = new MinerSockets(ctx);
-    this.clock = new BlockClock(() => oracle(env).snapshot(), (p) => ctx.waitUntil(p));
-    this.load = new MinerLoad((addresses) => nodePool(env).reputations(addresses), () => this.pump());
+    this.clock = new BlockClock(
+      () => oracle(env).snapshot(),
+      (p) => ctx.waitUntil(p),
+    );
+    this.load = new MinerLoad(
+      (addresses) => nodePool(env).reputations(addresses),
+      () => this.pump(),
+    );
     // The pool answers a report with those miners' new standing: a bench takes effect here at once.
     this.outcomes = new OutcomeReporter(
       async (batch) => this.load.update(await nodePool(env).recordOutcomes(batch)),
@@ -161,7 +176,10 @@ export class SessionQueue extends DurableObject<Env> {
     const refused = admissionFailure(config, req, { used: this.usedTokens, reserved: this.open.reservedTokens });
     if (refused) return { ok: false, error: refused };
     if (this.sockets.connected().length === 0 && !(await nodePool(this.env).hasMinersFor(config.model))) {
-      return { ok: false, error: { code: "no_miner_available", message: `no miner serves model ${config.model}`, details: { model: config.model } } };
+      return {
+        ok: false,
+        error: { code: "no_miner_available", message: `no miner serves model ${config.model}`, details: { model: config.model } },
+      };
     }
     if (req.task_id !== undefined && !reservedId) {
       return { ok: false, error: { code: "conflict", message: `task id ${req.task_id} is not reserved here (any more)` } };
@@ -178,7 +196,12 @@ export class SessionQueue extends DurableObject<Env> {
   /** Writes the task (`queued`) and queues it for miners. */
   private createTask(config: SessionConfig, req: SubmitRequest, now: number): OpenTask {
     const { task, request } = newTask(config, req, req.task_id ?? this.open.newId(), now, tokenBound(req));
-    const at = { now, block: this.clock.height(now), deadlineBlock: this.clock.height(task.deadline_at), clientReference: req.client_reference ?? null };
+    const at = {
+      now,
+      block: this.clock.height(now),
+      deadlineBlock: this.clock.height(task.deadline_at),
+      clientReference: req.client_reference ?? null,
+    };
     this.store.insertTask(task, request, at);
     this.open.add(task);
     return task;
@@ -264,7 +287,11 @@ export class SessionQueue extends DurableObject<Env> {
     r.streamed += text;
     // Independent samples share no prefix: the text goes out whole once the validators have chosen it.
     if (task.independentSeeds && task.redundancy > 1) return;
-    this.waiters.confirm(task.id, countingReplicas(task).map((x) => x.streamed), quorumOf(task.redundancy));
+    this.waiters.confirm(
+      task.id,
+      countingReplicas(task).map((x) => x.streamed),
+      quorumOf(task.redundancy),
+    );
   }
 
   private async onPrecommit(task: OpenTask, replica: Replica, msg: MinerMessage<"precommit">, now: number): Promise<void> {
@@ -309,7 +336,10 @@ export class SessionQueue extends DurableObject<Env> {
 
   /** Moves the task to the furthest phase a quorum of its replicas has reached. */
   private advance(task: OpenTask, now: number, persist = true): void {
-    const next = quorumPhase(countingReplicas(task).map((r) => r.state), task.redundancy);
+    const next = quorumPhase(
+      countingReplicas(task).map((r) => r.state),
+      task.redundancy,
+    );
     if (!canTransition(task.state, next)) return;
     task.state = next;
     if (persist) this.store.setTaskState(task.id, next, now);
@@ -412,13 +442,19 @@ export class SessionQueue extends DurableObject<Env> {
     }
     const { client, server } = this.sockets.accept(claims);
     this.sockets.send(server, {
-      type: "welcome", session_id: config.id, miner: claims.address, model: config.model, block: this.clock.height(Date.now()), protocol: PROTOCOL_VERSION,
+      type: "welcome",
+      session_id: config.id,
+      miner: claims.address,
+      model: config.model,
+      block: this.clock.height(Date.now()),
+      protocol: PROTOCOL_VERSION,
     });
     await this.refreshReputation();
     // Re-send what this miner holds but may have missed while it was away; it dedups by task id.
     for (const task of this.open.values()) {
       const r = task.replicas.get(claims.address);
-      if (r && (r.state === "assigned" || r.state === "acked")) this.sockets.send(server, assignMessage(task, r, this.clock.height(Date.now())));
+      if (r && (r.state === "assigned" || r.state === "acked"))
+        this.sockets.send(server, assignMessage(task, r, this.clock.height(Date.now())));
     }
     this.pump();
     return new Response(null, { status: 101, webSocket: client });
@@ -466,7 +502,15 @@ export class SessionQueue extends DurableObject<Env> {
     }
     this.stragglers.sweep(now);
     this.pump();
-    this.armAlarm(nextDeadline(this.open.values(), this.stragglers.values(), this.rounds.deadlines(), this.config?.consensus === "similarity", Date.now()));
+    this.armAlarm(
+      nextDeadline(
+        this.open.values(),
+        this.stragglers.values(),
+        this.rounds.deadlines(),
+        this.config?.consensus === "similarity",
+        Date.now(),
+      ),
+    );
   }
 
   /** Arms the alarm for `at` unless an earlier one is already set (storage writes need no await in a DO). */

@@ -3,9 +3,10 @@ import type { ReplicaState, TaskState } from "../shared/task-state.ts";
 // SessionQueue storage. Tasks and their replicas (one row per miner a task was given to) live in SQLite,
 // so an evicted or restarted object rebuilds its in-memory view from here and loses nothing.
 // Migrations only ever append: stored sessions upgrade in place when new code meets old data.
-const MIGRATIONS: string[][] = [[
-  `CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`,
-  `CREATE TABLE IF NOT EXISTS tasks (
+const MIGRATIONS: string[][] = [
+  [
+    `CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`,
+    `CREATE TABLE IF NOT EXISTS tasks (
      id INTEGER PRIMARY KEY AUTOINCREMENT,
      state TEXT NOT NULL,
      request TEXT NOT NULL,
@@ -27,8 +28,8 @@ const MIGRATIONS: string[][] = [[
      error_code TEXT,
      error_message TEXT
    )`,
-  `CREATE INDEX IF NOT EXISTS tasks_open ON tasks (state) WHERE state NOT IN ('closed', 'failed')`,
-  `CREATE TABLE IF NOT EXISTS replicas (
+    `CREATE INDEX IF NOT EXISTS tasks_open ON tasks (state) WHERE state NOT IN ('closed', 'failed')`,
+    `CREATE TABLE IF NOT EXISTS replicas (
      task_id INTEGER NOT NULL,
      miner TEXT NOT NULL,
      state TEXT NOT NULL,

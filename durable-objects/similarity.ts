@@ -8,7 +8,9 @@ export const DEFAULT_DISPERSION_THRESHOLD = 0.75;
 
 /** Cosine distance 1 − cos(a, b) of two vectors (not assumed normalised); 1 when either is zero. */
 export function cosineDistance(a: readonly number[], b: readonly number[]): number {
-  let dot = 0, na = 0, nb = 0;
+  let dot = 0,
+    na = 0,
+    nb = 0;
   for (let i = 0; i < a.length; i++) {
     dot += a[i] * b[i];
     na += a[i] * a[i];
@@ -69,6 +71,11 @@ export function judgeSimilarity(d: readonly number[][], threshold: number, eligi
   const chosen = central.find((i) => eligible?.(i) ?? true) ?? central[0];
   let total = 0;
   let pairs = 0;
-  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) (total += d[i][j]), pairs++;
+  for (let i = 0; i < n; i++) {
+    for (let j = i + 1; j < n; j++) {
+      total += d[i][j];
+      pairs++;
+    }
+  }
   return { chosen, agreed, outliers, distances: d[chosen].slice(), dispersion: pairs ? total / pairs : 0 };
 }

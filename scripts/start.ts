@@ -1,6 +1,6 @@
 // `npm start`: a whole local network — the router under `wrangler dev` (Durable Objects and R2 persisted in
 // .wrangler/state between restarts) plus one miner agent on the built-in model. Ctrl-C stops both.
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 
@@ -32,7 +32,16 @@ function shutdown(code = 0): void {
 process.on("SIGINT", () => shutdown(0));
 process.on("SIGTERM", () => shutdown(0));
 
-children.push(run("router", process.execPath, [join(ROOT, "node_modules/wrangler/bin/wrangler.js"), "dev", "--port", String(PORT), "--persist-to", ".wrangler/state"]));
+children.push(
+  run("router", process.execPath, [
+    join(ROOT, "node_modules/wrangler/bin/wrangler.js"),
+    "dev",
+    "--port",
+    String(PORT),
+    "--persist-to",
+    ".wrangler/state",
+  ]),
+);
 
 for (let i = 0; ; i++) {
   try {
@@ -48,10 +57,14 @@ for (let i = 0; ; i++) {
 children.push(
   run("miner", process.execPath, [
     join(ROOT, "miner-agent/bin/miner-agent.js"),
-    "--router", URL,
-    "--key-file", ".miner/key.json",
-    "--cache-dir", ".miner/models",
-    "--concurrency", process.env.MINER_CONCURRENCY ?? "2",
+    "--router",
+    URL,
+    "--key-file",
+    ".miner/key.json",
+    "--cache-dir",
+    ".miner/models",
+    "--concurrency",
+    process.env.MINER_CONCURRENCY ?? "2",
   ]),
 );
 

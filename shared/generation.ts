@@ -25,7 +25,11 @@ export const GenerationParams = z.object({
   frequency_penalty: z.number().min(-2).max(2),
   stop: z.array(z.string().min(1).max(64)).max(8),
   /** Seed for sampled decoding, so replicas of one task sample identically. Ignored when greedy. */
-  seed: z.number().int().min(0).max(2 ** 31 - 1),
+  seed: z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 31 - 1),
   /** Optional grammar the completion must follow (validation verdicts, scores). */
   constraint: GenerationConstraint.optional(),
 });

@@ -115,16 +115,15 @@ export function envelopeInfo(bytes: Uint8Array): EnvelopeInfo | null {
   return { scope: bytes[4] === 1 ? "session" : "task", version: new DataView(bytes.buffer, bytes.byteOffset).getUint32(5, false) };
 }
 
-export async function sealPayload(
-  key: Uint8Array,
-  plaintext: Uint8Array,
-  info: EnvelopeInfo,
-  ctx: EnvelopeContext,
-): Promise<Uint8Array> {
+export async function sealPayload(key: Uint8Array, plaintext: Uint8Array, info: EnvelopeInfo, ctx: EnvelopeContext): Promise<Uint8Array> {
   const iv = crypto.getRandomValues(new Uint8Array(12));
   const head = header(info.scope, info.version, iv);
   const ct = new Uint8Array(
-    await crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData: aad(head, ctx) as BufferSource }, await aesKey(key, "encrypt"), plaintext as BufferSource),
+    await crypto.subtle.encrypt(
+      { name: "AES-GCM", iv, additionalData: aad(head, ctx) as BufferSource },
+      await aesKey(key, "encrypt"),
+      plaintext as BufferSource,
+    ),
   );
   const out = new Uint8Array(head.length + ct.length);
   out.set(head, 0);

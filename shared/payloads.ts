@@ -36,7 +36,10 @@ export function parseUrn(urn: string): ParsedUrn | null {
   return null;
 }
 
-export const Urn = z.string().max(300).refine((s) => parseUrn(s) !== null, "not a payload URN");
+export const Urn = z
+  .string()
+  .max(300)
+  .refine((s) => parseUrn(s) !== null, "not a payload URN");
 
 export const RESULT_POLICIES = ["inline", "offchain"] as const;
 export type ResultPolicy = (typeof RESULT_POLICIES)[number];

@@ -1,4 +1,4 @@
-import { keccak256, toBytes, type Address, type Hex } from "viem";
+import { type Address, type Hex, keccak256, toBytes } from "viem";
 
 // EIP-712 typed data for the miner's commit-reveal. The hash is signed before the result is revealed; the
 // SessionQueue checks the revealed text hashes to it and that the signature recovers the miner's address.

@@ -1,15 +1,6 @@
 // The task lifecycle, shared so the SessionQueue, the router's responses and the miner agree on names.
 // queued → assigned → acked → precommitted → committed → validated → closed, or failed from any open state.
-export const TASK_STATES = [
-  "queued",
-  "assigned",
-  "acked",
-  "precommitted",
-  "committed",
-  "validated",
-  "closed",
-  "failed",
-] as const;
+export const TASK_STATES = ["queued", "assigned", "acked", "precommitted", "committed", "validated", "closed", "failed"] as const;
 export type TaskState = (typeof TASK_STATES)[number];
 
 const ORDER: Record<TaskState, number> = {

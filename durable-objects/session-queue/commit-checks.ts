@@ -1,5 +1,5 @@
-import { recoverTypedDataAddress, type Hex } from "viem";
-import { parseUrn, type PayloadDescriptor } from "../../shared/payloads.ts";
+import { type Hex, recoverTypedDataAddress } from "viem";
+import { type PayloadDescriptor, parseUrn } from "../../shared/payloads.ts";
 import type { SessionMinerMessage } from "../../shared/protocol.ts";
 import { precommitTypedData, resultHash } from "../../shared/signing.ts";
 
@@ -49,7 +49,7 @@ export async function offchainCommitFault(
   precommitted: string | null,
 ): Promise<string | null> {
   const urn = parseUrn(urnText);
-  if (!urn || urn.kind !== "result" || urn.session !== scope.session || urn.task !== scope.task || urn.miner !== scope.miner.toLowerCase()) {
+  if (urn?.kind !== "result" || urn.session !== scope.session || urn.task !== scope.task || urn.miner !== scope.miner.toLowerCase()) {
     return "result URN does not name this replica's result";
   }
   const head = await payloads.head(urn.key);
@@ -68,6 +68,8 @@ export async function commitFault(
 ): Promise<string | null> {
   return (
     offchainShapeFault(payload, msg) ??
-    (msg.result_urn ? await offchainCommitFault(payloads, scope, msg.result_urn, precommitted) : inlineCommitFault(payload, precommitted, msg.text))
+    (msg.result_urn
+      ? await offchainCommitFault(payloads, scope, msg.result_urn, precommitted)
+      : inlineCommitFault(payload, precommitted, msg.text))
   );
 }

@@ -1,6 +1,6 @@
 import { replicaIsLive } from "../../shared/task-state.ts";
 import { VALIDATION_TIMEOUT_MS } from "./similarity-round.ts";
-import { liveReplicas, phaseDeadline, type Lingering, type OpenTask, type Replica } from "./task.ts";
+import { type Lingering, liveReplicas, type OpenTask, phaseDeadline, type Replica } from "./task.ts";
 
 /**
  * The earliest moment the SessionQueue's alarm must look at its tasks: a task deadline, a replica's ack or commit
@@ -38,7 +38,8 @@ export function overdueReplicas(
 ): { replica: Replica; state: "timed_out" | "disconnected"; reason: string }[] {
   const out: { replica: Replica; state: "timed_out" | "disconnected"; reason: string }[] = [];
   for (const replica of liveReplicas(task)) {
-    if (replica.state === "assigned" && replica.ack_deadline <= now) out.push({ replica, state: "timed_out", reason: "missed the ack deadline" });
+    if (replica.state === "assigned" && replica.ack_deadline <= now)
+      out.push({ replica, state: "timed_out", reason: "missed the ack deadline" });
     else if (replica.commit_deadline <= now) out.push({ replica, state: "timed_out", reason: "missed the commit deadline" });
     else if (!connected.has(replica.miner) && graceOver) out.push({ replica, state: "disconnected", reason: "miner did not reconnect" });
   }

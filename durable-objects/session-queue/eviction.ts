@@ -4,8 +4,8 @@ import type { MinerSockets } from "../miner-sockets.ts";
 import type { MinerLoad } from "./miner-load.ts";
 import type { OpenTasks } from "./open-tasks.ts";
 import type { Stragglers } from "./stragglers.ts";
-import type { TaskStore } from "./task-store.ts";
 import { assignMessage, liveReplicas } from "./task.ts";
+import type { TaskStore } from "./task-store.ts";
 
 // A SessionQueue that wakes after an eviction or restart rebuilds its work from SQLite: nothing accepted is lost.
 

@@ -1,7 +1,7 @@
 import { replicaIsLive } from "../../shared/task-state.ts";
 import type { ConsensusView } from "../../shared/views.ts";
 import type { Outcome, ReplicaOutcome } from "../reputation.ts";
-import { replicasOf, type OpenTask, type Replica } from "./task.ts";
+import { type OpenTask, type Replica, replicasOf } from "./task.ts";
 
 // What each replica of a finished task is answerable for in the pool's ledger (see README, "Reputation, stake
 // and the ledger"): agreed replicas share the task's tokens, outliers and the timed-out are penalised, the
@@ -17,13 +17,20 @@ function outcomeOf(r: Replica, consensus: ConsensusView | null, agreed: Set<stri
   if (r.state === "committed" && consensus?.status === "agreed") {
     return agreed.has(r.miner) ? ["agreed", r.reason ?? null] : ["outlier", "result disagrees with consensus"];
   }
-  if (r.state === "rejected" || r.state === "timed_out" || r.state === "disconnected" || r.state === "released") return [r.state, r.reason ?? null];
+  if (r.state === "rejected" || r.state === "timed_out" || r.state === "disconnected" || r.state === "released")
+    return [r.state, r.reason ?? null];
   if (timedOut && replicaIsLive(r.state)) return ["timed_out", `still ${r.state} at the task deadline`];
   return null;
 }
 
 /** One outcome per replica that ended for a reason its miner answers for; live ones at a task timeout timed out. */
-export function replicaOutcomes(task: OpenTask, consensus: ConsensusView | null, tokens: number, timedOut: boolean, stamp: Stamp): ReplicaOutcome[] {
+export function replicaOutcomes(
+  task: OpenTask,
+  consensus: ConsensusView | null,
+  tokens: number,
+  timedOut: boolean,
+  stamp: Stamp,
+): ReplicaOutcome[] {
   const agreed = new Set(consensus?.status === "agreed" ? consensus.agreed : []);
   const share = agreed.size ? Math.floor(tokens / agreed.size) : 0;
   const out: ReplicaOutcome[] = [];
@@ -36,7 +43,14 @@ export function replicaOutcomes(task: OpenTask, consensus: ConsensusView | null,
 }
 
 /** One replica's ledger outcome (a straggler's is never rewarded). */
-export function outcomeEntry(task: OpenTask, r: Replica, outcome: Outcome, reason: string | null, stamp: Stamp, reward = 0): ReplicaOutcome {
+export function outcomeEntry(
+  task: OpenTask,
+  r: Replica,
+  outcome: Outcome,
+  reason: string | null,
+  stamp: Stamp,
+  reward = 0,
+): ReplicaOutcome {
   return {
     miner: r.miner,
     session_id: stamp.session_id,

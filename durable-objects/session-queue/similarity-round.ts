@@ -79,8 +79,13 @@ export class SimilarityRounds {
   onAnswer(ws: WebSocket, miner: string, msg: Answer): void {
     const task = this.host.openTask(Number(msg.task_id));
     const round = this.rounds.get(Number(msg.task_id));
-    if (!task || !round || !round.asked.has(miner)) {
-      return this.parts.sockets.send(ws, { type: "error", code: "unknown_task", message: "no validation of this task was asked of this miner", task_id: msg.task_id });
+    if (!task || !round?.asked.has(miner)) {
+      return this.parts.sockets.send(ws, {
+        type: "error",
+        code: "unknown_task",
+        message: "no validation of this task was asked of this miner",
+        task_id: msg.task_id,
+      });
     }
     round.asked.delete(miner);
     const cfg = this.parts.config();
@@ -123,7 +128,9 @@ export class SimilarityRounds {
         const a = m.claims.address;
         const own = task.replicas.get(a)?.state;
         // Not a miner this task already caught misbehaving, nor one the pool benched.
-        return m.claims.models.includes(model) && !round.tried.has(a) && own !== "rejected" && own !== "timed_out" && !this.parts.load.benched(a);
+        return (
+          m.claims.models.includes(model) && !round.tried.has(a) && own !== "rejected" && own !== "timed_out" && !this.parts.load.benched(a)
+        );
       })
       .sort((a, b) => inTask(a) - inTask(b) || this.parts.load.ratio(a) - this.parts.load.ratio(b))
       .slice(0, count);
@@ -145,27 +152,35 @@ export class SimilarityRounds {
     const replicas = round.miners.map((m) => task.replicas.get(m)!);
     if (round.answers.size === 0) {
       // Nobody could judge similarity: the largest exact group stands, without a quorum.
-      const v = exactVerdict(replicas, task.redundancy, { method: "exact", note: "no validator answered in time; fell back to exact hashes" });
+      const v = exactVerdict(replicas, task.redundancy, {
+        method: "exact",
+        note: "no validator answered in time; fell back to exact hashes",
+      });
       return this.host.close(task, v.chosen, v.consensus, now);
     }
     const cfg = this.parts.config();
     const sent = this.host.sentText(task.id);
     const j = judgeSimilarity(medianMatrix([...round.answers.values()]), cfg.dispersion_threshold, (i) => round.texts[i].startsWith(sent));
     const round4 = (x: number) => Math.round(x * 1e4) / 1e4;
-    this.host.close(task, round.miners[j.chosen], {
-      method: "similarity",
-      status: j.agreed.length >= quorumOf(task.redundancy) ? "agreed" : "no_quorum",
-      quorum: quorumOf(task.redundancy),
-      hash: replicas[j.chosen].hash!,
-      agreed: j.agreed.map((i) => round.miners[i]),
-      outliers: j.outliers.map((i) => round.miners[i]),
-      similarity: {
-        model: cfg.embedding_model,
-        threshold: cfg.dispersion_threshold,
-        validators: [...round.answers.keys()],
-        distances: Object.fromEntries(round.miners.map((m, i) => [m, round4(j.distances[i])])),
-        dispersion: round4(j.dispersion),
+    this.host.close(
+      task,
+      round.miners[j.chosen],
+      {
+        method: "similarity",
+        status: j.agreed.length >= quorumOf(task.redundancy) ? "agreed" : "no_quorum",
+        quorum: quorumOf(task.redundancy),
+        hash: replicas[j.chosen].hash!,
+        agreed: j.agreed.map((i) => round.miners[i]),
+        outliers: j.outliers.map((i) => round.miners[i]),
+        similarity: {
+          model: cfg.embedding_model,
+          threshold: cfg.dispersion_threshold,
+          validators: [...round.answers.keys()],
+          distances: Object.fromEntries(round.miners.map((m, i) => [m, round4(j.distances[i])])),
+          dispersion: round4(j.dispersion),
+        },
       },
-    }, now);
+      now,
+    );
   }
 }

@@ -6,7 +6,7 @@ import type { Outcome } from "../reputation.ts";
 import { commitFault, precommitSignedBy } from "./commit-checks.ts";
 import { outcomeEntry } from "./outcomes.ts";
 import type { QueueParts } from "./parts.ts";
-import { liveReplicas, phaseDeadline, type Lingering, type OpenTask, type Replica } from "./task.ts";
+import { type Lingering, liveReplicas, type OpenTask, phaseDeadline, type Replica } from "./task.ts";
 
 // Stragglers: replicas still live when consensus closed their task. They are held to the same rules (signed
 // precommit, commit matching it, deadlines — a silent one times out) and their result is recorded against the
@@ -120,7 +120,9 @@ export class Stragglers {
   /** Reports a straggler's outcome (unrewarded) and forgets the task once no replica is live. */
   private judge(late: Lingering, r: Replica, outcome: Outcome, reason: string | null, now: number): void {
     if (late.consensus.status === "agreed") {
-      this.parts.outcomes.push([outcomeEntry(late.task, r, outcome, reason, { session_id: this.parts.config().id, at: now, block: this.parts.block(now) })]);
+      this.parts.outcomes.push([
+        outcomeEntry(late.task, r, outcome, reason, { session_id: this.parts.config().id, at: now, block: this.parts.block(now) }),
+      ]);
     }
     if (liveReplicas(late.task).length === 0) this.lingering.delete(late.task.id);
   }

@@ -44,13 +44,26 @@ export class TaskStore {
 
   // ── the task path ────────────────────────────────────────────────────────────────────────────────────
 
-  insertTask(task: OpenTask, request: StoredRequest, at: { now: number; block: number; deadlineBlock: number; clientReference: string | null }): void {
+  insertTask(
+    task: OpenTask,
+    request: StoredRequest,
+    at: { now: number; block: number; deadlineBlock: number; clientReference: string | null },
+  ): void {
     this.sql.exec(
       `INSERT INTO tasks (id, state, request, redundancy, created_at, updated_at, created_block, deadline_at, deadline_block,
          reserved, client_reference, stream)
        VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      task.id, JSON.stringify(request), task.redundancy, at.now, at.now, at.block, task.deadline_at, at.deadlineBlock, task.reservedTokens,
-      at.clientReference, task.stream ? 1 : 0,
+      task.id,
+      JSON.stringify(request),
+      task.redundancy,
+      at.now,
+      at.now,
+      at.block,
+      task.deadline_at,
+      at.deadlineBlock,
+      task.reservedTokens,
+      at.clientReference,
+      task.stream ? 1 : 0,
     );
   }
 
@@ -58,7 +71,12 @@ export class TaskStore {
     this.sql.exec(
       `INSERT OR REPLACE INTO replicas (task_id, miner, state, assigned_at, assigned_block, ack_deadline, commit_deadline)
        VALUES (?, ?, 'assigned', ?, ?, ?, ?)`,
-      taskId, miner, now, block, ackDeadline, commitDeadline,
+      taskId,
+      miner,
+      now,
+      block,
+      ackDeadline,
+      commitDeadline,
     );
   }
 
@@ -69,7 +87,12 @@ export class TaskStore {
   recordPrecommit(taskId: number, miner: string, ackedAt: number, now: number, hash: string, signature: string): void {
     this.sql.exec(
       `UPDATE replicas SET state = 'precommitted', acked_at = ?, precommitted_at = ?, hash = ?, signature = ? WHERE task_id = ? AND miner = ?`,
-      ackedAt, now, hash, signature, taskId, miner,
+      ackedAt,
+      now,
+      hash,
+      signature,
+      taskId,
+      miner,
     );
   }
 
@@ -78,20 +101,36 @@ export class TaskStore {
     this.sql.exec(
       `UPDATE replicas SET state = 'committed', committed_at = ?, text = ?, finish_reason = ?, usage = ?, inference_ms = ?,
          first_token_ms = ?, reason = COALESCE(?, reason) WHERE task_id = ? AND miner = ?`,
-      now, msg.text, msg.finish_reason, JSON.stringify(msg.usage), msg.inference_ms, msg.first_token_ms ?? null, reason, taskId, miner,
+      now,
+      msg.text,
+      msg.finish_reason,
+      JSON.stringify(msg.usage),
+      msg.inference_ms,
+      msg.first_token_ms ?? null,
+      reason,
+      taskId,
+      miner,
     );
     if (msg.result_urn) this.sql.exec(`UPDATE replicas SET result_urn = ? WHERE task_id = ? AND miner = ?`, msg.result_urn, taskId, miner);
   }
 
   /** A replica that ended; an in-memory ack is kept on record when it ends before its precommit would have written it. */
   setReplicaState(taskId: number, miner: string, state: ReplicaState, reason: string, ackedAt: number | null): void {
-    this.sql.exec(`UPDATE replicas SET state = ?, reason = ?, acked_at = COALESCE(acked_at, ?) WHERE task_id = ? AND miner = ?`,
-      state, reason, ackedAt, taskId, miner);
+    this.sql.exec(
+      `UPDATE replicas SET state = ?, reason = ?, acked_at = COALESCE(acked_at, ?) WHERE task_id = ? AND miner = ?`,
+      state,
+      reason,
+      ackedAt,
+      taskId,
+      miner,
+    );
   }
 
   /** The committed text of one replica (inline results; "" for off-chain ones). */
   committedText(taskId: number, miner: string): string {
-    return this.sql.exec<{ text: string | null }>(`SELECT text FROM replicas WHERE task_id = ? AND miner = ?`, taskId, miner).one().text ?? "";
+    return (
+      this.sql.exec<{ text: string | null }>(`SELECT text FROM replicas WHERE task_id = ? AND miner = ?`, taskId, miner).one().text ?? ""
+    );
   }
 
   /** Whether any replica of the task wrote its result off-chain (such text is not in SQLite). */
@@ -119,7 +158,14 @@ export class TaskStore {
     this.sql.exec(
       `UPDATE tasks SET state = 'closed', updated_at = ?, finished_at = ?, validated_at = ?, finished_block = ?, result = ?, consensus = ?,
          charged = ? WHERE id = ?`,
-      now, now, now, block, JSON.stringify(result), JSON.stringify(consensus), result.usage.total_tokens, taskId,
+      now,
+      now,
+      now,
+      block,
+      JSON.stringify(result),
+      JSON.stringify(consensus),
+      result.usage.total_tokens,
+      taskId,
     );
   }
 
@@ -130,7 +176,12 @@ export class TaskStore {
   failTask(taskId: number, now: number, block: number, code: Failure["code"], message: string): void {
     this.sql.exec(
       `UPDATE tasks SET state = 'failed', updated_at = ?, finished_at = ?, finished_block = ?, error_code = ?, error_message = ? WHERE id = ?`,
-      now, now, block, code, message, taskId,
+      now,
+      now,
+      block,
+      code,
+      message,
+      taskId,
     );
   }
 
@@ -195,7 +246,9 @@ export class TaskStore {
   }
 
   tasks(limit: number, before?: number): TaskRow[] {
-    return this.sql.exec<TaskRow>(`SELECT * FROM tasks WHERE id < ? ORDER BY id DESC LIMIT ?`, before ?? Number.MAX_SAFE_INTEGER, limit).toArray();
+    return this.sql
+      .exec<TaskRow>(`SELECT * FROM tasks WHERE id < ? ORDER BY id DESC LIMIT ?`, before ?? Number.MAX_SAFE_INTEGER, limit)
+      .toArray();
   }
 
   /** A task as clients see it; an open task's newest phases may be in memory only (acks) and are laid over storage. */

@@ -1,8 +1,8 @@
 import type { Hex } from "viem";
+import { type GenerationParams, isGreedy, type PromptSpec } from "../../shared/generation.ts";
 import type { PayloadDescriptor } from "../../shared/payloads.ts";
-import { isGreedy, type GenerationParams, type PromptSpec } from "../../shared/generation.ts";
 import type { SessionServerMessage } from "../../shared/protocol.ts";
-import { replicaIsLive, type ReplicaState, type TaskState } from "../../shared/task-state.ts";
+import { type ReplicaState, replicaIsLive, type TaskState } from "../../shared/task-state.ts";
 import type { ConsensusView, SessionConfig } from "../../shared/views.ts";
 import type { SubmitRequest } from "./rpc.ts";
 
@@ -79,7 +79,13 @@ export function replicaSeed(seed: number, miner: string): number {
  * A new task (`queued`) from a submit: its deadline, replica slots (the session's redundancy, capped by the
  * request), seed and assign message, and what its row keeps of the request.
  */
-export function newTask(config: SessionConfig, req: SubmitRequest, id: number, now: number, reservedTokens: number): { task: OpenTask; request: StoredRequest } {
+export function newTask(
+  config: SessionConfig,
+  req: SubmitRequest,
+  id: number,
+  now: number,
+  reservedTokens: number,
+): { task: OpenTask; request: StoredRequest } {
   // The seed defaults to the task id so every replica of a sampled task draws the same numbers.
   const params: GenerationParams = { ...req.params, seed: req.params.seed ?? id };
   // A similarity session samples independently per replica unless the client pinned the seed.
@@ -93,7 +99,16 @@ export function newTask(config: SessionConfig, req: SubmitRequest, id: number, n
     deadline_at: deadline,
     reservedTokens,
     stream: req.stream,
-    assign: { type: "assign", session_id: config.id, task_id: String(id), model: config.model, input: req.input, params, stream: req.stream, ...payload },
+    assign: {
+      type: "assign",
+      session_id: config.id,
+      task_id: String(id),
+      model: config.model,
+      input: req.input,
+      params,
+      stream: req.stream,
+      ...payload,
+    },
     precommit_ms: Math.round((req.precommit_timeout_s ?? req.timeout_s ?? config.task_timeout) * 1000),
     replicas: new Map(),
     independentSeeds,
@@ -117,6 +132,8 @@ export function newReplica(task: OpenTask, miner: string, now: number, ackTimeou
 
 /** The assign message for one replica: its deadlines, and in similarity sessions its own seed. */
 export function assignMessage(task: OpenTask, r: Replica, block: number): Extract<SessionServerMessage, { type: "assign" }> {
-  const params = task.independentSeeds ? { ...task.assign.params, seed: replicaSeed(task.assign.params.seed, r.miner) } : task.assign.params;
+  const params = task.independentSeeds
+    ? { ...task.assign.params, seed: replicaSeed(task.assign.params.seed, r.miner) }
+    : task.assign.params;
   return { ...task.assign, params, ack_deadline: r.ack_deadline, commit_deadline: r.commit_deadline, block };
 }

@@ -1,8 +1,8 @@
-import type { Engine } from "./engine-types.ts";
 import { sleep } from "./backoff.ts";
+import type { Engine } from "./engine-types.ts";
 import type { Logger } from "./log.ts";
-import { PoolConnection, type SessionRef } from "./pool-connection.ts";
 import { PayloadClient } from "./payloads.ts";
+import { PoolConnection, type SessionRef } from "./pool-connection.ts";
 import { Registration } from "./registration.ts";
 import { RouterClient } from "./router-client.ts";
 import { SessionConnection } from "./session-connection.ts";
@@ -182,10 +182,11 @@ export class MinerAgent {
     const { log, drainMs } = this.#opts;
     const runner = this.#runner;
     const busy = runner.running;
-    log.notice(
-      busy > 0 ? `shutting down: waiting up to ${drainMs} ms for ${busy} running task(s)` : "shutting down",
-      { running: busy, queued: runner.queued, drain_ms: drainMs },
-    );
+    log.notice(busy > 0 ? `shutting down: waiting up to ${drainMs} ms for ${busy} running task(s)` : "shutting down", {
+      running: busy,
+      queued: runner.queued,
+      drain_ms: drainMs,
+    });
     runner.stopAccepting(); // queued tasks are handed back at once: they would not finish within the drain
     const pending = (connectedOnly = false) =>
       [...this.#sessions.values()].reduce((n, s) => n + (!connectedOnly || s.connected ? s.pending : 0), 0);
@@ -200,10 +201,7 @@ export class MinerAgent {
     if (pending() > 0) log.warn(`shutting down with ${pending()} undelivered message(s) (session disconnected)`);
 
     this.#registration?.stop();
-    await Promise.all([
-      ...[...this.#sessions.values()].map((s) => s.close("miner shutting down")),
-      this.#pool?.close(),
-    ]);
+    await Promise.all([...[...this.#sessions.values()].map((s) => s.close("miner shutting down")), this.#pool?.close()]);
     this.#sessions.clear();
   }
 }

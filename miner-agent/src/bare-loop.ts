@@ -49,7 +49,11 @@ export async function bareDecode(modelDir: string, promptIds: number[], maxNewTo
     const s = input.length;
     feeds.input_ids = new ort.Tensor("int64", BigInt64Array.from(input, BigInt), [1, s]);
     feeds.attention_mask = new ort.Tensor("int64", new BigInt64Array(past + s).fill(1n), [1, past + s]);
-    feeds.position_ids = new ort.Tensor("int64", BigInt64Array.from({ length: s }, (_, i) => BigInt(past + i)), [1, s]);
+    feeds.position_ids = new ort.Tensor(
+      "int64",
+      BigInt64Array.from({ length: s }, (_, i) => BigInt(past + i)),
+      [1, s],
+    );
     const out = await session.run(feeds);
     const logits = out.logits.data as Float32Array;
     const vocab = out.logits.dims[2];

@@ -2,10 +2,10 @@ import { readFileSync } from "node:fs";
 import { MinerAgent } from "./agent.ts";
 import type { Engine, LoadEngineOptions } from "./engine-types.ts";
 import { createLogger, describeError, type Logger } from "./log.ts";
-import { HELP, parseCliArgs, UsageError, type CliOptions } from "./options.ts";
+import { type CliOptions, HELP, parseCliArgs, UsageError } from "./options.ts";
 import { createLoadReporter } from "./progress.ts";
 import { Validator } from "./validator.ts";
-import { expandHome, loadOrCreateWallet, WalletError, type Wallet } from "./wallet.ts";
+import { expandHome, loadOrCreateWallet, type Wallet, WalletError } from "./wallet.ts";
 
 // `miner-agent`: parse options, load the wallet and the model, then run the agent until Ctrl-C.
 // The engine and the model builder are imported lazily so `--help` answers instantly; dishonest.ts (test-only

@@ -4,13 +4,7 @@ import type { AssignMessage } from "../../shared/protocol.ts";
 import type { Engine, GenerateRequest, GenerateResult } from "./engine-types.ts";
 import type { Logger } from "./log.ts";
 import type { DishonestMode } from "./options.ts";
-import {
-  TaskRunner,
-  type PrecommitSigner,
-  type TaskRunnerApi,
-  type TaskRunnerOptions,
-  type TaskSink,
-} from "./task-runner.ts";
+import { type PrecommitSigner, TaskRunner, type TaskRunnerApi, type TaskRunnerOptions, type TaskSink } from "./task-runner.ts";
 
 // TEST ONLY. Dishonest and slow miners for the fault and cheat suite: `--test-dishonest <mode>` (env
 // MINER_TEST_DISHONEST) makes a real miner process lie in one precise way, `--test-delay-ms <ms>` (env
@@ -26,7 +20,7 @@ import {
 //   replay-signature  computes honestly but precommits with a signature by another key (not its own)
 //   silent-after-ack  acks every task, then never sends anything about it
 
-export { DISHONEST_MODES, isDishonestMode, type DishonestMode } from "./options.ts";
+export { DISHONEST_MODES, type DishonestMode, isDishonestMode } from "./options.ts";
 
 /** Folder id (under the model cache) of the builtin model's look-alike that `wrong-model` runs. */
 export const WRONG_MODEL_VARIANT_ID = "edge/tiny-gpt2-variant";
@@ -50,9 +44,7 @@ export interface TestMinerSetup {
 }
 
 /** Warns that this miner is test-only and, for wrong-model, builds the look-alike model it will load instead. */
-export async function prepareTestMiner(
-  test: TestMiner & { model: string; cacheDir: string; log: Logger },
-): Promise<TestMinerSetup> {
+export async function prepareTestMiner(test: TestMiner & { model: string; cacheDir: string; log: Logger }): Promise<TestMinerSetup> {
   const { mode, model, cacheDir, log } = test;
   if (mode) log.warn(`TEST-ONLY DISHONEST MODE: ${mode} (this miner cheats on purpose; never use outside tests)`, { dishonest: mode });
   let loadModel: string | undefined;
@@ -185,8 +177,7 @@ function tagTaskDone(log: Logger, mode: DishonestMode): Logger {
     notice: (msg, fields) => log.notice(msg, fields),
     warn: (msg, fields) => log.warn(msg, fields),
     error: (msg, fields) => log.error(msg, fields),
-    event: (event, msg, fields, level) =>
-      log.event(event, msg, event === "task_done" ? { ...fields, dishonest: mode } : fields, level),
+    event: (event, msg, fields, level) => log.event(event, msg, event === "task_done" ? { ...fields, dishonest: mode } : fields, level),
   };
 }
 

@@ -1,6 +1,6 @@
-import { isAbsolute, resolve } from "node:path";
 import { existsSync } from "node:fs";
-import { pipeline, type FeatureExtractionPipeline } from "@huggingface/transformers";
+import { isAbsolute, resolve } from "node:path";
+import { type FeatureExtractionPipeline, pipeline } from "@huggingface/transformers";
 import { BUILTIN_EMBEDDING_MODEL_ID, ensureBuiltinEmbeddingModel } from "./model/embedding.ts";
 
 // Sentence embeddings for validation work: transformers.js feature extraction (mean pooling, L2 norm).

@@ -7,11 +7,11 @@ import {
   AutoTokenizer,
   BaseStreamer,
   LogitsProcessorList,
+  type PreTrainedModel,
+  type PreTrainedTokenizer,
   StoppingCriteria,
   Tensor,
   type TextStreamer,
-  type PreTrainedModel,
-  type PreTrainedTokenizer,
 } from "@huggingface/transformers";
 import { renderPrompt } from "../../shared/generation.ts";
 import type { Engine, GenerateRequest, GenerateResult, LoadEngineOptions, LoadProgress } from "./engine-types.ts";
@@ -125,8 +125,7 @@ export class TransformersEngine implements Engine {
       : null;
     const maxNew = constraint ? this.constraintBudget(room, params.constraint!) : Math.min(params.max_tokens, room);
 
-    const decode = (ids: number[]) =>
-      this.tokenizer.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: false });
+    const decode = (ids: number[]) => this.tokenizer.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: false });
     const detok = new IncrementalDetokenizer(decode, promptIds);
     const stops = new StopMatcher(constraint ? [] : params.stop);
     const ids: number[] = [];
@@ -166,7 +165,7 @@ export class TransformersEngine implements Engine {
       logits_processor: processors,
       stopping_criteria: [
         new Until((all) => {
-          if (stops.stopped || !!signal?.aborted) return true;
+          if (stops.stopped || signal?.aborted) return true;
           if (!constraint) return false;
           constraint.sync(all as unknown as bigint[]);
           return constraint.state.done;

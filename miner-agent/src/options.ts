@@ -93,13 +93,16 @@ const OPTIONS = {
   "test-delay-ms": { type: "string" },
 } as const;
 
-export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): CliOptions {
-  let values;
+function parseOptions(argv: string[]) {
   try {
-    ({ values } = parseArgs({ args: argv, strict: true, allowPositionals: false, options: OPTIONS }));
+    return parseArgs({ args: argv, strict: true, allowPositionals: false, options: OPTIONS }).values;
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+}
+
+export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): CliOptions {
+  const values = parseOptions(argv);
 
   const router = values.router ?? (env.ROUTER_URL || "http://127.0.0.1:8787");
   let url: URL;

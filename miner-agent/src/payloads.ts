@@ -1,7 +1,7 @@
 import type { PrivateKeyAccount } from "viem/accounts";
 import { PromptSpec } from "../../shared/generation.ts";
 import { fromHex, openPayload, sealPayload, sha256Hex, toBase64 } from "../../shared/payload-crypto.ts";
-import { OffchainResultResponse, PayloadKeyResponse, parseUrn, type PayloadDescriptor } from "../../shared/payloads.ts";
+import { OffchainResultResponse, type PayloadDescriptor, PayloadKeyResponse, parseUrn } from "../../shared/payloads.ts";
 import type { AssignMessage } from "../../shared/protocol.ts";
 import { offchainResultTypedData, resultHash } from "../../shared/signing.ts";
 import type { TokenSource } from "./ws-channel.ts";
@@ -49,7 +49,7 @@ export class PayloadClient {
     const payload = assign.payload;
     if (!payload?.prompt_urn) return assign.input;
     const urn = parseUrn(payload.prompt_urn);
-    if (!urn || urn.kind !== "prompt" || urn.session !== sessionId || urn.task !== assign.task_id) {
+    if (urn?.kind !== "prompt" || urn.session !== sessionId || urn.task !== assign.task_id) {
       throw new PayloadError(`assign names a prompt URN of another task: ${payload.prompt_urn}`, undefined, "bad_urn");
     }
     // The key request (private tasks) runs alongside the fetch.
@@ -76,11 +76,16 @@ export class PayloadClient {
     const payload = assign.payload!;
     const plain = enc.encode(text);
     const content = payload.encrypted
-      ? await sealPayload(await this.#taskKey(sessionId, assign.task_id, payload, signal), plain, { scope: "task", version: payload.key_version ?? 1 }, {
-          kind: "result",
-          sessionId,
-          taskId: assign.task_id,
-        })
+      ? await sealPayload(
+          await this.#taskKey(sessionId, assign.task_id, payload, signal),
+          plain,
+          { scope: "task", version: payload.key_version ?? 1 },
+          {
+            kind: "result",
+            sessionId,
+            taskId: assign.task_id,
+          },
+        )
       : plain;
     const contentHash = `0x${await sha256Hex(content)}` as `0x${string}`;
     const signature = await this.#opts.account.signTypedData(
@@ -103,8 +108,12 @@ export class PayloadClient {
     const k = `${sessionId}/${taskId}/${version ?? "current"}`;
     let key = this.#keys.get(k);
     if (!key) {
-      key = this.#call("POST", "/api/v1/auth/payload_enc_key/task", { session_id: sessionId, task_id: taskId, ...(version ? { key_version: version } : {}) }, signal)
-        .then(async (res) => fromHex(PayloadKeyResponse.parse(await res.json()).key));
+      key = this.#call(
+        "POST",
+        "/api/v1/auth/payload_enc_key/task",
+        { session_id: sessionId, task_id: taskId, ...(version ? { key_version: version } : {}) },
+        signal,
+      ).then(async (res) => fromHex(PayloadKeyResponse.parse(await res.json()).key));
       key.catch(() => this.#keys.delete(k));
       this.#keys.set(k, key);
       while (this.#keys.size > 256) this.#keys.delete(this.#keys.keys().next().value!);
@@ -136,7 +145,11 @@ export class PayloadClient {
       } catch {
         /* not the router's error envelope */
       }
-      throw new PayloadError(`${method} ${path.split("/").slice(0, 5).join("/")}: HTTP ${res.status} ${code}: ${message}`, res.status, code);
+      throw new PayloadError(
+        `${method} ${path.split("/").slice(0, 5).join("/")}: HTTP ${res.status} ${code}: ${message}`,
+        res.status,
+        code,
+      );
     }
     return res;
   }

@@ -1,4 +1,4 @@
-import { PoolServerMessage, parseMessage, type PoolMinerMessage } from "../../shared/protocol.ts";
+import { type PoolMinerMessage, PoolServerMessage, parseMessage } from "../../shared/protocol.ts";
 import type { Backoff } from "./backoff.ts";
 import type { Logger } from "./log.ts";
 import type { Stats } from "./stats.ts";

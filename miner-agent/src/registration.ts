@@ -2,7 +2,7 @@ import type { PrivateKeyAccount } from "viem/accounts";
 import type { MinerRegisterResponse } from "../../shared/api.ts";
 import { Backoff, formatDelay, sleep } from "./backoff.ts";
 import { describeError, type Logger } from "./log.ts";
-import { RouterError, registerMiner, type RegistrationInfo, type RouterClient } from "./router-client.ts";
+import { type RegistrationInfo, type RouterClient, RouterError, registerMiner } from "./router-client.ts";
 
 // Holds the miner's bearer token. Every socket asks it for a token before connecting; a 401 on any socket
 // invalidates the token and the next ask re-registers — once, however many sockets were refused together.
@@ -114,13 +114,16 @@ export class Registration {
     if (!Number.isFinite(remaining)) return;
     // Renew at ~80 % of the lifetime (at least a second from now) so the token never lapses between reconnects.
     const delay = Math.max(1_000, remaining * 0.8);
-    this.#renewTimer = setTimeout(() => {
-      const stale = this.#current?.token;
-      this.#ensure(false).then(
-        () => this.#opts.log.info("registration renewed", { previous_token_replaced: stale !== this.#current?.token }),
-        () => {},
-      );
-    }, Math.min(delay, 2 ** 31 - 1));
+    this.#renewTimer = setTimeout(
+      () => {
+        const stale = this.#current?.token;
+        this.#ensure(false).then(
+          () => this.#opts.log.info("registration renewed", { previous_token_replaced: stale !== this.#current?.token }),
+          () => {},
+        );
+      },
+      Math.min(delay, 2 ** 31 - 1),
+    );
     this.#renewTimer.unref();
   }
 }

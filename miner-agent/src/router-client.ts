@@ -1,10 +1,6 @@
 import type { PrivateKeyAccount } from "viem/accounts";
 import type { z } from "zod";
-import {
-  MinerChallengeResponse,
-  MinerRegisterResponse,
-  type MinerRegisterRequest,
-} from "../../shared/api.ts";
+import { MinerChallengeResponse, type MinerRegisterRequest, MinerRegisterResponse } from "../../shared/api.ts";
 import { registrationMessage } from "../../shared/signing.ts";
 
 // The miner's REST calls to the router: challenge → sign → register. Everything else goes over WebSockets.
@@ -20,10 +16,7 @@ export class RouterError extends Error {
   details: unknown;
   retryable: boolean;
 
-  constructor(
-    message: string,
-    init: { status?: number; code: string; requestId?: string; details?: unknown; retryable: boolean },
-  ) {
+  constructor(message: string, init: { status?: number; code: string; requestId?: string; details?: unknown; retryable: boolean }) {
     super(message);
     this.status = init.status;
     this.code = init.code;
@@ -103,10 +96,8 @@ function errorFromResponse(path: string, res: Response, json: unknown, text: str
   // The router's error envelope is {request_id, error: {code, message, details}}; anything else is reported raw.
   const env = json as { request_id?: unknown; error?: { code?: unknown; message?: unknown; details?: unknown } };
   const code = typeof env?.error?.code === "string" ? env.error.code : `http_${res.status}`;
-  const message =
-    typeof env?.error?.message === "string" ? env.error.message : text.slice(0, 200) || res.statusText || "no body";
-  const requestId =
-    (typeof env?.request_id === "string" ? env.request_id : undefined) ?? res.headers.get("x-request-id") ?? undefined;
+  const message = typeof env?.error?.message === "string" ? env.error.message : text.slice(0, 200) || res.statusText || "no body";
+  const requestId = (typeof env?.request_id === "string" ? env.request_id : undefined) ?? res.headers.get("x-request-id") ?? undefined;
   const details = env?.error?.details;
   const detailText = details === undefined ? "" : ` ${JSON.stringify(details).slice(0, 300)}`;
   const rid = requestId ? ` [request ${requestId}]` : "";

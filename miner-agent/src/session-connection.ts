@@ -1,9 +1,4 @@
-import {
-  PROTOCOL_VERSION,
-  SessionServerMessage,
-  parseMessage,
-  type SessionMinerMessage,
-} from "../../shared/protocol.ts";
+import { PROTOCOL_VERSION, parseMessage, type SessionMinerMessage, SessionServerMessage } from "../../shared/protocol.ts";
 import type { Backoff } from "./backoff.ts";
 import type { Logger } from "./log.ts";
 import type { TaskRunnerApi, TaskSink } from "./task-runner.ts";
@@ -144,8 +139,10 @@ export class SessionConnection implements TaskSink {
       case "welcome": {
         const { address, engineModel } = this.#opts;
         if (msg.session_id !== sid) log.warn(`session ${sid}: welcome names session ${msg.session_id}`);
-        if (msg.miner.toLowerCase() !== address.toLowerCase()) log.warn(`session ${sid}: welcome names miner ${msg.miner}, we are ${address}`);
-        if (msg.protocol !== PROTOCOL_VERSION) log.warn(`session ${sid}: router speaks protocol ${msg.protocol}, we speak ${PROTOCOL_VERSION}`);
+        if (msg.miner.toLowerCase() !== address.toLowerCase())
+          log.warn(`session ${sid}: welcome names miner ${msg.miner}, we are ${address}`);
+        if (msg.protocol !== PROTOCOL_VERSION)
+          log.warn(`session ${sid}: router speaks protocol ${msg.protocol}, we speak ${PROTOCOL_VERSION}`);
         if (msg.model !== engineModel) log.warn(`session ${sid}: session model is ${msg.model}, this miner serves ${engineModel}`);
         const reconnect = this.#everWelcomed;
         this.#welcomed = true;

@@ -227,7 +227,12 @@ export class TaskRunner {
         this.#tasks.delete(task.key);
         const reason = "commit deadline passed while queued on the miner";
         task.sink.deliver({ type: "release", task_id: task.assign.task_id, reason });
-        this.#opts.log.event("task_released", `task ${task.key} released: ${reason}`, fields(task.sink, task.assign.task_id, { reason }), "warn");
+        this.#opts.log.event(
+          "task_released",
+          `task ${task.key} released: ${reason}`,
+          fields(task.sink, task.assign.task_id, { reason }),
+          "warn",
+        );
         continue;
       }
       task.state = "running";
@@ -337,7 +342,12 @@ export class TaskRunner {
     const tid = task.assign.task_id;
     const msg = describeError(err);
     if (err instanceof PayloadError && err.status === 403) {
-      log.event("payload_refused", `task ${task.key}: the router refused this miner a payload or key: ${msg}`, fields(sink, tid, { status: err.status, code: err.code }), "warn");
+      log.event(
+        "payload_refused",
+        `task ${task.key}: the router refused this miner a payload or key: ${msg}`,
+        fields(sink, tid, { status: err.status, code: err.code }),
+        "warn",
+      );
     }
     const reason = `${err instanceof PayloadError ? "payload error" : "engine error"}: ${msg}`.slice(0, MAX_REASON);
     sink.deliver({ type: "release", task_id: tid, reason });

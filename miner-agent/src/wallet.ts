@@ -1,9 +1,9 @@
-import { link, mkdir, readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
+import { link, mkdir, readFile, rename, stat, unlink, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from "viem/accounts";
 import type { Address, Hex } from "viem";
+import { generatePrivateKey, type PrivateKeyAccount, privateKeyToAccount } from "viem/accounts";
 
 // The miner's identity is one secp256k1 key kept in a small JSON file. It is created on first run (mode 0600,
 // so other local users cannot read it) and reused afterwards: the address is what the network's reputation
@@ -83,9 +83,7 @@ async function readKeyFile(keyFile: string): Promise<Wallet | null> {
   // A mismatching address means the file was edited by hand or corrupted; signing with a key whose address
   // differs from what the operator believes is theirs would be silently wrong, so refuse.
   if (typeof parsed.address === "string" && parsed.address.toLowerCase() !== account.address.toLowerCase()) {
-    throw new WalletError(
-      `key file ${keyFile}: address ${parsed.address} does not match its private key (${account.address})`,
-    );
+    throw new WalletError(`key file ${keyFile}: address ${parsed.address} does not match its private key (${account.address})`);
   }
   const wallet: Wallet = { address: account.address, account, keyFile, created: false };
   if (process.platform !== "win32") {

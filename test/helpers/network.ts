@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -122,12 +122,18 @@ export async function startMiner(
   const keyFile = opts.keyFile ?? join(tempDir("miner"), "key.json");
   const args = [
     join(ROOT, "miner-agent/bin/miner-agent.js"),
-    "--router", routerUrl,
-    "--key-file", keyFile,
-    "--cache-dir", MODEL_CACHE,
-    "--concurrency", String(opts.concurrency ?? 1),
-    "--threads", String(opts.threads ?? 1),
-    "--log-format", "json",
+    "--router",
+    routerUrl,
+    "--key-file",
+    keyFile,
+    "--cache-dir",
+    MODEL_CACHE,
+    "--concurrency",
+    String(opts.concurrency ?? 1),
+    "--threads",
+    String(opts.threads ?? 1),
+    "--log-format",
+    "json",
     ...(opts.name ? ["--name", opts.name] : []),
     ...(opts.model ? ["--model", opts.model] : []),
     ...(opts.args ?? []),
@@ -170,8 +176,18 @@ export async function startMiner(
       const seen = events.find((e) => e.event === event && pred(e));
       if (seen) return Promise.resolve(seen);
       return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`miner did not emit ${event} in ${timeoutMs} ms:\n${output.slice(-4000)}`)), timeoutMs);
-        waiters.push({ event, pred, resolve: (e) => (clearTimeout(timer), resolve(e)) });
+        const timer = setTimeout(
+          () => reject(new Error(`miner did not emit ${event} in ${timeoutMs} ms:\n${output.slice(-4000)}`)),
+          timeoutMs,
+        );
+        waiters.push({
+          event,
+          pred,
+          resolve: (e) => {
+            clearTimeout(timer);
+            resolve(e);
+          },
+        });
       });
     },
     stop: (signal) => killTree(child, signal, 15_000),
@@ -203,7 +219,11 @@ export async function api<T = any>(
 }
 
 /** Reads an SSE completion: the `data:` payloads in order (the last is "[DONE]"). */
-export async function sse(router: { url: string }, path: string, body: unknown): Promise<{ status: number; events: string[]; headers: Headers }> {
+export async function sse(
+  router: { url: string },
+  path: string,
+  body: unknown,
+): Promise<{ status: number; events: string[]; headers: Headers }> {
   const res = await fetch(`${router.url}${path}`, {
     method: "POST",
     headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { api, sse, startMiner, startRouter, until, type Miner, type Router } from "../helpers/network.ts";
+import { api, type Miner, type Router, sse, startMiner, startRouter, until } from "../helpers/network.ts";
 
 // The fault and cheat suite: the real router and real miner processes, some started with the agent's
 // test-only `--test-dishonest <mode>`. Each cheat runs in a redundancy-3 session of two honest miners and the
@@ -38,7 +38,7 @@ beforeAll(async () => {
   ]);
   streamJunk = started.at(-1)!;
   honest = started.slice(0, 3);
-  MODES.forEach((mode, i) => cheaters.set(mode, started[3 + i]!));
+  for (const [i, mode] of MODES.entries()) cheaters.set(mode, started[3 + i]!);
   await Promise.all(started.map((m) => m.waitFor("ready", undefined, 120_000)));
 });
 
@@ -179,11 +179,15 @@ describe("streaming with a cheater", () => {
 // Stragglers: a quorum (2 of 3) closes the task at once; replicas still live are then held to the same
 // rules and recorded against the consensus when they report, or timed out at their commit deadline.
 async function settledReplica(task: any, m: Miner, final: (state: string) => boolean) {
-  return until(async () => {
-    const t = await api(router, `/api/v1/tasks/${task.session_id}/${task.task_id}`);
-    const r = replicaOf(t.body, m);
-    return final(r.state) && { r, task: t.body };
-  }, 15_000, 200);
+  return until(
+    async () => {
+      const t = await api(router, `/api/v1/tasks/${task.session_id}/${task.task_id}`);
+      const r = replicaOf(t.body, m);
+      return final(r.state) && { r, task: t.body };
+    },
+    15_000,
+    200,
+  );
 }
 
 describe("stragglers after the quorum closed the task", () => {
@@ -194,10 +198,14 @@ describe("stragglers after the quorum closed the task", () => {
   });
 
   it("the third honest replica, committing after the quorum, is recorded as committed and agreeing", async () => {
-    const task = await until(async () => {
-      const t = await api(router, `/api/v1/tasks/${honestTask.session_id}/${honestTask.task_id}`);
-      return t.body.replicas.every((r: { state: string }) => !LIVE.has(r.state)) && t.body;
-    }, 15_000, 200);
+    const task = await until(
+      async () => {
+        const t = await api(router, `/api/v1/tasks/${honestTask.session_id}/${honestTask.task_id}`);
+        return t.body.replicas.every((r: { state: string }) => !LIVE.has(r.state)) && t.body;
+      },
+      15_000,
+      200,
+    );
     expect(task.replicas.filter((r: { state: string }) => r.state !== "committed")).toHaveLength(0);
     expect(task.consensus.agreed).toHaveLength(3);
     expect(task.replicas.every((r: { agreed: boolean }) => r.agreed === true)).toBe(true);

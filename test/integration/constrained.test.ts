@@ -3,11 +3,11 @@ import { join } from "node:path";
 import { AutoTokenizer, type PreTrainedTokenizer } from "@huggingface/transformers";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { GenerationConstraint, GenerationParams } from "../../shared/generation.ts";
 import { loadTransformersEngine, type TransformersEngine } from "../../miner-agent/src/engine.ts";
 import { BUILTIN_MODEL_ID, ensureBuiltinModel } from "../../miner-agent/src/model/build.ts";
 import { CompiledConstraint } from "../../miner-agent/src/model/constrained.ts";
-import { RUBRIC_CONSTRAINT, VALIDATE_VERDICTS, parseRubricOutput } from "../../workers/lib/rubric.ts";
+import type { GenerationConstraint, GenerationParams } from "../../shared/generation.ts";
+import { parseRubricOutput, RUBRIC_CONSTRAINT, VALIDATE_VERDICTS } from "../../workers/lib/rubric.ts";
 import { MODEL_CACHE } from "../helpers/network.ts";
 
 // Constrained decoding on the real engine and the real builtin model: the output always follows the
@@ -15,7 +15,14 @@ import { MODEL_CACHE } from "../helpers/network.ts";
 // (checked against plain onnxruntime forward passes, independent of transformers.js).
 
 const GREEDY: GenerationParams = {
-  max_tokens: 8, temperature: 0, top_p: 1, top_k: 0, presence_penalty: 0, frequency_penalty: 0, stop: [], seed: 0,
+  max_tokens: 8,
+  temperature: 0,
+  top_p: 1,
+  top_k: 0,
+  presence_penalty: 0,
+  frequency_penalty: 0,
+  stop: [],
+  seed: 0,
 };
 const PROMPTS = [
   "Claim: water boils at 100 degrees at sea level.",
@@ -53,12 +60,17 @@ const encode = (text: string) => tokenizer.encode(text, { add_special_tokens: fa
 async function lastLogits(ids: number[]): Promise<Float32Array> {
   const feeds: Record<string, ort.Tensor> = {};
   for (let l = 0; l < cfg.n_layer; l++) {
-    for (const k of ["key", "value"]) feeds[`past_key_values.${l}.${k}`] = new ort.Tensor("float32", new Float32Array(0), [1, cfg.n_head, 0, cfg.n_embd / cfg.n_head]);
+    for (const k of ["key", "value"])
+      feeds[`past_key_values.${l}.${k}`] = new ort.Tensor("float32", new Float32Array(0), [1, cfg.n_head, 0, cfg.n_embd / cfg.n_head]);
   }
   const n = ids.length;
   feeds.input_ids = new ort.Tensor("int64", BigInt64Array.from(ids, BigInt), [1, n]);
   feeds.attention_mask = new ort.Tensor("int64", new BigInt64Array(n).fill(1n), [1, n]);
-  feeds.position_ids = new ort.Tensor("int64", BigInt64Array.from({ length: n }, (_, i) => BigInt(i)), [1, n]);
+  feeds.position_ids = new ort.Tensor(
+    "int64",
+    BigInt64Array.from({ length: n }, (_, i) => BigInt(i)),
+    [1, n],
+  );
   const out = await session.run(feeds);
   const vocab = out.logits.dims[2];
   return (out.logits.data as Float32Array).slice((n - 1) * vocab, n * vocab);
@@ -80,7 +92,10 @@ async function reference(prompt: string, constraint: GenerationConstraint): Prom
     state.accept(pick);
     out.push(pick);
   }
-  return tokenizer.decode(out.filter((id) => id !== eos), { skip_special_tokens: true, clean_up_tokenization_spaces: false });
+  return tokenizer.decode(
+    out.filter((id) => id !== eos),
+    { skip_special_tokens: true, clean_up_tokenization_spaces: false },
+  );
 }
 
 async function constrained(prompt: string, constraint: GenerationConstraint, params: Partial<GenerationParams> = {}) {
@@ -108,7 +123,26 @@ describe("constrained decoding", () => {
   });
 
   it("chooses from the model's own logits: matches the argmax over allowed tokens, and differs across prompts", async () => {
-    const options = ["VALID", "INVALID", "RETRY", "NEEDS_SPEC", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "yes", "no", "maybe"];
+    const options = [
+      "VALID",
+      "INVALID",
+      "RETRY",
+      "NEEDS_SPEC",
+      "0",
+      "1",
+      "2",
+      "3",
+      "4",
+      "5",
+      "6",
+      "7",
+      "8",
+      "9",
+      "10",
+      "yes",
+      "no",
+      "maybe",
+    ];
     const grammar: GenerationConstraint = { segments: [{ literal: "Answer:" }, { choice: options.map((o) => ` ${o}`) }] };
     const picks = new Set<string>();
     for (const prompt of PROMPTS) {
@@ -121,7 +155,9 @@ describe("constrained decoding", () => {
     expect(picks.size).toBeGreaterThan(1);
     // The rubric grammar follows the same rule at every choice position.
     for (const prompt of PROMPTS.slice(0, 3)) {
-      expect((await constrained(prompt, RUBRIC_CONSTRAINT(VALIDATE_VERDICTS))).text).toBe(await reference(prompt, RUBRIC_CONSTRAINT(VALIDATE_VERDICTS)));
+      expect((await constrained(prompt, RUBRIC_CONSTRAINT(VALIDATE_VERDICTS))).text).toBe(
+        await reference(prompt, RUBRIC_CONSTRAINT(VALIDATE_VERDICTS)),
+      );
     }
   });
 
@@ -133,7 +169,11 @@ describe("constrained decoding", () => {
     for (let seed = 0; seed < 12; seed++) {
       const r = await constrained(PROMPTS[1], { segments: [{ choice: ["alpha", "beta", "gamma", "delta"] }] }, { temperature: 2, seed });
       expect(["alpha", "beta", "gamma", "delta"]).toContain(r.text);
-      const again = await constrained(PROMPTS[1], { segments: [{ choice: ["alpha", "beta", "gamma", "delta"] }] }, { temperature: 2, seed });
+      const again = await constrained(
+        PROMPTS[1],
+        { segments: [{ choice: ["alpha", "beta", "gamma", "delta"] }] },
+        { temperature: 2, seed },
+      );
       expect(again.text).toBe(r.text);
       sampled.add(r.text);
     }

@@ -1,13 +1,13 @@
-import { recoverTypedDataAddress, type Hex } from "viem";
+import { type Hex, recoverTypedDataAddress } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { describe, expect, it } from "vitest";
-import type { AssignMessage, SessionMinerMessage } from "../../shared/protocol.ts";
-import { precommitTypedData, resultHash } from "../../shared/signing.ts";
 import { createTestRunner, type DishonestMode } from "../../miner-agent/src/dishonest.ts";
 import type { GenerateRequest } from "../../miner-agent/src/engine-types.ts";
 import { createLogger } from "../../miner-agent/src/log.ts";
 import { Stats } from "../../miner-agent/src/stats.ts";
 import { TaskRunner, type TaskRunnerOptions, type TaskSink } from "../../miner-agent/src/task-runner.ts";
+import type { AssignMessage, SessionMinerMessage } from "../../shared/protocol.ts";
+import { precommitTypedData, resultHash } from "../../shared/signing.ts";
 
 // The test-only dishonest modes at the task runner, with a fake engine: each lies exactly as documented, and
 // a runner without one (every real miner) is untouched. The real processes are in cheats.test.ts.
@@ -33,7 +33,10 @@ async function run(mode?: DishonestMode): Promise<{ sent: SessionMinerMessage[];
   let engineCalls = 0;
   const sink: TaskSink = {
     sessionId: "s1",
-    send: (m) => (sent.push(m), true),
+    send: (m) => {
+      sent.push(m);
+      return true;
+    },
     deliver: (m) => void sent.push(m),
     hasPending: () => false,
     dropTask: () => {},

@@ -8,16 +8,23 @@ import { promisify } from "node:util";
 import { AutoTokenizer, type PreTrainedTokenizer } from "@huggingface/transformers";
 import * as ort from "onnxruntime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { GenerationParams } from "../../shared/generation.ts";
 import { bareDecode } from "../../miner-agent/src/bare-loop.ts";
 import { loadTransformersEngine, type TransformersEngine } from "../../miner-agent/src/engine.ts";
-import { BUILTIN_CONFIG, BUILTIN_MODEL_ID, MODEL_FILES, ensureBuiltinModel } from "../../miner-agent/src/model/build.ts";
+import { BUILTIN_CONFIG, BUILTIN_MODEL_ID, ensureBuiltinModel, MODEL_FILES } from "../../miner-agent/src/model/build.ts";
 import { IncrementalDetokenizer, StopMatcher } from "../../miner-agent/src/model/text-stream.ts";
+import type { GenerationParams } from "../../shared/generation.ts";
 
 // The real engine on the real builtin model (built into a temp dir): no stubs anywhere.
 
 const GREEDY: GenerationParams = {
-  max_tokens: 24, temperature: 0, top_p: 1, top_k: 0, presence_penalty: 0, frequency_penalty: 0, stop: [], seed: 0,
+  max_tokens: 24,
+  temperature: 0,
+  top_p: 1,
+  top_k: 0,
+  presence_penalty: 0,
+  frequency_penalty: 0,
+  stop: [],
+  seed: 0,
 };
 const PROMPT = "The network is made of routers and miners.";
 
@@ -28,7 +35,11 @@ let tokenizer: PreTrainedTokenizer;
 
 async function run(e: TransformersEngine, prompt: string, params: Partial<GenerationParams> = {}) {
   const pieces: string[] = [];
-  const r = await e.generateDetailed({ input: { prompt, prompt_type: 1 }, params: { ...GREEDY, ...params }, onToken: (t) => pieces.push(t) });
+  const r = await e.generateDetailed({
+    input: { prompt, prompt_type: 1 },
+    params: { ...GREEDY, ...params },
+    onToken: (t) => pieces.push(t),
+  });
   return { ...r, pieces };
 }
 
@@ -62,27 +73,53 @@ describe("builtin model", () => {
 
   it("has the gpt2-with-past interface and a KV cache and padding mask that match a full forward pass", async () => {
     const s = await ort.InferenceSession.create(join(modelDir, "onnx/model.onnx"));
-    const L = BUILTIN_CONFIG.n_layer, H = BUILTIN_CONFIG.n_head, D = BUILTIN_CONFIG.n_embd / H, V = BUILTIN_CONFIG.vocab_size;
+    const L = BUILTIN_CONFIG.n_layer,
+      H = BUILTIN_CONFIG.n_head,
+      D = BUILTIN_CONFIG.n_embd / H,
+      V = BUILTIN_CONFIG.vocab_size;
     expect(s.inputNames.slice(0, 3)).toEqual(["input_ids", "attention_mask", "position_ids"]);
     expect(s.outputNames).toContain(`present.${L - 1}.value`);
     const i64 = (a: number[], dims: number[]) => new ort.Tensor("int64", BigInt64Array.from(a, BigInt), dims);
     const empty = (b: number) =>
-      Object.fromEntries(Array.from({ length: L }, (_, l) => ["key", "value"].map((k) => [`past_key_values.${l}.${k}`, new ort.Tensor("float32", new Float32Array(0), [b, H, 0, D])])).flat());
+      Object.fromEntries(
+        Array.from({ length: L }, (_, l) =>
+          ["key", "value"].map((k) => [`past_key_values.${l}.${k}`, new ort.Tensor("float32", new Float32Array(0), [b, H, 0, D])]),
+        ).flat(),
+      );
     const past = (o: ort.InferenceSession.ReturnType) =>
-      Object.fromEntries(Object.keys(o).filter((k) => k.startsWith("present")).map((k) => [k.replace("present", "past_key_values"), o[k]]));
+      Object.fromEntries(
+        Object.keys(o)
+          .filter((k) => k.startsWith("present"))
+          .map((k) => [k.replace("present", "past_key_values"), o[k]]),
+      );
     const ids = [10, 300, 45, 700, 12];
     const ones = (n: number) => new Array(n).fill(1);
     const close = (a: Float32Array, b: Float32Array) => a.every((x, i) => Math.abs(x - b[i]) < 1e-3);
 
-    const full = await s.run({ input_ids: i64(ids, [1, 5]), attention_mask: i64(ones(5), [1, 5]), position_ids: i64([0, 1, 2, 3, 4], [1, 5]), ...empty(1) });
+    const full = await s.run({
+      input_ids: i64(ids, [1, 5]),
+      attention_mask: i64(ones(5), [1, 5]),
+      position_ids: i64([0, 1, 2, 3, 4], [1, 5]),
+      ...empty(1),
+    });
     const last = (full.logits.data as Float32Array).slice(4 * V);
-    let o = await s.run({ input_ids: i64(ids.slice(0, 4), [1, 4]), attention_mask: i64(ones(4), [1, 4]), position_ids: i64([0, 1, 2, 3], [1, 4]), ...empty(1) });
+    let o = await s.run({
+      input_ids: i64(ids.slice(0, 4), [1, 4]),
+      attention_mask: i64(ones(4), [1, 4]),
+      position_ids: i64([0, 1, 2, 3], [1, 4]),
+      ...empty(1),
+    });
     o = await s.run({ input_ids: i64([ids[4]], [1, 1]), attention_mask: i64(ones(5), [1, 5]), position_ids: i64([4], [1, 1]), ...past(o) });
     expect(o["present.0.key"].dims).toEqual([1, H, 5, D]);
     expect(close(o.logits.data as Float32Array, last)).toBe(true);
 
     // Batch of two, the first left-padded: its last logits equal the unpadded run of the same tokens.
-    const short = await s.run({ input_ids: i64(ids.slice(2), [1, 3]), attention_mask: i64(ones(3), [1, 3]), position_ids: i64([0, 1, 2], [1, 3]), ...empty(1) });
+    const short = await s.run({
+      input_ids: i64(ids.slice(2), [1, 3]),
+      attention_mask: i64(ones(3), [1, 3]),
+      position_ids: i64([0, 1, 2], [1, 3]),
+      ...empty(1),
+    });
     const b = await s.run({
       input_ids: i64([0, 0, ...ids.slice(2), ...ids], [2, 5]),
       attention_mask: i64([0, 0, 1, 1, 1, ...ones(5)], [2, 5]),

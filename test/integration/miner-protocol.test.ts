@@ -1,14 +1,14 @@
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
-import { afterEach, describe, expect, it } from "vitest";
-import { verifyMessage, verifyTypedData, type Address, type Hex } from "viem";
+import { type Address, type Hex, verifyMessage, verifyTypedData } from "viem";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
-import { WebSocketServer, type WebSocket } from "ws";
+import { afterEach, describe, expect, it } from "vitest";
+import { type WebSocket, WebSocketServer } from "ws";
 import { MinerAgent } from "../../miner-agent/src/agent.ts";
 import type { Engine, GenerateRequest, GenerateResult } from "../../miner-agent/src/engine-types.ts";
 import { createLogger } from "../../miner-agent/src/log.ts";
+import { type AssignMessage, PoolMinerMessage, SessionMinerMessage } from "../../shared/protocol.ts";
 import { precommitTypedData, registrationMessage, resultHash } from "../../shared/signing.ts";
-import { SessionMinerMessage, PoolMinerMessage, type AssignMessage } from "../../shared/protocol.ts";
 
 // The miner agent's side of the wire protocol, against a small in-process stand-in for the router (HTTP
 // challenge/register + the two WebSocket channels) and a scripted engine. The real router and the real
@@ -77,7 +77,12 @@ class FakeRouter {
     };
     if (req.url === "/api/v1/miners/challenge") {
       const nonce = "nonce-" + Math.random().toString(36).slice(2);
-      return send(200, { address: body.address, nonce, message: registrationMessage(body.address, nonce), expires_at: Date.now() + 60_000 });
+      return send(200, {
+        address: body.address,
+        nonce,
+        message: registrationMessage(body.address, nonce),
+        expires_at: Date.now() + 60_000,
+      });
     }
     if (req.url === "/api/v1/miners/register") {
       const ok = await verifyMessage({
@@ -100,7 +105,9 @@ class FakeRouter {
     if (!miner) {
       this.refused401++;
       const body = JSON.stringify({ request_id: "r", error: { code: "unauthorized", message: "bad token" } });
-      socket.end(`HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+      socket.end(
+        `HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`,
+      );
       return;
     }
     const m = /^\/api\/v1\/sessions\/([^/]+)\/connect$/.exec(req.url ?? "");
@@ -157,10 +164,14 @@ class ScriptedEngine implements Engine {
       for (const p of pieces) {
         await new Promise<void>((resolve, reject) => {
           const t = setTimeout(resolve, pace);
-          req.signal?.addEventListener("abort", () => {
-            clearTimeout(t);
-            reject(new DOMException("aborted", "AbortError"));
-          }, { once: true });
+          req.signal?.addEventListener(
+            "abort",
+            () => {
+              clearTimeout(t);
+              reject(new DOMException("aborted", "AbortError"));
+            },
+            { once: true },
+          );
         });
         text += p;
         req.onToken?.(p);
@@ -271,7 +282,11 @@ describe("miner agent ↔ router protocol", () => {
     expect(got.filter((m) => m.type === "token").map((m) => m.seq)).toEqual([0, 1, 2, 3]);
     const commit = got.at(-1)!;
     const pre = got.at(-2)!;
-    expect(commit).toMatchObject({ text: "Hello, world! (p1)", finish_reason: "length", usage: { prompt_tokens: 3, completion_tokens: 4 } });
+    expect(commit).toMatchObject({
+      text: "Hello, world! (p1)",
+      finish_reason: "length",
+      usage: { prompt_tokens: 3, completion_tokens: 4 },
+    });
     expect(pre.hash).toBe(resultHash(commit.text as string));
     const valid = await verifyTypedData({
       address: h.address,

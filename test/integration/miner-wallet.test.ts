@@ -1,11 +1,11 @@
-import { mkdtemp, readFile, rm, stat, writeFile, chmod } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { generatePrivateKey } from "viem/accounts";
-import { loadOrCreateWallet, WalletError } from "../../miner-agent/src/wallet.ts";
-import { HELP, parseCliArgs, UsageError } from "../../miner-agent/src/options.ts";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Backoff } from "../../miner-agent/src/backoff.ts";
+import { HELP, parseCliArgs, UsageError } from "../../miner-agent/src/options.ts";
+import { loadOrCreateWallet, WalletError } from "../../miner-agent/src/wallet.ts";
 
 // Miner-side units that need no router: the wallet key file, option parsing, backoff.
 
@@ -37,11 +37,9 @@ describe("wallet key file", () => {
 
   it("refuses a key file whose address does not match its key", async () => {
     const file = join(dir, "key.json");
-    await writeFile(
-      file,
-      JSON.stringify({ address: "0x" + "11".repeat(20), private_key: generatePrivateKey(), created_at: "x" }),
-      { mode: 0o600 },
-    );
+    await writeFile(file, JSON.stringify({ address: "0x" + "11".repeat(20), private_key: generatePrivateKey(), created_at: "x" }), {
+      mode: 0o600,
+    });
     await expect(loadOrCreateWallet(file)).rejects.toBeInstanceOf(WalletError);
   });
 
@@ -86,7 +84,14 @@ describe("options", () => {
       {},
     );
     expect(o).toMatchObject({ router: "https://x.dev", concurrency: 4, device: "auto", logFormat: "json", quiet: true, name: "box" });
-    for (const bad of [["--concurrency", "0"], ["--concurrency", "2.5"], ["--device", "gpu"], ["--router", "ftp://x"], ["--nope"], ["extra"]]) {
+    for (const bad of [
+      ["--concurrency", "0"],
+      ["--concurrency", "2.5"],
+      ["--device", "gpu"],
+      ["--router", "ftp://x"],
+      ["--nope"],
+      ["extra"],
+    ]) {
       expect(() => parseCliArgs(bad, {})).toThrow(UsageError);
     }
   });
@@ -95,7 +100,10 @@ describe("options", () => {
 describe("test-only options", () => {
   it("accept the dishonest modes and a delay, from flags or env, and stay out of --help", () => {
     expect(parseCliArgs([], {})).toMatchObject({ testDishonest: undefined, testDelayMs: 0 });
-    expect(parseCliArgs(["--test-dishonest", "junk", "--test-delay-ms", "250"], {})).toMatchObject({ testDishonest: "junk", testDelayMs: 250 });
+    expect(parseCliArgs(["--test-dishonest", "junk", "--test-delay-ms", "250"], {})).toMatchObject({
+      testDishonest: "junk",
+      testDelayMs: 250,
+    });
     expect(parseCliArgs([], { MINER_TEST_DISHONEST: "silent-after-ack", MINER_TEST_DELAY_MS: "5" })).toMatchObject({
       testDishonest: "silent-after-ack",
       testDelayMs: 5,

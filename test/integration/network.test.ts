@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { api, startMiner, startRouter, sse, until, type Miner, type Router } from "../helpers/network.ts";
+import { api, type Miner, type Router, sse, startMiner, startRouter, until } from "../helpers/network.ts";
 
 // The whole network for real: `wrangler dev` (workerd, Durable Objects, local R2) and two miner-agent
 // processes running transformers.js on the built-in ONNX model, driven over HTTP, SSE and WebSocket.
@@ -62,7 +62,12 @@ describe("meta routes", () => {
     expect(list.body.stats.online).toBe(2);
     const addresses = miners.map((m) => m.address()!.toLowerCase());
     expect(list.body.nodes.map((n: { address: string }) => n.address).sort()).toEqual(addresses.sort());
-    expect(list.body.nodes[0]).toMatchObject({ models: ["edge/tiny-gpt2", "edge/tiny-embed"], device: "cpu", capacity: 1, status: "online" });
+    expect(list.body.nodes[0]).toMatchObject({
+      models: ["edge/tiny-gpt2", "edge/tiny-embed"],
+      device: "cpu",
+      capacity: 1,
+      status: "online",
+    });
   });
 
   it("lists sessions and their tasks", async () => {
@@ -187,11 +192,15 @@ describe("faults", () => {
   it("finishes a task on another miner when its miner is killed mid-task", async () => {
     const sid = await session({ name: "kill", max_miners: 2 });
     const pending = api(router, `/api/v1/completions/${sid}`, { body: { prompt: "Survive a crash", max_tokens: 400 } });
-    const victim = await until(async () => {
-      const t = await api(router, `/api/v1/tasks/${sid}`);
-      const r = t.body.tasks[0]?.replicas[0];
-      return r?.state === "acked" ? (r.miner as string) : undefined;
-    }, 20_000, 10);
+    const victim = await until(
+      async () => {
+        const t = await api(router, `/api/v1/tasks/${sid}`);
+        const r = t.body.tasks[0]?.replicas[0];
+        return r?.state === "acked" ? (r.miner as string) : undefined;
+      },
+      20_000,
+      10,
+    );
     const dying = miners.find((m) => m.address()!.toLowerCase() === victim)!;
     await dying.stop("SIGKILL");
     const res = await pending;
@@ -218,10 +227,14 @@ describe("faults", () => {
       const sid = created.body.id as string;
       await until(async () => (await api(router, `/api/v1/sessions/${sid}`)).body.usage.connected_miners.length === 2);
       const pending = api(router, `/api/v1/completions/${sid}`, { body: { prompt: "Hand it back", max_tokens: 400 } });
-      const holder = await until(async () => {
-        const r = (await api(router, `/api/v1/tasks/${sid}`)).body.tasks[0]?.replicas[0];
-        return r?.state === "acked" ? (r.miner as string) : undefined;
-      }, 20_000, 10);
+      const holder = await until(
+        async () => {
+          const r = (await api(router, `/api/v1/tasks/${sid}`)).body.tasks[0]?.replicas[0];
+          return r?.state === "acked" ? (r.miner as string) : undefined;
+        },
+        20_000,
+        10,
+      );
       const leaving = pair.find((m) => m.address()!.toLowerCase() === holder)!;
       leaving.process.kill("SIGINT");
       expect(await leaving.exited).toBe(0);

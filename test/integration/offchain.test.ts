@@ -1,13 +1,13 @@
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { generatePrivateKey, type PrivateKeyAccount, privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from "viem/accounts";
 import WebSocket from "ws";
 import { deriveTaskKey, fromHex, openPayload, sha256Hex, toBase64, toHex } from "../../shared/payload-crypto.ts";
 import { parseUrn } from "../../shared/payloads.ts";
 import type { AssignMessage } from "../../shared/protocol.ts";
 import { offchainResultTypedData, precommitTypedData, registrationMessage, resultHash } from "../../shared/signing.ts";
-import { api, sse, startMiner, startRouter, tempDir, until, type Miner, type Router } from "../helpers/network.ts";
+import { api, type Miner, type Router, sse, startMiner, startRouter, tempDir, until } from "../helpers/network.ts";
 
 // Off-chain and private payloads end to end: the real router (wrangler dev, real local R2), two real miner
 // processes (A and B, keys made here so the allowlist can name them) and, for the wire-level cases, a
@@ -30,7 +30,9 @@ const addrW = wallet.address.toLowerCase();
 
 function keyFile(pk: `0x${string}`): string {
   const file = join(tempDir("miner"), "key.json");
-  writeFileSync(file, JSON.stringify({ address: privateKeyToAccount(pk).address, private_key: pk, created_at: new Date().toISOString() }), { mode: 0o600 });
+  writeFileSync(file, JSON.stringify({ address: privateKeyToAccount(pk).address, private_key: pk, created_at: new Date().toISOString() }), {
+    mode: 0o600,
+  });
   return file;
 }
 
@@ -77,10 +79,21 @@ function asMiner(token: string, path: string, init: { method?: string; body?: un
   return api(router, path, { ...init, key: null, headers: { authorization: `Bearer ${token}` } });
 }
 
-async function signedWrite(signer: PrivateKeyAccount, token: string, sid: string, tid: string, content: Uint8Array, claimedMiner = wallet.address) {
+async function signedWrite(
+  signer: PrivateKeyAccount,
+  token: string,
+  sid: string,
+  tid: string,
+  content: Uint8Array,
+  claimedMiner = wallet.address,
+) {
   const content_hash = `0x${await sha256Hex(content)}` as `0x${string}`;
-  const signature = await signer.signTypedData(offchainResultTypedData({ session: sid, task: tid, miner: claimedMiner, content: content_hash }));
-  return asMiner(token, "/api/v3/offchain/result", { body: { session_id: sid, task_id: tid, content: toBase64(content), content_hash, signature } });
+  const signature = await signer.signTypedData(
+    offchainResultTypedData({ session: sid, task: tid, miner: claimedMiner, content: content_hash }),
+  );
+  return asMiner(token, "/api/v3/offchain/result", {
+    body: { session_id: sid, task_id: tid, content: toBase64(content), content_hash, signature },
+  });
 }
 
 beforeAll(async () => {
@@ -129,7 +142,9 @@ describe("off-chain prompts", () => {
     const task = await api(router, `/api/v1/tasks/${sid}/${res.body.task_id}`);
     expect(task.body.input.prompt).toBe("");
     expect(task.body.payload).toMatchObject({ prompt_urn: bigPromptUrn, encrypted: false });
-    const stored = await fetch(`${router.url}/api/v3/offchain/payload/${encodeURIComponent(bigPromptUrn)}`, { headers: { authorization: "Bearer dev-key" } });
+    const stored = await fetch(`${router.url}/api/v3/offchain/payload/${encodeURIComponent(bigPromptUrn)}`, {
+      headers: { authorization: "Bearer dev-key" },
+    });
     expect(stored.status).toBe(200);
     const bytes = new Uint8Array(await stored.arrayBuffer());
     expect(await sha256Hex(bytes)).toBe(parseUrn(bigPromptUrn)!.sha256);
@@ -153,7 +168,9 @@ describe("off-chain prompts", () => {
     expect(res.body.miners).toHaveLength(2);
     const task = await api(router, `/api/v1/tasks/big/${res.body.task_id}`);
     expect(task.body.payload.prompt_bytes).toBeGreaterThan(1024 * 1024);
-    const stored = await fetch(`${router.url}/api/v3/offchain/payload/${encodeURIComponent(res.body.offchain.prompt_urn)}`, { headers: { authorization: "Bearer dev-key" } });
+    const stored = await fetch(`${router.url}/api/v3/offchain/payload/${encodeURIComponent(res.body.offchain.prompt_urn)}`, {
+      headers: { authorization: "Bearer dev-key" },
+    });
     expect(JSON.parse(await stored.text()).prompt).toBe(prompt);
   });
 
@@ -186,7 +203,9 @@ describe("private payloads", () => {
   });
 
   it("answers inline for the owner while R2 holds only ciphertext", async () => {
-    const res = await api(router, `/api/v3/completions/${privSid}`, { body: { prompt, max_tokens: 12, private: true, result_policy: "inline" } });
+    const res = await api(router, `/api/v3/completions/${privSid}`, {
+      body: { prompt, max_tokens: 12, private: true, result_policy: "inline" },
+    });
     expect(res.status, JSON.stringify(res.body)).toBe(200);
     expect(res.body.choices[0].text).toBe(baseline);
     expect(res.body.offchain).toMatchObject({ encrypted: true, key_version: 2, result_policy: "inline" });
@@ -201,7 +220,9 @@ describe("private payloads", () => {
     expect(res.body.choices[0].text).toBe("");
     const urn = res.body.offchain.result_urn as string;
     const tid = res.body.task_id as string;
-    const raw = await fetch(`${router.url}/api/v3/offchain/result/${encodeURIComponent(urn)}`, { headers: { authorization: "Bearer dev-key" } });
+    const raw = await fetch(`${router.url}/api/v3/offchain/result/${encodeURIComponent(urn)}`, {
+      headers: { authorization: "Bearer dev-key" },
+    });
     expect(raw.status).toBe(200);
     expect(raw.headers.get("x-payload-encrypted")).toBe("1");
     expect(raw.headers.get("x-payload-key-version")).toBe("2");
@@ -211,7 +232,9 @@ describe("private payloads", () => {
     const taskKey = await api(router, "/api/v1/auth/payload_enc_key/task", { body: { session_id: privSid, task_id: tid } });
     expect(taskKey.status).toBe(200);
     expect(taskKey.body).toMatchObject({ scope: "task", key_version: 2, algorithm: "AES-256-GCM" });
-    const text = new TextDecoder().decode(await openPayload(fromHex(taskKey.body.key), sealed, { kind: "result", sessionId: privSid, taskId: tid }));
+    const text = new TextDecoder().decode(
+      await openPayload(fromHex(taskKey.body.key), sealed, { kind: "result", sessionId: privSid, taskId: tid }),
+    );
     expect(text).toBe(baseline);
     const sessionKey = await api(router, "/api/v1/auth/payload_enc_key/session", { body: { session_id: privSid } });
     expect(toHex(await deriveTaskKey(fromHex(sessionKey.body.key), privSid, tid))).toBe(taskKey.body.key);
@@ -221,7 +244,10 @@ describe("private payloads", () => {
     // Another API key (another owner) gets neither the result nor its key.
     const other = await api(router, `/api/v3/offchain/result/${encodeURIComponent(urn)}`, { key: "other-key" });
     expect(other.status).toBe(403);
-    const otherKey = await api(router, "/api/v1/auth/payload_enc_key/task", { key: "other-key", body: { session_id: privSid, task_id: tid } });
+    const otherKey = await api(router, "/api/v1/auth/payload_enc_key/task", {
+      key: "other-key",
+      body: { session_id: privSid, task_id: tid },
+    });
     expect(otherKey.status).toBe(403);
   });
 
@@ -258,7 +284,9 @@ describe("private payloads", () => {
     const put = await api(router, "/api/v1/auth/payload_allowlist", { method: "PUT", body: { session_id: sid, miners: [addrA, addrB] } });
     expect(put.status).toBe(200);
     // A similarity session samples each replica with its own seed: the two outputs differ.
-    const res = await api(router, `/api/v3/completions/${sid}`, { body: { prompt, max_tokens: 24, temperature: 1, private: true, result_policy: "inline" } });
+    const res = await api(router, `/api/v3/completions/${sid}`, {
+      body: { prompt, max_tokens: 24, temperature: 1, private: true, result_policy: "inline" },
+    });
     expect(res.status, JSON.stringify(res.body)).toBe(200);
     expect(res.body.consensus).toMatchObject({ method: "exact", status: "no_quorum" });
     expect(res.body.consensus.note).toMatch(/not shown to validators/);
@@ -280,22 +308,31 @@ describe("private payloads", () => {
 describe("allowlist", () => {
   it("refuses a miner outside the allowlist a key (logged, audited) until the owner adds it", async () => {
     const sid = await session({ session_id: "denied", redundancy: 1, mode: "dedicated", dedicated_miners: [addrB], max_miners: 1 }, 1);
-    const refused = await api(router, `/api/v3/completions/${sid}`, { body: { prompt: "Only A may read this", max_tokens: 4, private: true, timeout: 6 } });
+    const refused = await api(router, `/api/v3/completions/${sid}`, {
+      body: { prompt: "Only A may read this", max_tokens: 4, private: true, timeout: 6 },
+    });
     expect(refused.status).toBe(504);
     const ev = await minerB.waitFor("payload_refused", (e) => e.session_id === sid, 5_000);
     expect(ev.status).toBe(403);
     expect(router.log()).toMatch(new RegExp(`payload audit: refused payload_key for miner ${addrB} on denied`));
     const audit = await api(router, `/api/v1/auth/payload_audit/${sid}`);
-    expect(audit.body.entries).toEqual(expect.arrayContaining([expect.objectContaining({ miner: addrB, action: "payload_key", outcome: "refused" })]));
+    expect(audit.body.entries).toEqual(
+      expect.arrayContaining([expect.objectContaining({ miner: addrB, action: "payload_key", outcome: "refused" })]),
+    );
     const task = await api(router, `/api/v1/tasks/${sid}/${refused.body.error.details.task_id}`);
     expect(task.body.replicas[0]).toMatchObject({ miner: addrB, state: "released" });
 
     // Only the owner sets the allowlist; then B gets the key and the task runs.
-    expect((await api(router, "/api/v1/auth/payload_allowlist", { method: "PUT", key: "other-key", body: { session_id: sid, miners: [addrB] } })).status).toBe(403);
+    expect(
+      (await api(router, "/api/v1/auth/payload_allowlist", { method: "PUT", key: "other-key", body: { session_id: sid, miners: [addrB] } }))
+        .status,
+    ).toBe(403);
     const put = await api(router, "/api/v1/auth/payload_allowlist", { method: "PUT", body: { session_id: sid, miners: [addrB] } });
     expect(put.status).toBe(200);
     expect(put.body.session).toEqual([addrA, addrB].sort());
-    const ok = await api(router, `/api/v3/completions/${sid}`, { body: { prompt: "Only A may read this", max_tokens: 4, private: true, result_policy: "inline" } });
+    const ok = await api(router, `/api/v3/completions/${sid}`, {
+      body: { prompt: "Only A may read this", max_tokens: 4, private: true, result_policy: "inline" },
+    });
     expect(ok.status, JSON.stringify(ok.body)).toBe(200);
     expect(ok.body.miners[0].address).toBe(addrB);
   });
@@ -305,13 +342,16 @@ describe("the off-chain wire, driven by hand (wallet W)", () => {
   let token = "";
   let ws: WebSocket;
   const inbox: any[] = [];
-  const nextAssign = () => until(async () => inbox.find((m) => m.type === "assign" && !m.taken && (m.taken = true)) as AssignMessage | undefined, 15_000, 20);
+  const nextAssign = () =>
+    until(async () => inbox.find((m) => m.type === "assign" && !m.taken && (m.taken = true)) as AssignMessage | undefined, 15_000, 20);
   const send = (m: unknown) => ws.send(JSON.stringify(m));
 
   beforeAll(async () => {
     token = await registerW();
     await session({ session_id: "wire", redundancy: 1, mode: "dedicated", dedicated_miners: [addrW], max_miners: 1, task_timeout: 20 }, 0);
-    ws = new WebSocket(`${router.url.replace("http", "ws")}/api/v1/sessions/wire/connect`, { headers: { authorization: `Bearer ${token}` } });
+    ws = new WebSocket(`${router.url.replace("http", "ws")}/api/v1/sessions/wire/connect`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
     ws.on("message", (d) => inbox.push(JSON.parse(String(d))));
     await until(async () => inbox.some((m) => m.type === "welcome"), 15_000, 20);
   });
@@ -349,7 +389,13 @@ describe("the off-chain wire, driven by hand (wallet W)", () => {
     const honest = await signedWrite(wallet, token, "wire", assign.task_id, content);
     expect(honest.status).toBe(201);
     const bad = await asMiner(token, "/api/v3/offchain/result", {
-      body: { session_id: "wire", task_id: assign.task_id, content: toBase64(new TextEncoder().encode("other")), content_hash: `0x${await sha256Hex(content)}`, signature: "0x00" },
+      body: {
+        session_id: "wire",
+        task_id: assign.task_id,
+        content: toBase64(new TextEncoder().encode("other")),
+        content_hash: `0x${await sha256Hex(content)}`,
+        signature: "0x00",
+      },
     });
     expect(bad.status).toBe(400);
     // Refusals are audited.
@@ -359,9 +405,19 @@ describe("the off-chain wire, driven by hand (wallet W)", () => {
     expect(stored).toMatchObject({ result_hash: resultHash(text), encrypted: false });
 
     const hash = resultHash(text);
-    const signature = await wallet.signTypedData(precommitTypedData({ session: "wire", task: assign.task_id, miner: wallet.address, hash }));
+    const signature = await wallet.signTypedData(
+      precommitTypedData({ session: "wire", task: assign.task_id, miner: wallet.address, hash }),
+    );
     send({ type: "precommit", task_id: assign.task_id, hash, signature });
-    send({ type: "commit", task_id: assign.task_id, text: "", result_urn: stored.urn, finish_reason: "stop", usage: { prompt_tokens: 3, completion_tokens: 4 }, inference_ms: 1 });
+    send({
+      type: "commit",
+      task_id: assign.task_id,
+      text: "",
+      result_urn: stored.urn,
+      finish_reason: "stop",
+      usage: { prompt_tokens: 3, completion_tokens: 4 },
+      inference_ms: 1,
+    });
     const res = await pending;
     expect(res.status, JSON.stringify(res.body)).toBe(200);
     expect(res.body.choices[0].text).toBe(text);
@@ -369,15 +425,27 @@ describe("the off-chain wire, driven by hand (wallet W)", () => {
   });
 
   it("rejects a commit whose stored result does not hash to the precommit", async () => {
-    const pending = api(router, "/api/v2/completions/wire", { body: { prompt: "second wire prompt", max_tokens: 4, result_policy: "offchain", timeout: 5 } });
+    const pending = api(router, "/api/v2/completions/wire", {
+      body: { prompt: "second wire prompt", max_tokens: 4, result_policy: "offchain", timeout: 5 },
+    });
     const assign = await nextAssign();
     send({ type: "ack", task_id: assign.task_id });
     const written = await signedWrite(wallet, token, "wire", assign.task_id, new TextEncoder().encode("what was stored"));
     expect(written.status).toBe(201);
     const hash = resultHash("what was precommitted");
-    const signature = await wallet.signTypedData(precommitTypedData({ session: "wire", task: assign.task_id, miner: wallet.address, hash }));
+    const signature = await wallet.signTypedData(
+      precommitTypedData({ session: "wire", task: assign.task_id, miner: wallet.address, hash }),
+    );
     send({ type: "precommit", task_id: assign.task_id, hash, signature });
-    send({ type: "commit", task_id: assign.task_id, text: "", result_urn: written.body.urn, finish_reason: "stop", usage: { prompt_tokens: 3, completion_tokens: 4 }, inference_ms: 1 });
+    send({
+      type: "commit",
+      task_id: assign.task_id,
+      text: "",
+      result_urn: written.body.urn,
+      finish_reason: "stop",
+      usage: { prompt_tokens: 3, completion_tokens: 4 },
+      inference_ms: 1,
+    });
     const res = await pending;
     expect(res.status).toBe(504);
     const task = await api(router, `/api/v1/tasks/wire/${assign.task_id}`);
@@ -390,7 +458,9 @@ describe("the off-chain wire, driven by hand (wallet W)", () => {
     const assign = await nextAssign();
     send({ type: "ack", task_id: assign.task_id });
     expect(assign.payload).toMatchObject({ encrypted: true, result_policy: "offchain" });
-    const fetched = await fetch(`${router.url}/api/v3/offchain/payload/${encodeURIComponent(assign.payload!.prompt_urn!)}`, { headers: { authorization: `Bearer ${token}` } });
+    const fetched = await fetch(`${router.url}/api/v3/offchain/payload/${encodeURIComponent(assign.payload!.prompt_urn!)}`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
     expect(fetched.status).toBe(200);
     expect(fetched.headers.get("x-payload-encrypted")).toBe("1");
     expect(Buffer.from(await fetched.arrayBuffer()).includes(Buffer.from("wire secret"))).toBe(false);
@@ -399,9 +469,18 @@ describe("the off-chain wire, driven by hand (wallet W)", () => {
 
     const text = "plaintext over the socket";
     const hash = resultHash(text);
-    const signature = await wallet.signTypedData(precommitTypedData({ session: "wire", task: assign.task_id, miner: wallet.address, hash }));
+    const signature = await wallet.signTypedData(
+      precommitTypedData({ session: "wire", task: assign.task_id, miner: wallet.address, hash }),
+    );
     send({ type: "precommit", task_id: assign.task_id, hash, signature });
-    send({ type: "commit", task_id: assign.task_id, text, finish_reason: "stop", usage: { prompt_tokens: 3, completion_tokens: 4 }, inference_ms: 1 });
+    send({
+      type: "commit",
+      task_id: assign.task_id,
+      text,
+      finish_reason: "stop",
+      usage: { prompt_tokens: 3, completion_tokens: 4 },
+      inference_ms: 1,
+    });
     expect((await pending).status).toBe(504);
     const task = await api(router, `/api/v1/tasks/wire/${assign.task_id}`);
     expect(task.body.replicas[0].state).toBe("rejected");

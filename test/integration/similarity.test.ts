@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { api, startMiner, startRouter, until, type Miner, type Router } from "../helpers/network.ts";
+import { api, type Miner, type Router, startMiner, startRouter, until } from "../helpers/network.ts";
 
 // Similarity consensus end to end: real miner processes sample independently (a `similarity` session gives each
 // replica its own seed), one of them is a junk miner, and the validator is a real miner running the builtin
@@ -32,7 +32,14 @@ afterAll(async () => {
 describe("similarity consensus with real miners and the builtin embedding model", () => {
   it("independent honest samples agree; the junk replica is the outlier every time", async () => {
     const created = await api(router, "/api/v1/sessions", {
-      body: { deposit: 1_000_000, redundancy: 3, max_miners: 3, consensus: "similarity", mode: "dedicated", dedicated_miners: [...honest, junk].map(addr) },
+      body: {
+        deposit: 1_000_000,
+        redundancy: 3,
+        max_miners: 3,
+        consensus: "similarity",
+        mode: "dedicated",
+        dedicated_miners: [...honest, junk].map(addr),
+      },
     });
     expect(created.status).toBe(201);
     const sid = created.body.config.id as string;

@@ -1,6 +1,6 @@
 import { createServer, type Server } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { api, freePort, startMiner, startRouter, type Miner, type Router } from "../helpers/network.ts";
+import { api, freePort, type Miner, type Router, startMiner, startRouter } from "../helpers/network.ts";
 
 // Delegate, validate and factcheck through the real router (wrangler dev) with real miner processes running
 // the real engine on the built-in model: two honest miners and one `--test-dishonest junk` miner that answers
@@ -24,7 +24,15 @@ const addr = (m: Miner) => m.address()!.toLowerCase();
 
 async function dedicated(m: Miner, session_id?: string): Promise<string> {
   const res = await api(router, "/api/v1/sessions", {
-    body: { session_id, deposit: 10_000_000, redundancy: 1, max_miners: 1, mode: "dedicated", dedicated_miners: [addr(m)], task_timeout: 60 },
+    body: {
+      session_id,
+      deposit: 10_000_000,
+      redundancy: 1,
+      max_miners: 1,
+      mode: "dedicated",
+      dedicated_miners: [addr(m)],
+      task_timeout: 60,
+    },
   });
   if (res.status !== 201) throw new Error(`session: ${res.status} ${JSON.stringify(res.body)}`);
   return res.body.config.id;
@@ -39,7 +47,11 @@ beforeAll(async () => {
     req.on("end", () => {
       retrieved.push(JSON.parse(body));
       res.setHeader("content-type", "application/json");
-      res.end(JSON.stringify({ documents: [{ title: "Encyclopedia", url: "https://example.test/water", content: "Water boils at 100 C at sea level." }] }));
+      res.end(
+        JSON.stringify({
+          documents: [{ title: "Encyclopedia", url: "https://example.test/water", content: "Water boils at 100 C at sea level." }],
+        }),
+      );
     });
   });
   await new Promise<void>((r) => retriever.listen(port, "127.0.0.1", () => r()));
@@ -86,8 +98,12 @@ describe("validate", () => {
     expect(v1.body.replicas[0].output).toMatch(VERDICT);
     expect(v1.body.replicas[0]).toMatchObject({ session_id: sA, miners: [addr(honestA)], status: "ok" });
 
-    const onA = await api(router, "/api/v2/validate", { body: { session_id: sA, claim: "The sky is green.", policy: "be strict", context: "colour facts" } });
-    const onB = await api(router, "/api/v2/validate", { body: { session_id: sB, claim: "The sky is green.", policy: "be strict", context: "colour facts" } });
+    const onA = await api(router, "/api/v2/validate", {
+      body: { session_id: sA, claim: "The sky is green.", policy: "be strict", context: "colour facts" },
+    });
+    const onB = await api(router, "/api/v2/validate", {
+      body: { session_id: sB, claim: "The sky is green.", policy: "be strict", context: "colour facts" },
+    });
     expect(onA.status).toBe(200);
     expect(onA.body.replicas[0].output).toMatch(VERDICT);
     expect(onB.body.replicas[0].output).toBe(onA.body.replicas[0].output);
@@ -98,12 +114,23 @@ describe("validate", () => {
     const claim = "Every miner signs its result before revealing it.";
     const res = await api(router, "/api/v3/validate", { body: { claim, consensus: { replicas: 3, session_pool: [sA, sB, sJ] } } });
     expect(res.status, JSON.stringify(res.body)).toBe(200);
-    expect(res.body).toMatchObject({ status: "ok", version: "v3", consensus: { strategy: "majority", status: "majority", agreed: [0, 1], failed: [2] } });
+    expect(res.body).toMatchObject({
+      status: "ok",
+      version: "v3",
+      consensus: { strategy: "majority", status: "majority", agreed: [0, 1], failed: [2] },
+    });
     expect(res.body.replicas[2]).toMatchObject({ session_id: sJ, status: "failed", error: { code: "invalid_output" } });
     expect(res.body.replicas[0].output).toBe(res.body.replicas[1].output);
 
-    const mom = await api(router, "/api/v3/validate", { body: { claim, consensus: { replicas: 3, session_pool: [sA, sB], strategy: "median_of_means" } } });
-    expect(mom.body).toMatchObject({ status: "ok", verdict: res.body.verdict, score: res.body.score, consensus: { strategy: "median_of_means", status: "unanimous" } });
+    const mom = await api(router, "/api/v3/validate", {
+      body: { claim, consensus: { replicas: 3, session_pool: [sA, sB], strategy: "median_of_means" } },
+    });
+    expect(mom.body).toMatchObject({
+      status: "ok",
+      verdict: res.body.verdict,
+      score: res.body.score,
+      consensus: { strategy: "median_of_means", status: "unanimous" },
+    });
   });
 
   it("v3 with no session pool configured → 503 configuration_error; v1 with no session → 400 session_required", async () => {
@@ -121,27 +148,47 @@ describe("delegate", () => {
   const objective = "Describe the network in one sentence.";
 
   it("v1 and v2 run once in one session; v2 gives the same output on either honest miner", async () => {
-    const v1 = await api(router, "/api/v1/delegate", { body: { session_id: sA, task_request_input: "Summarise: routers and miners.", task_domain: "docs", task_type: "summary", max_tokens: 12 } });
+    const v1 = await api(router, "/api/v1/delegate", {
+      body: {
+        session_id: sA,
+        task_request_input: "Summarise: routers and miners.",
+        task_domain: "docs",
+        task_type: "summary",
+        max_tokens: 12,
+      },
+    });
     expect(v1.status, JSON.stringify(v1.body)).toBe(200);
     expect(v1.body).toMatchObject({ status: "ok", version: "v1", session_id: sA });
     expect(typeof v1.body.output).toBe("string");
-    const a = await api(router, "/api/v2/delegate", { body: { session_id: sA, objective, input: { audience: "engineers" }, execution: { max_tokens: 12 } } });
-    const b = await api(router, "/api/v2/delegate", { body: { session_id: sB, objective, input: { audience: "engineers" }, execution: { max_tokens: 12 } } });
+    const a = await api(router, "/api/v2/delegate", {
+      body: { session_id: sA, objective, input: { audience: "engineers" }, execution: { max_tokens: 12 } },
+    });
+    const b = await api(router, "/api/v2/delegate", {
+      body: { session_id: sB, objective, input: { audience: "engineers" }, execution: { max_tokens: 12 } },
+    });
     expect(a.body.output).toBe(b.body.output);
     expect(a.body.usage.completion_tokens).toBeGreaterThan(0);
   });
 
   it("v3 with one disagreeing replica under each strategy and disagreement policy", async () => {
     const pool = [sA, sB, sJ];
-    const body = (consensus: Record<string, unknown>) => ({ body: { objective, execution: { max_tokens: 12 }, consensus: { replicas: 3, session_pool: pool, ...consensus } } });
-    const honest = (await api(router, "/api/v2/delegate", { body: { session_id: sA, objective, execution: { max_tokens: 12 } } })).body.output;
+    const body = (consensus: Record<string, unknown>) => ({
+      body: { objective, execution: { max_tokens: 12 }, consensus: { replicas: 3, session_pool: pool, ...consensus } },
+    });
+    const honest = (await api(router, "/api/v2/delegate", { body: { session_id: sA, objective, execution: { max_tokens: 12 } } })).body
+      .output;
 
     const majority = await api(router, "/api/v3/delegate", body({}));
     expect(majority.status, JSON.stringify(majority.body)).toBe(200);
-    expect(majority.body).toMatchObject({ status: "ok", output: honest, consensus: { strategy: "majority", status: "majority", agreed: [0, 1], disagreed: [2] } });
+    expect(majority.body).toMatchObject({
+      status: "ok",
+      output: honest,
+      consensus: { strategy: "majority", status: "majority", agreed: [0, 1], disagreed: [2] },
+    });
     expect(majority.body.replicas.map((r: { miners: string[] }) => r.miners[0])).toEqual([honestA, honestB, junk].map(addr));
     expect(majority.body.replicas[2].output).not.toBe(honest);
-    for (const r of majority.body.replicas) expect(r).toMatchObject({ status: "ok", task_id: expect.stringMatching(/^\d+$/), hash: expect.stringMatching(/^0x/) });
+    for (const r of majority.body.replicas)
+      expect(r).toMatchObject({ status: "ok", task_id: expect.stringMatching(/^\d+$/), hash: expect.stringMatching(/^0x/) });
 
     const hard = await api(router, "/api/v3/delegate", body({ disagreement_policy: "fail_hard" }));
     expect(hard.status).toBe(409);
@@ -175,10 +222,17 @@ describe("delegate", () => {
 
   it("all replicas fail → 502 status failed with every replica's payload and error", async () => {
     const unserved = await api(router, "/api/v1/sessions", { body: { deposit: 1000, model: "edge/nobody-serves-this" } });
-    const res = await api(router, "/api/v3/delegate", { body: { objective, consensus: { replicas: 3, session_pool: [unserved.body.config.id] } } });
+    const res = await api(router, "/api/v3/delegate", {
+      body: { objective, consensus: { replicas: 3, session_pool: [unserved.body.config.id] } },
+    });
     expect(res.status).toBe(502);
     expect(res.body).toMatchObject({ status: "failed", error: { code: "all_replicas_failed" }, consensus: { failed: [0, 1, 2] } });
-    for (const r of res.body.replicas) expect(r).toMatchObject({ status: "failed", error: { code: "no_miner_available" }, payload: { input: { prompt: expect.stringContaining(objective) } } });
+    for (const r of res.body.replicas)
+      expect(r).toMatchObject({
+        status: "failed",
+        error: { code: "no_miner_available" },
+        payload: { input: { prompt: expect.stringContaining(objective) } },
+      });
   });
 });
 
@@ -193,7 +247,11 @@ describe("factcheck", () => {
 
     const rt = await api(router, "/api/v1/fact-check", { body: { claim: "Water boils at 100 C at sea level.", mode: "realtime" } });
     expect(rt.status, JSON.stringify(rt.body)).toBe(200);
-    expect(rt.body).toMatchObject({ status: "ok", mode: "realtime", grounding: { source: "retriever", documents: [{ title: "Encyclopedia" }] } });
+    expect(rt.body).toMatchObject({
+      status: "ok",
+      mode: "realtime",
+      grounding: { source: "retriever", documents: [{ title: "Encyclopedia" }] },
+    });
     expect(rt.body.replicas[0]).toMatchObject({ session_id: "it-fc-realtime", miners: [addr(honestB)] });
     expect(rt.body.replicas[0].output).toMatch(FACT);
     expect(retrieved).toContainEqual({ claim: "Water boils at 100 C at sea level.", max_documents: 5 });
@@ -202,7 +260,9 @@ describe("factcheck", () => {
 
 describe("router timeout", () => {
   it("a task past its deadline → 504 timeout with the request id", async () => {
-    const res = await api(router, "/api/v2/delegate", { body: { session_id: sB, objective: "Write a long essay.", execution: { max_tokens: 400, timeout: 0.3 } } });
+    const res = await api(router, "/api/v2/delegate", {
+      body: { session_id: sB, objective: "Write a long essay.", execution: { max_tokens: 400, timeout: 0.3 } },
+    });
     expect(res.status, JSON.stringify(res.body)).toBe(504);
     expect(res.body).toMatchObject({ status: "failed", error: { code: "timeout" }, request_id: res.headers.get("x-request-id") });
     expect(res.body.request_id).toBeTruthy();
@@ -210,12 +270,21 @@ describe("router timeout", () => {
   });
 
   it("the hosted entry (POST /v1/completions) answers the same: envelope, request id, timeout code", async () => {
-    const ok = await api(router, "/v1/completions", { body: { session_id: sA, prompt: "The edge network", max_tokens: 4, temperature: 0 } });
+    const ok = await api(router, "/v1/completions", {
+      body: { session_id: sA, prompt: "The edge network", max_tokens: 4, temperature: 0 },
+    });
     expect(ok.status, JSON.stringify(ok.body)).toBe(200);
     expect(ok.body).toMatchObject({ status: "ok", model: "edge/tiny-gpt2", error: null, request_id: ok.headers.get("x-request-id") });
     expect(ok.body.data.choices[0].text.length).toBeGreaterThan(0);
-    const late = await api(router, "/v1/completions", { body: { session_id: sA, prompt: "Write a long essay.", max_tokens: 400, timeout: 0.3 } });
+    const late = await api(router, "/v1/completions", {
+      body: { session_id: sA, prompt: "Write a long essay.", max_tokens: 400, timeout: 0.3 },
+    });
     expect(late.status, JSON.stringify(late.body)).toBe(504);
-    expect(late.body).toMatchObject({ status: "failed", data: null, error: { code: "timeout" }, request_id: late.headers.get("x-request-id") });
+    expect(late.body).toMatchObject({
+      status: "failed",
+      data: null,
+      error: { code: "timeout" },
+      request_id: late.headers.get("x-request-id"),
+    });
   });
 });

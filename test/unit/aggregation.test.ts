@@ -1,20 +1,40 @@
 import { describe, expect, it } from "vitest";
 import { aggregate, median, medianOfMeans, type Vote } from "../../workers/lib/aggregation.ts";
-import { clip, factcheckPrompt, fitMaterial, parseRubricOutput, RUBRIC_CONSTRAINT, VALIDATE_VERDICTS, validatePrompt } from "../../workers/lib/rubric.ts";
+import {
+  clip,
+  factcheckPrompt,
+  fitMaterial,
+  parseRubricOutput,
+  RUBRIC_CONSTRAINT,
+  VALIDATE_VERDICTS,
+  validatePrompt,
+} from "../../workers/lib/rubric.ts";
 
 const v = (index: number, key: string | null, extra: Partial<Vote> = {}): Vote => ({ index, key, ...extra });
 
 describe("majority", () => {
   it("unanimous replicas agree", () => {
     const a = aggregate([v(0, "A"), v(1, "A"), v(2, "A")], { strategy: "majority", policy: "best_effort", requested: 3 });
-    expect(a).toMatchObject({ outcome: "ok", status: "unanimous", key: "A", agreed: [0, 1, 2], disagreed: [], failed: [], agreement: 1, quorum: 2 });
+    expect(a).toMatchObject({
+      outcome: "ok",
+      status: "unanimous",
+      key: "A",
+      agreed: [0, 1, 2],
+      disagreed: [],
+      failed: [],
+      agreement: 1,
+      quorum: 2,
+    });
   });
 
   it("one disagreeing replica: the majority wins and the outlier is named", () => {
     const a = aggregate([v(0, "A"), v(1, "B"), v(2, "A")], { strategy: "majority", policy: "best_effort", requested: 3 });
     expect(a).toMatchObject({ outcome: "ok", status: "majority", key: "A", agreed: [0, 2], disagreed: [1] });
     expect(a.agreement).toBeCloseTo(2 / 3);
-    expect(a.candidates.map((c) => [c.key, c.replicas])).toEqual([["A", [0, 2]], ["B", [1]]]);
+    expect(a.candidates.map((c) => [c.key, c.replicas])).toEqual([
+      ["A", [0, 2]],
+      ["B", [1]],
+    ]);
   });
 
   it("failed replicas count against the quorum", () => {
@@ -63,9 +83,17 @@ describe("weighted", () => {
   });
 
   it("exactly half the weight is no quorum; all-zero weights count replicas", () => {
-    const half = aggregate([v(0, "A", { weight: 1 }), v(1, "B", { weight: 1 })], { strategy: "weighted", policy: "return_all", requested: 2 });
+    const half = aggregate([v(0, "A", { weight: 1 }), v(1, "B", { weight: 1 })], {
+      strategy: "weighted",
+      policy: "return_all",
+      requested: 2,
+    });
     expect(half.outcome).toBe("no_consensus");
-    const zero = aggregate([v(0, "A", { weight: 0 }), v(1, "A", { weight: 0 }), v(2, "B", { weight: 0 })], { strategy: "weighted", policy: "best_effort", requested: 3 });
+    const zero = aggregate([v(0, "A", { weight: 0 }), v(1, "A", { weight: 0 }), v(2, "B", { weight: 0 })], {
+      strategy: "weighted",
+      policy: "best_effort",
+      requested: 3,
+    });
     expect(zero).toMatchObject({ key: "A", status: "majority" });
   });
 });
@@ -83,7 +111,13 @@ describe("median_of_means", () => {
   });
 
   it("replicas near the aggregate agree; the verdict is the most common among them", () => {
-    const votes = [v(0, "VALID", { score: 0.8 }), v(1, "VALID", { score: 0.7 }), v(2, "INVALID", { score: 0.1 }), v(3, "VALID", { score: 0.75 }), v(4, "INVALID", { score: 0.6 })];
+    const votes = [
+      v(0, "VALID", { score: 0.8 }),
+      v(1, "VALID", { score: 0.7 }),
+      v(2, "INVALID", { score: 0.1 }),
+      v(3, "VALID", { score: 0.75 }),
+      v(4, "INVALID", { score: 0.6 }),
+    ];
     const a = aggregate(votes, { strategy: "median_of_means", policy: "best_effort", requested: 5 });
     expect(a.score).toBeCloseTo(medianOfMeans([0.8, 0.7, 0.1, 0.75, 0.6]));
     expect(a.key).toBe("VALID");
@@ -102,7 +136,11 @@ describe("median_of_means", () => {
 
 describe("rubric answers", () => {
   it("parses the grammar and rejects anything else", () => {
-    expect(parseRubricOutput("VERDICT: NEEDS_SPEC\nSCORE: 10\nCONFIDENCE: 3", VALIDATE_VERDICTS)).toEqual({ verdict: "NEEDS_SPEC", score: 1, confidence: 0.3 });
+    expect(parseRubricOutput("VERDICT: NEEDS_SPEC\nSCORE: 10\nCONFIDENCE: 3", VALIDATE_VERDICTS)).toEqual({
+      verdict: "NEEDS_SPEC",
+      score: 1,
+      confidence: 0.3,
+    });
     expect(parseRubricOutput("VERDICT: MAYBE\nSCORE: 1\nCONFIDENCE: 3", VALIDATE_VERDICTS)).toBeNull();
     expect(parseRubricOutput("VERDICT: VALID\nSCORE: 11\nCONFIDENCE: 3", VALIDATE_VERDICTS)).toBeNull();
     expect(parseRubricOutput("random junk", VALIDATE_VERDICTS)).toBeNull();

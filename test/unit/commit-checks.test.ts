@@ -1,6 +1,6 @@
 import { env as workersEnv } from "cloudflare:workers";
 import type { Hex } from "viem";
-import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from "viem/accounts";
+import { generatePrivateKey, type PrivateKeyAccount, privateKeyToAccount } from "viem/accounts";
 import { describe, expect, it } from "vitest";
 import {
   commitFault,
@@ -9,7 +9,7 @@ import {
   offchainShapeFault,
   precommitSignedBy,
 } from "../../durable-objects/session-queue/commit-checks.ts";
-import { parseUrn, promptUrn, resultUrn, type PayloadDescriptor } from "../../shared/payloads.ts";
+import { type PayloadDescriptor, parseUrn, promptUrn, resultUrn } from "../../shared/payloads.ts";
 import type { SessionMinerMessage } from "../../shared/protocol.ts";
 import { precommitTypedData, resultHash } from "../../shared/signing.ts";
 
@@ -39,7 +39,10 @@ function scopeFor(miner: string): { session: string; task: string; miner: string
 
 const wallet = (): PrivateKeyAccount => privateKeyToAccount(generatePrivateKey());
 
-async function signPrecommit(signer: PrivateKeyAccount, fields: { session: string; task: string; miner: Hex; hash: Hex }): Promise<Precommit> {
+async function signPrecommit(
+  signer: PrivateKeyAccount,
+  fields: { session: string; task: string; miner: Hex; hash: Hex },
+): Promise<Precommit> {
   const signature = await signer.signTypedData(precommitTypedData(fields));
   return { type: "precommit", task_id: fields.task, hash: fields.hash, signature };
 }
@@ -69,7 +72,11 @@ async function storeResult(
 ): Promise<string> {
   const bytes = new TextEncoder().encode(content);
   const urn = resultUrn(scope.session, scope.task, scope.miner, await sha256Hex(bytes));
-  await env.PAYLOADS.put(parseUrn(urn)!.key, bytes, metadata ? { customMetadata: { ...metadata, miner: scope.miner.toLowerCase(), encrypted: "0" } } : {});
+  await env.PAYLOADS.put(
+    parseUrn(urn)!.key,
+    bytes,
+    metadata ? { customMetadata: { ...metadata, miner: scope.miner.toLowerCase(), encrypted: "0" } } : {},
+  );
   return urn;
 }
 
@@ -238,11 +245,15 @@ describe("commitFault", () => {
   it("off-chain faults: another replica's URN, a missing object, a mismatching stored hash", async () => {
     const scope = scopeFor(wallet().address);
     const otherMiner = await storeResult({ ...scope, miner: wallet().address }, TEXT);
-    expect(await commitFault(env.PAYLOADS, scope, OFFCHAIN, HASH, commit("", otherMiner))).toBe("result URN does not name this replica's result");
+    expect(await commitFault(env.PAYLOADS, scope, OFFCHAIN, HASH, commit("", otherMiner))).toBe(
+      "result URN does not name this replica's result",
+    );
     const missing = resultUrn(scope.session, scope.task, scope.miner, "ef".repeat(32));
     expect(await commitFault(env.PAYLOADS, scope, OFFCHAIN, HASH, commit("", missing))).toBe("result URN names no stored object");
     const urn = await storeResult(scope, TEXT);
-    expect(await commitFault(env.PAYLOADS, scope, OFFCHAIN, OTHER_HASH, commit("", urn))).toBe("stored result does not match the precommitted hash");
+    expect(await commitFault(env.PAYLOADS, scope, OFFCHAIN, OTHER_HASH, commit("", urn))).toBe(
+      "stored result does not match the precommitted hash",
+    );
     // an off-chain commit is judged by its stored object, never by an inline hash of its (empty) text
     expect(await commitFault(env.PAYLOADS, scope, OFFCHAIN, resultHash(""), commit("", urn))).toBe(
       "stored result does not match the precommitted hash",

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { resultHash } from "../../shared/signing.ts";
-import { MinerSet, api, complete, createSession, env, getSession, getTask, json, uniq } from "./helpers.ts";
+import { api, complete, createSession, env, getSession, getTask, json, MinerSet, uniq } from "./helpers.ts";
 
 const miners = new MinerSet();
 afterEach(() => miners.closeAll());
@@ -106,11 +106,16 @@ describe("completions with several miners", () => {
 
   it("many concurrent completions spread over the miners within their capacity, and all complete", async () => {
     const model = uniq("model");
-    const ms = [await miners.start({ models: [model], capacity: 2, delayMs: 20 }), await miners.start({ models: [model], capacity: 2, delayMs: 20 })];
+    const ms = [
+      await miners.start({ models: [model], capacity: 2, delayMs: 20 }),
+      await miners.start({ models: [model], capacity: 2, delayMs: 20 }),
+    ];
     const sid = await createSession({ model });
     for (const m of ms) await m.join(sid);
     const prompts = Array.from({ length: 10 }, (_, i) => `p${i}`);
-    const results = await Promise.all(prompts.map((p) => complete(sid, { prompt: p }).then(async (r) => ({ status: r.status, body: await json(r) }))));
+    const results = await Promise.all(
+      prompts.map((p) => complete(sid, { prompt: p }).then(async (r) => ({ status: r.status, body: await json(r) }))),
+    );
     for (const [i, r] of results.entries()) {
       expect(r.status).toBe(200);
       expect(r.body.choices[0].text).toBe(`answer to ${prompts[i]}`);

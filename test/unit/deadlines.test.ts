@@ -1,6 +1,6 @@
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
-import { MinerSet, complete, createSession, errorOf, getSession, getTask, json, sessionStub, uniq, waitFor } from "./helpers.ts";
+import { complete, createSession, errorOf, getSession, getTask, json, MinerSet, sessionStub, uniq, waitFor } from "./helpers.ts";
 
 const miners = new MinerSet();
 afterEach(() => miners.closeAll());

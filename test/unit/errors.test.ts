@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { MinerSet, api, complete, createSession, errorOf, getSession, openSocket, uniq } from "./helpers.ts";
+import { api, complete, createSession, errorOf, getSession, MinerSet, openSocket, uniq } from "./helpers.ts";
 
 const miners = new MinerSet();
 afterEach(() => miners.closeAll());

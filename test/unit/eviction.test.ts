@@ -1,7 +1,19 @@
 import { evictDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import { resultHash } from "../../shared/signing.ts";
-import { MinerSet, complete, createSession, getSession, getTask, json, sessionStub, sleep, uniq, waitFor, waitForStatus } from "./helpers.ts";
+import {
+  complete,
+  createSession,
+  getSession,
+  getTask,
+  json,
+  MinerSet,
+  sessionStub,
+  sleep,
+  uniq,
+  waitFor,
+  waitForStatus,
+} from "./helpers.ts";
 
 const miners = new MinerSet();
 afterEach(() => miners.closeAll());
@@ -26,7 +38,12 @@ describe("SessionQueue eviction and WebSocket hibernation", () => {
   it("a task in flight survives eviction: the miner delivers over its hibernated socket and the task closes", async () => {
     const model = uniq("model");
     const text = "delivered after the eviction";
-    const miner = await miners.start({ models: [model], behaviour: "hold", text: () => text, usage: () => ({ prompt_tokens: 2, completion_tokens: 4 }) });
+    const miner = await miners.start({
+      models: [model],
+      behaviour: "hold",
+      text: () => text,
+      usage: () => ({ prompt_tokens: 2, completion_tokens: 4 }),
+    });
     const sid = await createSession({ model, task_timeout: 60, ack_timeout: 5 });
     const ws = await miner.join(sid);
     const before = await getSession(sid);

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { resultHash } from "../../shared/signing.ts";
-import { MinerSet, complete, createSession, getSession, getTask, json, uniq, waitFor } from "./helpers.ts";
+import { complete, createSession, getSession, getTask, json, MinerSet, uniq, waitFor } from "./helpers.ts";
 
 const miners = new MinerSet();
 afterEach(() => miners.closeAll());
@@ -91,7 +91,10 @@ describe("faulty miners are replaced", () => {
     await honest.join(sid);
     expect((await pending).status).toBe(200);
     const task = await getTask(sid, a.task_id);
-    expect(task.replicas.find((r) => r.miner === hasty.address)).toMatchObject({ state: "rejected", reason: "commit arrived before a precommit" });
+    expect(task.replicas.find((r) => r.miner === hasty.address)).toMatchObject({
+      state: "rejected",
+      reason: "commit arrived before a precommit",
+    });
   });
 
   it("malformed miner frames get an invalid_message error and change nothing", async () => {
@@ -101,7 +104,10 @@ describe("faulty miners are replaced", () => {
     const ws = await m.join(sid);
     ws.send("not json");
     ws.send(JSON.stringify({ type: "ack" }));
-    await waitFor(() => m.messages(sid).filter((x) => x.type === "error" && x.code === "invalid_message").length === 2, "two invalid_message errors");
+    await waitFor(
+      () => m.messages(sid).filter((x) => x.type === "error" && x.code === "invalid_message").length === 2,
+      "two invalid_message errors",
+    );
     // A message for a task this miner does not hold is refused.
     m.ack(sid, "999");
     await waitFor(() => m.messages(sid).some((x) => x.type === "error" && x.code === "unknown_task"), "unknown_task error");

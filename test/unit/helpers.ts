@@ -1,13 +1,13 @@
-import { env as workersEnv, exports } from "cloudflare:workers";
+import { exports, env as workersEnv } from "cloudflare:workers";
 import type { Hex } from "viem";
-import { generatePrivateKey, privateKeyToAccount, type PrivateKeyAccount } from "viem/accounts";
+import { generatePrivateKey, type PrivateKeyAccount, privateKeyToAccount } from "viem/accounts";
 import {
-  PoolServerMessage,
-  SessionServerMessage,
-  parseMessage,
   type AssignMessage,
   type EmbedMessage,
+  PoolServerMessage,
+  parseMessage,
   type SessionMinerMessage,
+  SessionServerMessage,
 } from "../../shared/protocol.ts";
 import { precommitTypedData, resultHash } from "../../shared/signing.ts";
 import type { SessionUsage, TaskView } from "../../shared/views.ts";
@@ -136,10 +136,14 @@ export function complete(sid: string, body: Record<string, unknown>, opts: ApiOp
 
 /** Waits until the task's persisted status is `status`. */
 export function waitForStatus(sid: string, tid: string, status: string, timeout = 10_000): Promise<TaskView> {
-  return waitFor(async () => {
-    const t = await getTask(sid, tid);
-    return t.status === status ? t : null;
-  }, `task ${sid}/${tid} to be ${status}`, timeout);
+  return waitFor(
+    async () => {
+      const t = await getTask(sid, tid);
+      return t.status === status ? t : null;
+    },
+    `task ${sid}/${tid} to be ${status}`,
+    timeout,
+  );
 }
 
 /** Reads a whole SSE response: the `data:` payloads in order. */
@@ -218,12 +222,14 @@ export function bagOfWords(text: string): number[] {
 }
 
 /** A validator that embeds with bagOfWords under `model`. */
-export const honestValidator = (model: string) => (msg: EmbedMessage): SessionMinerMessage => ({
-  type: "embeddings",
-  task_id: msg.task_id,
-  model,
-  vectors: msg.texts.map(bagOfWords),
-});
+export const honestValidator =
+  (model: string) =>
+  (msg: EmbedMessage): SessionMinerMessage => ({
+    type: "embeddings",
+    task_id: msg.task_id,
+    model,
+    vectors: msg.texts.map(bagOfWords),
+  });
 
 export interface Registration {
   address: string;
@@ -363,10 +369,7 @@ export class TestMiner {
     const before = (this.received.get(sid) ?? []).length;
     this.sockets.set(sid, ws);
     ws.addEventListener("message", (ev) => this.onSessionMessage(sid, ws, ev.data as string));
-    await waitFor(
-      () => (this.received.get(sid) ?? []).slice(before).some((m) => m.type === "welcome"),
-      `welcome on ${sid}`,
-    );
+    await waitFor(() => (this.received.get(sid) ?? []).slice(before).some((m) => m.type === "welcome"), `welcome on ${sid}`);
     return ws;
   }
 
@@ -413,7 +416,7 @@ export class TestMiner {
   }
 
   tokens(sid: string, tid: string, pieces: string[]): void {
-    pieces.forEach((text, seq) => this.send(sid, { type: "token", task_id: tid, seq, text }));
+    for (const [seq, text] of pieces.entries()) this.send(sid, { type: "token", task_id: tid, seq, text });
   }
 
   /** EIP-712 precommit signature; `signer` defaults to this miner's key. */
@@ -559,10 +562,14 @@ export class MinerSet {
     }
     if (closed.length === 0) return;
     const addresses = new Set(closed.filter((m) => m.reg).map((m) => m.address));
-    await waitFor(async () => {
-      const res = await api("GET", "/miners");
-      const { nodes } = await json<{ nodes: { address: string; status: string }[] }>(res);
-      return nodes.every((n) => !addresses.has(n.address) || n.status === "offline");
-    }, "closed miners to show offline", 5_000);
+    await waitFor(
+      async () => {
+        const res = await api("GET", "/miners");
+        const { nodes } = await json<{ nodes: { address: string; status: string }[] }>(res);
+        return nodes.every((n) => !addresses.has(n.address) || n.status === "offline");
+      },
+      "closed miners to show offline",
+      5_000,
+    );
   }
 }

@@ -1,8 +1,8 @@
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
-import { afterEach, describe, expect, it } from "vitest";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
+import { afterEach, describe, expect, it } from "vitest";
 import { registrationMessage } from "../../shared/signing.ts";
-import { MinerSet, TestMiner, api, challenge, createSession, errorOf, json, poolStub, uniq, waitFor } from "./helpers.ts";
+import { api, challenge, createSession, errorOf, json, MinerSet, poolStub, TestMiner, uniq, waitFor } from "./helpers.ts";
 
 const miners = new MinerSet();
 afterEach(() => miners.closeAll());

@@ -1,6 +1,6 @@
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { MinerSet, api, complete, createSession, getTask, json, oracleStub, sleep, uniq } from "./helpers.ts";
+import { api, complete, createSession, getTask, json, MinerSet, oracleStub, sleep, uniq } from "./helpers.ts";
 
 async function status() {
   const res = await api("GET", "/status");
@@ -27,8 +27,9 @@ describe("Oracle: network time as blocks", () => {
     await sleep(450);
     // The alarm is always armed for the next block; running it records the block that is due.
     expect(await runDurableObjectAlarm(stub)).toBe(true);
-    const stored = await runInDurableObject(stub, (_o, state) =>
-      state.storage.sql.exec<{ height: number }>(`SELECT MAX(height) AS height FROM blocks`).one().height,
+    const stored = await runInDurableObject(
+      stub,
+      (_o, state) => state.storage.sql.exec<{ height: number }>(`SELECT MAX(height) AS height FROM blocks`).one().height,
     );
     expect(stored).toBeGreaterThanOrEqual(before + 2);
     expect(await runInDurableObject(stub, (_o, state) => state.storage.getAlarm())).not.toBeNull();

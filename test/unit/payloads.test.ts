@@ -1,19 +1,11 @@
 import { evictDurableObject } from "cloudflare:test";
 import { exports } from "cloudflare:workers";
 import { afterEach, describe, expect, it } from "vitest";
-import {
-  deriveSessionKey,
-  deriveTaskKey,
-  envelopeInfo,
-  fromHex,
-  openPayload,
-  sealPayload,
-  toHex,
-} from "../../shared/payload-crypto.ts";
+import { deriveSessionKey, deriveTaskKey, envelopeInfo, fromHex, openPayload, sealPayload, toHex } from "../../shared/payload-crypto.ts";
 import { parseUrn, promptUrn, resultUrn } from "../../shared/payloads.ts";
 import { minerAllowed, parseAllowlist, parseSeeds, taskKey, writeStoredAllowlist } from "../../workers/lib/payload-keys.ts";
 import { decryptObject } from "../../workers/lib/payload-store.ts";
-import { API_KEY, MinerSet, ORIGIN, api, createSession, env, getTask, json, sessionStub, uniq, waitFor, waitForStatus } from "./helpers.ts";
+import { API_KEY, api, createSession, env, getTask, json, MinerSet, ORIGIN, sessionStub, uniq, waitFor, waitForStatus } from "./helpers.ts";
 
 // Payload crypto, keys, rotation and allowlists, inside the Workers runtime (WebCrypto as the router runs it).
 
@@ -82,7 +74,12 @@ describe("envelope", () => {
     const rotated = withSeeds(`1:${SEED1},2:${SEED2}`);
     const k1 = await taskKey(old, "rot", "5");
     const urn = parseUrn(promptUrn("rot", "5", "ab".repeat(32)))!;
-    const sealed = await sealPayload(k1.key, enc.encode("before rotation"), { scope: "task", version: k1.version }, { kind: "prompt", sessionId: "rot", taskId: "5" });
+    const sealed = await sealPayload(
+      k1.key,
+      enc.encode("before rotation"),
+      { scope: "task", version: k1.version },
+      { kind: "prompt", sessionId: "rot", taskId: "5" },
+    );
     // After rotation new payloads use version 2 …
     expect((await taskKey(rotated, "rot", "5")).version).toBe(2);
     // … and version-1 envelopes still open, because the envelope names its version.
@@ -94,7 +91,13 @@ describe("envelope", () => {
 describe("URNs and allowlists", () => {
   it("parses only our URNs and maps them to R2 keys", () => {
     const sha = "0f".repeat(32);
-    expect(parseUrn(promptUrn("my-sess", "12", sha))).toEqual({ kind: "prompt", session: "my-sess", task: "12", sha256: sha, key: `payload/my-sess/12/${sha}` });
+    expect(parseUrn(promptUrn("my-sess", "12", sha))).toEqual({
+      kind: "prompt",
+      session: "my-sess",
+      task: "12",
+      sha256: sha,
+      key: `payload/my-sess/12/${sha}`,
+    });
     const r = parseUrn(resultUrn("s", "3", "0x" + "AB".repeat(20), sha));
     expect(r).toMatchObject({ kind: "result", session: "s", task: "3", miner: "0x" + "ab".repeat(20) });
     expect(parseUrn(`urn:edge:payload:s/../x:1:${sha}`)).toBeNull();
@@ -132,7 +135,11 @@ afterEach(() => miners.closeAll());
 describe("routes", () => {
   it("v2/v3 completions need an API key; key routes refuse unknown credentials", async () => {
     for (const path of ["/api/v2/completions", "/api/v3/completions/x"]) {
-      const res = await router.fetch(`${ORIGIN}${path}`, { method: "POST", body: JSON.stringify({ prompt: "hi" }), headers: { "content-type": "application/json" } });
+      const res = await router.fetch(`${ORIGIN}${path}`, {
+        method: "POST",
+        body: JSON.stringify({ prompt: "hi" }),
+        headers: { "content-type": "application/json" },
+      });
       expect(res.status, path).toBe(401);
     }
     const res = await api("POST", "/auth/payload_enc_key/session", { session_id: "default" }, { key: "nope" });
@@ -142,7 +149,11 @@ describe("routes", () => {
   it("a shared session (owner *) takes no private tasks and hands out no keys or allowlists", async () => {
     const model = uniq("model");
     const shared = uniq("shared");
-    const made = await sessionStub(shared).init({ ...(await sessionStub(await createSession({ model })).describe())!.config, id: shared, owner: "*" });
+    const made = await sessionStub(shared).init({
+      ...(await sessionStub(await createSession({ model })).describe())!.config,
+      id: shared,
+      owner: "*",
+    });
     expect(made.ok).toBe(true);
     const res = await router.fetch(`${ORIGIN}/api/v3/completions/${shared}`, {
       method: "POST",
@@ -162,7 +173,12 @@ describe("routes", () => {
 describe("SessionQueue side", () => {
   it("an off-chain task's assign carries only its URN, survives an eviction, and holdsTask names its holder", async () => {
     const model = uniq("model");
-    const miner = await miners.start({ models: [model], behaviour: "hold", text: () => "held answer", usage: () => ({ prompt_tokens: 1, completion_tokens: 2 }) });
+    const miner = await miners.start({
+      models: [model],
+      behaviour: "hold",
+      text: () => "held answer",
+      usage: () => ({ prompt_tokens: 1, completion_tokens: 2 }),
+    });
     const sid = await createSession({ model });
     await miner.join(sid);
     const ac = new AbortController();
@@ -212,7 +228,15 @@ describe("SessionQueue side", () => {
     miner.ack(sid, a.task_id);
     await miner.precommit(sid, a.task_id, text);
     await waitForStatus(sid, a.task_id, "precommitted");
-    miner.send(sid, { type: "commit", task_id: a.task_id, text: "forged text", result_urn: urn.replace(":1:", `:${a.task_id}:`), finish_reason: "stop", usage: { prompt_tokens: 1, completion_tokens: 2 }, inference_ms: 1 });
+    miner.send(sid, {
+      type: "commit",
+      task_id: a.task_id,
+      text: "forged text",
+      result_urn: urn.replace(":1:", `:${a.task_id}:`),
+      finish_reason: "stop",
+      usage: { prompt_tokens: 1, completion_tokens: 2 },
+      inference_ms: 1,
+    });
     const t1 = await waitFor(async () => {
       const t = await getTask(sid, a.task_id);
       return t.replicas[0]?.state === "rejected" ? t : null;
@@ -231,7 +255,15 @@ describe("SessionQueue side", () => {
     miner.ack(sid, b.task_id);
     await miner.precommit(sid, b.task_id, text);
     await waitForStatus(sid, b.task_id, "precommitted");
-    miner.send(sid, { type: "commit", task_id: b.task_id, text: "forged text", result_urn: urn.replace(":1:", `:${b.task_id}:`), finish_reason: "stop", usage: { prompt_tokens: 1, completion_tokens: 2 }, inference_ms: 1 });
+    miner.send(sid, {
+      type: "commit",
+      task_id: b.task_id,
+      text: "forged text",
+      result_urn: urn.replace(":1:", `:${b.task_id}:`),
+      finish_reason: "stop",
+      usage: { prompt_tokens: 1, completion_tokens: 2 },
+      inference_ms: 1,
+    });
     const t2 = await waitFor(async () => {
       const t = await getTask(sid, b.task_id);
       return t.replicas[0]?.state === "rejected" ? t : null;

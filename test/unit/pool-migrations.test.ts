@@ -20,6 +20,15 @@ describe("NodePool storage migrations", () => {
       const ledger = sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM ledger`).one().n;
       return { ...sql.exec(`SELECT address, capacity, stake, slashed, tasks, agreed FROM miners`).one(), versions, ledger };
     });
-    expect(row).toEqual({ address: "0xold", capacity: 2, stake: 0, slashed: 0, tasks: 0, agreed: 0, versions: POOL_MIGRATIONS.length, ledger: 0 });
+    expect(row).toEqual({
+      address: "0xold",
+      capacity: 2,
+      stake: 0,
+      slashed: 0,
+      tasks: 0,
+      agreed: 0,
+      versions: POOL_MIGRATIONS.length,
+      ledger: 0,
+    });
   });
 });

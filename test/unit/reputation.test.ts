@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { MinerView } from "../../durable-objects/node-pool.ts";
 import type { LedgerEntry } from "../../durable-objects/reputation.ts";
-import { MinerSet, TestMiner, api, complete, createSession, errorOf, json, poolStub, uniq, waitFor } from "./helpers.ts";
+import { api, complete, createSession, errorOf, json, MinerSet, poolStub, TestMiner, uniq, waitFor } from "./helpers.ts";
 
 // Reputation, stake and the ledger: the SessionQueue reports each finished task's replica outcomes to the
 // NodePool (batched, off the hot path), which rewards, slashes, penalises and benches. MIN_STAKE is 100 here.
@@ -44,7 +44,10 @@ describe("stake", () => {
 
   it("the refusal is the house error shape with the minimum in its details", async () => {
     const m = new TestMiner({ models: [uniq("model")] });
-    const ch = await (await api("POST", "/miners/challenge", { address: m.account.address }, { key: null })).json<{ message: string; nonce: string }>();
+    const ch = await (await api("POST", "/miners/challenge", { address: m.account.address }, { key: null })).json<{
+      message: string;
+      nonce: string;
+    }>();
     const signature = await m.account.signMessage({ message: ch.message });
     const body = { address: m.account.address, nonce: ch.nonce, signature, models: ["x"], device: "cpu", capacity: 1, stake: 99 };
     const res = await api("POST", "/miners/register", body, { key: null });
@@ -147,10 +150,7 @@ describe("ledger and reputation", () => {
     const model = uniq("model");
     // The liar commits first, so its result is in before consensus closes the task.
     const liar = await miners.start({ models: [model], text: () => "a different answer" });
-    const honest = [
-      await miners.start({ models: [model], delayMs: 60 }),
-      await miners.start({ models: [model], delayMs: 60 }),
-    ];
+    const honest = [await miners.start({ models: [model], delayMs: 60 }), await miners.start({ models: [model], delayMs: 60 })];
     const sid = await createSession({ model, redundancy: 3 });
     for (const m of [liar, ...honest]) await m.join(sid);
     const res = await complete(sid, { prompt: "agree with me" });
@@ -167,7 +167,10 @@ describe("ledger and reputation", () => {
     expect(n.reputation.score).toBeLessThan(1);
     expect(n.stake).toBe(1000); // a disagreement is not a provable fault: no slash
     for (const m of honest) {
-      await waitFor(async () => (await ledger(m)).some((e) => e.kind === "reward" && e.amount === Math.floor(body.usage.total_tokens / 2)), "a reward");
+      await waitFor(
+        async () => (await ledger(m)).some((e) => e.kind === "reward" && e.amount === Math.floor(body.usage.total_tokens / 2)),
+        "a reward",
+      );
     }
   });
 
@@ -227,7 +230,17 @@ describe("assignment prefers reputation", () => {
     const solid = await miners.start({ models: [model] });
     const at = Date.now();
     await poolStub().recordOutcomes([
-      { miner: shaky.address, session_id: "elsewhere", task_id: "1", outcome: "timed_out", reason: "test", latency_ms: null, reward: 0, at, block: 1 },
+      {
+        miner: shaky.address,
+        session_id: "elsewhere",
+        task_id: "1",
+        outcome: "timed_out",
+        reason: "test",
+        latency_ms: null,
+        reward: 0,
+        at,
+        block: 1,
+      },
     ]);
     expect((await node(shaky)).reputation.score).toBe(0.5);
     // The reputable miner already serves a dedicated session, so by load alone the shaky one would be next.
@@ -252,7 +265,10 @@ describe("assignment prefers reputation", () => {
     for (let i = 0; i < 3; i++) expect(await pick(`pick ${i}`)).toBe(solid.address);
     // Whatever order the queue lists its sockets in, reputation decides: rejoin so the order flips.
     shaky.leave(sid);
-    await waitFor(async () => !(await json(await api("GET", `/sessions/${sid}`))).usage.connected_miners.includes(shaky.address), "shaky gone");
+    await waitFor(
+      async () => !(await json(await api("GET", `/sessions/${sid}`))).usage.connected_miners.includes(shaky.address),
+      "shaky gone",
+    );
     await shaky.join(sid);
     for (let i = 0; i < 3; i++) expect(await pick(`again ${i}`)).toBe(solid.address);
     expect(shaky.assigns.filter((a) => a.sid === sid)).toHaveLength(1);

@@ -1,7 +1,7 @@
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import app from "../../workers/index.ts";
-import { API_KEY, ORIGIN, env, errorOf } from "./helpers.ts";
+import { API_KEY, env, errorOf, ORIGIN } from "./helpers.ts";
 
 describe("session resolution", () => {
   it("answers 400 session_required when neither path, body nor a configured default names a session", async () => {

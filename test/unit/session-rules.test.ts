@@ -1,13 +1,20 @@
-import { describe, expect, it } from "vitest";
 import type { Hex } from "viem";
+import { describe, expect, it } from "vitest";
 import { admissionFailure, ownerFailure, tokenBound } from "../../durable-objects/session-queue/admission.ts";
 import { nextDeadline } from "../../durable-objects/session-queue/deadlines.ts";
 import { outcomeEntry, replicaOutcomes, type Stamp } from "../../durable-objects/session-queue/outcomes.ts";
-import { exactVerdict, largestHashGroup, quorumOf, quorumPhase, settleStep, type SettleInput } from "../../durable-objects/session-queue/quorum.ts";
+import {
+  exactVerdict,
+  largestHashGroup,
+  quorumOf,
+  quorumPhase,
+  type SettleInput,
+  settleStep,
+} from "../../durable-objects/session-queue/quorum.ts";
 import type { SubmitRequest } from "../../durable-objects/session-queue/rpc.ts";
 import { VALIDATION_TIMEOUT_MS } from "../../durable-objects/session-queue/similarity-round.ts";
 import { commonPrefix, confirmedPrefix } from "../../durable-objects/session-queue/stream-prefix.ts";
-import { newTask, replicaSeed, type Lingering, type OpenTask, type Replica } from "../../durable-objects/session-queue/task.ts";
+import { type Lingering, newTask, type OpenTask, type Replica, replicaSeed } from "../../durable-objects/session-queue/task.ts";
 import type { PayloadDescriptor } from "../../shared/payloads.ts";
 import type { ReplicaState } from "../../shared/task-state.ts";
 import type { ConsensusView, SessionConfig } from "../../shared/views.ts";
@@ -138,10 +145,43 @@ describe("largestHashGroup", () => {
 
   it("on a tie, the group whose first member came first wins", () => {
     const rows = (spec: [string, Hex][]) => spec.map(([miner, hash]) => ({ miner, hash }));
-    expect(largestHashGroup(rows([["x", H1], ["y", H2]]))!.map((r) => r.miner)).toEqual(["x"]);
-    expect(largestHashGroup(rows([["y", H2], ["x", H1]]))!.map((r) => r.miner)).toEqual(["y"]);
-    expect(largestHashGroup(rows([["a", H2], ["b", H1], ["c", H1], ["d", H2]]))!.map((r) => r.miner)).toEqual(["a", "d"]);
-    expect(largestHashGroup(rows([["a", H3], ["b", H1], ["c", H2], ["d", H1], ["e", H2]]))!.map((r) => r.miner)).toEqual(["b", "d"]);
+    expect(
+      largestHashGroup(
+        rows([
+          ["x", H1],
+          ["y", H2],
+        ]),
+      )!.map((r) => r.miner),
+    ).toEqual(["x"]);
+    expect(
+      largestHashGroup(
+        rows([
+          ["y", H2],
+          ["x", H1],
+        ]),
+      )!.map((r) => r.miner),
+    ).toEqual(["y"]);
+    expect(
+      largestHashGroup(
+        rows([
+          ["a", H2],
+          ["b", H1],
+          ["c", H1],
+          ["d", H2],
+        ]),
+      )!.map((r) => r.miner),
+    ).toEqual(["a", "d"]);
+    expect(
+      largestHashGroup(
+        rows([
+          ["a", H3],
+          ["b", H1],
+          ["c", H2],
+          ["d", H1],
+          ["e", H2],
+        ]),
+      )!.map((r) => r.miner),
+    ).toEqual(["b", "d"]);
   });
 });
 
@@ -236,7 +276,14 @@ describe("settleStep", () => {
 
 describe("exactVerdict", () => {
   it("k=3, two agree: agreed, the first of the group chosen, the other an outlier", () => {
-    const v = exactVerdict([{ miner: "a", hash: H1 }, { miner: "b", hash: H2 }, { miner: "c", hash: H1 }], 3);
+    const v = exactVerdict(
+      [
+        { miner: "a", hash: H1 },
+        { miner: "b", hash: H2 },
+        { miner: "c", hash: H1 },
+      ],
+      3,
+    );
     expect(v).toEqual({
       chosen: "a",
       consensus: { method: "exact", status: "agreed", quorum: 2, hash: H1, agreed: ["a", "c"], outliers: ["b"] },
@@ -245,13 +292,26 @@ describe("exactVerdict", () => {
   });
 
   it("k=3, two differ: no_quorum, the first group stands", () => {
-    const v = exactVerdict([{ miner: "b", hash: H2 }, { miner: "a", hash: H1 }], 3);
+    const v = exactVerdict(
+      [
+        { miner: "b", hash: H2 },
+        { miner: "a", hash: H1 },
+      ],
+      3,
+    );
     expect(v.chosen).toBe("b");
     expect(v.consensus).toEqual({ method: "exact", status: "no_quorum", quorum: 2, hash: H2, agreed: ["b"], outliers: ["a"] });
   });
 
   it("k=5: two equal of three is no quorum (3 needed)", () => {
-    const v = exactVerdict([{ miner: "a", hash: H1 }, { miner: "b", hash: H1 }, { miner: "c", hash: H2 }], 5);
+    const v = exactVerdict(
+      [
+        { miner: "a", hash: H1 },
+        { miner: "b", hash: H1 },
+        { miner: "c", hash: H2 },
+      ],
+      5,
+    );
     expect(v.consensus.status).toBe("no_quorum");
     expect(v.consensus.quorum).toBe(3);
     expect(v.consensus.agreed).toEqual(["a", "b"]);
@@ -377,7 +437,14 @@ describe("replicaOutcomes", () => {
       { ...base, miner: "a", outcome: "agreed", reason: null, latency_ms: 600, reward: 5 },
       { ...base, miner: "b", outcome: "agreed", reason: null, latency_ms: 800, reward: 5 },
       { ...base, miner: "c", outcome: "outlier", reason: "result disagrees with consensus", latency_ms: 300, reward: 0 },
-      { ...base, miner: "d", outcome: "rejected", reason: "precommit signature does not recover to the miner", latency_ms: null, reward: 0 },
+      {
+        ...base,
+        miner: "d",
+        outcome: "rejected",
+        reason: "precommit signature does not recover to the miner",
+        latency_ms: null,
+        reward: 0,
+      },
       { ...base, miner: "e", outcome: "timed_out", reason: "missed the ack deadline", latency_ms: null, reward: 0 },
       { ...base, miner: "f", outcome: "disconnected", reason: "socket closed", latency_ms: null, reward: 0 },
       { ...base, miner: "g", outcome: "released", reason: null, latency_ms: null, reward: 0 },

@@ -4,18 +4,18 @@ import { cosineDistance, distanceMatrix, judgeSimilarity, medianMatrix, wellForm
 import type { EmbedMessage, SessionMinerMessage } from "../../shared/protocol.ts";
 import type { TaskView } from "../../shared/views.ts";
 import {
-  MinerSet,
   api,
   complete,
   createSession,
   getTask,
   honestValidator,
   json,
+  MinerSet,
   sessionStub,
+  type TestMiner,
   uniq,
   waitFor,
   waitForStatus,
-  type TestMiner,
 } from "./helpers.ts";
 
 const miners = new MinerSet();
@@ -28,7 +28,12 @@ describe("similarity maths", () => {
     expect(cosineDistance([1, 0], [-1, 0])).toBeCloseTo(2);
     expect(cosineDistance([0, 0], [1, 0])).toBe(1);
 
-    const d = distanceMatrix([[1, 0.1], [1, 0.2], [0.9, 0.1], [0, 1]]);
+    const d = distanceMatrix([
+      [1, 0.1],
+      [1, 0.2],
+      [0.9, 0.1],
+      [0, 1],
+    ]);
     const j = judgeSimilarity(d, 0.25);
     expect(j.outliers).toEqual([3]);
     expect(j.agreed).toEqual([0, 1, 2]);
@@ -43,11 +48,35 @@ describe("similarity maths", () => {
     const m = medianMatrix([d, liar, d]);
     expect(m).toEqual(d);
 
-    expect(wellFormed([[1, 2], [3, 4]], 2)).toBe(true);
+    expect(
+      wellFormed(
+        [
+          [1, 2],
+          [3, 4],
+        ],
+        2,
+      ),
+    ).toBe(true);
     expect(wellFormed([[1, 2]], 2)).toBe(false);
     expect(wellFormed([[1, 2], [3]], 2)).toBe(false);
-    expect(wellFormed([[1, Number.NaN], [3, 4]], 2)).toBe(false);
-    expect(wellFormed([[0, 0], [3, 4]], 2)).toBe(false);
+    expect(
+      wellFormed(
+        [
+          [1, Number.NaN],
+          [3, 4],
+        ],
+        2,
+      ),
+    ).toBe(false);
+    expect(
+      wellFormed(
+        [
+          [0, 0],
+          [3, 4],
+        ],
+        2,
+      ),
+    ).toBe(false);
   });
 });
 
@@ -123,12 +152,24 @@ describe("similarity consensus in the SessionQueue", () => {
     const text = (a: { params: { seed: number } }) => `answer number ${a.params.seed}`;
     const all: TestMiner[] = [];
     for (let i = 0; i < 4; i++) all.push(await miners.start({ models: [model, emb], text, embed: honestValidator(emb) }));
-    const sid = await createSession({ model, redundancy: 3, max_miners: 4, embedding_model: emb, consensus: "similarity", dispersion_threshold: 0.6 });
+    const sid = await createSession({
+      model,
+      redundancy: 3,
+      max_miners: 4,
+      embedding_model: emb,
+      consensus: "similarity",
+      dispersion_threshold: 0.6,
+    });
     for (const m of all) await m.join(sid);
 
     const body = await json(await complete(sid, { prompt: "sample", temperature: 0.9 }));
     const task: TaskView = await getTask(sid, body.task_id);
-    const seeds = all.flatMap((m) => m.assignsFor(sid).filter((a) => a.task_id === body.task_id).map((a) => a.params.seed));
+    const seeds = all.flatMap((m) =>
+      m
+        .assignsFor(sid)
+        .filter((a) => a.task_id === body.task_id)
+        .map((a) => a.params.seed),
+    );
     expect(seeds).toHaveLength(3);
     expect(new Set(seeds).size).toBe(3);
     expect(body.consensus.method).toBe("similarity");
@@ -153,7 +194,14 @@ describe("similarity consensus in the SessionQueue", () => {
     const ms = await replicas(model, emb, ["alpha beta gamma delta", "alpha beta gamma epsilon", "unused"]);
     ms[2].behaviour = "never_ack";
     const sid = await createSession({
-      model, redundancy: 3, max_miners: 3, embedding_model: emb, consensus: "similarity", dispersion_threshold: 0.5, ack_timeout: 1, task_timeout: 30,
+      model,
+      redundancy: 3,
+      max_miners: 3,
+      embedding_model: emb,
+      consensus: "similarity",
+      dispersion_threshold: 0.5,
+      ack_timeout: 1,
+      task_timeout: 30,
     });
     for (const m of ms) await m.join(sid);
     const t0 = Date.now();
@@ -173,9 +221,23 @@ describe("similarity consensus in the SessionQueue", () => {
     const words = ["alpha beta gamma delta one", "alpha beta gamma delta two", "alpha beta gamma delta three"];
     const ms: TestMiner[] = [];
     for (const [i, w] of words.entries()) {
-      ms.push(await miners.start({ models: [model, emb], text: () => w, embed: honestValidator(emb), ...(i === 2 ? { behaviour: "hold", capacity: 1 } : {}) }));
+      ms.push(
+        await miners.start({
+          models: [model, emb],
+          text: () => w,
+          embed: honestValidator(emb),
+          ...(i === 2 ? { behaviour: "hold", capacity: 1 } : {}),
+        }),
+      );
     }
-    const sid = await createSession({ model, redundancy: 3, max_miners: 3, embedding_model: emb, consensus: "similarity", dispersion_threshold: 0.6 });
+    const sid = await createSession({
+      model,
+      redundancy: 3,
+      max_miners: 3,
+      embedding_model: emb,
+      consensus: "similarity",
+      dispersion_threshold: 0.6,
+    });
     for (const m of ms) await m.join(sid);
     const tidsOf = (m: TestMiner) => m.assignsFor(sid).map((a) => a.task_id);
 
@@ -238,7 +300,14 @@ describe("similarity consensus in the SessionQueue", () => {
     let answering = false;
     const gated = (m: EmbedMessage) => (answering ? honestValidator(emb)(m) : null);
     const ms = await replicas(model, emb, ["red green blue", "red green yellow", "one two three"], () => gated);
-    const sid = await createSession({ model, redundancy: 3, max_miners: 3, embedding_model: emb, dispersion_threshold: 0.5, task_timeout: 60 });
+    const sid = await createSession({
+      model,
+      redundancy: 3,
+      max_miners: 3,
+      embedding_model: emb,
+      dispersion_threshold: 0.5,
+      task_timeout: 60,
+    });
     for (const m of ms) await m.join(sid);
     const ac = new AbortController();
     const pending = complete(sid, { prompt: "colours", temperature: 0.5 }, { signal: ac.signal }).catch(() => null);

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
-import { MinerSet, complete, createSession, getTask, readSSE, sleep, uniq } from "./helpers.ts";
+import { complete, createSession, getTask, MinerSet, readSSE, sleep, uniq } from "./helpers.ts";
 
 const miners = new MinerSet();
 afterEach(() => miners.closeAll());
@@ -10,7 +10,13 @@ describe("streaming completions (stream: true)", () => {
     const text = "Once upon a time, a tiny model streamed its tokens.";
     const pieces = ["Once", " upon", " a time,", " a tiny", " model", " streamed", " its", " tokens."];
     expect(pieces.join("")).toBe(text);
-    const miner = await miners.start({ models: [model], text: () => text, chunks: () => pieces, delayMs: 5, usage: () => ({ prompt_tokens: 3, completion_tokens: 8 }) });
+    const miner = await miners.start({
+      models: [model],
+      text: () => text,
+      chunks: () => pieces,
+      delayMs: 5,
+      usage: () => ({ prompt_tokens: 3, completion_tokens: 8 }),
+    });
     const sid = await createSession({ model });
     await miner.join(sid);
 

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { resultHash } from "../../shared/signing.ts";
-import { MinerSet, api, complete, createSession, getTask, json, uniq, waitFor, waitForStatus } from "./helpers.ts";
+import { api, complete, createSession, getTask, json, MinerSet, uniq, waitFor, waitForStatus } from "./helpers.ts";
 
 const miners = new MinerSet();
 afterEach(() => miners.closeAll());
@@ -44,7 +44,10 @@ describe("the persisted task state machine", () => {
     const good = "forty-two";
     const odd = "forty-three";
     await a.precommit(sid, tid, good);
-    await waitFor(async () => (await getTask(sid, tid)).replicas.find((r) => r.miner === a.address)?.state === "precommitted", "a precommitted");
+    await waitFor(
+      async () => (await getTask(sid, tid)).replicas.find((r) => r.miner === a.address)?.state === "precommitted",
+      "a precommitted",
+    );
     expect((await getTask(sid, tid)).status).toBe("acked");
     await b.precommit(sid, tid, odd);
     task = await waitForStatus(sid, tid, "precommitted");
@@ -89,7 +92,10 @@ describe("the persisted task state machine", () => {
     const body = await json(res);
     expect(body.choices[0].text).toBe("answer to who will answer?");
     const task = await getTask(sid, body.task_id);
-    expect(task.replicas.find((r) => r.miner === quitter.address)).toMatchObject({ state: "released", reason: "test miner hands the task back" });
+    expect(task.replicas.find((r) => r.miner === quitter.address)).toMatchObject({
+      state: "released",
+      reason: "test miner hands the task back",
+    });
     expect(task.replicas.find((r) => r.miner === worker.address)?.state).toBe("committed");
   });
 });

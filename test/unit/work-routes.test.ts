@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { resultHash } from "../../shared/signing.ts";
 import app from "../../workers/index.ts";
 import { RUBRIC_CONSTRAINT, VALIDATE_VERDICTS } from "../../workers/lib/rubric.ts";
-import { API_KEY, MinerSet, ORIGIN, createSession, env, errorOf, json, uniq, type TestMiner } from "./helpers.ts";
+import { API_KEY, createSession, env, errorOf, json, MinerSet, ORIGIN, type TestMiner, uniq } from "./helpers.ts";
 
 // Delegate, validate and factcheck through the real router and Durable Objects, with scripted test miners:
 // each failure mode's error code, and each aggregation strategy and disagreement policy over replicas that
@@ -123,7 +123,14 @@ describe("validate v3 across a pool whose replicas disagree", () => {
     expect(body.request_id).toBe(res.headers.get("X-Request-ID"));
     expect(body).toMatchObject({ status: "ok", version: "v3", verdict: "VALID", score: 0.7 });
     expect(body.confidence).toBeCloseTo(0.8 * (2 / 3), 3);
-    expect(body.consensus).toMatchObject({ strategy: "majority", disagreement_policy: "best_effort", status: "majority", agreed: [0, 1], disagreed: [2], session_pool: pool });
+    expect(body.consensus).toMatchObject({
+      strategy: "majority",
+      disagreement_policy: "best_effort",
+      status: "majority",
+      agreed: [0, 1],
+      disagreed: [2],
+      session_pool: pool,
+    });
     expect(body.replicas).toHaveLength(3);
     for (const [i, r] of body.replicas.entries()) {
       expect(r).toMatchObject({ index: i, session_id: pool[i], status: "ok", agreed: i < 2 });
@@ -147,23 +154,39 @@ describe("validate v3 across a pool whose replicas disagree", () => {
     expect((hardBody as any).replicas).toHaveLength(3);
 
     // weighted by stake: the heavily staked INVALID miner outweighs two light VALID ones.
-    const w = await json(await call("/v3/validate", { claim: "2 + 2 = 4", consensus: { session_pool: pool, strategy: "weighted", weight_by: "stake" } }));
-    expect(w).toMatchObject({ status: "ok", verdict: "INVALID", consensus: { strategy: "weighted", weight_by: "stake", agreed: [2], disagreed: [0, 1] } });
+    const w = await json(
+      await call("/v3/validate", { claim: "2 + 2 = 4", consensus: { session_pool: pool, strategy: "weighted", weight_by: "stake" } }),
+    );
+    expect(w).toMatchObject({
+      status: "ok",
+      verdict: "INVALID",
+      consensus: { strategy: "weighted", weight_by: "stake", agreed: [2], disagreed: [0, 1] },
+    });
     expect(w.replicas.map((r: { weight: number }) => r.weight)).toEqual([100, 100, 5000]);
     // weighted by reputation (all newcomers, equal scores): the majority wins again.
     const wr = await json(await call("/v3/validate", { claim: "2 + 2 = 4", consensus: { session_pool: pool, strategy: "weighted" } }));
     expect(wr).toMatchObject({ verdict: "VALID", consensus: { weight_by: "reputation" } });
 
     // median_of_means: scores 0.8, 0.6, 0.1 → blocks [0.8, 0.1], [0.6] → median of (0.45, 0.6) = 0.525.
-    const m = await json(await call("/v3/validate", { claim: "2 + 2 = 4", consensus: { session_pool: pool, strategy: "median_of_means", tolerance: 0.1 } }));
+    const m = await json(
+      await call("/v3/validate", { claim: "2 + 2 = 4", consensus: { session_pool: pool, strategy: "median_of_means", tolerance: 0.1 } }),
+    );
     expect(m.score).toBeCloseTo(0.525, 3);
-    expect(m).toMatchObject({ verdict: "VALID", consensus: { strategy: "median_of_means", tolerance: 0.1, agreed: [1], status: "no_quorum" } });
-    const mAll = await call("/v3/validate", { claim: "2 + 2 = 4", consensus: { session_pool: pool, strategy: "median_of_means", tolerance: 0.1, disagreement_policy: "return_all" } });
+    expect(m).toMatchObject({
+      verdict: "VALID",
+      consensus: { strategy: "median_of_means", tolerance: 0.1, agreed: [1], status: "no_quorum" },
+    });
+    const mAll = await call("/v3/validate", {
+      claim: "2 + 2 = 4",
+      consensus: { session_pool: pool, strategy: "median_of_means", tolerance: 0.1, disagreement_policy: "return_all" },
+    });
     expect(mAll.status).toBe(200);
     expect(await json(mAll)).toMatchObject({ status: "no_consensus", verdict: null, consensus: { status: "no_quorum" } });
 
     // return_all with five replicas over the three sessions (replica i → pool[i mod 3]): VALID 4, INVALID 1.
-    const five = await json(await call("/v3/validate", { claim: "2 + 2 = 4", consensus: { replicas: 5, session_pool: pool, disagreement_policy: "return_all" } }));
+    const five = await json(
+      await call("/v3/validate", { claim: "2 + 2 = 4", consensus: { replicas: 5, session_pool: pool, disagreement_policy: "return_all" } }),
+    );
     expect(five.replicas.map((r: { session_id: string }) => r.session_id)).toEqual([pool[0], pool[1], pool[2], pool[0], pool[1]]);
     expect(five).toMatchObject({ status: "ok", verdict: "VALID", consensus: { agreed: [0, 1, 3, 4], disagreed: [2] } });
     expect(five.consensus.candidates.map((c: { key: string }) => c.key)).toEqual(["VALID", "INVALID"]);
@@ -175,7 +198,11 @@ describe("validate v3 across a pool whose replicas disagree", () => {
     const junk = await pinned(model, "lorem ipsum, not a verdict");
     const body = await json(await call("/v3/validate", { claim: "x", consensus: { replicas: 3, session_pool: [good.sid, junk.sid] } }));
     expect(body).toMatchObject({ status: "ok", verdict: "RETRY", consensus: { agreed: [0, 2], failed: [1] } });
-    expect(body.replicas[1]).toMatchObject({ status: "failed", error: { code: "invalid_output" }, raw: { text: "lorem ipsum, not a verdict" } });
+    expect(body.replicas[1]).toMatchObject({
+      status: "failed",
+      error: { code: "invalid_output" },
+      raw: { text: "lorem ipsum, not a verdict" },
+    });
   });
 });
 
@@ -185,14 +212,23 @@ describe("delegate, factcheck and the remaining failure modes", () => {
     const pool = [uniq("dlg"), uniq("dlg")];
     const miner = await miners.start({ models: [model], text: (a) => `done: ${a.input.prompt.length}` });
     const vars = { DELEGATE_SESSION_POOL: pool.join(","), DEFAULT_MODEL: model };
-    const pending = call("/v1/delegate", { task_request_input: "write a haiku", task_domain: "poetry", task_type: "generation", max_tokens: 16 }, vars);
+    const pending = call(
+      "/v1/delegate",
+      { task_request_input: "write a haiku", task_domain: "poetry", task_type: "generation", max_tokens: 16 },
+      vars,
+    );
     await miner.join(pool[0]);
     const res = await pending;
     expect(res.status).toBe(200);
     const body = await json(res);
     expect(body).toMatchObject({ status: "ok", version: "v1", session_id: pool[0], consensus: { strategy: "majority", replicas: 1 } });
     expect(body.output).toMatch(/^done: \d+$/);
-    expect(body.replicas[0]).toMatchObject({ session_id: pool[0], miners: [miner.address], output: body.output, hash: resultHash(body.output) });
+    expect(body.replicas[0]).toMatchObject({
+      session_id: pool[0],
+      miners: [miner.address],
+      output: body.output,
+      hash: resultHash(body.output),
+    });
     const [assign] = miner.assignsFor(pool[0]);
     expect(assign.input.prompt).toContain("Task: write a haiku");
     expect(assign.params).toMatchObject({ max_tokens: 16, temperature: 0 });
@@ -202,11 +238,21 @@ describe("delegate, factcheck and the remaining failure modes", () => {
     const v3 = call("/v3/delegate", { objective: "write a haiku", input: { topic: "edge" }, consensus: { replicas: 3 } }, vars);
     await miner.join(pool[1]);
     const v3Body = await json(await v3);
-    expect(v3Body).toMatchObject({ status: "ok", version: "v3", consensus: { status: "unanimous", agreed: [0, 1, 2], session_pool: pool } });
+    expect(v3Body).toMatchObject({
+      status: "ok",
+      version: "v3",
+      consensus: { status: "unanimous", agreed: [0, 1, 2], session_pool: pool },
+    });
     expect(v3Body.replicas.map((r: { session_id: string }) => r.session_id)).toEqual([pool[0], pool[1], pool[0]]);
 
     // v2 with an explicit session_id and execution options.
-    const v2 = await json(await call("/v2/delegate", { session_id: pool[1], objective: "count", input: "abc", execution: { max_tokens: 8 }, metadata: { job: 7 } }, vars));
+    const v2 = await json(
+      await call(
+        "/v2/delegate",
+        { session_id: pool[1], objective: "count", input: "abc", execution: { max_tokens: 8 }, metadata: { job: 7 } },
+        vars,
+      ),
+    );
     expect(v2).toMatchObject({ status: "ok", version: "v2", session_id: pool[1], metadata: { job: 7 } });
   });
 
@@ -252,7 +298,11 @@ describe("delegate, factcheck and the remaining failure modes", () => {
     expect(s).toMatchObject({ status: "ok", mode: "standard", verdict: "SUPPORTED", score: 0.9, grounding: { source: "none" } });
     expect(s.replicas[0]).toMatchObject({ session_id: std.sid, miners: [std.miner.address] });
     const r = await json(
-      await call("/v1/fact-check", { claim: "the moon is cheese", mode: "realtime", documents: [{ title: "NASA", content: "The moon is rock." }, "Cheese is dairy."] }, vars),
+      await call(
+        "/v1/fact-check",
+        { claim: "the moon is cheese", mode: "realtime", documents: [{ title: "NASA", content: "The moon is rock." }, "Cheese is dairy."] },
+        vars,
+      ),
     );
     expect(r).toMatchObject({ status: "ok", mode: "realtime", verdict: "REFUTED", grounding: { source: "request" } });
     expect(r.grounding.documents).toHaveLength(2);

@@ -87,7 +87,7 @@ export function median(xs: number[]): number {
 export function medianOfMeans(xs: number[]): number {
   if (xs.length === 0) throw new Error("median of means of nothing");
   const blocks: number[][] = Array.from({ length: Math.ceil(Math.sqrt(xs.length)) }, () => []);
-  xs.forEach((x, i) => blocks[i % blocks.length].push(x));
+  for (const [i, x] of xs.entries()) blocks[i % blocks.length].push(x);
   return median(blocks.map((b) => mean(b)!));
 }
 
@@ -104,7 +104,59 @@ function groups(votes: Vote[], weigh: (v: Vote) => number): Candidate[] {
 
 /** Most support first; ties go to the group whose first replica came first (deterministic). */
 function rank(cands: Candidate[]): Candidate[] {
-  return [...cands].sort((a, b) => b.support - a.support || b.replicas.length - a.replicas.length || Math.min(...a.replicas) - Math.min(...b.replicas));
+  return [...cands].sort(
+    (a, b) => b.support - a.support || b.replicas.length - a.replicas.length || Math.min(...a.replicas) - Math.min(...b.replicas),
+  );
+}
+
+interface Tally {
+  winner: Candidate;
+  candidates: Candidate[];
+  agreed: number[];
+  score: number | null;
+  agreement: number;
+  hasQuorum: boolean;
+}
+
+/** One vote per replica; the largest group of equal keys wins. */
+function byMajority(answered: Vote[], requested: number, quorum: number): Tally {
+  const candidates = rank(groups(answered, () => 1));
+  const winner = candidates[0];
+  const agreed = winner.replicas;
+  return { winner, candidates, agreed, score: winner.mean_score, agreement: agreed.length / requested, hasQuorum: agreed.length >= quorum };
+}
+
+/** Votes weighted (reputation or stake); a majority of the weight wins. */
+function byWeight(answered: Vote[]): Tally {
+  const weigh = (v: Vote) => Math.max(0, v.weight ?? 0);
+  const candidates = rank(groups(answered, weigh));
+  const winner = candidates[0];
+  const agreed = winner.replicas;
+  const total = answered.reduce((a, v) => a + weigh(v), 0);
+  // All weights zero (unknown miners): fall back to counting replicas.
+  const agreement = total > 0 ? winner.support / total : agreed.length / answered.length;
+  return { winner, candidates, agreed, score: winner.mean_score, agreement, hasQuorum: agreement > 0.5 };
+}
+
+/** The median of block means of the numeric scores; replicas within `tol` of it agree. */
+function byMedianOfMeans(answered: Vote[], requested: number, quorum: number, tol: number): Tally {
+  const scored = answered.filter((v) => typeof v.score === "number" && Number.isFinite(v.score));
+  const candidates = rank(groups(answered, () => 1));
+  let winner = candidates[0];
+  let score: number | null = null;
+  if (scored.length > 0) {
+    const value = medianOfMeans(scored.map((v) => v.score!));
+    const near = scored.filter((v) => Math.abs(v.score! - value) <= tol + 1e-9);
+    // The most common key among the replicas near the result; ties go to the one closest to it.
+    const nearGroups = groups(near, () => 1);
+    const closest = (c: Candidate) => Math.min(...c.replicas.map((i) => Math.abs(scored.find((v) => v.index === i)!.score! - value)));
+    nearGroups.sort((a, b) => b.support - a.support || closest(a) - closest(b) || Math.min(...a.replicas) - Math.min(...b.replicas));
+    winner = nearGroups[0] ?? candidates[0];
+    score = value;
+  }
+  // With nothing numeric to aggregate, the answers still disagree or agree by key.
+  const agreed = winner.replicas;
+  return { winner, candidates, agreed, score, agreement: agreed.length / requested, hasQuorum: agreed.length >= quorum };
 }
 
 export function aggregate(votes: Vote[], opts: AggregateOptions): Aggregate {
@@ -130,57 +182,29 @@ export function aggregate(votes: Vote[], opts: AggregateOptions): Aggregate {
     };
   }
 
-  let winner: Candidate;
-  let candidates: Candidate[];
-  let agreed: number[];
-  let score: number | null;
-  let agreement: number;
-  let hasQuorum: boolean;
-  if (strategy === "median_of_means") {
-    const scored = answered.filter((v) => typeof v.score === "number" && Number.isFinite(v.score));
-    candidates = rank(groups(answered, () => 1));
-    if (scored.length === 0) {
-      // Nothing numeric to aggregate: the answers still disagree or agree by key.
-      winner = candidates[0];
-      agreed = winner.replicas;
-      score = null;
-    } else {
-      const value = medianOfMeans(scored.map((v) => v.score!));
-      const tol = opts.tolerance ?? 0.2;
-      const near = scored.filter((v) => Math.abs(v.score! - value) <= tol + 1e-9);
-      // The most common key among the replicas near the result; ties go to the one closest to it.
-      const nearGroups = groups(near, () => 1);
-      const closest = (c: Candidate) => Math.min(...c.replicas.map((i) => Math.abs(scored.find((v) => v.index === i)!.score! - value)));
-      nearGroups.sort((a, b) => b.support - a.support || closest(a) - closest(b) || Math.min(...a.replicas) - Math.min(...b.replicas));
-      winner = nearGroups[0] ?? candidates[0];
-      agreed = winner.replicas;
-      score = value;
-    }
-    agreement = agreed.length / requested;
-    hasQuorum = agreed.length >= base.quorum;
-  } else if (strategy === "weighted") {
-    const weigh = (v: Vote) => Math.max(0, v.weight ?? 0);
-    candidates = rank(groups(answered, weigh));
-    winner = candidates[0];
-    agreed = winner.replicas;
-    score = winner.mean_score;
-    const total = answered.reduce((a, v) => a + weigh(v), 0);
-    // All weights zero (unknown miners): fall back to counting replicas.
-    agreement = total > 0 ? winner.support / total : agreed.length / answered.length;
-    hasQuorum = agreement > 0.5;
-  } else {
-    candidates = rank(groups(answered, () => 1));
-    winner = candidates[0];
-    agreed = winner.replicas;
-    score = winner.mean_score;
-    agreement = agreed.length / requested;
-    hasQuorum = agreed.length >= base.quorum;
-  }
+  const { winner, candidates, agreed, score, agreement, hasQuorum } =
+    strategy === "median_of_means"
+      ? byMedianOfMeans(answered, requested, base.quorum, opts.tolerance ?? 0.2)
+      : strategy === "weighted"
+        ? byWeight(answered)
+        : byMajority(answered, requested, base.quorum);
 
   const agreedSet = new Set(agreed);
   const disagreed = answered.map((v) => v.index).filter((i) => !agreedSet.has(i));
-  const status = agreed.length === requested && disagreed.length === 0 && failed.length === 0 ? "unanimous" : hasQuorum ? "majority" : "no_quorum";
-  const result: Aggregate = { ...base, outcome: "ok", status, key: winner.key, score, agreed, disagreed, agreement, candidates, error: null };
+  const status =
+    agreed.length === requested && disagreed.length === 0 && failed.length === 0 ? "unanimous" : hasQuorum ? "majority" : "no_quorum";
+  const result: Aggregate = {
+    ...base,
+    outcome: "ok",
+    status,
+    key: winner.key,
+    score,
+    agreed,
+    disagreed,
+    agreement,
+    candidates,
+    error: null,
+  };
 
   if (policy === "fail_hard" && (!hasQuorum || disagreed.length > 0)) {
     return {

@@ -1,6 +1,6 @@
 import type { SubmitRequest } from "../../durable-objects/session-queue/rpc.ts";
 import { ApiError } from "./api-error.ts";
-import { SESSION_ID, type CompletionBody } from "./schemas.ts";
+import { type CompletionBody, SESSION_ID } from "./schemas.ts";
 import type { Target } from "./submit.ts";
 
 // What every completions version shares: which session a request goes to and the task it submits.

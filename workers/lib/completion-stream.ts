@@ -27,7 +27,9 @@ export function streamCompletion(
         if (ev.t === "token") await sse.writeSSE({ data: JSON.stringify(streamChunk(meta, ev.text)) });
         else if (ev.t === "done") {
           const r = ev.task.result!;
-          await sse.writeSSE({ data: JSON.stringify({ ...streamChunk(meta, "", { finish_reason: r.finish_reason, usage: r.usage }), ...onDone(ev.task) }) });
+          await sse.writeSSE({
+            data: JSON.stringify({ ...streamChunk(meta, "", { finish_reason: r.finish_reason, usage: r.usage }), ...onDone(ev.task) }),
+          });
         } else {
           const body = errorBody(c, ev.error.code, ev.error.message, { task_id: ev.task.task_id, status: ev.task.status });
           await sse.writeSSE({ data: JSON.stringify(body) });

@@ -15,10 +15,18 @@ function key(secret: string): Promise<CryptoKey> {
   return k;
 }
 
-const b64url = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+const b64url = (bytes: Uint8Array) =>
+  btoa(String.fromCharCode(...bytes))
+    .replaceAll("+", "-")
+    .replaceAll("/", "_")
+    .replace(/=+$/, "");
 const fromB64url = (s: string) => Uint8Array.from(atob(s.replaceAll("-", "+").replaceAll("_", "/")), (c) => c.charCodeAt(0));
 
-export async function issueMinerToken(secret: string, claims: MinerClaims, now = Date.now()): Promise<{ token: string; expires_at: number }> {
+export async function issueMinerToken(
+  secret: string,
+  claims: MinerClaims,
+  now = Date.now(),
+): Promise<{ token: string; expires_at: number }> {
   const expires_at = now + TTL_MS;
   const body = b64url(new TextEncoder().encode(JSON.stringify({ ...claims, exp: expires_at })));
   const sig = new Uint8Array(await crypto.subtle.sign("HMAC", await key(secret), new TextEncoder().encode(body)));

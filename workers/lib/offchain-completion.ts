@@ -2,7 +2,7 @@ import type { Context } from "hono";
 import { z } from "zod";
 import type { SubmitOutcome, SubmitRequest } from "../../durable-objects/session-queue/rpc.ts";
 import type { PromptSpec } from "../../shared/generation.ts";
-import { RESULT_POLICIES, parseUrn, type PayloadDescriptor } from "../../shared/payloads.ts";
+import { type PayloadDescriptor, parseUrn, RESULT_POLICIES } from "../../shared/payloads.ts";
 import type { TaskView } from "../../shared/views.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "./api-error.ts";
@@ -24,7 +24,10 @@ import { reserveTaskId, submitError, submitTask, type Target } from "./submit.ts
 // `streaming_disabled: true`.
 
 export const OffchainCompletionBody = CompletionBody.extend({
-  prompt: z.string().min(1, "prompt must not be empty").max(64 * 1024 * 1024),
+  prompt: z
+    .string()
+    .min(1, "prompt must not be empty")
+    .max(64 * 1024 * 1024),
   /** Encrypt the prompt and the result (R2 holds ciphertext only); disables token streaming. */
   private: z.boolean().optional(),
   /** Where the client wants the result: inline text, or a URN to fetch. */
@@ -52,14 +55,20 @@ async function plan(env: Env, target: Target, owner: string, body: OffchainCompl
   const reservation = await reserveTaskId(env, target, owner);
   const sessionPrivate = reservation.config.metadata?.private === true;
   if (sessionPrivate && body.private === false) {
-    throw new ApiError("invalid_request", `session ${sessionId} is private`, [{ path: "private", message: "this session only takes private tasks" }]);
+    throw new ApiError("invalid_request", `session ${sessionId} is private`, [
+      { path: "private", message: "this session only takes private tasks" },
+    ]);
   }
   const isPrivate = body.private ?? sessionPrivate;
   if (isPrivate && body.payload_policy === "inline") {
-    throw new ApiError("invalid_request", "a private prompt never travels inline", [{ path: "payload_policy", message: "use auto or offchain" }]);
+    throw new ApiError("invalid_request", "a private prompt never travels inline", [
+      { path: "payload_policy", message: "use auto or offchain" },
+    ]);
   }
   if (body.payload_policy === "inline" && plain.length > limit) {
-    throw new ApiError("invalid_request", `prompt is ${plain.length} bytes; the inline limit is ${limit}`, [{ path: "payload_policy", message: "too large for inline" }]);
+    throw new ApiError("invalid_request", `prompt is ${plain.length} bytes; the inline limit is ${limit}`, [
+      { path: "payload_policy", message: "too large for inline" },
+    ]);
   }
   if (isPrivate && reservation.config.owner === "*") {
     throw new ApiError("invalid_request", `session ${sessionId} is shared by every API key; private tasks need a session of your own`, [
@@ -77,7 +86,12 @@ async function plan(env: Env, target: Target, owner: string, body: OffchainCompl
   if (offchain) {
     const stored = await storePrompt(env, sessionId, String(taskId), plain, isPrivate);
     promptUrn = stored.urn;
-    descriptor = { ...descriptor, prompt_urn: stored.urn, prompt_bytes: plain.length, ...(stored.key_version ? { key_version: stored.key_version } : {}) };
+    descriptor = {
+      ...descriptor,
+      prompt_urn: stored.urn,
+      prompt_bytes: plain.length,
+      ...(stored.key_version ? { key_version: stored.key_version } : {}),
+    };
   }
   return { offchain, private: isPrivate, resultPolicy, descriptor, taskId, promptUrn };
 }
@@ -103,7 +117,13 @@ async function resultBody(env: Env, task: TaskView, p: Plan, requestId: string):
   return {
     ...base,
     choices: [{ ...base.choices[0], text }],
-    offchain: { prompt_urn: p.promptUrn, result_urn: urn, encrypted: p.private, key_version: p.descriptor?.key_version ?? null, result_policy: p.resultPolicy },
+    offchain: {
+      prompt_urn: p.promptUrn,
+      result_urn: urn,
+      encrypted: p.private,
+      key_version: p.descriptor?.key_version ?? null,
+      result_policy: p.resultPolicy,
+    },
   };
 }
 
@@ -125,10 +145,16 @@ export async function completeOffchain(
   body: OffchainCompletionBody,
 ): Promise<OffchainAnswer> {
   const target = resolveSession(env, pathSessionId, body.session_id);
-  const spec: PromptSpec = { prompt: body.prompt, prompt_type: body.prompt_type, ...(body.prompt_template !== undefined ? { prompt_template: body.prompt_template } : {}) };
+  const spec: PromptSpec = {
+    prompt: body.prompt,
+    prompt_type: body.prompt_type,
+    ...(body.prompt_template !== undefined ? { prompt_template: body.prompt_template } : {}),
+  };
   const plain = promptBytes(spec);
   if (plain.length > payloadMax(env)) {
-    throw new ApiError("invalid_request", `prompt is ${plain.length} bytes; the limit is ${payloadMax(env)}`, [{ path: "prompt", message: "too large" }]);
+    throw new ApiError("invalid_request", `prompt is ${plain.length} bytes; the limit is ${payloadMax(env)}`, [
+      { path: "prompt", message: "too large" },
+    ]);
   }
 
   let p = await plan(env, target, who.owner, body, plain);
@@ -156,14 +182,20 @@ export async function completeOffchain(
   if (!outcome.stream) {
     const json = await resultBody(env, outcome.task, p, who.requestId);
     if (!body.stream) return { stream: false, body: json, streamingDisabled: false };
-    return { stream: false, body: { ...json, streaming_disabled: true, streaming_disabled_reason: "encrypted payloads are not streamed" }, streamingDisabled: true };
+    return {
+      stream: false,
+      body: { ...json, streaming_disabled: true, streaming_disabled_reason: "encrypted payloads are not streamed" },
+      streamingDisabled: true,
+    };
   }
   const final = p;
   return {
     stream: true,
     meta: { sessionId: target.session_id, taskId: outcome.task_id, model: outcome.model, created: outcome.created_at },
     events: outcome.events,
-    onDone: (task) => ({ offchain: { prompt_urn: final.promptUrn, result_urn: resultUrnOf(task), encrypted: false, result_policy: final.resultPolicy } }),
+    onDone: (task) => ({
+      offchain: { prompt_urn: final.promptUrn, result_urn: resultUrnOf(task), encrypted: false, result_policy: final.resultPolicy },
+    }),
   };
 }
 

@@ -1,6 +1,6 @@
+import { sessionQueue } from "../../durable-objects/stubs.ts";
 import { deriveSessionKey, deriveTaskKey, fromHex } from "../../shared/payload-crypto.ts";
 import { ApiError } from "./api-error.ts";
-import { sessionQueue } from "../../durable-objects/stubs.ts";
 
 // Payload keys and who may have them. Seeds come from `PAYLOAD_KEY_SEEDS` (`version:hex,…`, the highest
 // version encrypts new payloads, older ones still decrypt what they sealed); keys derive per session and per
@@ -16,7 +16,10 @@ export function parseSeeds(raw: string | undefined): Map<number, Uint8Array> {
   let seeds = seedCache.get(key);
   if (seeds) return seeds;
   seeds = new Map();
-  for (const part of key.split(",").map((p) => p.trim()).filter(Boolean)) {
+  for (const part of key
+    .split(",")
+    .map((p) => p.trim())
+    .filter(Boolean)) {
     const m = /^(\d{1,9}):(?:0x)?([0-9a-fA-F]+)$/.exec(part);
     if (!m || Number(m[1]) < 1 || m[2].length < 32 || m[2].length % 2 !== 0) {
       throw new Error("PAYLOAD_KEY_SEEDS entries are `version:hex` with version ≥ 1 and at least 16 seed bytes");
@@ -45,7 +48,12 @@ export async function sessionKey(env: Env, sessionId: string, version?: number):
   return { key: await deriveSessionKey(s.seed, sessionId), version: s.version };
 }
 
-export async function taskKey(env: Env, sessionId: string, taskId: string, version?: number): Promise<{ key: Uint8Array; version: number }> {
+export async function taskKey(
+  env: Env,
+  sessionId: string,
+  taskId: string,
+  version?: number,
+): Promise<{ key: Uint8Array; version: number }> {
   const s = await sessionKey(env, sessionId, version);
   return { key: await deriveTaskKey(s.key, sessionId, taskId), version: s.version };
 }
@@ -64,12 +72,19 @@ export function parseAllowlist(raw: string | undefined): Map<string, Set<string>
   let table = allowCache.get(key);
   if (table) return table;
   table = new Map();
-  for (const entry of key.split(";").map((e) => e.trim()).filter(Boolean)) {
+  for (const entry of key
+    .split(";")
+    .map((e) => e.trim())
+    .filter(Boolean)) {
     const i = entry.lastIndexOf(":");
     if (i <= 0) continue;
     const scope = entry.slice(0, i).trim();
     const set = table.get(scope) ?? new Set<string>();
-    for (const a of entry.slice(i + 1).split(",").map((x) => x.trim())) if (ADDRESS.test(a)) set.add(a.toLowerCase());
+    for (const a of entry
+      .slice(i + 1)
+      .split(",")
+      .map((x) => x.trim()))
+      if (ADDRESS.test(a)) set.add(a.toLowerCase());
     table.set(scope, set);
   }
   allowCache.set(key, table);
@@ -105,7 +120,10 @@ export async function minerAllowed(env: Env, sessionId: string, taskId: string |
 }
 
 /** The effective allowlist of a session: configured and stored entries. */
-export async function effectiveAllowlist(env: Env, sessionId: string): Promise<{ session: string[]; tasks: { [taskId: string]: string[] } }> {
+export async function effectiveAllowlist(
+  env: Env,
+  sessionId: string,
+): Promise<{ session: string[]; tasks: { [taskId: string]: string[] } }> {
   const table = parseAllowlist(env.PAYLOAD_ALLOWLIST);
   const stored = await readStoredAllowlist(env, sessionId);
   const session = new Set([...(table.get(sessionId) ?? []), ...stored.session]);
@@ -144,7 +162,10 @@ export async function auditRefusal(env: Env, entry: AuditEntry): Promise<void> {
 
 export async function listAudit(env: Env, sessionId: string, limit = 100): Promise<AuditEntry[]> {
   const listed = await env.PAYLOADS.list({ prefix: `audit/${sessionId}/`, limit: 1000 });
-  const keys = listed.objects.map((o) => o.key).sort().slice(-limit);
+  const keys = listed.objects
+    .map((o) => o.key)
+    .sort()
+    .slice(-limit);
   const rows = await Promise.all(keys.map(async (k) => (await (await env.PAYLOADS.get(k))?.json()) as AuditEntry | undefined));
   return rows.filter((r): r is AuditEntry => !!r).reverse();
 }

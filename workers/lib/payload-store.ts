@@ -1,6 +1,6 @@
 import type { PromptSpec } from "../../shared/generation.ts";
 import { envelopeInfo, openPayload, sealPayload, sha256Hex } from "../../shared/payload-crypto.ts";
-import { parseUrn, promptUrn, resultUrn, type ParsedUrn } from "../../shared/payloads.ts";
+import { type ParsedUrn, parseUrn, promptUrn, resultUrn } from "../../shared/payloads.ts";
 import { ApiError } from "./api-error.ts";
 import { taskKey } from "./payload-keys.ts";
 
@@ -53,7 +53,17 @@ export async function storePrompt(
 /** Writes a miner's (already verified) result and returns its URN. */
 export async function storeResult(
   env: Env,
-  p: { sessionId: string; taskId: string; miner: string; content: Uint8Array; sha256: string; resultHash: string; encrypted: boolean; keyVersion?: number; signature: string },
+  p: {
+    sessionId: string;
+    taskId: string;
+    miner: string;
+    content: Uint8Array;
+    sha256: string;
+    resultHash: string;
+    encrypted: boolean;
+    keyVersion?: number;
+    signature: string;
+  },
 ): Promise<string> {
   const urn = resultUrn(p.sessionId, p.taskId, p.miner, p.sha256);
   await env.PAYLOADS.put(parseUrn(urn)!.key, p.content, {

@@ -125,7 +125,10 @@ export function validatePrompt(m: ValidateMaterial, budget: number): string {
     ["Result", m.result],
   ];
   const present = named.filter((n): n is [string, string] => n[1] !== undefined);
-  const fitted = fitMaterial(present.map(([, v]) => v), budget);
+  const fitted = fitMaterial(
+    present.map(([, v]) => v),
+    budget,
+  );
   return [
     "Validate the candidate. VALID: correct, complete. INVALID: wrong. RETRY: incomplete, redo. NEEDS_SPEC: too ambiguous.",
     "SCORE: quality 0-10. CONFIDENCE: 0-10.",

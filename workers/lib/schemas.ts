@@ -32,7 +32,12 @@ export const CompletionBody = z.object({
   presence_penalty: z.number().min(-2).max(2).default(0),
   frequency_penalty: z.number().min(-2).max(2).default(0),
   stop: Stop.optional(),
-  seed: z.number().int().min(0).max(2 ** 31 - 1).optional(),
+  seed: z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 31 - 1)
+    .optional(),
   client_reference: z.string().max(256).optional(),
   max_miners: z.number().int().min(1).max(64).optional(),
   model: z.string().max(200).optional(),

@@ -1,8 +1,8 @@
 import { defaultEmbeddingModel, defaultThreshold, sharedSessionConfig } from "../../durable-objects/session-queue/config.ts";
+import { nodePool, sessionQueue } from "../../durable-objects/stubs.ts";
 import type { SessionConfig } from "../../shared/views.ts";
 import { ApiError } from "./api-error.ts";
 import type { CreateSessionBody } from "./schemas.ts";
-import { nodePool, sessionQueue } from "../../durable-objects/stubs.ts";
 
 /** Creates a session: its queue first (so miners told about it find it ready), then the pool's catalog. */
 export async function createSession(env: Env, owner: string, body: CreateSessionBody): Promise<SessionConfig> {

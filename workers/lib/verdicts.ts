@@ -21,7 +21,11 @@ export function rubricJudge<V extends string>(labels: readonly V[]) {
         error: { code: "invalid_output", message: "the answer is not a rubric verdict", details: { text: text.slice(0, 500) } },
       };
     }
-    return { key: parsed.verdict, score: parsed.score, fields: { verdict: parsed.verdict, score: parsed.score, confidence: parsed.confidence, output: text } };
+    return {
+      key: parsed.verdict,
+      score: parsed.score,
+      fields: { verdict: parsed.verdict, score: parsed.score, confidence: parsed.confidence, output: text },
+    };
   };
 }
 

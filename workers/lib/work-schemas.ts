@@ -4,7 +4,10 @@ import { SESSION_ID } from "./schemas.ts";
 
 // Request bodies of delegate, validate and factcheck (field names as Cortensor clients send them).
 
-const SessionId = z.union([z.string().regex(SESSION_ID, "session ids are 1–64 letters, digits, '_' or '-'"), z.number().int().nonnegative().transform(String)]);
+const SessionId = z.union([
+  z.string().regex(SESSION_ID, "session ids are 1–64 letters, digits, '_' or '-'"),
+  z.number().int().nonnegative().transform(String),
+]);
 /** Free-form material (strings or JSON); it reaches the model as text. */
 const Material = z.union([z.string().max(262_144), z.record(z.string(), z.unknown()), z.array(z.unknown())]);
 const Metadata = z.record(z.string(), z.unknown());
@@ -23,7 +26,12 @@ const Generation = {
   temperature: z.number().min(0).max(2).default(0),
   top_p: z.number().gt(0).max(1).default(1),
   top_k: z.number().int().min(0).max(1000).default(0),
-  seed: z.number().int().min(0).max(2 ** 31 - 1).optional(),
+  seed: z
+    .number()
+    .int()
+    .min(0)
+    .max(2 ** 31 - 1)
+    .optional(),
 };
 
 export const Consensus = z
@@ -76,7 +84,9 @@ export const DelegateV2 = z.object({
 });
 export type DelegateV2 = z.infer<typeof DelegateV2>;
 
-export const DelegateV3 = DelegateV2.extend({ consensus: Consensus.default({ replicas: 3, strategy: "majority", disagreement_policy: "best_effort", weight_by: "reputation" }) });
+export const DelegateV3 = DelegateV2.extend({
+  consensus: Consensus.default({ replicas: 3, strategy: "majority", disagreement_policy: "best_effort", weight_by: "reputation" }),
+});
 export type DelegateV3 = z.infer<typeof DelegateV3>;
 
 export const ValidateV1 = z.object({
@@ -99,11 +109,17 @@ export const ValidateV2 = z.object({
 });
 export type ValidateV2 = z.infer<typeof ValidateV2>;
 
-export const ValidateV3 = ValidateV2.extend({ consensus: Consensus.default({ replicas: 3, strategy: "majority", disagreement_policy: "best_effort", weight_by: "reputation" }) });
+export const ValidateV3 = ValidateV2.extend({
+  consensus: Consensus.default({ replicas: 3, strategy: "majority", disagreement_policy: "best_effort", weight_by: "reputation" }),
+});
 export type ValidateV3 = z.infer<typeof ValidateV3>;
 
 export const GroundingDocument = z.union([
-  z.string().min(1).max(65_536).transform((content) => ({ content })),
+  z
+    .string()
+    .min(1)
+    .max(65_536)
+    .transform((content) => ({ content })),
   z.object({ title: z.string().max(512).optional(), url: z.string().max(2048).optional(), content: z.string().min(1).max(65_536) }),
 ]);
 export type GroundingDocument = { title?: string; url?: string; content: string };

@@ -44,11 +44,10 @@ export function resolveSingle(env: Env, family: Family, bodyId: string | undefin
   if (pool.length > 0) return { session_id: pool[0], configured: true };
   const fallback = env.DEFAULT_SESSION_ID?.trim();
   if (fallback) return { session_id: fallback, configured: true };
-  throw new ApiError(
-    "session_required",
-    `no session_id in the body, no ${POOL_VAR[family]} and no DEFAULT_SESSION_ID configured`,
-    { family, vars: [POOL_VAR[family], "DEFAULT_SESSION_ID"] },
-  );
+  throw new ApiError("session_required", `no session_id in the body, no ${POOL_VAR[family]} and no DEFAULT_SESSION_ID configured`, {
+    family,
+    vars: [POOL_VAR[family], "DEFAULT_SESSION_ID"],
+  });
 }
 
 /** v3: the request's consensus.session_pool, else the configured pool, else `configuration_error`. */
@@ -101,15 +100,21 @@ export async function runReplicas(env: Env, targets: Target[], req: SubmitReques
         const outcome = await within(submitTask(env, target, req, family), waitMs);
         const latency_ms = Date.now() - t0;
         if (outcome === "timeout") {
-          return { ...base, task: null, latency_ms, error: { code: "timeout", message: `no answer from session ${target.session_id} within ${waitMs} ms` } };
+          return {
+            ...base,
+            task: null,
+            latency_ms,
+            error: { code: "timeout", message: `no answer from session ${target.session_id} within ${waitMs} ms` },
+          };
         }
         if (outcome.ok && !outcome.stream) return { ...base, task: outcome.task, error: null, latency_ms };
         if (!outcome.ok) return { ...base, task: outcome.task ?? null, error: outcome.error, latency_ms };
         return { ...base, task: null, latency_ms, error: { code: "internal_error", message: "unexpected streaming answer" } };
       } catch (err) {
-        const error: Failure = err instanceof ApiError
-          ? { code: err.code, message: err.message, ...(err.details === undefined ? {} : { details: err.details }) }
-          : { code: "internal_error", message: err instanceof Error ? err.message : String(err) };
+        const error: Failure =
+          err instanceof ApiError
+            ? { code: err.code, message: err.message, ...(err.details === undefined ? {} : { details: err.details }) }
+            : { code: "internal_error", message: err instanceof Error ? err.message : String(err) };
         return { ...base, task: null, error, latency_ms: Date.now() - t0 };
       }
     }),

@@ -3,10 +3,10 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { SubmitRequest } from "../../durable-objects/session-queue/rpc.ts";
 import { ERROR_STATUS, type Failure } from "../../shared/errors.ts";
 import type { AppEnv } from "../env.ts";
-import { aggregate, type Aggregate, type Vote } from "./aggregation.ts";
+import { type Aggregate, aggregate, type Vote } from "./aggregation.ts";
 import type { Target } from "./submit.ts";
 import type { Consensus } from "./work-schemas.ts";
-import { WORK_TIMEOUT_S, replicaWeights, resultMiners, runReplicas, type ReplicaRun } from "./work-sessions.ts";
+import { type ReplicaRun, replicaWeights, resultMiners, runReplicas, WORK_TIMEOUT_S } from "./work-sessions.ts";
 
 // The shared tail of delegate, validate and factcheck: run the replicas, judge each answer, aggregate, and
 // answer with the final result, consensus metadata and per-replica evidence.
@@ -58,11 +58,12 @@ export interface WorkResult {
 export async function runWork(c: Context<AppEnv>, spec: WorkSpec): Promise<WorkResult> {
   const runs = await runReplicas(c.env, spec.targets, spec.req, spec.family);
   const judged = runs.map((r): Judgement => {
-    if (r.error || !r.task?.result) return { key: null, score: null, fields: {}, error: r.error ?? { code: "internal_error", message: "no result" } };
+    if (r.error || !r.task?.result)
+      return { key: null, score: null, fields: {}, error: r.error ?? { code: "internal_error", message: "no result" } };
     return spec.judge(r.task.result.text);
   });
   const weights = spec.consensus.strategy === "weighted" ? await replicaWeights(c.env, runs, spec.consensus.weight_by) : null;
-  const votes: Vote[] = runs.map((r, i) => ({
+  const votes: Vote[] = runs.map((_r, i) => ({
     index: i,
     key: judged[i].key,
     score: judged[i].score,

@@ -30,7 +30,10 @@ export function failureOf(err: unknown, c: Context<AppEnv>): ThrownFailure {
   }
   if (err instanceof HTTPException) {
     const status = err.status as ContentfulStatusCode;
-    return { status, error: { code: CODE_BY_STATUS[status] ?? "invalid_request", message: err.message || "request rejected", details: null } };
+    return {
+      status,
+      error: { code: CODE_BY_STATUS[status] ?? "invalid_request", message: err.message || "request rejected", details: null },
+    };
   }
   console.error(`request ${c.get("requestId")} failed`, err);
   return { status: 500, error: { code: "internal_error", message: "internal error", details: null } };

@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import type { AppEnv } from "../env.ts";
-import { OffchainCompletionBody, answerResponse, completeOffchain } from "../lib/offchain-completion.ts";
+import { answerResponse, completeOffchain, OffchainCompletionBody } from "../lib/offchain-completion.ts";
 import { jsonBody } from "../lib/request-validation.ts";
 
 // POST /api/v2/completions[/:sessionId] and /api/v3/completions[/:sessionId]: completions with off-chain and

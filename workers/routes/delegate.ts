@@ -4,8 +4,8 @@ import type { AppEnv } from "../env.ts";
 import { jsonBody } from "../lib/request-validation.ts";
 import { asText } from "../lib/rubric.ts";
 import type { Target } from "../lib/submit.ts";
-import { consensusView, respond, runWork, submitRequest, type Judgement } from "../lib/work.ts";
-import { DelegateV1, DelegateV2, DelegateV3, SINGLE, type Consensus } from "../lib/work-schemas.ts";
+import { consensusView, type Judgement, respond, runWork, submitRequest } from "../lib/work.ts";
+import { type Consensus, DelegateV1, DelegateV2, DelegateV3, SINGLE } from "../lib/work-schemas.ts";
 import { resolvePool, resolveSingle, spread } from "../lib/work-sessions.ts";
 
 // POST /api/v1|v2|v3/delegate: a task handed to the network as a prompt built from the request's fields.

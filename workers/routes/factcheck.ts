@@ -3,11 +3,11 @@ import { z } from "zod";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { jsonBody } from "../lib/request-validation.ts";
-import { FACTCHECK_VERDICTS, asText, factcheckPrompt, rubricParams } from "../lib/rubric.ts";
+import { asText, FACTCHECK_VERDICTS, factcheckPrompt, rubricParams } from "../lib/rubric.ts";
 import type { Target } from "../lib/submit.ts";
 import { materialLimit, rubricJudge, verdictFields } from "../lib/verdicts.ts";
 import { consensusView, respond, runWork, submitRequest } from "../lib/work.ts";
-import { Factcheck, GroundingDocument, SINGLE, type Consensus } from "../lib/work-schemas.ts";
+import { type Consensus, Factcheck, GroundingDocument, SINGLE } from "../lib/work-schemas.ts";
 import { parsePool, spread } from "../lib/work-sessions.ts";
 
 // POST /api/v1/factcheck (alias /api/v1/fact-check): a claim judged SUPPORTED | REFUTED | UNVERIFIABLE by
@@ -38,9 +38,13 @@ const RetrieverAnswer = z.union([z.array(GroundingDocument), z.object({ document
 async function retrieve(env: Env, claim: string): Promise<{ title?: string; url?: string; content: string }[]> {
   const url = env.FACTCHECK_RETRIEVER_URL?.trim();
   if (!url) {
-    throw new ApiError("configuration_error", "realtime factcheck needs `documents` in the request or a configured FACTCHECK_RETRIEVER_URL", {
-      var: "FACTCHECK_RETRIEVER_URL",
-    });
+    throw new ApiError(
+      "configuration_error",
+      "realtime factcheck needs `documents` in the request or a configured FACTCHECK_RETRIEVER_URL",
+      {
+        var: "FACTCHECK_RETRIEVER_URL",
+      },
+    );
   }
   let res: Response;
   try {
@@ -92,7 +96,10 @@ async function handle(c: Parameters<typeof runWork>[0]) {
       mode: b.mode,
       claim: b.claim,
       ...verdictFields(work),
-      grounding: { source: grounding, documents: documents.map((d) => ({ title: d.title ?? null, url: d.url ?? null, chars: d.content.length })) },
+      grounding: {
+        source: grounding,
+        documents: documents.map((d) => ({ title: d.title ?? null, url: d.url ?? null, chars: d.content.length })),
+      },
       ...(b.metadata !== undefined ? { metadata: b.metadata } : {}),
     },
     consensusView(work.agg, consensus, [target.session_id]),

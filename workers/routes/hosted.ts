@@ -1,9 +1,9 @@
-import { Hono, type Context } from "hono";
+import { type Context, Hono } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { z } from "zod";
 import { ERROR_STATUS } from "../../shared/errors.ts";
 import type { AppEnv } from "../env.ts";
-import { OffchainCompletionBody, answerResponse, completeOffchain, type OffchainAnswer } from "../lib/offchain-completion.ts";
+import { answerResponse, completeOffchain, type OffchainAnswer, OffchainCompletionBody } from "../lib/offchain-completion.ts";
 import { jsonBody, parseBody } from "../lib/request-validation.ts";
 import { SESSION_ID } from "../lib/schemas.ts";
 import { within } from "../lib/timeout.ts";
@@ -55,7 +55,10 @@ hosted.post("/completions", jsonBody(HostedBody), async (c) => {
   const waitMs = Number(c.env.HOSTED_TIMEOUT_MS) || 300_000;
   const settled = await within(complete(c, b), waitMs);
   if (settled === "timeout") {
-    return c.json(envelope("failed", null, { code: "timeout", message: `the router did not answer within ${waitMs} ms`, details: null }), 504);
+    return c.json(
+      envelope("failed", null, { code: "timeout", message: `the router did not answer within ${waitMs} ms`, details: null }),
+      504,
+    );
   }
   if ("error" in settled) {
     return c.json(envelope("failed", null, settled.error), (ERROR_STATUS[settled.error.code] ?? settled.status) as ContentfulStatusCode);

@@ -1,9 +1,9 @@
 import { Hono } from "hono";
-import { VERSION, type AppEnv } from "../env.ts";
-import { ApiError } from "../lib/api-error.ts";
-import { AddressParam, ListQuery } from "../lib/schemas.ts";
 import { nodePool, oracle } from "../../durable-objects/stubs.ts";
+import { type AppEnv, VERSION } from "../env.ts";
+import { ApiError } from "../lib/api-error.ts";
 import { params, query } from "../lib/request-validation.ts";
+import { AddressParam, ListQuery } from "../lib/schemas.ts";
 
 // Health and network information. ping and about are public; the rest need an API key (mounted after auth).
 

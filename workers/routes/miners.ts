@@ -1,12 +1,12 @@
 import { Hono } from "hono";
+import { nodePool, sessionQueue } from "../../durable-objects/stubs.ts";
 import { MinerChallengeRequest, MinerRegisterRequest } from "../../shared/api.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { bearerToken } from "../lib/credentials.ts";
 import { issueMinerToken, verifyMinerToken } from "../lib/miner-token.ts";
-import { SessionParam } from "../lib/schemas.ts";
-import { nodePool, sessionQueue } from "../../durable-objects/stubs.ts";
 import { jsonBody, params } from "../lib/request-validation.ts";
+import { SessionParam } from "../lib/schemas.ts";
 
 // Miner-facing routes. Miners prove their wallet with a signed challenge instead of an API key, then use the
 // token they get for their WebSockets: one pool channel, one channel per session they serve.

@@ -1,15 +1,15 @@
-import { Hono, type Context } from "hono";
-import { keccak256, recoverTypedDataAddress, type Hex } from "viem";
+import { type Context, Hono } from "hono";
+import { type Hex, keccak256, recoverTypedDataAddress } from "viem";
+import { sessionQueue } from "../../durable-objects/stubs.ts";
 import { envelopeInfo, fromBase64, sha256Hex } from "../../shared/payload-crypto.ts";
-import { OffchainResultRequest, parseUrn, type OffchainResultResponse, type ParsedUrn } from "../../shared/payloads.ts";
+import { OffchainResultRequest, type OffchainResultResponse, type ParsedUrn, parseUrn } from "../../shared/payloads.ts";
 import { offchainResultTypedData } from "../../shared/signing.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
+import { caller, minerCaller } from "../lib/credentials.ts";
 import { auditRefusal, requireOwner } from "../lib/payload-keys.ts";
 import { decryptObject, readObject, storeResult, utf8 } from "../lib/payload-store.ts";
-import { sessionQueue } from "../../durable-objects/stubs.ts";
 import { jsonBody } from "../lib/request-validation.ts";
-import { caller, minerCaller } from "../lib/credentials.ts";
 
 // Off-chain objects (mounted at /api/v3/offchain):
 //   POST /result        miner token: the signed result write. Checked before anything is stored: the EIP-712
@@ -29,14 +29,27 @@ function urnParam(c: Context<AppEnv>, kind: ParsedUrn["kind"]): ParsedUrn {
   return urn;
 }
 
-async function refuse(c: Context<AppEnv>, miner: string, urn: { session: string; task: string }, action: "payload_fetch" | "result_write", reason: string): Promise<never> {
+async function refuse(
+  c: Context<AppEnv>,
+  miner: string,
+  urn: { session: string; task: string },
+  action: "payload_fetch" | "result_write",
+  reason: string,
+): Promise<never> {
   await auditRefusal(c.env, {
-    at: Date.now(), session_id: urn.session, task_id: urn.task, miner, action, outcome: "refused", reason, request_id: c.get("requestId") ?? null,
+    at: Date.now(),
+    session_id: urn.session,
+    task_id: urn.task,
+    miner,
+    action,
+    outcome: "refused",
+    reason,
+    request_id: c.get("requestId") ?? null,
   });
   throw new ApiError("forbidden", reason);
 }
 
-function objectResponse(c: Context<AppEnv>, urn: ParsedUrn, obj: { bytes: Uint8Array; encrypted: boolean }): Response {
+function objectResponse(c: Context<AppEnv>, _urn: ParsedUrn, obj: { bytes: Uint8Array; encrypted: boolean }): Response {
   const info = obj.encrypted ? envelopeInfo(obj.bytes) : null;
   return c.body(obj.bytes as Uint8Array<ArrayBuffer>, 200, {
     "Content-Type": "application/octet-stream",
@@ -85,7 +98,9 @@ offchain.post("/result", jsonBody(OffchainResultRequest), async (c) => {
   }
   const sha = await sha256Hex(content);
   if (`0x${sha}` !== body.content_hash) {
-    throw new ApiError("invalid_request", "content does not hash to content_hash", [{ path: "content_hash", message: `content hashes to 0x${sha}` }]);
+    throw new ApiError("invalid_request", "content does not hash to content_hash", [
+      { path: "content_hash", message: `content hashes to 0x${sha}` },
+    ]);
   }
   const signer = await recoverTypedDataAddress({
     ...offchainResultTypedData({ session: body.session_id, task: body.task_id, miner: miner as Hex, content: body.content_hash as Hex }),
@@ -106,7 +121,11 @@ offchain.post("/result", jsonBody(OffchainResultRequest), async (c) => {
     if (!info) throw new ApiError("invalid_request", "this task is private: its result must be an encryption envelope");
     keyVersion = info.version;
     try {
-      plain = await decryptObject(c.env, { kind: "result", session: body.session_id, task: body.task_id, miner, sha256: sha, key: "" }, content);
+      plain = await decryptObject(
+        c.env,
+        { kind: "result", session: body.session_id, task: body.task_id, miner, sha256: sha, key: "" },
+        content,
+      );
     } catch (err) {
       if (err instanceof ApiError) throw err;
       throw new ApiError("invalid_request", "result envelope does not open with this task's key");
@@ -119,7 +138,15 @@ offchain.post("/result", jsonBody(OffchainResultRequest), async (c) => {
   }
   const resultHash = keccak256(plain);
   const urn = await storeResult(c.env, {
-    sessionId: body.session_id, taskId: body.task_id, miner, content, sha256: sha, resultHash, encrypted, keyVersion, signature: body.signature,
+    sessionId: body.session_id,
+    taskId: body.task_id,
+    miner,
+    content,
+    sha256: sha,
+    resultHash,
+    encrypted,
+    keyVersion,
+    signature: body.signature,
   });
   const res: OffchainResultResponse = { urn, result_hash: resultHash, bytes: content.length, encrypted };
   return c.json(res, 201);

@@ -1,9 +1,10 @@
-import { Hono, type Context } from "hono";
+import { type Context, Hono } from "hono";
 import { z } from "zod";
 import { toHex } from "../../shared/payload-crypto.ts";
 import { PayloadKeyRequest, type PayloadKeyResponse } from "../../shared/payloads.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
+import { caller } from "../lib/credentials.ts";
 import {
   auditRefusal,
   effectiveAllowlist,
@@ -15,9 +16,8 @@ import {
   taskKey,
   writeStoredAllowlist,
 } from "../lib/payload-keys.ts";
-import { SessionParam } from "../lib/schemas.ts";
 import { jsonBody, params } from "../lib/request-validation.ts";
-import { caller } from "../lib/credentials.ts";
+import { SessionParam } from "../lib/schemas.ts";
 
 // Payload keys (mounted at /api/v1/auth, before the API-key middleware: miners call it with their token).
 //   POST /payload_enc_key/session {session_id, key_version?}           owner, or a miner on the session allowlist
@@ -39,14 +39,26 @@ async function handOut(c: Context<AppEnv>, scope: "session" | "task", body: Payl
   } else if (!(await minerAllowed(c.env, session_id, task_id, who.address))) {
     const reason = `miner is not on the payload allowlist of ${task_id ? `task ${session_id}/${task_id}` : `session ${session_id}`}`;
     await auditRefusal(c.env, {
-      at: Date.now(), session_id, task_id, miner: who.address, action: "payload_key", outcome: "refused", reason,
+      at: Date.now(),
+      session_id,
+      task_id,
+      miner: who.address,
+      action: "payload_key",
+      outcome: "refused",
+      reason,
       request_id: c.get("requestId") ?? null,
     });
     throw new ApiError("forbidden", reason);
   }
   const k = task_id ? await taskKey(c.env, session_id, task_id, key_version) : await sessionKey(c.env, session_id, key_version);
   const res: PayloadKeyResponse = {
-    scope, session_id, task_id, key_version: k.version, key: toHex(k.key), algorithm: "AES-256-GCM", kdf: KDF,
+    scope,
+    session_id,
+    task_id,
+    key_version: k.version,
+    key: toHex(k.key),
+    algorithm: "AES-256-GCM",
+    kdf: KDF,
   };
   c.header("Cache-Control", "no-store");
   return c.json(res);

@@ -1,10 +1,10 @@
 import { Hono } from "hono";
+import { nodePool, sessionQueue } from "../../durable-objects/stubs.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
+import { jsonBody, params } from "../lib/request-validation.ts";
 import { CreateSessionBody, SessionParam } from "../lib/schemas.ts";
 import { createSession } from "../lib/sessions.ts";
-import { nodePool, sessionQueue } from "../../durable-objects/stubs.ts";
-import { jsonBody, params } from "../lib/request-validation.ts";
 
 export const sessions = new Hono<AppEnv>();
 

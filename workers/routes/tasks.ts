@@ -1,9 +1,9 @@
 import { Hono } from "hono";
+import { sessionQueue } from "../../durable-objects/stubs.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
-import { ListQuery, SessionParam, TaskParam } from "../lib/schemas.ts";
-import { sessionQueue } from "../../durable-objects/stubs.ts";
 import { params, query } from "../lib/request-validation.ts";
+import { ListQuery, SessionParam, TaskParam } from "../lib/schemas.ts";
 
 export const tasks = new Hono<AppEnv>();
 

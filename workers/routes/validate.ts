@@ -1,11 +1,11 @@
 import { Hono } from "hono";
 import type { AppEnv } from "../env.ts";
 import { jsonBody } from "../lib/request-validation.ts";
-import { VALIDATE_VERDICTS, asText, rubricParams, validatePrompt, type ValidateMaterial } from "../lib/rubric.ts";
+import { asText, rubricParams, VALIDATE_VERDICTS, type ValidateMaterial, validatePrompt } from "../lib/rubric.ts";
 import type { Target } from "../lib/submit.ts";
 import { materialLimit, rubricJudge, verdictFields } from "../lib/verdicts.ts";
 import { consensusView, respond, runWork, submitRequest } from "../lib/work.ts";
-import { SINGLE, ValidateV1, ValidateV2, ValidateV3, type Consensus } from "../lib/work-schemas.ts";
+import { type Consensus, SINGLE, ValidateV1, ValidateV2, ValidateV3 } from "../lib/work-schemas.ts";
 import { resolvePool, resolveSingle, spread } from "../lib/work-sessions.ts";
 
 // POST /api/v1|v2|v3/validate: validation miners score a candidate result (v1) or a claim (v2/v3) with a
@@ -43,7 +43,8 @@ validate.post("/v1/validate", jsonBody(ValidateV1), async (c) => {
     request: b.task_request_input,
     result: b.task_result_output,
     mode: b.evaluation_mode,
-    context: [b.task_type && `task type ${b.task_type}`, b.task_domain && `domain ${b.task_domain}`].filter(Boolean).join(", ") || undefined,
+    context:
+      [b.task_type && `task type ${b.task_type}`, b.task_domain && `domain ${b.task_domain}`].filter(Boolean).join(", ") || undefined,
   };
   return run(c, "v1", material, [target], SINGLE, b);
 });

@@ -9,7 +9,7 @@ import { CORPUS } from "./corpus.ts";
 import { buildGpt2Graph, type Gpt2Config } from "./gpt2-graph.ts";
 import { encodeModel } from "./onnx-proto.ts";
 import { isPrintableToken, tokenizerConfigJson, tokenizerJson, trainBpe } from "./tokenizer.ts";
-import { initGpt2Weights, type InitScales } from "./weights.ts";
+import { type InitScales, initGpt2Weights } from "./weights.ts";
 
 export const BUILTIN_MODEL_ID = "edge/tiny-gpt2";
 
@@ -42,8 +42,7 @@ export interface BuildProgress {
 }
 
 /** Everything the output depends on: a cached folder built from anything else is rebuilt. */
-const fingerprint = (seed: number) =>
-  JSON.stringify({ builder_version: BUILDER_VERSION, config: BUILTIN_CONFIG, seed, scales: SCALES });
+const fingerprint = (seed: number) => JSON.stringify({ builder_version: BUILDER_VERSION, config: BUILTIN_CONFIG, seed, scales: SCALES });
 
 /** Builds a look-alike of the builtin model: same shapes and tokenizer, other weights (test-only cheats). */
 export interface BuildVariant {

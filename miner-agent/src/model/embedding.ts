@@ -15,7 +15,7 @@ import { BUILTIN_CONFIG, ensureBuiltFolder } from "./build.ts";
 import { CORPUS } from "./corpus.ts";
 import { buildEncoderGraph, type EncoderConfig, type EncoderLayer } from "./encoder-graph.ts";
 import { encodeModel } from "./onnx-proto.ts";
-import { tokenizerConfigJson, tokenizerJson, trainBpe, EOS_TOKEN } from "./tokenizer.ts";
+import { EOS_TOKEN, tokenizerConfigJson, tokenizerJson, trainBpe } from "./tokenizer.ts";
 import { rng } from "./weights.ts";
 
 export const BUILTIN_EMBEDDING_MODEL_ID = "edge/tiny-embed";
@@ -70,12 +70,18 @@ async function writeEmbedder(out: string, id: string): Promise<string> {
   const layers: EncoderLayer[] = [];
   for (let l = 0; l < cfg.num_hidden_layers; l++) {
     layers.push({
-      ln1_g: fill(E, 1), ln1_b: fill(E, 0),
-      qkv_w: uniform(E * 3 * E, SCALES.attn / Math.sqrt(E)), qkv_b: fill(3 * E, 0),
-      proj_w: uniform(E * E, SCALES.mix / Math.sqrt(E)), proj_b: fill(E, 0),
-      ln2_g: fill(E, 1), ln2_b: fill(E, 0),
-      fc_w: uniform(E * cfg.intermediate_size, 1 / Math.sqrt(E)), fc_b: fill(cfg.intermediate_size, 0),
-      out_w: uniform(cfg.intermediate_size * E, SCALES.mix / Math.sqrt(cfg.intermediate_size)), out_b: fill(E, 0),
+      ln1_g: fill(E, 1),
+      ln1_b: fill(E, 0),
+      qkv_w: uniform(E * 3 * E, SCALES.attn / Math.sqrt(E)),
+      qkv_b: fill(3 * E, 0),
+      proj_w: uniform(E * E, SCALES.mix / Math.sqrt(E)),
+      proj_b: fill(E, 0),
+      ln2_g: fill(E, 1),
+      ln2_b: fill(E, 0),
+      fc_w: uniform(E * cfg.intermediate_size, 1 / Math.sqrt(E)),
+      fc_b: fill(cfg.intermediate_size, 0),
+      out_w: uniform(cfg.intermediate_size * E, SCALES.mix / Math.sqrt(cfg.intermediate_size)),
+      out_b: fill(E, 0),
     });
   }
   const onnx = encodeModel(buildEncoderGraph(cfg, { word, position, layers }));

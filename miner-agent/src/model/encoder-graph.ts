@@ -2,8 +2,9 @@
 // (BERT-family) model for feature extraction: inputs input_ids and attention_mask [batch, seq]; output
 // last_hidden_state [batch, seq, hidden]. Pre-LN blocks with no final LayerNorm, so the residual stream keeps
 // each token's embedding norm (its weight in the mean-pooled sentence vector).
-import { DataType, type ModelDef, type NodeDef, type TensorInit, type ValueInfo } from "./onnx-proto.ts";
-import { f32, graphNodes, i64, IR_VERSION, OPSET, scalarF32 } from "./gpt2-graph.ts";
+
+import { f32, graphNodes, IR_VERSION, i64, OPSET, scalarF32 } from "./gpt2-graph.ts";
+import { DataType, type ModelDef, type TensorInit, type ValueInfo } from "./onnx-proto.ts";
 
 export interface EncoderConfig {
   vocab_size: number;
@@ -16,12 +17,18 @@ export interface EncoderConfig {
 }
 
 export interface EncoderLayer {
-  ln1_g: Float32Array; ln1_b: Float32Array;
-  qkv_w: Float32Array; qkv_b: Float32Array; // [E, 3E], [3E]
-  proj_w: Float32Array; proj_b: Float32Array; // [E, E]
-  ln2_g: Float32Array; ln2_b: Float32Array;
-  fc_w: Float32Array; fc_b: Float32Array; // [E, I]
-  out_w: Float32Array; out_b: Float32Array; // [I, E]
+  ln1_g: Float32Array;
+  ln1_b: Float32Array;
+  qkv_w: Float32Array;
+  qkv_b: Float32Array; // [E, 3E], [3E]
+  proj_w: Float32Array;
+  proj_b: Float32Array; // [E, E]
+  ln2_g: Float32Array;
+  ln2_b: Float32Array;
+  fc_w: Float32Array;
+  fc_b: Float32Array; // [E, I]
+  out_w: Float32Array;
+  out_b: Float32Array; // [I, E]
 }
 
 export interface EncoderWeights {
@@ -31,14 +38,23 @@ export interface EncoderWeights {
 }
 
 export function buildEncoderGraph(cfg: EncoderConfig, w: EncoderWeights): ModelDef {
-  const E = cfg.hidden_size, H = cfg.num_attention_heads, D = E / H, I = cfg.intermediate_size;
+  const E = cfg.hidden_size,
+    H = cfg.num_attention_heads,
+    D = E / H,
+    I = cfg.intermediate_size;
   if (!Number.isInteger(D)) throw new Error("hidden_size must be divisible by num_attention_heads");
   const { nodes, node, op, named } = graphNodes();
   const inits: TensorInit[] = [];
 
   inits.push(
-    i64("c_0", [0]), i64("c_axes12", [1, 2]), i64("c_heads", [0, 0, H, D]), i64("c_merge", [0, 0, E]), i64("c_split3", [E, E, E]),
-    scalarF32("c_scale", 1 / Math.sqrt(D)), scalarF32("c_zero", 0), scalarF32("c_neg", -1e9),
+    i64("c_0", [0]),
+    i64("c_axes12", [1, 2]),
+    i64("c_heads", [0, 0, H, D]),
+    i64("c_merge", [0, 0, E]),
+    i64("c_split3", [E, E, E]),
+    scalarF32("c_scale", 1 / Math.sqrt(D)),
+    scalarF32("c_zero", 0),
+    scalarF32("c_neg", -1e9),
     { name: "c_0s", dataType: DataType.INT64, dims: [], raw: new Uint8Array(new BigInt64Array([0n]).buffer) },
     { name: "c_1s", dataType: DataType.INT64, dims: [], raw: new Uint8Array(new BigInt64Array([1n]).buffer) },
   );
@@ -63,12 +79,18 @@ export function buildEncoderGraph(cfg: EncoderConfig, w: EncoderWeights): ModelD
     const p = `encoder.layer.${l}.`;
     const lw = w.layers[l];
     inits.push(
-      f32(p + "ln_1.weight", [E], lw.ln1_g), f32(p + "ln_1.bias", [E], lw.ln1_b),
-      f32(p + "attention.qkv.weight", [E, 3 * E], lw.qkv_w), f32(p + "attention.qkv.bias", [3 * E], lw.qkv_b),
-      f32(p + "attention.output.weight", [E, E], lw.proj_w), f32(p + "attention.output.bias", [E], lw.proj_b),
-      f32(p + "ln_2.weight", [E], lw.ln2_g), f32(p + "ln_2.bias", [E], lw.ln2_b),
-      f32(p + "intermediate.weight", [E, I], lw.fc_w), f32(p + "intermediate.bias", [I], lw.fc_b),
-      f32(p + "output.weight", [I, E], lw.out_w), f32(p + "output.bias", [E], lw.out_b),
+      f32(p + "ln_1.weight", [E], lw.ln1_g),
+      f32(p + "ln_1.bias", [E], lw.ln1_b),
+      f32(p + "attention.qkv.weight", [E, 3 * E], lw.qkv_w),
+      f32(p + "attention.qkv.bias", [3 * E], lw.qkv_b),
+      f32(p + "attention.output.weight", [E, E], lw.proj_w),
+      f32(p + "attention.output.bias", [E], lw.proj_b),
+      f32(p + "ln_2.weight", [E], lw.ln2_g),
+      f32(p + "ln_2.bias", [E], lw.ln2_b),
+      f32(p + "intermediate.weight", [E, I], lw.fc_w),
+      f32(p + "intermediate.bias", [I], lw.fc_b),
+      f32(p + "output.weight", [I, E], lw.out_w),
+      f32(p + "output.bias", [E], lw.out_b),
     );
     const x = op("LayerNormalization", [h, p + "ln_1.weight", p + "ln_1.bias"], { axis: { kind: "int", v: -1 }, epsilon: eps });
     const qkv = op("Add", [op("MatMul", [x, p + "attention.qkv.weight"]), p + "attention.qkv.bias"]);
@@ -77,7 +99,10 @@ export function buildEncoderGraph(cfg: EncoderConfig, w: EncoderWeights): ModelD
     const scores = op("Add", [op("MatMul", [op("Mul", [toHeads(q), "c_scale"]), kT]), bias]); // [B,H,S,S]
     const probs = op("Softmax", [scores], { axis: { kind: "int", v: -1 } });
     const ctx = op("Transpose", [op("MatMul", [probs, toHeads(v)])], { perm: { kind: "ints", v: [0, 2, 1, 3] } });
-    const attnOut = op("Add", [op("MatMul", [op("Reshape", [ctx, "c_merge"]), p + "attention.output.weight"]), p + "attention.output.bias"]);
+    const attnOut = op("Add", [
+      op("MatMul", [op("Reshape", [ctx, "c_merge"]), p + "attention.output.weight"]),
+      p + "attention.output.bias",
+    ]);
     h = op("Add", [h, attnOut]);
 
     const x2 = op("LayerNormalization", [h, p + "ln_2.weight", p + "ln_2.bias"], { axis: { kind: "int", v: -1 }, epsilon: eps });
@@ -94,5 +119,14 @@ export function buildEncoderGraph(cfg: EncoderConfig, w: EncoderWeights): ModelD
     { name: "attention_mask", elemType: DataType.INT64, shape: ["batch_size", "sequence_length"] },
   ];
   const outputs: ValueInfo[] = [{ name: "last_hidden_state", elemType: DataType.FLOAT, shape: ["batch_size", "sequence_length", E] }];
-  return { irVersion: IR_VERSION, opset: OPSET, producer: "edge-inference-network", graphName: "encoder", nodes, initializers: inits, inputs, outputs };
+  return {
+    irVersion: IR_VERSION,
+    opset: OPSET,
+    producer: "edge-inference-network",
+    graphName: "encoder",
+    nodes,
+    initializers: inits,
+    inputs,
+    outputs,
+  };
 }

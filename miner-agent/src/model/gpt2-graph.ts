@@ -13,19 +13,26 @@ export interface Gpt2Config {
 }
 
 export interface Gpt2Layer {
-  ln1_g: Float32Array; ln1_b: Float32Array;
-  attn_w: Float32Array; attn_b: Float32Array; // [E, 3E], [3E]: fused q|k|v projection
-  proj_w: Float32Array; proj_b: Float32Array; // [E, E]
-  ln2_g: Float32Array; ln2_b: Float32Array;
-  fc_w: Float32Array; fc_b: Float32Array; // [E, 4E]
-  out_w: Float32Array; out_b: Float32Array; // [4E, E]
+  ln1_g: Float32Array;
+  ln1_b: Float32Array;
+  attn_w: Float32Array;
+  attn_b: Float32Array; // [E, 3E], [3E]: fused q|k|v projection
+  proj_w: Float32Array;
+  proj_b: Float32Array; // [E, E]
+  ln2_g: Float32Array;
+  ln2_b: Float32Array;
+  fc_w: Float32Array;
+  fc_b: Float32Array; // [E, 4E]
+  out_w: Float32Array;
+  out_b: Float32Array; // [4E, E]
 }
 
 export interface Gpt2Weights {
   wte: Float32Array; // [V, E], also the (tied) LM head
   wpe: Float32Array; // [n_positions, E]
   layers: Gpt2Layer[];
-  lnf_g: Float32Array; lnf_b: Float32Array;
+  lnf_g: Float32Array;
+  lnf_b: Float32Array;
 }
 
 export const OPSET = 20; // Gelu(approximate="tanh") is a standard op from opset 20
@@ -63,7 +70,10 @@ export function graphNodes() {
 }
 
 export function buildGpt2Graph(cfg: Gpt2Config, w: Gpt2Weights): ModelDef {
-  const E = cfg.n_embd, H = cfg.n_head, D = E / H, L = cfg.n_layer;
+  const E = cfg.n_embd,
+    H = cfg.n_head,
+    D = E / H,
+    L = cfg.n_layer;
   if (!Number.isInteger(D)) throw new Error("n_embd must be divisible by n_head");
   const g = graphNodes();
   const { nodes, op, named } = g;
@@ -71,10 +81,15 @@ export function buildGpt2Graph(cfg: Gpt2Config, w: Gpt2Weights): ModelDef {
 
   // Shared constants.
   inits.push(
-    i64("c_0", [0]), i64("c_1", [1]),
-    i64("c_heads", [0, 0, H, D]), i64("c_merge", [0, 0, E]), i64("c_split3", [E, E, E]),
+    i64("c_0", [0]),
+    i64("c_1", [1]),
+    i64("c_heads", [0, 0, H, D]),
+    i64("c_merge", [0, 0, E]),
+    i64("c_split3", [E, E, E]),
     i64("c_axes12", [1, 2]),
-    scalarF32("c_scale", 1 / Math.sqrt(D)), scalarF32("c_zero", 0), scalarF32("c_neg", -1e9),
+    scalarF32("c_scale", 1 / Math.sqrt(D)),
+    scalarF32("c_zero", 0),
+    scalarF32("c_neg", -1e9),
     { name: "c_0s", dataType: DataType.INT64, dims: [], raw: new Uint8Array(new BigInt64Array([0n]).buffer) },
     { name: "c_1s", dataType: DataType.INT64, dims: [], raw: new Uint8Array(new BigInt64Array([1n]).buffer) },
   );
@@ -103,7 +118,16 @@ export function buildGpt2Graph(cfg: Gpt2Config, w: Gpt2Weights): ModelDef {
   named("MatMul", [hf, op("Transpose", ["wte"], { perm: { kind: "ints", v: [1, 0] } })], "logits");
 
   const { inputs, outputs } = gpt2Io(cfg);
-  return { irVersion: IR_VERSION, opset: OPSET, producer: "edge-inference-network", graphName: "gpt2", nodes, initializers: inits, inputs, outputs };
+  return {
+    irVersion: IR_VERSION,
+    opset: OPSET,
+    producer: "edge-inference-network",
+    graphName: "gpt2",
+    nodes,
+    initializers: inits,
+    inputs,
+    outputs,
+  };
 }
 
 type GraphNodes = ReturnType<typeof graphNodes>;
@@ -123,12 +147,18 @@ function gpt2Block(
   const toHeads = (x: string): string => op("Transpose", [op("Reshape", [x, "c_heads"])], { perm: { kind: "ints", v: [0, 2, 1, 3] } });
   const p = `h.${l}.`;
   inits.push(
-    f32(p + "ln_1.weight", [E], lw.ln1_g), f32(p + "ln_1.bias", [E], lw.ln1_b),
-    f32(p + "attn.c_attn.weight", [E, 3 * E], lw.attn_w), f32(p + "attn.c_attn.bias", [3 * E], lw.attn_b),
-    f32(p + "attn.c_proj.weight", [E, E], lw.proj_w), f32(p + "attn.c_proj.bias", [E], lw.proj_b),
-    f32(p + "ln_2.weight", [E], lw.ln2_g), f32(p + "ln_2.bias", [E], lw.ln2_b),
-    f32(p + "mlp.c_fc.weight", [E, 4 * E], lw.fc_w), f32(p + "mlp.c_fc.bias", [4 * E], lw.fc_b),
-    f32(p + "mlp.c_proj.weight", [4 * E, E], lw.out_w), f32(p + "mlp.c_proj.bias", [E], lw.out_b),
+    f32(p + "ln_1.weight", [E], lw.ln1_g),
+    f32(p + "ln_1.bias", [E], lw.ln1_b),
+    f32(p + "attn.c_attn.weight", [E, 3 * E], lw.attn_w),
+    f32(p + "attn.c_attn.bias", [3 * E], lw.attn_b),
+    f32(p + "attn.c_proj.weight", [E, E], lw.proj_w),
+    f32(p + "attn.c_proj.bias", [E], lw.proj_b),
+    f32(p + "ln_2.weight", [E], lw.ln2_g),
+    f32(p + "ln_2.bias", [E], lw.ln2_b),
+    f32(p + "mlp.c_fc.weight", [E, 4 * E], lw.fc_w),
+    f32(p + "mlp.c_fc.bias", [4 * E], lw.fc_b),
+    f32(p + "mlp.c_proj.weight", [4 * E, E], lw.out_w),
+    f32(p + "mlp.c_proj.bias", [E], lw.out_b),
   );
 
   // Attention block.
@@ -156,15 +186,14 @@ function gpt2Block(
 
 /** The graph's inputs and outputs, in the order and with the dimension names transformers.js expects. */
 function gpt2Io(cfg: Gpt2Config): { inputs: ValueInfo[]; outputs: ValueInfo[] } {
-  const H = cfg.n_head, D = cfg.n_embd / cfg.n_head;
+  const H = cfg.n_head,
+    D = cfg.n_embd / cfg.n_head;
   const inputs: ValueInfo[] = [
     { name: "input_ids", elemType: DataType.INT64, shape: ["batch_size", "sequence_length"] },
     { name: "attention_mask", elemType: DataType.INT64, shape: ["batch_size", "total_sequence_length"] },
     { name: "position_ids", elemType: DataType.INT64, shape: ["batch_size", "sequence_length"] },
   ];
-  const outputs: ValueInfo[] = [
-    { name: "logits", elemType: DataType.FLOAT, shape: ["batch_size", "sequence_length", cfg.vocab_size] },
-  ];
+  const outputs: ValueInfo[] = [{ name: "logits", elemType: DataType.FLOAT, shape: ["batch_size", "sequence_length", cfg.vocab_size] }];
   for (let l = 0; l < cfg.n_layer; l++) {
     for (const kind of ["key", "value"]) {
       // "batch_size" must be spelled exactly so: transformers.js sizes the empty first-step cache from it.

@@ -34,7 +34,7 @@ export interface TrainedBpe {
 export function trainBpe(corpus: string, vocabSize: number): TrainedBpe {
   const { bytes, chars } = byteTable();
   const byteChar = new Array<string>(256);
-  bytes.forEach((b, i) => (byteChar[b] = chars[i]));
+  for (const [i, b] of bytes.entries()) byteChar[b] = chars[i];
   const enc = new TextEncoder();
 
   const counts = new Map<string, number>();
@@ -81,16 +81,14 @@ export function trainBpe(corpus: string, vocabSize: number): TrainedBpe {
 /** tokenizer.json (Hugging Face tokenizers format) with <|endoftext|> appended as the last id. */
 export function tokenizerJson(bpe: TrainedBpe): object {
   const vocab: Record<string, number> = {};
-  bpe.tokens.forEach((t, i) => (vocab[t] = i));
+  for (const [i, t] of bpe.tokens.entries()) vocab[t] = i;
   const eosId = bpe.tokens.length;
   vocab[EOS_TOKEN] = eosId;
   return {
     version: "1.0",
     truncation: null,
     padding: null,
-    added_tokens: [
-      { id: eosId, content: EOS_TOKEN, single_word: false, lstrip: false, rstrip: false, normalized: true, special: true },
-    ],
+    added_tokens: [{ id: eosId, content: EOS_TOKEN, single_word: false, lstrip: false, rstrip: false, normalized: true, special: true }],
     normalizer: null,
     pre_tokenizer: { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: true },
     post_processor: { type: "ByteLevel", add_prefix_space: true, trim_offsets: false, use_regex: true },

@@ -66,12 +66,18 @@ export function initGpt2Weights(cfg: Gpt2Config, seed: number, scales: InitScale
   const layers: Gpt2Layer[] = [];
   for (let l = 0; l < cfg.n_layer; l++) {
     layers.push({
-      ln1_g: fill(E, 1), ln1_b: fill(E, 0),
-      attn_w: linear(E, 3 * E), attn_b: uniform(3 * E, 0.02),
-      proj_w: linear(E, E), proj_b: uniform(E, 0.02),
-      ln2_g: fill(E, 1), ln2_b: fill(E, 0),
-      fc_w: linear(E, 4 * E), fc_b: uniform(4 * E, 0.02),
-      out_w: linear(4 * E, E), out_b: uniform(E, 0.02),
+      ln1_g: fill(E, 1),
+      ln1_b: fill(E, 0),
+      attn_w: linear(E, 3 * E),
+      attn_b: uniform(3 * E, 0.02),
+      proj_w: linear(E, E),
+      proj_b: uniform(E, 0.02),
+      ln2_g: fill(E, 1),
+      ln2_b: fill(E, 0),
+      fc_w: linear(E, 4 * E),
+      fc_b: uniform(4 * E, 0.02),
+      out_w: linear(4 * E, E),
+      out_b: uniform(E, 0.02),
     });
   }
   const lnf_b = new Float32Array(E);
