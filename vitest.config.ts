@@ -1,5 +1,18 @@
+import { randomBytes } from "node:crypto";
+import { resolve } from "node:path";
 import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
+
+// The unit pool's own secrets (the router keeps none in wrangler.toml): local development, the `dev-key` of
+// test/unit/helpers.ts, fresh random secrets per run. Its rate limits are out of the way: every test file
+// shares one limiter and one client IP; test/integration/attacks-secrets.test.ts proves the limits.
+const UNIT_SECRETS = {
+  ROUTER_ENV: "development",
+  API_KEYS: "dev:dev-key",
+  MINER_TOKEN_SECRET: randomBytes(32).toString("hex"),
+  PAYLOAD_KEY_SEEDS: `1:${randomBytes(32).toString("hex")}`,
+};
+const unlimited = (namespace_id: string) => ({ namespace_id, simple: { limit: 1_000_000, period: 10 as const } });
 
 // Two projects: unit tests run inside the Workers runtime (real Durable Objects, SQLite, alarms, hibernating
 // WebSockets); integration tests run in Node and start the real router (wrangler dev) and real miner processes.
@@ -10,7 +23,15 @@ export default defineConfig({
         plugins: [
           cloudflareTest({
             wrangler: { configPath: "./wrangler.toml" },
-            miniflare: { bindings: { BLOCK_INTERVAL_MS: "200", MIN_STAKE: "100" } },
+            miniflare: {
+              bindings: { BLOCK_INTERVAL_MS: "200", MIN_STAKE: "100", ...UNIT_SECRETS },
+              ratelimits: {
+                RATE_LIMIT_KEY: unlimited("1101"),
+                RATE_LIMIT_MINER: unlimited("1102"),
+                RATE_LIMIT_IP: unlimited("1103"),
+                RATE_LIMIT_AUTH_FAILURES: unlimited("1104"),
+              },
+            },
           }),
         ],
         test: { name: "unit", include: ["test/unit/**/*.test.ts"], testTimeout: 30_000 },
@@ -19,6 +40,8 @@ export default defineConfig({
         test: {
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
+          // The fuzz test imports the router's Hono app to list its routes; in Node the Workers runtime module is a stub.
+          alias: { "cloudflare:workers": resolve(import.meta.dirname, "test/helpers/workers-runtime-stub.ts") },
           pool: "forks",
           // One wrangler + miners at a time: the machine has two cores.
           fileParallelism: false,

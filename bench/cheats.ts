@@ -57,7 +57,7 @@ const pct = (a: number, b: number) => (b === 0 ? "n/a" : `${((100 * a) / b).toFi
 
 async function session(router: Router, miners: Miner[]): Promise<string> {
   const res = await api(router, "/api/v1/sessions", {
-    body: { deposit: 1e11, redundancy: 3, max_miners: 3, mode: "dedicated", dedicated_miners: miners.map(addr), consensus: CONSENSUS },
+    body: { deposit: 1e8, redundancy: 3, max_miners: 3, mode: "dedicated", dedicated_miners: miners.map(addr), consensus: CONSENSUS },
   });
   if (res.status !== 201) throw new Error(`session: ${JSON.stringify(res.body)}`);
   await until(

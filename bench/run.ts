@@ -58,7 +58,7 @@ async function networkBench(): Promise<void> {
       console.log(`\nredundancy: ${N_REDUNDANCY} sequential completions each at k = 1 and k = 3, max_tokens 16`);
       const byK = new Map<number, number[]>();
       for (const k of [1, 3]) {
-        const created = await api(router, "/api/v1/sessions", { body: { deposit: 1e9, redundancy: k, max_miners: 3 } });
+        const created = await api(router, "/api/v1/sessions", { body: { deposit: 1e8, redundancy: k, max_miners: 3 } });
         const sid = created.body.id as string;
         await waitUntil(async () => (await api(router, `/api/v1/sessions/${sid}`)).body.usage?.connected_miners?.length >= 3);
         const xs: number[] = [];
@@ -138,7 +138,7 @@ async function offchainBench(): Promise<void> {
   const miner = await startMiner(router.url, { name: "bench-offchain" });
   try {
     await miner.waitFor("ready");
-    const created = await api(router, "/api/v1/sessions", { body: { deposit: 1e12, redundancy: 1, max_miners: 1 } });
+    const created = await api(router, "/api/v1/sessions", { body: { deposit: 1e8, redundancy: 1, max_miners: 1 } });
     const sid = created.body.id as string;
     await waitUntil(async () => (await api(router, `/api/v1/sessions/${sid}`)).body.usage?.connected_miners?.length >= 1);
     await api(router, "/api/v1/auth/payload_allowlist", { method: "PUT", body: { session_id: sid, miners: [miner.address()!] } });

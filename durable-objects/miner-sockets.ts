@@ -1,3 +1,5 @@
+import type { ModelContext } from "../shared/api.ts";
+
 // Miners' WebSockets on a Durable Object, through the hibernation API: one manager for the SessionQueue and the
 // NodePool alike (in the spirit of partyserver's connection manager). A socket is tagged with its miner's
 // address (so it is found by miner after a wake-up) and carries the miner's verified claims as its attachment.
@@ -8,6 +10,10 @@ export interface MinerClaims {
   capacity: number;
   models: string[];
   device: string;
+  /** The token generation: the NodePool refuses a token whose epoch is not the miner's current one (revoked). */
+  epoch: number;
+  /** The models' contexts as the miner declared them (from the registry, added when a session accepts the socket). */
+  contexts?: ModelContext[];
 }
 
 export interface MinerSocket {

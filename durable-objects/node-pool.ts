@@ -1,10 +1,11 @@
 import { DurableObject } from "cloudflare:workers";
 import { type Hex, verifyMessage } from "viem";
-import type { MinerRegisterRequest } from "../shared/api.ts";
+import type { MinerRegisterRequest, ModelContext } from "../shared/api.ts";
 import type { Failure } from "../shared/errors.ts";
 import { PoolMinerMessage, type PoolServerMessage, parseMessage } from "../shared/protocol.ts";
 import { registrationMessage } from "../shared/signing.ts";
 import type { SessionConfig } from "../shared/views.ts";
+import { bumpEpoch, contextFor, contextsOf, epochIsCurrent, joinAnswer, type SessionJoin, saveContexts } from "./miner-credentials.ts";
 import { type MinerClaims, MinerSockets, upgradeClaims } from "./miner-sockets.ts";
 import {
   applyOutcomes,
@@ -154,7 +155,33 @@ export class NodePool extends DurableObject<Env> {
       Date.now(),
       stake,
     );
-    return { ok: true, claims: { address, capacity: req.capacity, models: req.models, device: req.device } };
+    saveContexts(this.sql, address, req.contexts);
+    // A new registration revokes every older token of this miner (they still verify, but no longer connect).
+    const epoch = bumpEpoch(this.sql, address);
+    return { ok: true, claims: { address, capacity: req.capacity, models: req.models, device: req.device, epoch } };
+  }
+
+  /** Whether a token of this epoch is still the miner's current one (miner HTTP calls check it). */
+  async tokenCurrent(address: string, epoch: number): Promise<boolean> {
+    return epochIsCurrent(this.sql, address.toLowerCase(), epoch);
+  }
+
+  /**
+   * Revokes every token of the miner and closes its pool channel with 4401 (the agent registers again, so a
+   * leaked token is worth nothing); returns the sessions it was assigned to, whose channels the caller closes.
+   */
+  async revoke(address: string): Promise<string[]> {
+    const miner = address.toLowerCase();
+    bumpEpoch(this.sql, miner);
+    const sessions = this.assignmentsByMiner().get(miner) ?? [];
+    for (const { ws } of this.sockets.all().filter((s) => s.claims.address === miner)) ws.close(4401, "token revoked");
+    this.rebalance({ exclude: miner });
+    return sessions;
+  }
+
+  /** A SessionQueue asks whether a miner may join it: its token is current, and the pool assigned it there. */
+  async sessionJoin(sessionId: string, address: string, epoch: number): Promise<SessionJoin> {
+    return joinAnswer(this.sql, sessionId, address, epoch);
   }
 
   // ── sessions ─────────────────────────────────────────────────────────────────────────────────────────
@@ -194,9 +221,11 @@ export class NodePool extends DurableObject<Env> {
     return row ? this.summary(row) : null;
   }
 
-  /** Whether any live miner could serve this model (the SessionQueue asks before queueing). */
-  async hasMinersFor(model: string): Promise<boolean> {
-    return this.onlineMiners().some((m) => m.models.includes(model));
+  /** Live, unbenched miners of this model and their contexts for it: none means 503 at once, not a wait. */
+  async serving(model: string): Promise<{ miners: number; contexts: (ModelContext | null)[] }> {
+    const benched = this.benched();
+    const live = this.onlineMiners().filter((m) => m.models.includes(model) && !benched.has(m.address));
+    return { miners: live.length, contexts: live.map((m) => contextFor(contextsOf(this.sql, m.address), model)) };
   }
 
   async listMiners(): Promise<MinerView[]> {
@@ -276,6 +305,10 @@ export class NodePool extends DurableObject<Env> {
   override async fetch(request: Request): Promise<Response> {
     const claims = upgradeClaims(request);
     if (!claims) return new Response("expected a miner WebSocket", { status: 426 });
+    if (!epochIsCurrent(this.sql, claims.address, claims.epoch)) {
+      const error = { code: "unauthorized", message: "miner token revoked (the miner registered again or was revoked): register again" };
+      return Response.json({ error }, { status: 401 });
+    }
     const { client, server } = this.sockets.accept(claims);
     const now = Date.now();
     this.sql.exec(`UPDATE miners SET last_seen = ? WHERE address = ?`, now, claims.address);

@@ -9,6 +9,8 @@ export interface ReplicaOutcome {
   miner: string;
   session_id: string;
   task_id: string;
+  /** Who submitted the task: ledger readers see session and task ids of their own tasks only. */
+  owner?: string | null;
   outcome: Outcome;
   reason: string | null;
   /** Assignment to commit, ms (committed replicas only). */
@@ -26,6 +28,8 @@ export interface LedgerEntry {
   miner: string;
   session_id: string;
   task_id: string;
+  /** Who submitted the task (null before owners were recorded). */
+  owner: string | null;
   kind: LedgerKind;
   /** Tokens: earned (reward) or taken from stake (slash); penalties cost reputation only, so 0. */
   amount: number;
@@ -122,6 +126,10 @@ export const POOL_MIGRATIONS: string[][] = [
       block INTEGER NOT NULL)`,
     `CREATE INDEX IF NOT EXISTS ledger_miner ON ledger (miner, id)`,
   ],
+  // Who submitted each entry's task, so a ledger reader sees the ids of its own tasks only.
+  [`ALTER TABLE ledger ADD COLUMN owner TEXT`],
+  // Token revocation and declared contexts (durable-objects/miner-credentials.ts).
+  [`ALTER TABLE miners ADD COLUMN token_epoch INTEGER NOT NULL DEFAULT 0`, `ALTER TABLE miners ADD COLUMN contexts TEXT`],
 ];
 
 /**
@@ -132,10 +140,11 @@ export function applyOutcomes(sql: SqlStorage, outcomes: ReplicaOutcome[], slash
   const touched = new Set<string>();
   const ledger = (o: ReplicaOutcome, kind: LedgerKind, amount: number, reason: string) =>
     sql.exec(
-      `INSERT INTO ledger (miner, session_id, task_id, kind, amount, reason, at, block) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO ledger (miner, session_id, task_id, owner, kind, amount, reason, at, block) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       o.miner,
       o.session_id,
       o.task_id,
+      o.owner ?? null,
       kind,
       amount,
       reason,

@@ -2,23 +2,29 @@ import { DurableObject } from "cloudflare:workers";
 import type { Hex } from "viem";
 import type { Failure } from "../shared/errors.ts";
 import type { PayloadDescriptor } from "../shared/payloads.ts";
-import { PROTOCOL_VERSION, parseMessage, SessionMinerMessage, type SessionServerMessage } from "../shared/protocol.ts";
+import { parseMessage, SessionMinerMessage, type SessionServerMessage } from "../shared/protocol.ts";
 import { canTransition, type ReplicaState, replicaIsLive } from "../shared/task-state.ts";
 import type { ConsensusView, SessionConfig, SessionUsage, TaskView } from "../shared/views.ts";
-import { type MinerSocket, MinerSockets, upgradeClaims } from "./miner-sockets.ts";
+import { type MinerSocket, MinerSockets } from "./miner-sockets.ts";
 import { BlockClock } from "./oracle.ts";
 import { OutcomeReporter } from "./outcome-reporter.ts";
-import { admissionFailure, mayServe, ownerFailure, tokenBound } from "./session-queue/admission.ts";
+import { admissionFailure, ownerFailure, tokenBound } from "./session-queue/admission.ts";
+import { MinerChannels } from "./session-queue/channels.ts";
 import { inlineCommitFault, offchainCommitFault, offchainShapeFault, precommitSignedBy } from "./session-queue/commit-checks.ts";
 import { withDefaults } from "./session-queue/config.ts";
+import { refusedByEveryone } from "./session-queue/context.ts";
 import { nextDeadline, overdueReplicas } from "./session-queue/deadlines.ts";
 import { resendAssigns, restoreTasks } from "./session-queue/eviction.ts";
+import { claimResultWrite, heldReplica } from "./session-queue/holdings.ts";
 import { MinerLoad } from "./session-queue/miner-load.ts";
 import { OpenTasks } from "./session-queue/open-tasks.ts";
 import { replicaOutcomes } from "./session-queue/outcomes.ts";
 import type { QueueParts } from "./session-queue/parts.ts";
 import { exactVerdict, largestHashGroup, quorumOf, quorumPhase, settleStep } from "./session-queue/quorum.ts";
+import { type Access, accessFor, describeFor, type ReadState, type TaskRead, taskFor, tasksFor } from "./session-queue/reads.ts";
+import { Retention, retentionMs } from "./session-queue/retention.ts";
 import type { SubmitOutcome, SubmitRequest } from "./session-queue/rpc.ts";
+import { servingFailure } from "./session-queue/serving.ts";
 import { canStillFill, SimilarityRounds } from "./session-queue/similarity-round.ts";
 import { Stragglers } from "./session-queue/stragglers.ts";
 import {
@@ -53,6 +59,8 @@ export class SessionQueue extends DurableObject<Env> {
   private readonly outcomes: OutcomeReporter;
   private readonly rounds: SimilarityRounds;
   private readonly stragglers: Stragglers;
+  private readonly channels: MinerChannels;
+  private readonly retention: Retention;
   private config: SessionConfig | null;
   private readonly open: OpenTasks;
   private readonly load: MinerLoad;
@@ -92,6 +100,14 @@ export class SessionQueue extends DurableObject<Env> {
       armAlarm: (at) => this.armAlarm(at),
     };
     this.stragglers = new Stragglers(parts);
+    this.retention = new Retention(env.PAYLOADS, retentionMs(env));
+    this.channels = new MinerChannels(
+      parts,
+      this.open,
+      this.stragglers,
+      () => this.config,
+      () => nodePool(env),
+    );
     this.rounds = new SimilarityRounds(parts, {
       openTask: (id) => this.open.get(id),
       sentText: (taskId) => this.waiters.sent(taskId),
@@ -118,29 +134,21 @@ export class SessionQueue extends DurableObject<Env> {
     return { ok: true, session: this.config };
   }
 
-  async describe(): Promise<{ config: SessionConfig; usage: SessionUsage } | null> {
-    if (!this.config) return null;
-    return {
-      config: this.config,
-      usage: {
-        deposit: this.config.deposit,
-        used: this.usedTokens,
-        reserved: this.open.reservedTokens,
-        available: this.config.deposit - this.usedTokens - this.open.reservedTokens,
-        tasks_total: this.store.countTasks(),
-        tasks_open: this.open.size,
-        connected_miners: this.sockets.connected().map((m) => m.claims.address),
-      },
-    };
+  async describe(caller?: string): Promise<{ config: SessionConfig; usage: SessionUsage } | null> {
+    return this.config ? describeFor(this.reads(), caller) : null;
   }
 
-  async listTasks(limit = 50, before?: number): Promise<TaskView[] | null> {
-    if (!this.config) return null;
-    return this.store.tasks(limit, before).map((row) => this.store.view(row, this.config!, this.open.get(row.id)));
+  async listTasks(caller: string, limit = 50, before?: number): Promise<TaskView[] | null> {
+    return this.config ? tasksFor(this.reads(), caller, limit, before) : null;
   }
 
-  async getTask(taskId: string): Promise<TaskView | null> {
-    return this.store.task(Number(taskId)) ? this.view(Number(taskId)) : null;
+  async getTask(taskId: string, caller: string): Promise<TaskRead> {
+    return this.config ? taskFor(this.reads(), caller, taskId) : { ok: false, error: SESSION_NOT_FOUND };
+  }
+
+  /** Whether `caller` may use this session and, given `taskId`, see that task (payloads, keys, allowlists, audits). */
+  async access(caller: string, taskId?: string): Promise<Access> {
+    return this.config ? accessFor(this.reads(), caller, taskId) : { ok: false, error: SESSION_NOT_FOUND };
   }
 
   /**
@@ -160,10 +168,18 @@ export class SessionQueue extends DurableObject<Env> {
    * and the task's payload descriptor: the router's off-chain routes authorize miners with it.
    */
   async holdsTask(taskId: string, miner: string): Promise<{ held: boolean; payload: PayloadDescriptor | null }> {
-    const id = Number(taskId);
-    const task = this.open.get(id) ?? this.stragglers.get(id)?.task;
-    const r = task?.replicas.get(miner.toLowerCase());
-    return { held: !!r && (replicaIsLive(r.state) || r.state === "disconnected"), payload: task?.assign.payload ?? null };
+    const { task, replica } = heldReplica(this.open, this.stragglers, Number(taskId), miner);
+    return { held: !!replica, payload: task?.assign.payload ?? null };
+  }
+
+  /** The miner's one off-chain result write of a payload task it holds (two racing writes cannot both pass). */
+  async claimResult(taskId: string, miner: string): Promise<{ ok: true; payload: PayloadDescriptor } | { ok: false; error: Failure }> {
+    return claimResultWrite(this.open, this.stragglers, taskId, miner);
+  }
+
+  /** The router wrote an audit row of this session: it expires with the session's other objects. */
+  async retain(): Promise<void> {
+    this.armAlarm(this.retention.written(Date.now()));
   }
 
   // ── RPC: a completion ────────────────────────────────────────────────────────────────────────────────
@@ -175,12 +191,8 @@ export class SessionQueue extends DurableObject<Env> {
     const reservedId = req.task_id !== undefined && this.open.takeReservedId(req.task_id);
     const refused = admissionFailure(config, req, { used: this.usedTokens, reserved: this.open.reservedTokens });
     if (refused) return { ok: false, error: refused };
-    if (this.sockets.connected().length === 0 && !(await nodePool(this.env).hasMinersFor(config.model))) {
-      return {
-        ok: false,
-        error: { code: "no_miner_available", message: `no miner serves model ${config.model}`, details: { model: config.model } },
-      };
-    }
+    const unservable = await servingFailure(config, req, this.unbenched(), (model) => nodePool(this.env).serving(model));
+    if (unservable) return { ok: false, error: unservable };
     if (req.task_id !== undefined && !reservedId) {
       return { ok: false, error: { code: "conflict", message: `task id ${req.task_id} is not reserved here (any more)` } };
     }
@@ -269,8 +281,12 @@ export class SessionQueue extends DurableObject<Env> {
         return this.onPrecommit(task, replica, msg, now);
       case "commit":
         return this.onCommit(task, replica, msg, now);
-      case "release":
-        return this.dropReplica(task, replica, "released", msg.reason);
+      case "release": {
+        this.dropReplica(task, replica, "released", msg.reason);
+        const failure = msg.code === "context_length_exceeded" && refusedByEveryone(task, replica.miner, this.unbenched());
+        if (failure && this.open.has(task.id)) this.fail(task, failure.code, failure.message, Date.now());
+        return;
+      }
     }
   }
 
@@ -406,6 +422,7 @@ export class SessionQueue extends DurableObject<Env> {
   /** Releases the task's reservation and answers whoever waits for it. */
   private finish(task: OpenTask): void {
     this.open.remove(task);
+    if (task.assign.payload) this.armAlarm(this.retention.written(Date.now())); // its R2 objects expire from now
     this.waiters.answer(task.id, () => this.view(task.id));
   }
 
@@ -431,33 +448,18 @@ export class SessionQueue extends DurableObject<Env> {
 
   // ── miners come and go ───────────────────────────────────────────────────────────────────────────────
 
-  /** A miner's session channel (the router verified its token and put the claims on the request). */
+  /** A miner's session channel (the router verified its token; session-queue/channels.ts decides the join). */
   override async fetch(request: Request): Promise<Response> {
-    const claims = upgradeClaims(request);
-    if (!claims) return new Response("expected a miner WebSocket", { status: 426 });
-    const config = this.config;
-    if (!config) return Response.json({ error: SESSION_NOT_FOUND }, { status: 404 });
-    if (!mayServe(config, claims)) {
-      return Response.json({ error: { code: "forbidden", message: "this miner may not serve this session" } }, { status: 403 });
-    }
-    const { client, server } = this.sockets.accept(claims);
-    this.sockets.send(server, {
-      type: "welcome",
-      session_id: config.id,
-      miner: claims.address,
-      model: config.model,
-      block: this.clock.height(Date.now()),
-      protocol: PROTOCOL_VERSION,
-    });
+    const res = await this.channels.open(request);
+    if (res.status !== 101) return res;
     await this.refreshReputation();
-    // Re-send what this miner holds but may have missed while it was away; it dedups by task id.
-    for (const task of this.open.values()) {
-      const r = task.replicas.get(claims.address);
-      if (r && (r.state === "assigned" || r.state === "acked"))
-        this.sockets.send(server, assignMessage(task, r, this.clock.height(Date.now())));
-    }
     this.pump();
-    return new Response(null, { status: 101, webSocket: client });
+    return res;
+  }
+
+  /** Closes the channel of a miner whose tokens the pool revoked. */
+  async revokeMiner(address: string): Promise<void> {
+    this.sockets.socketFor(address.toLowerCase())?.close(4401, "token revoked");
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
@@ -511,6 +513,9 @@ export class SessionQueue extends DurableObject<Env> {
         Date.now(),
       ),
     );
+    // Last, so no deadline waits for R2: expired prompts, results and audit rows of finished tasks go.
+    const isOpen = (id: number) => this.open.has(id) || this.stragglers.get(id) !== undefined;
+    if (this.config) this.armAlarm(await this.retention.sweepIfDue(this.config.id, Date.now(), isOpen));
   }
 
   /** Arms the alarm for `at` unless an earlier one is already set (storage writes need no await in a DO). */
@@ -522,6 +527,12 @@ export class SessionQueue extends DurableObject<Env> {
   }
 
   // ── helpers ──────────────────────────────────────────────────────────────────────────────────────────
+
+  /** What reads see (session-queue/reads.ts: each through the ownership rule); only once the session exists. */
+  private reads(): ReadState {
+    const connectedMiners = this.sockets.connected().map((m) => m.claims.address);
+    return { config: this.config!, store: this.store, open: this.open, usedTokens: this.usedTokens, connectedMiners };
+  }
 
   private view(taskId: number): TaskView {
     return this.store.view(this.store.task(taskId)!, this.config!, this.open.get(taskId));

@@ -53,6 +53,8 @@ const MIGRATIONS: string[][] = [
   [`ALTER TABLE replicas ADD COLUMN first_token_ms REAL`],
   // v2/v3: the URN of a replica's off-chain result.
   [`ALTER TABLE replicas ADD COLUMN result_urn TEXT`],
+  // Who submitted a task: on a shared session each key sees only its own tasks (durable-objects/tenancy.ts).
+  [`ALTER TABLE tasks ADD COLUMN owner TEXT`, `CREATE INDEX IF NOT EXISTS tasks_owner ON tasks (owner, id)`],
 ];
 
 /** Runs the migrations this storage has not seen yet (the NodePool passes its own list). */
@@ -67,6 +69,8 @@ export function migrate(sql: SqlStorage, migrations: string[][] = MIGRATIONS): v
 
 export interface TaskRow extends Record<string, SqlStorageValue> {
   id: number;
+  /** Null on rows written before owners were recorded. */
+  owner: string | null;
   state: TaskState;
   request: string;
   redundancy: number;

@@ -3,10 +3,16 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import { ensureDevVars, firstApiKey } from "./dev-vars.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 const PORT = Number(process.env.PORT ?? 8787);
 const URL = `http://127.0.0.1:${PORT}`;
+
+// Local secrets: the first run writes fresh random ones to .dev.vars (wrangler dev reads it).
+const devVars = ensureDevVars(ROOT);
+if (devVars.written.length > 0) console.log(`Wrote ${devVars.written.join(", ")} to ${devVars.path} (fresh random local secrets).`);
+const API_KEY = firstApiKey(devVars.vars.API_KEYS);
 
 function run(label: string, cmd: string, args: string[]): ChildProcess {
   const child = spawn(cmd, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, WRANGLER_SEND_METRICS: "false" } });
@@ -45,8 +51,14 @@ children.push(
 
 for (let i = 0; ; i++) {
   try {
-    if ((await fetch(`${URL}/api/v1/ping`)).ok) break;
+    const ping = await fetch(`${URL}/api/v1/ping`);
+    if (ping.ok) break;
+    // The router refuses to serve with unfit secrets (503 configuration_error): say why and stop.
+    console.error(`router refuses to serve (HTTP ${ping.status}): ${await ping.text()}\nCheck ${devVars.path}.`);
+    shutdown(1);
+    break;
   } catch {}
+  if (stopping) break;
   if (i > 600) {
     console.error("router did not start in 120 s");
     shutdown(1);
@@ -54,29 +66,32 @@ for (let i = 0; ; i++) {
   await new Promise((r) => setTimeout(r, 200));
 }
 
-children.push(
-  run("miner", process.execPath, [
-    join(ROOT, "miner-agent/bin/miner-agent.js"),
-    "--router",
-    URL,
-    "--key-file",
-    ".miner/key.json",
-    "--cache-dir",
-    ".miner/models",
-    "--concurrency",
-    process.env.MINER_CONCURRENCY ?? "2",
-  ]),
-);
+// Not when the router refused to serve (shutdown is under way).
+if (!stopping) {
+  children.push(
+    run("miner", process.execPath, [
+      join(ROOT, "miner-agent/bin/miner-agent.js"),
+      "--router",
+      URL,
+      "--key-file",
+      ".miner/key.json",
+      "--cache-dir",
+      ".miner/models",
+      "--concurrency",
+      process.env.MINER_CONCURRENCY ?? "2",
+    ]),
+  );
 
-console.log(`
-  Router listening on ${URL}  (API key for development: dev-key)
+  console.log(`
+  Router listening on ${URL}  (API key for development: ${API_KEY}, from .dev.vars)
   A miner agent is starting on the built-in model (edge/tiny-gpt2).
 
   Try:
     curl -s ${URL}/api/v1/completions \\
-      -H 'Authorization: Bearer dev-key' -H 'Content-Type: application/json' \\
+      -H 'Authorization: Bearer ${API_KEY}' -H 'Content-Type: application/json' \\
       -d '{"prompt":"The edge network","max_tokens":32}'
 
-  Streamed:  add "stream": true   ·   Status: curl -s ${URL}/api/v1/status -H 'Authorization: Bearer dev-key'
+  Streamed:  add "stream": true   ·   Status: curl -s ${URL}/api/v1/status -H 'Authorization: Bearer ${API_KEY}'
   Ctrl-C stops the router and the miner.
 `);
+}

@@ -17,6 +17,18 @@ export const MinerChallengeResponse = z.object({
 });
 export type MinerChallengeResponse = z.infer<typeof MinerChallengeResponse>;
 
+/**
+ * What a miner's model can read: `positions` tokens in all (prompt and completion), and — for byte-level BPE
+ * tokenizers without a normalizer, where every token stands for at most that many input bytes — the byte length
+ * of its longest token, so the router can bound a prompt's token count from below by its bytes.
+ */
+export const ModelContext = z.object({
+  model: z.string().min(1).max(200),
+  positions: z.number().int().min(1).max(100_000_000),
+  max_token_bytes: z.number().int().min(1).max(4096).optional(),
+});
+export type ModelContext = z.infer<typeof ModelContext>;
+
 export const MinerRegisterRequest = z.object({
   address: Address,
   nonce: z.string().min(8).max(128),
@@ -28,6 +40,8 @@ export const MinerRegisterRequest = z.object({
   version: z.string().max(32).optional(),
   /** Tokens the miner puts at stake (absent: 0); the pool refuses a stake below its MIN_STAKE. */
   stake: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
+  /** The context of each model it serves that has one (absent: unknown, so the router cannot judge prompts early). */
+  contexts: z.array(ModelContext).max(32).optional(),
 });
 export type MinerRegisterRequest = z.infer<typeof MinerRegisterRequest>;
 

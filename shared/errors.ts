@@ -25,6 +25,12 @@ export const ERROR_STATUS = {
   invalid_output: 502,
   /** The configured factcheck retriever did not answer usable documents. */
   retriever_failed: 502,
+  /** The prompt (at least its lower-bound token count) plus max_tokens cannot fit the session model's context. */
+  context_length_exceeded: 400,
+  /** A per-key, per-IP or per-miner-token rate limit was reached (the response carries Retry-After). */
+  rate_limited: 429,
+  /** The request body is larger than the route takes. */
+  payload_too_large: 413,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

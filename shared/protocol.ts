@@ -90,8 +90,17 @@ export const SessionMinerMessage = z.discriminatedUnion("type", [
   }),
   /** A validator that cannot do the embedding (model unavailable, error); another is asked. */
   z.object({ type: z.literal("embed_failed"), task_id: TaskId, reason: z.string().max(500) }),
-  /** Hands a task back (shutdown, engine error); the SessionQueue reassigns it. */
-  z.object({ type: z.literal("release"), task_id: TaskId, reason: z.string().max(500) }),
+  /**
+   * Hands a task back (shutdown, engine error); the SessionQueue reassigns it. `code` says why in a way the
+   * queue acts on: `context_length_exceeded` (the prompt does not fit the miner's model) fails the task once
+   * every connected miner has said so.
+   */
+  z.object({
+    type: z.literal("release"),
+    task_id: TaskId,
+    reason: z.string().max(500),
+    code: z.enum(["context_length_exceeded"]).optional(),
+  }),
 ]);
 export type SessionMinerMessage = z.infer<typeof SessionMinerMessage>;
 
@@ -113,13 +122,20 @@ export const PoolServerMessage = z.discriminatedUnion("type", [
 ]);
 export type PoolServerMessage = z.infer<typeof PoolServerMessage>;
 
+/**
+ * Heartbeat figures are bounded, so a miner cannot put absurd numbers (1e308 MB) into /status and /miners:
+ * cpu_usage is the agent's percentage of one machine, memory up to 16 TiB, at most 100,000 tasks in flight and
+ * 10 million tokens a second. A frame out of range gets the protocol error and changes nothing.
+ */
+export const HEARTBEAT_LIMITS = { cpu_usage: 100, memory_mb: 16 * 1024 * 1024, inflight: 100_000, tokens_per_s: 10_000_000 } as const;
+
 export const PoolMinerMessage = z.discriminatedUnion("type", [
   z.object({
     type: z.literal("heartbeat"),
-    inflight: z.number().int().min(0),
-    cpu_usage: z.number().min(0).max(100),
-    memory_mb: z.number().min(0),
-    tokens_per_s: z.number().min(0).optional(),
+    inflight: z.number().int().min(0).max(HEARTBEAT_LIMITS.inflight),
+    cpu_usage: z.number().min(0).max(HEARTBEAT_LIMITS.cpu_usage),
+    memory_mb: z.number().min(0).max(HEARTBEAT_LIMITS.memory_mb),
+    tokens_per_s: z.number().min(0).max(HEARTBEAT_LIMITS.tokens_per_s).optional(),
   }),
 ]);
 export type PoolMinerMessage = z.infer<typeof PoolMinerMessage>;

@@ -1,11 +1,11 @@
 import { Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
-import { requestId } from "hono/request-id";
 import type { AppEnv } from "./env.ts";
-import { ApiError } from "./lib/api-error.ts";
-import { payloadMax } from "./lib/payload-store.ts";
 import { apiKeyAuth } from "./middleware/auth.ts";
+import { bodyLimits } from "./middleware/body-limits.ts";
+import { configGuard } from "./middleware/config-guard.ts";
 import { notFound, onError } from "./middleware/errors.ts";
+import { rateLimit } from "./middleware/rate-limit.ts";
+import { requestIdentity } from "./middleware/request-id.ts";
 import { completions } from "./routes/completions.ts";
 import { offchainCompletions } from "./routes/completions-offchain.ts";
 import { delegate } from "./routes/delegate.ts";
@@ -25,25 +25,11 @@ export { SessionQueue } from "../durable-objects/session-queue.ts";
 
 const app = new Hono<AppEnv>();
 
-app.use(requestId({ headerName: "X-Request-ID" }));
-// v2/v3 (off-chain payloads) take bodies up to PAYLOAD_MAX_BYTES (default 8 MiB); everything else 1 MiB.
-const largeBodies = /^\/api\/v[23]\//;
-const v1Limit = bodyLimit({
-  maxSize: 1024 * 1024,
-  onError: () => {
-    throw new ApiError("invalid_request", "request body exceeds 1 MiB");
-  },
-});
-app.use((c, next) => {
-  if (!largeBodies.test(c.req.path)) return v1Limit(c, next);
-  const max = payloadMax(c.env) + 64 * 1024;
-  return bodyLimit({
-    maxSize: max,
-    onError: () => {
-      throw new ApiError("invalid_request", `request body exceeds ${max} bytes`);
-    },
-  })(c, next);
-});
+// In order: the router's own request id; refuse to serve on unfit secrets; abuse limits; body limits per route.
+app.use(requestIdentity);
+app.use(configGuard);
+app.use(rateLimit);
+app.use(bodyLimits);
 app.onError(onError);
 app.notFound(notFound);
 

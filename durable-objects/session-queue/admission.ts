@@ -1,6 +1,7 @@
 import type { Failure } from "../../shared/errors.ts";
 import type { SessionConfig } from "../../shared/views.ts";
 import type { MinerClaims } from "../miner-sockets.ts";
+import { seesSession, sessionNotFound } from "../tenancy.ts";
 import type { SubmitRequest } from "./rpc.ts";
 
 // What a session checks before it takes a task: who may use it, which model it serves, and whether its deposit
@@ -14,10 +15,9 @@ export function tokenBound(req: SubmitRequest): number {
   return inline + (req.payload?.prompt_bytes ?? 0) + req.params.max_tokens;
 }
 
-/** A session serves its owner; a shared session (owner `*`) serves every key. */
+/** A session serves its owner; a shared session (owner `*`) serves every key; to anyone else it is unknown. */
 export function ownerFailure(config: SessionConfig, owner: string): Failure | null {
-  if (config.owner === "*" || config.owner === owner) return null;
-  return { code: "forbidden", message: `session ${config.id} belongs to another owner` };
+  return seesSession(config, owner) ? null : sessionNotFound(config.id);
 }
 
 /** Why the session refuses this task before anything is written (owner, model, deposit), or null. */

@@ -1,4 +1,5 @@
 import { type Hex, recoverTypedDataAddress } from "viem";
+import type { Failure } from "../../shared/errors.ts";
 import { type PayloadDescriptor, parseUrn } from "../../shared/payloads.ts";
 import type { SessionMinerMessage } from "../../shared/protocol.ts";
 import { precommitTypedData, resultHash } from "../../shared/signing.ts";
@@ -29,6 +30,21 @@ export function offchainShapeFault(payload: PayloadDescriptor | undefined, msg: 
   if (!msg.result_urn) return null;
   if (!payload) return "this task takes inline results only";
   return msg.text === "" ? null : "an off-chain commit must not carry text";
+}
+
+/**
+ * An off-chain result write (before it reaches R2): by the task's holder, on a task with a payload descriptor
+ * (an inline task's result is committed inline), and one object per replica.
+ */
+export function resultWriteFault(
+  taskId: string,
+  replica: { result_claimed?: boolean } | undefined,
+  payload: PayloadDescriptor | null,
+): Failure | null {
+  if (!replica) return { code: "forbidden", message: `miner does not hold task ${taskId}` };
+  if (!payload) return { code: "forbidden", message: `task ${taskId} takes inline results only: commit the text itself` };
+  if (replica.result_claimed) return { code: "conflict", message: `this miner already wrote its off-chain result of task ${taskId}` };
+  return null;
 }
 
 /** An inline commit: a private task's result never travels inline, and the text must hash to the precommit. */

@@ -55,6 +55,7 @@ export function outcomeEntry(
     miner: r.miner,
     session_id: stamp.session_id,
     task_id: String(task.id),
+    owner: task.owner || null,
     outcome,
     reason,
     latency_ms: r.committed_at ? r.committed_at - r.assigned_at : null,

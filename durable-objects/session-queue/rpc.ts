@@ -22,6 +22,8 @@ export interface SubmitRequest {
   payload?: PayloadDescriptor;
   /** v2/v3: an id from reserveTaskId(), under which the router already stored the task's payload. */
   task_id?: number;
+  /** v2/v3 off-chain: UTF-8 bytes of the prompt as the model reads it (session-queue/context.ts), from the router. */
+  prompt_read_bytes?: number;
 }
 
 export type SubmitOutcome =

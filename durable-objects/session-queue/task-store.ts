@@ -17,13 +17,21 @@ export class TaskStore {
 
   constructor(sql: SqlStorage) {
     this.sql = sql;
-    migrate(sql);
+    // Nothing is written before the session is created (saveConfig): an id outside the catalog that reaches a
+    // queue leaves no storage behind. A stored session upgrades in place.
+    if (this.created()) migrate(sql);
+  }
+
+  private created(): boolean {
+    // `meta` is in every schema this object ever wrote, versioned or not.
+    return this.sql.exec(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'`).toArray().length > 0;
   }
 
   // ── session ──────────────────────────────────────────────────────────────────────────────────────────
 
   /** The stored settings (as written, before defaults) and tokens used so far. */
   loadSession(): { config: SessionConfig | null; used: number; lastTaskId: number } {
+    if (!this.created()) return { config: null, used: 0, lastTaskId: 0 };
     const meta = this.sql.exec<{ key: string; value: string }>(`SELECT key, value FROM meta`).toArray();
     const get = (k: string) => meta.find((m) => m.key === k)?.value;
     const config = get("config");
@@ -34,12 +42,22 @@ export class TaskStore {
     };
   }
 
+  /** Creates the session's storage (the first write this object makes) with its settings. */
   saveConfig(config: SessionConfig): void {
+    migrate(this.sql);
     this.sql.exec(`INSERT INTO meta (key, value) VALUES ('config', ?)`, JSON.stringify(config));
   }
 
-  countTasks(): number {
-    return this.sql.exec<{ total: number }>(`SELECT COUNT(*) AS total FROM tasks`).one().total;
+  /** Tasks in all, or those `owner` submitted. */
+  countTasks(owner?: string): number {
+    const where = owner === undefined ? "" : " WHERE owner = ?";
+    return this.sql.exec<{ total: number }>(`SELECT COUNT(*) AS total FROM tasks${where}`, ...(owner === undefined ? [] : [owner])).one()
+      .total;
+  }
+
+  /** Tokens charged for the tasks `owner` submitted. */
+  usedBy(owner: string): number {
+    return this.sql.exec<{ used: number }>(`SELECT COALESCE(SUM(charged), 0) AS used FROM tasks WHERE owner = ?`, owner).one().used;
   }
 
   // ── the task path ────────────────────────────────────────────────────────────────────────────────────
@@ -51,8 +69,8 @@ export class TaskStore {
   ): void {
     this.sql.exec(
       `INSERT INTO tasks (id, state, request, redundancy, created_at, updated_at, created_block, deadline_at, deadline_block,
-         reserved, client_reference, stream)
-       VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+         reserved, client_reference, stream, owner)
+       VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       task.id,
       JSON.stringify(request),
       task.redundancy,
@@ -64,6 +82,7 @@ export class TaskStore {
       task.reservedTokens,
       at.clientReference,
       task.stream ? 1 : 0,
+      task.owner,
     );
   }
 
@@ -204,6 +223,7 @@ export class TaskStore {
       const request = JSON.parse(row.request) as StoredRequest;
       const task: OpenTask = {
         id: row.id,
+        owner: row.owner ?? "",
         state: row.state,
         redundancy: row.redundancy,
         deadline_at: row.deadline_at,
@@ -245,10 +265,13 @@ export class TaskStore {
     return this.sql.exec<TaskRow>(`SELECT * FROM tasks WHERE id = ?`, id).toArray()[0];
   }
 
-  tasks(limit: number, before?: number): TaskRow[] {
-    return this.sql
-      .exec<TaskRow>(`SELECT * FROM tasks WHERE id < ? ORDER BY id DESC LIMIT ?`, before ?? Number.MAX_SAFE_INTEGER, limit)
-      .toArray();
+  /** The newest tasks before `before`: all of them, or those `owner` submitted. */
+  tasks(limit: number, before?: number, owner?: string): TaskRow[] {
+    const upTo = before ?? Number.MAX_SAFE_INTEGER;
+    if (owner === undefined) {
+      return this.sql.exec<TaskRow>(`SELECT * FROM tasks WHERE id < ? ORDER BY id DESC LIMIT ?`, upTo, limit).toArray();
+    }
+    return this.sql.exec<TaskRow>(`SELECT * FROM tasks WHERE owner = ? AND id < ? ORDER BY id DESC LIMIT ?`, owner, upTo, limit).toArray();
   }
 
   /** A task as clients see it; an open task's newest phases may be in memory only (acks) and are laid over storage. */

@@ -23,6 +23,8 @@ export interface Replica {
   committed_at?: number;
   /** Why the replica ended, when it ended badly (reported to the pool's ledger). */
   reason?: string;
+  /** Its off-chain result was written (one object per replica; memory only, R2 backs it after an eviction). */
+  result_claimed?: boolean;
 }
 
 /** The assign message of a task, less what differs per replica and per send. */
@@ -39,6 +41,8 @@ export interface StoredRequest {
 
 export interface OpenTask {
   id: number;
+  /** The API key owner that submitted it: on a shared session, the only caller that sees it (durable-objects/tenancy.ts). */
+  owner: string;
   state: TaskState;
   redundancy: number;
   deadline_at: number;
@@ -49,6 +53,8 @@ export interface OpenTask {
   precommit_ms: number;
   replicas: Map<string, Replica>;
   independentSeeds: boolean;
+  /** Miners that refused it because the prompt does not fit their model (session-queue/context.ts). */
+  contextRefusals?: Set<string>;
 }
 
 /** A closed task whose slower replicas are still live: they are judged against its consensus when they report. */
@@ -94,6 +100,7 @@ export function newTask(
   const deadline = now + Math.round((req.timeout_s ?? config.task_timeout) * 1000);
   const task: OpenTask = {
     id,
+    owner: req.owner,
     state: "queued",
     redundancy: Math.max(1, Math.min(config.redundancy, req.max_miners ?? config.redundancy)),
     deadline_at: deadline,

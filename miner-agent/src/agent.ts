@@ -93,6 +93,8 @@ export class MinerAgent {
         name: this.#opts.name,
         stake: this.#opts.stake,
         version: this.#opts.version,
+        // The model's context, so the router refuses prompts that cannot fit before anyone runs them.
+        ...(engine.context ? { contexts: [{ model: engine.model, ...engine.context }] } : {}),
       },
       log,
       onRegistered: (res) => {

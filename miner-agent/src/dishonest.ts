@@ -19,6 +19,7 @@ import { type PrecommitSigner, TaskRunner, type TaskRunnerApi, type TaskRunnerOp
 //   bad-commit        computes honestly and precommits the true hash, then commits a different text
 //   replay-signature  computes honestly but precommits with a signature by another key (not its own)
 //   silent-after-ack  acks every task, then never sends anything about it
+//   context-refusal   acks every task, then hands it back claiming the prompt does not fit its model's context
 
 export { DISHONEST_MODES, type DishonestMode, isDishonestMode } from "./options.ts";
 
@@ -77,6 +78,8 @@ interface Cheat {
   sink?(honest: TaskSink): TaskSink;
   /** Ack, then drop the task on the floor (silent-after-ack). */
   silentAfterAck?: boolean;
+  /** Ack, then release the task as too long for the model (context-refusal), whatever its length. */
+  refuseContext?: boolean;
 }
 
 function cheatFor(mode: DishonestMode): Cheat {
@@ -97,6 +100,8 @@ function cheatFor(mode: DishonestMode): Cheat {
       return {};
     case "silent-after-ack":
       return { silentAfterAck: true };
+    case "context-refusal":
+      return { refuseContext: true };
   }
 }
 
@@ -130,13 +135,20 @@ class TestRunner implements TaskRunnerApi {
   }
 
   submit(sink: TaskSink, assign: AssignMessage): void {
-    if (!this.#cheat.silentAfterAck) {
+    const { silentAfterAck, refuseContext } = this.#cheat;
+    if (!silentAfterAck && !refuseContext) {
       this.#runner.submit(this.#cheat.sink?.(sink) ?? sink, assign);
       return;
     }
     if (!this.#runner.admit(sink, assign)) return;
-    const f = { session_id: sink.sessionId, task_id: assign.task_id, mode: "silent-after-ack" };
-    this.#log.event("dishonest", `task ${sink.sessionId}/${assign.task_id}: acked and going silent (test-only dishonest mode)`, f, "warn");
+    const mode = silentAfterAck ? "silent-after-ack" : "context-refusal";
+    if (refuseContext) {
+      const reason = "engine error: prompt is 100000 tokens; the model's context is 512";
+      sink.deliver({ type: "release", task_id: assign.task_id, reason, code: "context_length_exceeded" });
+    }
+    const f = { session_id: sink.sessionId, task_id: assign.task_id, mode };
+    const what = silentAfterAck ? "acked and going silent" : "acked and refused it as too long";
+    this.#log.event("dishonest", `task ${sink.sessionId}/${assign.task_id}: ${what} (test-only dishonest mode)`, f, "warn");
   }
 
   cancel(sessionId: string, taskId: string, reason: string): void {
@@ -223,6 +235,7 @@ export function disguiseEngine(engine: Engine, declaredModel: string): Engine {
   return {
     model: declaredModel,
     device: engine.device,
+    ...(engine.context ? { context: engine.context } : {}),
     generate: (req) => engine.generate(req),
     dispose: () => engine.dispose(),
   };

@@ -18,9 +18,24 @@ export interface GenerateResult {
   inference_ms: number;
 }
 
+/** What the model can read (declared at registration: shared/api.ts ModelContext, less the model id). */
+export interface EngineContext {
+  positions: number;
+  /** Longest token in input bytes; only for byte-level BPE without a normalizer, where it bounds token counts. */
+  max_token_bytes?: number;
+}
+
+/** The prompt (or a grammar's longest completion) does not fit the model's context: the task is refused as such. */
+export class ContextLengthError extends Error {
+  override name = "ContextLengthError";
+  readonly code = "context_length_exceeded";
+}
+
 export interface Engine {
   readonly model: string;
   readonly device: "cpu" | "webgpu";
+  /** Absent: unknown (the router then cannot refuse oversized prompts early). */
+  readonly context?: EngineContext;
   generate(req: GenerateRequest): Promise<GenerateResult>;
   dispose(): Promise<void>;
 }

@@ -14,7 +14,15 @@ import {
   type TextStreamer,
 } from "@huggingface/transformers";
 import { renderPrompt } from "../../shared/generation.ts";
-import type { Engine, GenerateRequest, GenerateResult, LoadEngineOptions, LoadProgress } from "./engine-types.ts";
+import {
+  ContextLengthError,
+  type Engine,
+  type EngineContext,
+  type GenerateRequest,
+  type GenerateResult,
+  type LoadEngineOptions,
+  type LoadProgress,
+} from "./engine-types.ts";
 import { BUILTIN_MODEL_ID, ensureBuiltinModel } from "./model/build.ts";
 import { CompiledConstraint, ConstraintProcessor } from "./model/constrained.ts";
 import { DecodingPolicy } from "./model/sampling.ts";
@@ -65,6 +73,7 @@ export class TransformersEngine implements Engine {
   private readonly tokenizer: PreTrainedTokenizer;
   private readonly eos: Set<number>;
   private readonly contextLimit: number;
+  readonly context?: EngineContext;
   // Requests run one at a time, FIFO: one generate() already uses every core ORT is given, and
   // interleaving would only add contention (and make timings meaningless).
   private tail: Promise<unknown> = Promise.resolve();
@@ -81,6 +90,10 @@ export class TransformersEngine implements Engine {
     this.eos = new Set((Array.isArray(eos) ? eos : eos == null ? [] : [eos]).map(Number));
     const limit = Number(cfg.n_positions ?? cfg.max_position_embeddings ?? 0);
     this.contextLimit = limit > 0 ? limit : Infinity;
+    if (limit > 0) {
+      const maxTokenBytes = byteLevelMaxTokenBytes(tokenizer);
+      this.context = { positions: limit, ...(maxTokenBytes ? { max_token_bytes: maxTokenBytes } : {}) };
+    }
   }
 
   generate(req: GenerateRequest): Promise<GenerateResult> {
@@ -118,7 +131,7 @@ export class TransformersEngine implements Engine {
     const { params, signal, onToken } = req;
     const promptIds = this.encodePrompt(req.input);
     const room = this.contextLimit - promptIds.length;
-    if (room < 1) throw new Error(`prompt is ${promptIds.length} tokens; the model's context is ${this.contextLimit}`);
+    if (room < 1) throw new ContextLengthError(`prompt is ${promptIds.length} tokens; the model's context is ${this.contextLimit}`);
     // A constraint (see model/constrained.ts) bounds the completion's length itself.
     const constraint = params.constraint
       ? new ConstraintProcessor(this.compileConstraint(params.constraint).start(), promptIds.length)
@@ -225,7 +238,7 @@ export class TransformersEngine implements Engine {
 
   private constraintBudget(room: number, c: NonNullable<GenerateRequest["params"]["constraint"]>): number {
     const need = this.compileConstraint(c).maxTokens;
-    if (need > room) throw new Error(`the constrained completion may take ${need} tokens; only ${room} fit after the prompt`);
+    if (need > room) throw new ContextLengthError(`the constrained completion may take ${need} tokens; only ${room} fit after the prompt`);
     return Math.max(1, need);
   }
 
@@ -234,6 +247,31 @@ export class TransformersEngine implements Engine {
     await this.tail.catch(() => {});
     await this.lm.dispose();
   }
+}
+
+/**
+ * The longest token in input bytes, when the tokenizer is byte-level BPE without a normalizer: each vocabulary
+ * symbol then stands for exactly one byte, so a token covers at most that many bytes of the text and a prompt
+ * of B bytes takes at least ceil(B / it) tokens. Undefined for any other tokenizer (no such bound is sound).
+ */
+export function byteLevelMaxTokenBytes(tokenizer: PreTrainedTokenizer): number | undefined {
+  const json = (tokenizer as unknown as { _tokenizerJSON?: TokenizerJson })._tokenizerJSON;
+  const byteLevel = (p: { type?: string; pretokenizers?: { type?: string }[] } | null | undefined): boolean =>
+    p?.type === "ByteLevel" || (p?.type === "Sequence" && !!p.pretokenizers?.some((x) => x.type === "ByteLevel"));
+  if (!json || json.normalizer || json.model?.type !== "BPE" || !byteLevel(json.pre_tokenizer)) return undefined;
+  const vocab = Object.keys(json.model.vocab ?? {});
+  if (vocab.length === 0) return undefined;
+  const encoder = new TextEncoder();
+  // reduce, not Math.max(...): vocabularies run to hundreds of thousands of entries.
+  const longest = vocab.reduce((n, v) => Math.max(n, [...v].length), 0);
+  return (json.added_tokens ?? []).reduce((n, t) => Math.max(n, encoder.encode(t.content).length), longest);
+}
+
+interface TokenizerJson {
+  normalizer?: unknown;
+  pre_tokenizer?: { type?: string; pretokenizers?: { type?: string }[] } | null;
+  model?: { type?: string; vocab?: Record<string, number> };
+  added_tokens?: { content: string }[];
 }
 
 function isLocalPath(model: string): boolean {

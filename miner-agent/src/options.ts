@@ -7,7 +7,7 @@ import type { LogFormat } from "./log.ts";
 // Command-line options. Kept apart from cli.ts so they can be tested without starting anything.
 
 /** TEST ONLY: the ways `--test-dishonest` can make a miner cheat (implemented in dishonest.ts). */
-export const DISHONEST_MODES = ["junk", "wrong-model", "bad-commit", "replay-signature", "silent-after-ack"] as const;
+export const DISHONEST_MODES = ["junk", "wrong-model", "bad-commit", "replay-signature", "silent-after-ack", "context-refusal"] as const;
 export type DishonestMode = (typeof DISHONEST_MODES)[number];
 
 export function isDishonestMode(v: string): v is DishonestMode {

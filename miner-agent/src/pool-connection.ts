@@ -1,4 +1,4 @@
-import { type PoolMinerMessage, PoolServerMessage, parseMessage } from "../../shared/protocol.ts";
+import { HEARTBEAT_LIMITS, type PoolMinerMessage, PoolServerMessage, parseMessage } from "../../shared/protocol.ts";
 import type { Backoff } from "./backoff.ts";
 import type { Logger } from "./log.ts";
 import type { Stats } from "./stats.ts";
@@ -65,12 +65,15 @@ export class PoolConnection {
   /** Sends one heartbeat now (also used right after `registered`, so the pool has our numbers at once). */
   heartbeat(): boolean {
     const { stats, inflight } = this.#opts;
+    // Kept within what the router accepts (shared/protocol.ts), so an odd reading never costs the heartbeat.
+    const cap = (n: number, max: number) => Math.min(max, Math.max(0, n));
+    const speed = stats.tokensPerSecond();
     const msg: PoolMinerMessage = {
       type: "heartbeat",
-      inflight: inflight(),
-      cpu_usage: stats.cpuPercent(),
-      memory_mb: stats.memoryMb(),
-      tokens_per_s: stats.tokensPerSecond(),
+      inflight: cap(inflight(), HEARTBEAT_LIMITS.inflight),
+      cpu_usage: cap(stats.cpuPercent(), HEARTBEAT_LIMITS.cpu_usage),
+      memory_mb: cap(stats.memoryMb(), HEARTBEAT_LIMITS.memory_mb),
+      tokens_per_s: speed === undefined ? undefined : cap(speed, HEARTBEAT_LIMITS.tokens_per_s),
     };
     return this.#socket.send(JSON.stringify(msg));
   }

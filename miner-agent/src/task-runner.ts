@@ -1,7 +1,7 @@
 import type { PrivateKeyAccount } from "viem/accounts";
 import type { AssignMessage, SessionMinerMessage } from "../../shared/protocol.ts";
 import { precommitTypedData, resultHash } from "../../shared/signing.ts";
-import type { Engine, GenerateResult } from "./engine-types.ts";
+import { ContextLengthError, type Engine, type GenerateResult } from "./engine-types.ts";
 import { describeError, type Logger } from "./log.ts";
 import { PayloadClient, PayloadError } from "./payloads.ts";
 import type { Stats } from "./stats.ts";
@@ -350,7 +350,9 @@ export class TaskRunner {
       );
     }
     const reason = `${err instanceof PayloadError ? "payload error" : "engine error"}: ${msg}`.slice(0, MAX_REASON);
-    sink.deliver({ type: "release", task_id: tid, reason });
+    // Said as such, so the session fails the task once every miner has refused it, instead of waiting it out.
+    const code = err instanceof ContextLengthError ? ({ code: err.code } as const) : {};
+    sink.deliver({ type: "release", task_id: tid, reason, ...code });
     log.event(
       "task_released",
       `task ${task.key} failed after ${Date.now() - startedAt} ms: ${msg}; released`,

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -10,6 +11,17 @@ import { createInterface } from "node:readline";
 
 export const ROOT = resolve(import.meta.dirname, "../..");
 export const API_KEY = "dev-key";
+/**
+ * What every test router runs with (the router holds no secret of its own): local development, the key
+ * above, and fresh random secrets per test process (kept across restarts of a router in the same file).
+ * `startRouter({vars})` overrides any of them.
+ */
+export const TEST_VARS: Readonly<Record<string, string>> = {
+  ROUTER_ENV: "development",
+  API_KEYS: `dev:${API_KEY}`,
+  MINER_TOKEN_SECRET: randomBytes(32).toString("hex"),
+  PAYLOAD_KEY_SEEDS: `1:${randomBytes(32).toString("hex")}`,
+};
 /** Shared model cache so the built-in model is built once per machine, not once per miner. */
 export const MODEL_CACHE = join(ROOT, ".cache", "models");
 
@@ -57,12 +69,46 @@ export interface Router {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
-export async function startRouter(opts: { port?: number; persistDir?: string; vars?: Record<string, string> } = {}): Promise<Router> {
+/** The `[[ratelimits]]` bindings of wrangler.toml (workers/middleware/rate-limit.ts). */
+export type RateLimitName = "RATE_LIMIT_KEY" | "RATE_LIMIT_MINER" | "RATE_LIMIT_IP" | "RATE_LIMIT_AUTH_FAILURES";
+
+/**
+ * wrangler.toml with other rate limits (they are bindings, not vars), written to a temporary folder: its `main`
+ * points back at the repository, and no developer's .dev.vars sits beside it.
+ */
+function configWithRateLimits(limits: Partial<Record<RateLimitName, number>>): string {
+  let toml = readFileSync(join(ROOT, "wrangler.toml"), "utf8").replace(
+    /^main = ".*"$/m,
+    `main = ${JSON.stringify(join(ROOT, "workers/index.ts"))}`,
+  );
+  for (const [name, limit] of Object.entries(limits)) {
+    const entry = new RegExp(`(name = "${name}"\\s*\\nnamespace_id = "\\d+"\\s*\\nsimple = \\{ limit = )\\d+`);
+    if (!entry.test(toml)) throw new Error(`no [[ratelimits]] entry ${name} in wrangler.toml`);
+    toml = toml.replace(entry, `$1${limit}`);
+  }
+  const path = join(tempDir("router-config"), "wrangler.toml");
+  writeFileSync(path, toml);
+  return path;
+}
+
+export async function startRouter(
+  opts: {
+    port?: number;
+    persistDir?: string;
+    /** Added to (and overriding) TEST_VARS. */
+    vars?: Record<string, string>;
+    /** Requests per 10 s for some rate limiters, instead of wrangler.toml's. */
+    rateLimits?: Partial<Record<RateLimitName, number>>;
+    /** Return a router that answers 503 configuration_error (its secrets are unfit) instead of failing. */
+    allowConfigError?: boolean;
+  } = {},
+): Promise<Router> {
   const port = opts.port ?? (await freePort());
   const inspector = await freePort();
   const persistDir = opts.persistDir ?? tempDir("router-state");
   const args = ["dev", "--port", String(port), "--ip", "127.0.0.1", "--persist-to", persistDir, "--inspector-port", String(inspector)];
-  for (const [k, v] of Object.entries(opts.vars ?? {})) args.push("--var", `${k}:${v}`);
+  if (opts.rateLimits) args.push("--config", configWithRateLimits(opts.rateLimits));
+  for (const [k, v] of Object.entries({ ...TEST_VARS, ...opts.vars })) args.push("--var", `${k}:${v}`);
   // Under this Node (22), whatever PATH says: wrangler needs Node ≥ 22.
   const child = spawn(process.execPath, [join(ROOT, "node_modules/wrangler/bin/wrangler.js"), ...args], {
     cwd: ROOT,
@@ -80,7 +126,15 @@ export async function startRouter(opts: { port?: number; persistDir?: string; va
     try {
       const res = await fetch(`${url}/api/v1/ping`);
       if (res.ok) break;
-    } catch {}
+      const refusal = await res.text();
+      if (res.status === 503 && refusal.includes("configuration_error")) {
+        if (opts.allowConfigError) break;
+        await killTree(child, "SIGKILL");
+        throw new Error(`router refuses to serve: ${refusal}\n${output}`);
+      }
+    } catch (err) {
+      if (err instanceof Error && err.message.startsWith("router refuses")) throw err;
+    }
     await sleep(200);
   }
   if (Date.now() >= deadline) {

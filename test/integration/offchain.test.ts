@@ -162,7 +162,8 @@ describe("off-chain prompts", () => {
     // document out of what the model reads; the miners still fetch and hash-check the whole payload.
     const body = { prompt, prompt_template: "Summarize the attached document:", max_tokens: 4 };
     const v1 = await api(router, "/api/v1/completions/big", { body });
-    expect(v1.status).toBe(400);
+    expect(v1.status).toBe(413);
+    expect(v1.body.error.code).toBe("payload_too_large");
     const res = await api(router, "/api/v3/completions/big", { body });
     expect(res.status, JSON.stringify(res.body).slice(0, 500)).toBe(200);
     expect(res.body.miners).toHaveLength(2);
@@ -241,14 +242,16 @@ describe("private payloads", () => {
     const decrypted = await api(router, `/api/v3/offchain/result/${encodeURIComponent(urn)}?decrypt=true`);
     expect(decrypted.body).toBe(baseline);
 
-    // Another API key (another owner) gets neither the result nor its key.
+    // Another API key (another owner) gets neither the result nor its key: to it the session does not exist.
     const other = await api(router, `/api/v3/offchain/result/${encodeURIComponent(urn)}`, { key: "other-key" });
-    expect(other.status).toBe(403);
+    expect(other.status).toBe(404);
+    expect(other.body.error.code).toBe("session_not_found");
     const otherKey = await api(router, "/api/v1/auth/payload_enc_key/task", {
       key: "other-key",
       body: { session_id: privSid, task_id: tid },
     });
-    expect(otherKey.status).toBe(403);
+    expect(otherKey.status).toBe(404);
+    expect(otherKey.body.error.code).toBe("session_not_found");
   });
 
   it("answers an encrypted stream request whole, flagged as not streamed", async () => {
@@ -322,11 +325,11 @@ describe("allowlist", () => {
     const task = await api(router, `/api/v1/tasks/${sid}/${refused.body.error.details.task_id}`);
     expect(task.body.replicas[0]).toMatchObject({ miner: addrB, state: "released" });
 
-    // Only the owner sets the allowlist; then B gets the key and the task runs.
+    // Only the owner sets the allowlist (to another key the session is unknown); then B gets the key and the task runs.
     expect(
       (await api(router, "/api/v1/auth/payload_allowlist", { method: "PUT", key: "other-key", body: { session_id: sid, miners: [addrB] } }))
         .status,
-    ).toBe(403);
+    ).toBe(404);
     const put = await api(router, "/api/v1/auth/payload_allowlist", { method: "PUT", body: { session_id: sid, miners: [addrB] } });
     expect(put.status).toBe(200);
     expect(put.body.session).toEqual([addrA, addrB].sort());

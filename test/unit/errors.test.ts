@@ -130,10 +130,17 @@ describe("error responses: {request_id, error: {code, message, details}} with re
     expect((await errorOf(res)).error.code).toBe("not_found");
   });
 
-  it("a client-sent X-Request-ID is echoed in the header and the body", async () => {
+  it("a client-sent X-Request-ID is not adopted: the router makes its own and echoes the client's apart", async () => {
     const res = await complete(uniq("nosuch"), { prompt: "hi" }, { headers: { "X-Request-ID": "client-chosen-id-42" } });
-    expect(res.headers.get("X-Request-ID")).toBe("client-chosen-id-42");
-    expect((await errorOf(res)).request_id).toBe("client-chosen-id-42");
+    const err = await errorOf(res);
+    expect(err.request_id).not.toBe("client-chosen-id-42");
+    expect(err.request_id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(res.headers.get("X-Client-Request-ID")).toBe("client-chosen-id-42");
+    // Bounded and sanitised: an id with other characters is not echoed at all, a long one is cut to 128.
+    const odd = await complete(uniq("nosuch"), { prompt: "hi" }, { headers: { "X-Request-ID": "a b<script>" } });
+    expect(odd.headers.get("X-Client-Request-ID")).toBeNull();
+    const long = await complete(uniq("nosuch"), { prompt: "hi" }, { headers: { "X-Request-ID": "x".repeat(1000) } });
+    expect(long.headers.get("X-Client-Request-ID")).toBe("x".repeat(128));
   });
 
   it("a miner socket with a bad token is refused with 401; a non-upgrade request with 400", async () => {

@@ -5,7 +5,21 @@ import { deriveSessionKey, deriveTaskKey, envelopeInfo, fromHex, openPayload, se
 import { parseUrn, promptUrn, resultUrn } from "../../shared/payloads.ts";
 import { minerAllowed, parseAllowlist, parseSeeds, taskKey, writeStoredAllowlist } from "../../workers/lib/payload-keys.ts";
 import { decryptObject } from "../../workers/lib/payload-store.ts";
-import { API_KEY, api, createSession, env, getTask, json, MinerSet, ORIGIN, sessionStub, uniq, waitFor, waitForStatus } from "./helpers.ts";
+import {
+  API_KEY,
+  api,
+  createSession,
+  env,
+  getTask,
+  json,
+  MinerSet,
+  ORIGIN,
+  poolStub,
+  sessionStub,
+  uniq,
+  waitFor,
+  waitForStatus,
+} from "./helpers.ts";
 
 // Payload crypto, keys, rotation and allowlists, inside the Workers runtime (WebCrypto as the router runs it).
 
@@ -149,12 +163,10 @@ describe("routes", () => {
   it("a shared session (owner *) takes no private tasks and hands out no keys or allowlists", async () => {
     const model = uniq("model");
     const shared = uniq("shared");
-    const made = await sessionStub(shared).init({
-      ...(await sessionStub(await createSession({ model })).describe())!.config,
-      id: shared,
-      owner: "*",
-    });
+    const config = { ...(await sessionStub(await createSession({ model })).describe())!.config, id: shared, owner: "*" };
+    const made = await sessionStub(shared).init(config);
     expect(made.ok).toBe(true);
+    await poolStub().addSession(config); // in the catalog, as the router's shared sessions are
     const res = await router.fetch(`${ORIGIN}/api/v3/completions/${shared}`, {
       method: "POST",
       headers: { authorization: `Bearer ${API_KEY}`, "content-type": "application/json" },
@@ -277,7 +289,7 @@ describe("SessionQueue side", () => {
     const sid = await createSession({ model });
     await (await miners.start({ models: [model] })).join(sid);
     const queue = sessionStub(sid);
-    expect(await queue.reserveTaskId("someone-else")).toMatchObject({ ok: false, error: { code: "forbidden" } });
+    expect(await queue.reserveTaskId("someone-else")).toMatchObject({ ok: false, error: { code: "session_not_found" } });
     expect(await sessionStub(uniq("none")).reserveTaskId("dev")).toMatchObject({ ok: false, error: { code: "session_not_found" } });
     const r = await queue.reserveTaskId("dev");
     if (!r.ok) throw new Error("reservation failed");

@@ -212,8 +212,11 @@ describe("ledger and reputation", () => {
     expect(n.sessions).toEqual([]);
     await waitFor(() => !forger.poolSessions().includes(sid), "the pool to take the session from the forger");
 
-    // Still connected to the session, but the queue no longer gives it work: alone, it leaves a task waiting.
-    expect((await complete(sid, { prompt: "benched?", timeout: 0.5 })).status).toBe(504);
+    // Still connected to the session, but the queue no longer gives it work: alone, nobody serves the session, and
+    // a submit is refused at once (503) instead of waiting for its deadline.
+    const refused = await complete(sid, { prompt: "benched?", timeout: 0.5 });
+    expect(refused.status).toBe(503);
+    expect((await errorOf(refused)).error.code).toBe("no_miner_available");
     expect(forger.assigns.filter((a) => a.sid === sid)).toHaveLength(10);
     const honest = await miners.start({ models: [model] });
     await honest.join(sid);

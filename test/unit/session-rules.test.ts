@@ -432,7 +432,8 @@ describe("replicaOutcomes", () => {
       replica("i", "cancelled"),
     ]);
     const out = replicaOutcomes(task, agreedConsensus(["a", "b"], ["c"]), 11, false, STAMP);
-    const base = { session_id: "s-rules", task_id: "7", at: 99_000, block: 42 };
+    // Each entry names the task's submitter, so ledger readers see the ids of their own tasks only.
+    const base = { session_id: "s-rules", task_id: "7", owner: "owner-1", at: 99_000, block: 42 };
     expect(out).toEqual([
       { ...base, miner: "a", outcome: "agreed", reason: null, latency_ms: 600, reward: 5 },
       { ...base, miner: "b", outcome: "agreed", reason: null, latency_ms: 800, reward: 5 },
@@ -504,6 +505,7 @@ describe("outcomeEntry", () => {
       miner: MINER_A,
       session_id: "s-rules",
       task_id: "7",
+      owner: "owner-1",
       outcome: "agreed",
       reason: "committed after the quorum closed the task",
       latency_ms: 2_500,
@@ -536,12 +538,13 @@ describe("tokenBound", () => {
 });
 
 describe("ownerFailure", () => {
-  it("a session serves its owner; a shared session serves everyone", () => {
+  it("a session serves its owner; a shared session serves everyone; to another owner it is unknown", () => {
     expect(ownerFailure(config({ owner: "owner-1" }), "owner-1")).toBeNull();
     expect(ownerFailure(config({ owner: "*" }), "anyone")).toBeNull();
+    // The answer an id nobody has gets: another owner's session is not revealed to exist.
     expect(ownerFailure(config({ id: "s9", owner: "owner-1" }), "owner-2")).toEqual({
-      code: "forbidden",
-      message: "session s9 belongs to another owner",
+      code: "session_not_found",
+      message: "unknown session s9",
     });
   });
 });
@@ -556,7 +559,7 @@ describe("admissionFailure", () => {
 
   it("checks the owner first", () => {
     const f = admissionFailure(config({ deposit: 0 }), request({ owner: "intruder", model: "other" }), none);
-    expect(f?.code).toBe("forbidden");
+    expect(f?.code).toBe("session_not_found");
   });
 
   it("refuses another model", () => {
@@ -650,6 +653,7 @@ describe("newTask", () => {
     const { task, request: stored } = newTask(config({ id: "s1", model: "m" }), req, 42, 1_000_000, 18);
     expect(task).toMatchObject({
       id: 42,
+      owner: "owner-1", // the submitter: on a shared session, the one caller that sees the task
       state: "queued",
       redundancy: 3,
       deadline_at: 1_002_500,

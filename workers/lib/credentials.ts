@@ -1,4 +1,6 @@
 import type { Context } from "hono";
+import { nodePool } from "../../durable-objects/stubs.ts";
+import { SHARED_OWNER } from "../../durable-objects/tenancy.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "./api-error.ts";
 import { verifyMinerToken } from "./miner-token.ts";
@@ -22,7 +24,9 @@ function keyTable(raw: string): Map<string, string> {
     table = new Map();
     for (const pair of raw.split(",")) {
       const i = pair.indexOf(":");
-      if (i > 0) table.set(pair.slice(i + 1).trim(), pair.slice(0, i).trim());
+      const owner = pair.slice(0, i).trim();
+      // `*` owns the shared sessions (durable-objects/tenancy.ts): a key by that name would see everyone's tasks.
+      if (i > 0 && owner && owner !== SHARED_OWNER) table.set(pair.slice(i + 1).trim(), owner);
     }
     parsed.set(raw, table);
   }
@@ -43,8 +47,12 @@ export async function caller(c: Context<AppEnv>): Promise<Caller> {
   const owner = apiKeyOwner(c.env, token);
   if (owner) return { kind: "client", owner };
   const claims = await verifyMinerToken(c.env.MINER_TOKEN_SECRET, token);
-  if (claims) return { kind: "miner", address: claims.address.toLowerCase() };
-  throw new ApiError("unauthorized", "unknown API key or invalid/expired miner token");
+  if (!claims) throw new ApiError("unauthorized", "unknown API key or invalid/expired miner token");
+  // The registry's word on revocation: a token older than the miner's latest registration is refused.
+  if (!(await nodePool(c.env).tokenCurrent(claims.address, claims.epoch))) {
+    throw new ApiError("unauthorized", "miner token revoked (the miner registered again or was revoked): register again");
+  }
+  return { kind: "miner", address: claims.address.toLowerCase() };
 }
 
 /** The calling miner's address; a client API key is refused. */

@@ -1,5 +1,6 @@
 import type { Context } from "hono";
 import { z } from "zod";
+import { promptReadBytes } from "../../durable-objects/session-queue/context.ts";
 import type { SubmitOutcome, SubmitRequest } from "../../durable-objects/session-queue/rpc.ts";
 import type { PromptSpec } from "../../shared/generation.ts";
 import { type PayloadDescriptor, parseUrn, RESULT_POLICIES } from "../../shared/payloads.ts";
@@ -162,6 +163,8 @@ export async function completeOffchain(
   const request = (): SubmitRequest => ({
     ...completionRequest(body, who.owner),
     input: p.offchain ? { prompt: "", prompt_type: body.prompt_type } : spec,
+    // The queue judges the context from what the model will read, which an off-chain task does not carry.
+    ...(p.offchain ? { prompt_read_bytes: promptReadBytes(spec) } : {}),
     stream: streamTokens,
     ...(p.descriptor ? { payload: p.descriptor } : {}),
     ...(p.taskId !== undefined ? { task_id: p.taskId } : {}),

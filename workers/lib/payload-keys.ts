@@ -1,6 +1,7 @@
-import { sessionQueue } from "../../durable-objects/stubs.ts";
+import { isShared } from "../../durable-objects/tenancy.ts";
 import { deriveSessionKey, deriveTaskKey, fromHex } from "../../shared/payload-crypto.ts";
 import { ApiError } from "./api-error.ts";
+import { visibleSession } from "./tenancy.ts";
 
 // Payload keys and who may have them. Seeds come from `PAYLOAD_KEY_SEEDS` (`version:hex,…`, the highest
 // version encrypts new payloads, older ones still decrypt what they sealed); keys derive per session and per
@@ -138,48 +139,21 @@ export async function effectiveAllowlist(
 
 // ── audit ──────────────────────────────────────────────────────────────────────────────────────────────
 
-export interface AuditEntry {
-  at: number;
-  session_id: string;
-  task_id: string | null;
-  miner: string;
-  action: "payload_key" | "payload_fetch" | "result_write";
-  outcome: "refused";
-  reason: string;
-  request_id: string | null;
-}
+export { type AuditEntry, auditRefusal, listAudit } from "./payload-audit.ts";
 
-/** Logs a refused attempt (one console line) and keeps it as an audit row the session owner can list. */
-export async function auditRefusal(env: Env, entry: AuditEntry): Promise<void> {
-  console.warn(
-    `payload audit: refused ${entry.action} for miner ${entry.miner} on ${entry.session_id}${entry.task_id ? `/${entry.task_id}` : ""}: ${entry.reason} [request ${entry.request_id}]`,
-  );
-  const id = `${String(entry.at).padStart(15, "0")}-${crypto.randomUUID().slice(0, 8)}`;
-  await env.PAYLOADS.put(`audit/${entry.session_id}/${id}.json`, JSON.stringify(entry), {
-    httpMetadata: { contentType: "application/json" },
-  });
-}
-
-export async function listAudit(env: Env, sessionId: string, limit = 100): Promise<AuditEntry[]> {
-  const listed = await env.PAYLOADS.list({ prefix: `audit/${sessionId}/`, limit: 1000 });
-  const keys = listed.objects
-    .map((o) => o.key)
-    .sort()
-    .slice(-limit);
-  const rows = await Promise.all(keys.map(async (k) => (await (await env.PAYLOADS.get(k))?.json()) as AuditEntry | undefined));
-  return rows.filter((r): r is AuditEntry => !!r).reverse();
-}
-
-/** The session's config, when `owner` may act for it (its owner; anyone for the shared default, owner `*`). */
-export async function requireOwner(env: Env, sessionId: string, owner: string, opts: { shared?: boolean } = {}): Promise<void> {
-  const detail = await sessionQueue(env, sessionId).describe();
-  if (!detail) throw new ApiError("session_not_found", `unknown session ${sessionId}`);
-  // A shared session (owner `*`, e.g. the default one) has no owner to hand keys or allowlists to: every API
-  // key could claim them. It holds no private tasks; its off-chain objects are readable by any key (opts.shared).
-  if (detail.config.owner === "*" && !opts.shared) {
+/**
+ * Checks that `owner` may act for the session (lib/tenancy.ts: unknown, or another owner's, is 404) and, given
+ * `taskId`, may see that task. A shared session (owner `*`) has no owner to hand keys, allowlists or audits to —
+ * every key could claim them — so those are 403; its off-chain objects (opts.shared) are its submitter's alone.
+ */
+export async function requireOwner(
+  env: Env,
+  sessionId: string,
+  owner: string,
+  opts: { shared?: boolean; taskId?: string } = {},
+): Promise<void> {
+  const { config } = await visibleSession(env, sessionId, owner, opts.taskId);
+  if (isShared(config) && !opts.shared) {
     throw new ApiError("forbidden", `session ${sessionId} is shared by every API key: create a session of your own for payload keys`);
-  }
-  if (detail.config.owner !== "*" && detail.config.owner !== owner) {
-    throw new ApiError("forbidden", `session ${sessionId} belongs to another owner`);
   }
 }

@@ -44,11 +44,22 @@ export const CompletionBody = z.object({
 });
 export type CompletionBody = z.infer<typeof CompletionBody>;
 
+/** Session metadata: small, flat JSON (it is stored with the session and shown in its config). */
+export const METADATA_MAX_KEYS = 32;
+export const METADATA_MAX_BYTES = 4096;
+const Metadata = z
+  .record(z.string().min(1).max(64), z.union([z.string().max(1024), z.number(), z.boolean(), z.null()]))
+  .refine((m) => Object.keys(m).length <= METADATA_MAX_KEYS, `metadata has at most ${METADATA_MAX_KEYS} keys`)
+  .refine(
+    (m) => new TextEncoder().encode(JSON.stringify(m)).length <= METADATA_MAX_BYTES,
+    `metadata is at most ${METADATA_MAX_BYTES} bytes of JSON`,
+  );
+
 export const CreateSessionBody = z
   .object({
     session_id: SessionId.optional(),
     name: z.string().max(100).default(""),
-    metadata: z.record(z.string(), z.union([z.string().max(1024), z.number(), z.boolean(), z.null()])).default({}),
+    metadata: Metadata.default({}),
     model: z.string().min(1).max(200).optional(),
     min_miners: z.number().int().min(1).max(64).default(1),
     max_miners: z.number().int().min(1).max(64).default(8),

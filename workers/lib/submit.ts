@@ -1,9 +1,11 @@
 import type { SubmitOutcome, SubmitRequest } from "../../durable-objects/session-queue/rpc.ts";
 import { sessionQueue } from "../../durable-objects/stubs.ts";
+import { sessionNotFound } from "../../durable-objects/tenancy.ts";
 import type { Failure } from "../../shared/errors.ts";
 import type { SessionConfig } from "../../shared/views.ts";
 import { ApiError } from "./api-error.ts";
 import { ensureConfiguredSession } from "./sessions.ts";
+import { inCatalog } from "./tenancy.ts";
 
 // The one way the router hands work to a session, for every completion, delegate, validate, factcheck and
 // hosted request: a configured session that does not exist yet is created on first use and the call is made
@@ -23,6 +25,9 @@ async function onSession<T extends { ok: true } | { ok: false; error: Failure }>
   name: string,
   call: (queue: ReturnType<typeof sessionQueue>) => Promise<T>,
 ): Promise<T> {
+  // A session the request names reaches its queue only when the catalog has it: a made-up id creates no Durable Object.
+  if (!target.configured && !(await inCatalog(env, target.session_id)))
+    return { ok: false, error: sessionNotFound(target.session_id) } as T;
   const first = await call(sessionQueue(env, target.session_id));
   if (first.ok || first.error.code !== "session_not_found" || !target.configured) return first;
   await ensureConfiguredSession(env, target.session_id, name);

@@ -11,9 +11,9 @@ import { within } from "./timeout.ts";
 //
 // Configured sessions (DELEGATE_SESSION_POOL, VALIDATE_SESSION_POOL, FACTCHECK_STANDARD_SESSION,
 // FACTCHECK_REALTIME_SESSION, DEFAULT_SESSION_ID) are created on first use, like the default session: shared
-// by every key (owner `*`), ephemeral, DEFAULT_REDUNDANCY miners each. An operator who wants other settings
-// (dedicated miners, redundancy) creates them first with POST /api/v1/sessions under the same ids. Sessions
-// named in a request (session_id, consensus.session_pool) must already exist and serve the caller.
+// by every key (owner `*`), ephemeral, DEFAULT_REDUNDANCY miners each. Their ids are reserved: no key may create
+// or claim them (lib/tenancy.ts). For other settings (dedicated miners, redundancy) a client names sessions of
+// its own in the request (session_id, consensus.session_pool); those must already exist and serve the caller.
 
 export type Family = "delegate" | "validate";
 
@@ -90,7 +90,24 @@ export const WORK_TIMEOUT_S = 60;
  * Runs one task per target, in parallel, each waited for whole (never streamed). A replica whose session
  * answers nothing by the task deadline plus a grace is recorded as a router `timeout`.
  */
-export async function runReplicas(env: Env, targets: Target[], req: SubmitRequest, family: string): Promise<ReplicaRun[]> {
+/**
+ * What a replica that threw records as its evidence: an ApiError as it is; anything else is an internal fault,
+ * recorded with a generic message (a replica's evidence goes to the client) and logged in full.
+ */
+function replicaFailure(err: unknown, requestId: string, sessionId: string): Failure {
+  if (err instanceof ApiError)
+    return { code: err.code, message: err.message, ...(err.details === undefined ? {} : { details: err.details }) };
+  console.error(`request ${requestId}: replica on session ${sessionId} failed`, err);
+  return { code: "internal_error", message: "internal error" };
+}
+
+export async function runReplicas(
+  env: Env,
+  targets: Target[],
+  req: SubmitRequest,
+  family: string,
+  requestId: string,
+): Promise<ReplicaRun[]> {
   const waitMs = (req.timeout_s ?? WORK_TIMEOUT_S) * 1000 + ROUTER_GRACE_MS;
   return Promise.all(
     targets.map(async (target, index): Promise<ReplicaRun> => {
@@ -111,11 +128,7 @@ export async function runReplicas(env: Env, targets: Target[], req: SubmitReques
         if (!outcome.ok) return { ...base, task: outcome.task ?? null, error: outcome.error, latency_ms };
         return { ...base, task: null, latency_ms, error: { code: "internal_error", message: "unexpected streaming answer" } };
       } catch (err) {
-        const error: Failure =
-          err instanceof ApiError
-            ? { code: err.code, message: err.message, ...(err.details === undefined ? {} : { details: err.details }) }
-            : { code: "internal_error", message: err instanceof Error ? err.message : String(err) };
-        return { ...base, task: null, error, latency_ms: Date.now() - t0 };
+        return { ...base, task: null, error: replicaFailure(err, requestId, target.session_id), latency_ms: Date.now() - t0 };
       }
     }),
   );

@@ -56,7 +56,7 @@ export interface WorkResult {
 }
 
 export async function runWork(c: Context<AppEnv>, spec: WorkSpec): Promise<WorkResult> {
-  const runs = await runReplicas(c.env, spec.targets, spec.req, spec.family);
+  const runs = await runReplicas(c.env, spec.targets, spec.req, spec.family, c.get("requestId"));
   const judged = runs.map((r): Judgement => {
     if (r.error || !r.task?.result)
       return { key: null, score: null, fields: {}, error: r.error ?? { code: "internal_error", message: "no result" } };

@@ -4,13 +4,15 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { ErrorCode } from "../../shared/errors.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
+import { authFailureLimit } from "./rate-limit.ts";
 
 const CODE_BY_STATUS: Record<number, ErrorCode> = {
   400: "invalid_request",
   401: "unauthorized",
   403: "forbidden",
   404: "not_found",
-  413: "invalid_request",
+  413: "payload_too_large",
+  429: "rate_limited",
   504: "timeout",
 };
 
@@ -28,20 +30,25 @@ export function failureOf(err: unknown, c: Context<AppEnv>): ThrownFailure {
   if (err instanceof ApiError) {
     return { status: err.status, error: { code: err.code, message: err.message, details: err.details ?? null } };
   }
-  if (err instanceof HTTPException) {
+  if (err instanceof HTTPException && err.status < 500) {
     const status = err.status as ContentfulStatusCode;
     return {
       status,
       error: { code: CODE_BY_STATUS[status] ?? "invalid_request", message: err.message || "request rejected", details: null },
     };
   }
+  // Internal faults answer a generic message; what happened goes to the log under the request id.
   console.error(`request ${c.get("requestId")} failed`, err);
   return { status: 500, error: { code: "internal_error", message: "internal error", details: null } };
 }
 
-/** The one place every error response is built. */
-export const onError: ErrorHandler<AppEnv> = (err, c) => {
-  const { status, error } = failureOf(err, c);
+/** The one place every error response is built. A failed authentication counts against the client's IP. */
+export const onError: ErrorHandler<AppEnv> = async (err, c) => {
+  let { status, error } = failureOf(err, c);
+  if (status === 401) {
+    const limited = await authFailureLimit(c);
+    if (limited) ({ status, error } = failureOf(limited, c));
+  }
   return c.json(errorBody(c, error.code, error.message, error.details), status);
 };
 

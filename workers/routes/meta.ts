@@ -4,6 +4,7 @@ import { type AppEnv, VERSION } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { params, query } from "../lib/request-validation.ts";
 import { AddressParam, ListQuery } from "../lib/schemas.ts";
+import { ledgerSeenBy, minersSeenBy } from "../lib/tenancy.ts";
 
 // Health and network information. ping and about are public; the rest need an API key (mounted after auth).
 
@@ -62,7 +63,10 @@ meta.get("/status", async (c) => {
 });
 
 meta.get("/miners", async (c) => {
-  const nodes = await nodePool(c.env).listMiners();
+  const pool = nodePool(c.env);
+  const [all, sessions] = await Promise.all([pool.listMiners(), pool.listSessions()]);
+  // Each miner's sessions as the caller may see them: its own and the shared ones (lib/tenancy.ts).
+  const nodes = minersSeenBy(all, sessions, c.get("owner"));
   const online = nodes.filter((n) => n.status === "online");
   const benched = nodes.filter((n) => n.status === "benched").length;
   return c.json({
@@ -79,7 +83,10 @@ meta.get("/miners", async (c) => {
   });
 });
 
-/** A miner's recent ledger entries (rewards, slashes, penalties), newest first; `before` pages by entry id. */
+/**
+ * A miner's recent ledger entries (rewards, slashes, penalties), newest first; `before` pages by entry id. Session
+ * and task ids show on the caller's own tasks only (lib/tenancy.ts).
+ */
 meta.get("/miners/:address/ledger", params(AddressParam), query(ListQuery), async (c) => {
   const address = c.req.valid("param").address.toLowerCase();
   const { limit, before } = c.req.valid("query");
@@ -87,5 +94,6 @@ meta.get("/miners/:address/ledger", params(AddressParam), query(ListQuery), asyn
   const [miners, entries] = await Promise.all([pool.listMiners(), pool.ledger(address, limit, before)]);
   const miner = miners.find((m) => m.address === address);
   if (!miner) throw new ApiError("not_found", `no miner ${address} is registered`);
-  return c.json({ address, stake: miner.stake, balance: miner.balance, reputation: miner.reputation, count: entries.length, entries });
+  const lines = ledgerSeenBy(entries, c.get("owner"));
+  return c.json({ address, stake: miner.stake, balance: miner.balance, reputation: miner.reputation, count: lines.length, entries: lines });
 });

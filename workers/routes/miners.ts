@@ -1,12 +1,14 @@
 import { Hono } from "hono";
-import { nodePool, sessionQueue } from "../../durable-objects/stubs.ts";
+import { nodePool } from "../../durable-objects/stubs.ts";
 import { MinerChallengeRequest, MinerRegisterRequest } from "../../shared/api.ts";
+import type { ErrorCode, JsonValue } from "../../shared/errors.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
-import { bearerToken } from "../lib/credentials.ts";
-import { issueMinerToken, verifyMinerToken } from "../lib/miner-token.ts";
+import { bearerToken, minerCaller } from "../lib/credentials.ts";
+import { issueMinerToken, tokenTtlSeconds, verifyMinerToken } from "../lib/miner-token.ts";
 import { jsonBody, params } from "../lib/request-validation.ts";
 import { SessionParam } from "../lib/schemas.ts";
+import { catalogQueue } from "../lib/tenancy.ts";
 
 // Miner-facing routes. Miners prove their wallet with a signed challenge instead of an API key, then use the
 // token they get for their WebSockets: one pool channel, one channel per session they serve.
@@ -20,7 +22,7 @@ miners.post("/miners/challenge", jsonBody(MinerChallengeRequest), async (c) => {
 miners.post("/miners/register", jsonBody(MinerRegisterRequest), async (c) => {
   const outcome = await nodePool(c.env).register(c.req.valid("json"));
   if (!outcome.ok) throw ApiError.from(outcome.error);
-  const { token, expires_at } = await issueMinerToken(c.env.MINER_TOKEN_SECRET, outcome.claims);
+  const { token, expires_at } = await issueMinerToken(c.env.MINER_TOKEN_SECRET, outcome.claims, tokenTtlSeconds(c.env));
   return c.json({ address: outcome.claims.address, token, expires_at, heartbeat_ms: Number(c.env.HEARTBEAT_MS) || 5000 });
 });
 
@@ -35,14 +37,33 @@ async function minerUpgrade(req: Request, secret: string): Promise<Request> {
   return new Request(req, { headers });
 }
 
+/** A Durable Object's answer to a miner's upgrade: the socket, or its refusal as the router's error body. */
+async function upgraded(res: Response): Promise<Response> {
+  if (res.status === 101) return res;
+  const body = (await res.json().catch(() => null)) as { error?: { code: ErrorCode; message: string; details?: JsonValue } } | null;
+  throw new ApiError(body?.error?.code ?? "invalid_request", body?.error?.message ?? "connection refused", body?.error?.details);
+}
+
 miners.get("/miners/connect", async (c) => {
-  return nodePool(c.env).fetch(await minerUpgrade(c.req.raw, c.env.MINER_TOKEN_SECRET));
+  return upgraded(await nodePool(c.env).fetch(await minerUpgrade(c.req.raw, c.env.MINER_TOKEN_SECRET)));
+});
+
+/**
+ * POST /miners/revoke (miner token): revokes every token of the calling miner and closes its channels, e.g. when
+ * one leaked. The agent registers again by itself (its wallet key is what a token cannot replace).
+ */
+miners.post("/miners/revoke", async (c) => {
+  const address = await minerCaller(c);
+  const sessions = await nodePool(c.env).revoke(address);
+  await Promise.all(sessions.map(async (id) => (await catalogQueue(c.env, id))?.revokeMiner(address)));
+  return c.json({ address, revoked: true, sessions_closed: sessions.length });
 });
 
 miners.get("/sessions/:sessionId/connect", params(SessionParam), async (c) => {
   const { sessionId } = c.req.valid("param");
-  const res = await sessionQueue(c.env, sessionId).fetch(await minerUpgrade(c.req.raw, c.env.MINER_TOKEN_SECRET));
-  if (res.status === 101) return res;
-  const body = (await res.json().catch(() => null)) as { error?: { code: "session_not_found" | "forbidden"; message: string } } | null;
-  throw new ApiError(body?.error?.code ?? "invalid_request", body?.error?.message ?? "connection refused");
+  const upgrade = await minerUpgrade(c.req.raw, c.env.MINER_TOKEN_SECRET);
+  // Only sessions in the catalog: a made-up id creates no Durable Object.
+  const queue = await catalogQueue(c.env, sessionId);
+  if (!queue) throw new ApiError("session_not_found", `unknown session ${sessionId}`);
+  return upgraded(await queue.fetch(upgrade));
 });

@@ -1,8 +1,13 @@
 import { type Context, Hono } from "hono";
 import { type Hex, keccak256, recoverTypedDataAddress } from "viem";
-import { sessionQueue } from "../../durable-objects/stubs.ts";
 import { envelopeInfo, fromBase64, sha256Hex } from "../../shared/payload-crypto.ts";
-import { OffchainResultRequest, type OffchainResultResponse, type ParsedUrn, parseUrn } from "../../shared/payloads.ts";
+import {
+  OffchainResultRequest,
+  type OffchainResultResponse,
+  type ParsedUrn,
+  type PayloadDescriptor,
+  parseUrn,
+} from "../../shared/payloads.ts";
 import { offchainResultTypedData } from "../../shared/signing.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
@@ -10,6 +15,7 @@ import { caller, minerCaller } from "../lib/credentials.ts";
 import { auditRefusal, requireOwner } from "../lib/payload-keys.ts";
 import { decryptObject, readObject, storeResult, utf8 } from "../lib/payload-store.ts";
 import { jsonBody } from "../lib/request-validation.ts";
+import { catalogQueue } from "../lib/tenancy.ts";
 
 // Off-chain objects (mounted at /api/v3/offchain):
 //   POST /result        miner token: the signed result write. Checked before anything is stored: the EIP-712
@@ -59,11 +65,39 @@ function objectResponse(c: Context<AppEnv>, _urn: ParsedUrn, obj: { bytes: Uint8
   });
 }
 
+/** Whether the miner holds the task; a session outside the catalog holds nothing (and gets no Durable Object). */
+async function holds(
+  env: Env,
+  sessionId: string,
+  taskId: string,
+  miner: string,
+): Promise<{ held: boolean; payload: PayloadDescriptor | null }> {
+  const queue = await catalogQueue(env, sessionId);
+  return queue ? queue.holdsTask(taskId, miner) : { held: false, payload: null };
+}
+
+/**
+ * A miner's one off-chain result object per task: only the holder of a payload task (an inline task's result is
+ * committed inline), once — claimed in the SessionQueue, and checked in R2 in case the queue was evicted since.
+ */
+async function claimResultWrite(c: Context<AppEnv>, miner: string, scope: { session: string; task: string }): Promise<PayloadDescriptor> {
+  const queue = await catalogQueue(c.env, scope.session);
+  const claim = queue ? await queue.claimResult(scope.task, miner) : null;
+  if (!claim?.ok) {
+    const reason = claim?.error.message ?? `miner does not hold task ${scope.session}/${scope.task}`;
+    if (claim?.error.code === "conflict") throw new ApiError("conflict", reason);
+    return refuse(c, miner, scope, "result_write", reason);
+  }
+  const earlier = await c.env.PAYLOADS.list({ prefix: `result/${scope.session}/${scope.task}/${miner}/`, limit: 1 });
+  if (earlier.objects.length > 0) throw new ApiError("conflict", `this miner already wrote its off-chain result of task ${scope.task}`);
+  return claim.payload;
+}
+
 offchain.get("/payload/:urn", async (c) => {
   const urn = urnParam(c, "prompt");
   const who = await caller(c);
-  if (who.kind === "client") await requireOwner(c.env, urn.session, who.owner, { shared: true });
-  else if (!(await sessionQueue(c.env, urn.session).holdsTask(urn.task, who.address)).held) {
+  if (who.kind === "client") await requireOwner(c.env, urn.session, who.owner, { shared: true, taskId: urn.task });
+  else if (!(await holds(c.env, urn.session, urn.task, who.address)).held) {
     await refuse(c, who.address, urn, "payload_fetch", `miner does not hold task ${urn.session}/${urn.task}`);
   }
   const obj = await readObject(c.env, urn);
@@ -75,7 +109,7 @@ offchain.get("/result/:urn", async (c) => {
   const urn = urnParam(c, "result");
   const who = await caller(c);
   if (who.kind !== "client") throw new ApiError("forbidden", "results are read by the session owner (API key)");
-  await requireOwner(c.env, urn.session, who.owner, { shared: true });
+  await requireOwner(c.env, urn.session, who.owner, { shared: true, taskId: urn.task });
   const obj = await readObject(c.env, urn);
   if (!obj) throw new ApiError("not_found", "no stored result under this URN");
   if (c.req.query("decrypt") === "true" || c.req.query("decrypt") === "1") {
@@ -109,10 +143,8 @@ offchain.post("/result", jsonBody(OffchainResultRequest), async (c) => {
   if (signer?.toLowerCase() !== miner) {
     await refuse(c, miner, scope, "result_write", "signature does not recover to the miner's address");
   }
-  const held = await sessionQueue(c.env, body.session_id).holdsTask(body.task_id, miner);
-  if (!held.held) await refuse(c, miner, scope, "result_write", `miner does not hold task ${body.session_id}/${body.task_id}`);
-
-  const encrypted = held.payload?.encrypted === true;
+  const payload = await claimResultWrite(c, miner, scope);
+  const encrypted = payload.encrypted;
   let plain = content;
   let keyVersion: number | undefined;
   if (encrypted) {

@@ -1,23 +1,28 @@
 import { Hono } from "hono";
-import { sessionQueue } from "../../durable-objects/stubs.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { params, query } from "../lib/request-validation.ts";
 import { ListQuery, SessionParam, TaskParam } from "../lib/schemas.ts";
+import { catalogQueue } from "../lib/tenancy.ts";
+
+// Tasks as the caller may see them (durable-objects/tenancy.ts): all of its own sessions' tasks, its own tasks of
+// a shared session; anything else is 404, as for an id nobody has.
 
 export const tasks = new Hono<AppEnv>();
 
 tasks.get("/:sessionId", params(SessionParam), query(ListQuery), async (c) => {
   const { sessionId } = c.req.valid("param");
   const { limit, before } = c.req.valid("query");
-  const list = await sessionQueue(c.env, sessionId).listTasks(limit, before);
+  const list = await (await catalogQueue(c.env, sessionId))?.listTasks(c.get("owner"), limit, before);
   if (!list) throw new ApiError("session_not_found", `unknown session ${sessionId}`);
   return c.json({ session_id: sessionId, count: list.length, tasks: list });
 });
 
 tasks.get("/:sessionId/:taskId", params(TaskParam), async (c) => {
   const { sessionId, taskId } = c.req.valid("param");
-  const task = await sessionQueue(c.env, sessionId).getTask(taskId);
-  if (!task) throw new ApiError("task_not_found", `unknown task ${sessionId}/${taskId}`);
-  return c.json(task);
+  const queue = await catalogQueue(c.env, sessionId);
+  if (!queue) throw new ApiError("session_not_found", `unknown session ${sessionId}`);
+  const read = await queue.getTask(taskId, c.get("owner"));
+  if (!read.ok) throw ApiError.from(read.error);
+  return c.json(read.task);
 });

@@ -1,0 +1,101 @@
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { secretProblems } from "../../workers/lib/secrets.ts";
+import { runReplicas } from "../../workers/lib/work-sessions.ts";
+import { env } from "./helpers.ts";
+
+// The rules a router's secrets must meet before it serves (workers/lib/secrets.ts), and what a replica that
+// failed inside the router records as its evidence (no internal message reaches the client).
+
+const hex = (bytes: number) => "ab".repeat(bytes);
+const STRONG = {
+  ROUTER_ENV: "production",
+  API_KEYS: `alice:${"k".repeat(32)},bob:${"m".repeat(40)}`,
+  MINER_TOKEN_SECRET: hex(32),
+  PAYLOAD_KEY_SEEDS: `1:${hex(32)},2:${hex(48)}`,
+};
+const withVars = (vars: Partial<typeof STRONG>): Env => ({ ...env, ...STRONG, ...vars });
+
+describe("secret rules", () => {
+  it("strong production secrets pass, several owner:key pairs included", () => {
+    expect(secretProblems(withVars({}))).toEqual([]);
+  });
+
+  it("refuses missing secrets", () => {
+    const problems = secretProblems(withVars({ API_KEYS: "", MINER_TOKEN_SECRET: "", PAYLOAD_KEY_SEEDS: " " }));
+    expect(problems).toEqual([
+      expect.stringMatching(/^API_KEYS is not set/),
+      expect.stringMatching(/^MINER_TOKEN_SECRET is not set/),
+      expect.stringMatching(/^PAYLOAD_KEY_SEEDS is not set/),
+    ]);
+  });
+
+  it("refuses secrets shorter than their minimums (API keys 32 characters in production, 32-byte secret and seeds)", () => {
+    const problems = secretProblems(
+      withVars({ API_KEYS: `alice:${"k".repeat(31)}`, MINER_TOKEN_SECRET: "x".repeat(31), PAYLOAD_KEY_SEEDS: `1:${hex(31)}` }),
+    );
+    expect(problems).toEqual([
+      "API_KEYS entry 1 (alice) is shorter than 32 characters",
+      "MINER_TOKEN_SECRET is shorter than 32 bytes",
+      "PAYLOAD_KEY_SEEDS version 1 is shorter than 32 bytes",
+    ]);
+  });
+
+  it("refuses malformed values: no owner, owner `*`, spaces, a bad seed, a version twice, a repeated key", () => {
+    for (const API_KEYS of ["just-a-key", `*:${"k".repeat(32)}`, `alice:${"k".repeat(20)} ${"k".repeat(20)}`]) {
+      expect(secretProblems(withVars({ API_KEYS })), API_KEYS).toEqual([expect.stringMatching(/^API_KEYS entry 1 is not `owner:key`/)]);
+    }
+    expect(secretProblems(withVars({ API_KEYS: `a:${"k".repeat(32)},b:${"k".repeat(32)}` }))).toEqual([
+      "API_KEYS entry 2 repeats another entry's key",
+    ]);
+    expect(secretProblems(withVars({ PAYLOAD_KEY_SEEDS: `one:${hex(32)}` }))).toEqual([expect.stringMatching(/malformed/)]);
+    expect(secretProblems(withVars({ PAYLOAD_KEY_SEEDS: `1:${hex(32)},1:${hex(40)}` }))).toEqual([
+      "PAYLOAD_KEY_SEEDS lists a version twice",
+    ]);
+  });
+
+  it("refuses the once-committed development values in production and accepts them only under ROUTER_ENV=development", () => {
+    const published = {
+      API_KEYS: "dev:dev-key",
+      MINER_TOKEN_SECRET: "dev-miner-token-secret-change-me",
+      PAYLOAD_KEY_SEEDS: "1:c3e84a4ff4c4fde145f254cd82bf885fbc0acc7569b4818d7ac67082e6f1423a",
+    };
+    expect(secretProblems(withVars(published))).toEqual([
+      "API_KEYS entry 1 (dev) is a published development key",
+      "MINER_TOKEN_SECRET is the published development secret",
+      "PAYLOAD_KEY_SEEDS version 1 is the published development seed",
+    ]);
+    // Anything but the exact word is production.
+    expect(secretProblems(withVars({ ...published, ROUTER_ENV: "Development" }))).toHaveLength(3);
+    expect(secretProblems(withVars({ ...published, ROUTER_ENV: "development" }))).toEqual([]);
+  });
+
+  it("the unit pool's own router runs with secrets that pass", () => {
+    expect(secretProblems(env)).toEqual([]);
+  });
+});
+
+describe("internal faults in delegate / validate / factcheck replicas", () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it("record a generic message as the replica's evidence and log the details with the request id", async () => {
+    const logged = vi.spyOn(console, "error").mockImplementation(() => {});
+    const inner = "SQLITE_CORRUPT: database disk image is malformed at /var/lib/router/state.sqlite";
+    const broken = {
+      idFromName: (name: string) => env.SESSION_QUEUE.idFromName(name),
+      get: () => ({
+        submit: () => Promise.reject(new Error(inner)),
+      }),
+    } as unknown as Env["SESSION_QUEUE"];
+    const req = { input: { prompt: "hi", prompt_type: 1 }, params: {}, stream: false, timeout_s: 5, owner: "dev" };
+    const runs = await runReplicas(
+      { ...env, SESSION_QUEUE: broken },
+      [{ session_id: "s1", configured: true }],
+      req as never,
+      "delegate",
+      "req-123",
+    );
+    expect(runs[0].error).toEqual({ code: "internal_error", message: "internal error" });
+    expect(JSON.stringify(runs)).not.toContain("SQLITE");
+    expect(logged).toHaveBeenCalledWith(expect.stringContaining("request req-123"), expect.objectContaining({ message: inner }));
+  });
+});

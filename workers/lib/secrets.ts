@@ -1,0 +1,100 @@
+import { parseSeeds } from "./payload-keys.ts";
+
+// The router's secrets and the rules it serves under. API_KEYS, MINER_TOKEN_SECRET and PAYLOAD_KEY_SEEDS are
+// Worker secrets (`wrangler secret put` in production, the git-ignored `.dev.vars` that `npm start` writes in
+// development); wrangler.toml only names them (`[secrets] required`). A router whose secrets break these rules
+// refuses every request (middleware/config-guard.ts) instead of serving with a guessable secret.
+//
+// Local development is `ROUTER_ENV = "development"`, which only `.dev.vars` and the test harness set:
+// wrangler.toml says "production" and `wrangler deploy` never reads `.dev.vars`, so a deployed router is in
+// production unless someone sets the variable there on purpose.
+
+/** Values that were committed to the repository as development defaults: public, so never valid in production. */
+export const KNOWN_DEVELOPMENT_VALUES: ReadonlySet<string> = new Set([
+  "dev-key",
+  "dev-miner-token-secret-change-me",
+  "c3e84a4ff4c4fde145f254cd82bf885fbc0acc7569b4818d7ac67082e6f1423a",
+]);
+
+export const MIN_API_KEY_CHARS = 32;
+export const MIN_MINER_TOKEN_SECRET_BYTES = 32;
+export const MIN_PAYLOAD_SEED_BYTES = 32;
+
+/** Owner names of API keys; `*` is the owner of shared sessions and can never be a key's owner. */
+const OWNER = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$/;
+/** API keys: printable, no separators of the `owner:key,…` list, no whitespace. */
+const KEY = /^[\x21-\x2b\x2d-\x7e]+$/;
+
+export function isDevelopment(env: Env): boolean {
+  return env.ROUTER_ENV === "development";
+}
+
+function apiKeyProblems(raw: string | undefined, production: boolean): string[] {
+  if (!raw?.trim()) return ["API_KEYS is not set (comma-separated `owner:key` pairs)"];
+  const problems: string[] = [];
+  const seen = new Set<string>();
+  raw.split(",").forEach((pair, i) => {
+    const at = pair.indexOf(":");
+    const owner = pair.slice(0, at).trim();
+    const key = pair.slice(at + 1).trim();
+    if (at <= 0 || !OWNER.test(owner) || !KEY.test(key)) {
+      problems.push(`API_KEYS entry ${i + 1} is not \`owner:key\` (owner: letters, digits, _.@-; key: printable, no ',' or spaces)`);
+      return;
+    }
+    if (seen.has(key)) problems.push(`API_KEYS entry ${i + 1} repeats another entry's key`);
+    seen.add(key);
+    if (production && KNOWN_DEVELOPMENT_VALUES.has(key)) problems.push(`API_KEYS entry ${i + 1} (${owner}) is a published development key`);
+    else if (production && key.length < MIN_API_KEY_CHARS) {
+      problems.push(`API_KEYS entry ${i + 1} (${owner}) is shorter than ${MIN_API_KEY_CHARS} characters`);
+    }
+  });
+  return problems;
+}
+
+function minerSecretProblems(raw: string | undefined, production: boolean): string[] {
+  if (!raw) return ["MINER_TOKEN_SECRET is not set"];
+  if (production && KNOWN_DEVELOPMENT_VALUES.has(raw)) return ["MINER_TOKEN_SECRET is the published development secret"];
+  if (new TextEncoder().encode(raw).length < MIN_MINER_TOKEN_SECRET_BYTES) {
+    return [`MINER_TOKEN_SECRET is shorter than ${MIN_MINER_TOKEN_SECRET_BYTES} bytes`];
+  }
+  return [];
+}
+
+function seedProblems(raw: string | undefined, production: boolean): string[] {
+  if (!raw?.trim()) return ["PAYLOAD_KEY_SEEDS is not set (`version:hex`, …)"];
+  let seeds: Map<number, Uint8Array>;
+  try {
+    seeds = parseSeeds(raw);
+  } catch {
+    return ["PAYLOAD_KEY_SEEDS is malformed: entries are `version:hex` with version ≥ 1"];
+  }
+  const entries = raw.split(",").filter((p) => p.trim()).length;
+  if (seeds.size !== entries) return ["PAYLOAD_KEY_SEEDS lists a version twice"];
+  const problems: string[] = [];
+  for (const [version, seed] of seeds) {
+    if (seed.length < MIN_PAYLOAD_SEED_BYTES)
+      problems.push(`PAYLOAD_KEY_SEEDS version ${version} is shorter than ${MIN_PAYLOAD_SEED_BYTES} bytes`);
+  }
+  if (production) {
+    for (const part of raw.split(",")) {
+      const hex = part.trim().split(":")[1]?.replace(/^0x/, "").toLowerCase();
+      if (hex && KNOWN_DEVELOPMENT_VALUES.has(hex))
+        problems.push(`PAYLOAD_KEY_SEEDS version ${part.split(":")[0].trim()} is the published development seed`);
+    }
+  }
+  return problems;
+}
+
+/**
+ * Everything wrong with the router's secrets, one line each (empty: fine). Outside local development the
+ * published development values are refused and API keys need MIN_API_KEY_CHARS; the other minimums hold
+ * everywhere. Lines name the variable, never its value.
+ */
+export function secretProblems(env: Env): string[] {
+  const production = !isDevelopment(env);
+  return [
+    ...apiKeyProblems(env.API_KEYS, production),
+    ...minerSecretProblems(env.MINER_TOKEN_SECRET, production),
+    ...seedProblems(env.PAYLOAD_KEY_SEEDS, production),
+  ];
+}
