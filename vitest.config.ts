@@ -24,7 +24,9 @@ export default defineConfig({
           cloudflareTest({
             wrangler: { configPath: "./wrangler.toml" },
             miniflare: {
-              bindings: { BLOCK_INTERVAL_MS: "200", MIN_STAKE: "100", ...UNIT_SECRETS },
+              // Test miners answer in milliseconds: a small prefill and per-token allowance keep the floor of client
+              // deadlines (session-queue/fair-deadlines.ts) low enough for sub-second timeout tests.
+              bindings: { BLOCK_INTERVAL_MS: "200", MIN_STAKE: "100", DEADLINE_PREFILL_MS: "100", DEADLINE_TOKEN_MS: "2", ...UNIT_SECRETS },
               ratelimits: {
                 RATE_LIMIT_KEY: unlimited("1101"),
                 RATE_LIMIT_MINER: unlimited("1102"),

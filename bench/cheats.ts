@@ -7,17 +7,30 @@
 //   --per-cheat=N     tasks per cheat, each in a session of two honest miners and the cheater (default 50)
 //   --max-tokens=N    tokens per task (default 8)
 //   --in-flight=N     tasks submitted at once (default 2)
-//   --settle-ms=N     after the last task, how long stragglers get to reach their final state (default 3000)
-//   --precommit-timeout=S  seconds a replica has to precommit (default 2; 5 with --consensus=similarity,
-//                     whose 48-token samples on three miners sharing two cores take longer)
+//   --settle-ms=N     after the last task, how long stragglers get to reach their final state (default 8000: a
+//                     silent replica is timed out at its own precommit deadline, the 5 s ack window + prefill +
+//                     tokens at its declared speed)
+//   --precommit-timeout=S  the client's precommit_timeout (default: none). A client deadline cuts a replica
+//                     short without blame (fair deadlines), so setting one hides silent cheaters rather than
+//                     catching them; below the task's floor it is refused (400 deadline_too_short)
 //   --only=mode,...   run only these cheats (and honest tasks if "honest" is listed)
 //   --consensus=similarity  sessions judge by embeddings: each replica samples with its own seed
 //                     (temperature 0.8 and max_tokens 48 unless given) and a validator miner embeds the outputs;
 //                     prints the cosine distances seen, to calibrate the dispersion threshold
 //   --temperature=T   sampling temperature (default 0, greedy; 0.8 with --consensus=similarity)
-import { api, type Miner, type Router, startMiner, startRouter, until } from "../test/helpers/network.ts";
+import { API_KEY, api, type Miner, type Router, startMiner, startRouter, until } from "../test/helpers/network.ts";
 
-const MODES = ["junk", "wrong-model", "bad-commit", "replay-signature", "silent-after-ack"] as const;
+const MODES = [
+  "junk",
+  "wrong-model",
+  "bad-commit",
+  "replay-signature",
+  "silent-after-ack",
+  "copy",
+  "usage-inflate",
+  "oversize",
+  "lying-validator",
+] as const;
 type Mode = (typeof MODES)[number];
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, "").split("=") as [string, string]));
@@ -28,8 +41,8 @@ const SIMILARITY = CONSENSUS === "similarity";
 const MAX_TOKENS = Number(args.get("max-tokens") ?? (SIMILARITY ? 48 : 8));
 const TEMPERATURE = Number(args.get("temperature") ?? (SIMILARITY ? 0.8 : 0));
 const IN_FLIGHT = Number(args.get("in-flight") ?? 2);
-const SETTLE_MS = Number(args.get("settle-ms") ?? 3000);
-const PRECOMMIT_TIMEOUT = Number(args.get("precommit-timeout") ?? (SIMILARITY ? 5 : 2));
+const SETTLE_MS = Number(args.get("settle-ms") ?? 8000);
+const PRECOMMIT_TIMEOUT = args.has("precommit-timeout") ? Number(args.get("precommit-timeout")) : undefined;
 const only = args.get("only")?.split(",");
 const modes = MODES.filter((m) => !only || only.includes(m));
 const runHonest = !only || only.includes("honest");
@@ -120,7 +133,11 @@ interface Network {
 async function startMiners(router: Router, miners: Miner[]): Promise<Network> {
   const honest = await Promise.all(["h1", "h2", "h3"].map((name) => startMiner(router.url, { name })));
   const cheaters = new Map<Mode, Miner>();
-  for (const mode of modes) cheaters.set(mode, await startMiner(router.url, { name: `cheat-${mode}`, args: ["--test-dishonest", mode] }));
+  for (const mode of modes) {
+    // copy reads with the session owner's API key: the worst case.
+    const env = mode === "copy" ? { env: { MINER_TEST_COPY_API_KEY: API_KEY } } : {};
+    cheaters.set(mode, await startMiner(router.url, { name: `cheat-${mode}`, args: ["--test-dishonest", mode], ...env }));
+  }
   miners.push(...honest, ...cheaters.values());
   await Promise.all(miners.map((m) => m.waitFor("ready", undefined, 180_000)));
   const honestSet = new Set(honest.map(addr));
@@ -163,7 +180,12 @@ async function runJobs(router: Router, jobs: Job[]): Promise<void> {
       while (next < jobs.length) {
         const job = jobs[next++]!;
         const res = await api(router, `/api/v1/completions/${job.sid}`, {
-          body: { prompt: job.prompt, max_tokens: MAX_TOKENS, temperature: TEMPERATURE, precommit_timeout: PRECOMMIT_TIMEOUT },
+          body: {
+            prompt: job.prompt,
+            max_tokens: MAX_TOKENS,
+            temperature: TEMPERATURE,
+            ...(PRECOMMIT_TIMEOUT === undefined ? {} : { precommit_timeout: PRECOMMIT_TIMEOUT }),
+          },
         });
         job.status = res.status;
         job.task_id = res.body.task_id ?? res.body.error?.details?.task_id;
@@ -320,6 +342,16 @@ function printDetection(tally: Map<string, Tally>): void {
   }
 }
 
+// copy: what its own log says it found before it had to precommit, and how many copies were judged agreeing.
+function printCopies(copier: Miner, t: Tally): void {
+  const tries = copier.events.filter((e) => e.event === "dishonest" && e.mode === "copy");
+  const found = tries.filter((e) => e.copied === true).length;
+  const agreed = t.missed["committed, agreed=true"] ?? 0;
+  console.log(
+    `  copy: ${tries.length} attempts, ${found} found another replica's text to copy; SUCCESSFUL COPIES (judged agreeing): ${agreed}`,
+  );
+}
+
 async function main(): Promise<void> {
   console.log(
     `cheat bench: k = 3, ${runHonest ? HONEST : 0} honest tasks, ${PER_CHEAT} per cheat (${modes.join(", ")}), ` +
@@ -331,7 +363,9 @@ async function main(): Promise<void> {
     const net = await startMiners(router, miners);
     const jobs = await buildJobs(router, net);
     await runJobs(router, jobs);
-    printReport(await judge(router, jobs, net));
+    const report = await judge(router, jobs, net);
+    printReport(report);
+    if (net.cheaters.has("copy")) printCopies(net.cheaters.get("copy")!, report.tally.get("copy")!);
   } finally {
     await Promise.all(miners.map((m) => m.stop("SIGKILL")));
     await router.stop();

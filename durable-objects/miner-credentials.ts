@@ -17,13 +17,31 @@ export interface SessionJoin {
   contexts: ModelContext[] | null;
 }
 
-/** The pool's answer to a join: the token is current, and the pool assigned the miner to the session. */
+/**
+ * The pool's answer to a join: the token is current, and the pool assigned the miner to the session. A current
+ * token's join is recorded (the session may accept it to finish work it holds there, assigned or not), so a
+ * revoke reaches every session where the miner may hold a channel.
+ */
 export function joinAnswer(sql: SqlStorage, sessionId: string, address: string, epoch: number): SessionJoin {
   const members = sql
     .exec<{ miner: string }>(`SELECT miner FROM assignments WHERE session_id = ?`, sessionId)
     .toArray()
     .map((r) => r.miner);
-  return { current: epochIsCurrent(sql, address, epoch), assigned: members.includes(address), members, contexts: contextsOf(sql, address) };
+  const current = epochIsCurrent(sql, address, epoch);
+  if (current) sql.exec(`INSERT OR IGNORE INTO miner_channels (miner, session_id) VALUES (?, ?)`, address, sessionId);
+  return { current, assigned: members.includes(address), members, contexts: contextsOf(sql, address) };
+}
+
+/** Every session where the miner is assigned or has asked to join since its last revoke; forgets the joins. */
+export function channelSessions(sql: SqlStorage, address: string): string[] {
+  const rows = sql.exec<{ session_id: string }>(
+    `SELECT session_id FROM assignments WHERE miner = ? UNION SELECT session_id FROM miner_channels WHERE miner = ?`,
+    address,
+    address,
+  );
+  const sessions = rows.toArray().map((r) => r.session_id);
+  sql.exec(`DELETE FROM miner_channels WHERE miner = ?`, address);
+  return sessions;
 }
 
 /** Starts the miner's next token generation; every older token stops connecting. Returns the new epoch. */

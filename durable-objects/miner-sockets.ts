@@ -12,6 +12,8 @@ export interface MinerClaims {
   device: string;
   /** The token generation: the NodePool refuses a token whose epoch is not the miner's current one (revoked). */
   epoch: number;
+  /** Decode speed declared at registration, tokens/s per task (absent: none; session-queue/fair-deadlines.ts). */
+  tokens_per_s?: number;
   /** The models' contexts as the miner declared them (from the registry, added when a session accepts the socket). */
   contexts?: ModelContext[];
 }

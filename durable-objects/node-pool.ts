@@ -3,85 +3,46 @@ import { type Hex, verifyMessage } from "viem";
 import type { MinerRegisterRequest, ModelContext } from "../shared/api.ts";
 import type { Failure } from "../shared/errors.ts";
 import { PoolMinerMessage, type PoolServerMessage, parseMessage } from "../shared/protocol.ts";
-import { registrationMessage } from "../shared/signing.ts";
+import { type RouterIdentity, registrationMessage } from "../shared/signing.ts";
 import type { SessionConfig } from "../shared/views.ts";
-import { bumpEpoch, contextFor, contextsOf, epochIsCurrent, joinAnswer, type SessionJoin, saveContexts } from "./miner-credentials.ts";
-import { type MinerClaims, MinerSockets, upgradeClaims } from "./miner-sockets.ts";
 import {
-  applyOutcomes,
-  isBenched,
-  type LedgerEntry,
-  POOL_MIGRATIONS,
-  type Policy,
-  type RepCounters,
-  type ReplicaOutcome,
-  type ReputationView,
-  reputation,
-} from "./reputation.ts";
+  bumpEpoch,
+  channelSessions,
+  contextFor,
+  contextsOf,
+  epochIsCurrent,
+  joinAnswer,
+  type SessionJoin,
+  saveContexts,
+} from "./miner-credentials.ts";
+import { type MinerClaims, MinerSockets, upgradeClaims } from "./miner-sockets.ts";
+import { planAssignments, sessionsPerSlot } from "./pool-assignment.ts";
+import {
+  activeSessions,
+  claimSession,
+  insertSession,
+  releaseClaim,
+  type SessionSummary,
+  sessionPage,
+  sessionQuota,
+  sessionSummary,
+  setMinerCounts,
+} from "./pool-catalog.ts";
+import {
+  type MinerRow,
+  type MinerStats,
+  type MinerView,
+  minerPage,
+  minerStats,
+  minerViews,
+  networkOverview,
+  type Presence,
+} from "./pool-miners.ts";
+import { applyOutcomes, isBenched, type LedgerEntry, POOL_MIGRATIONS, type Policy, type ReplicaOutcome, reputation } from "./reputation.ts";
 import { migrate } from "./session-schema.ts";
 import { oracle } from "./stubs.ts";
 
-export interface MinerView {
-  address: string;
-  name: string | null;
-  version: string | null;
-  models: string[];
-  device: string;
-  capacity: number;
-  /** benched: connected but given no sessions (reputation below the floor, or stake below the minimum). */
-  status: "online" | "offline" | "benched";
-  sessions: string[];
-  registered_at: number;
-  last_seen: number | null;
-  inflight: number;
-  cpu_usage: number | null;
-  memory_mb: number | null;
-  tokens_per_s: number | null;
-  /** Stake still at risk: declared minus slashed. */
-  stake: number;
-  reputation: ReputationView;
-  /** Rewards minus slashes, tokens. */
-  balance: number;
-}
-
-export interface SessionSummary {
-  id: string;
-  name: string;
-  active: boolean;
-  owner: string;
-  model: string;
-  mode: SessionConfig["mode"];
-  redundancy: number;
-  miners_count: number;
-  created_at: number;
-  updated_at: number;
-}
-
-interface MinerRow extends Record<string, SqlStorageValue>, RepCounters {
-  address: string;
-  name: string | null;
-  version: string | null;
-  models: string;
-  device: string;
-  capacity: number;
-  registered_at: number;
-  last_seen: number | null;
-  inflight: number;
-  cpu_usage: number | null;
-  memory_mb: number | null;
-  tokens_per_s: number | null;
-  stake: number;
-  slashed: number;
-  rewards: number;
-}
-
-interface SessionRow extends Record<string, SqlStorageValue> {
-  id: string;
-  config: string;
-  active: number;
-  created_at: number;
-  updated_at: number;
-}
+export type { MinerView, SessionSummary };
 
 const CHALLENGE_TTL_MS = 5 * 60_000;
 
@@ -103,17 +64,24 @@ export class NodePool extends DurableObject<Env> {
 
   // ── registration ─────────────────────────────────────────────────────────────────────────────────────
 
-  async challenge(address: string): Promise<{ address: string; nonce: string; message: string; expires_at: number }> {
+  /** A one-time nonce and the message to sign for it, naming this deployment (`router`: its identity and origin). */
+  async challenge(
+    address: string,
+    router: RouterIdentity,
+  ): Promise<{ address: string; nonce: string; message: string; expires_at: number; router: RouterIdentity }> {
     const now = Date.now();
     const nonce = crypto.randomUUID().replaceAll("-", "");
     const expires_at = now + CHALLENGE_TTL_MS;
     this.sql.exec(`DELETE FROM challenges WHERE expires_at < ?`, now);
     this.sql.exec(`INSERT INTO challenges (nonce, address, expires_at) VALUES (?, ?, ?)`, nonce, address.toLowerCase(), expires_at);
-    return { address, nonce, message: registrationMessage(address as Hex, nonce), expires_at };
+    return { address, nonce, message: registrationMessage(address as Hex, nonce, router), expires_at, router };
   }
 
-  /** Verifies the signed challenge (each nonce works once) and records the miner. */
-  async register(req: MinerRegisterRequest): Promise<{ ok: true; claims: MinerClaims } | { ok: false; error: Failure }> {
+  /** Verifies the signed challenge (each nonce works once, signed for this deployment) and records the miner. */
+  async register(
+    req: MinerRegisterRequest,
+    router: RouterIdentity,
+  ): Promise<{ ok: true; claims: MinerClaims } | { ok: false; error: Failure }> {
     const address = req.address.toLowerCase();
     const row = this.sql
       .exec<{ address: string; expires_at: number }>(`SELECT address, expires_at FROM challenges WHERE nonce = ?`, req.nonce)
@@ -123,7 +91,7 @@ export class NodePool extends DurableObject<Env> {
     }
     const valid = await verifyMessage({
       address: req.address as Hex,
-      message: registrationMessage(req.address as Hex, req.nonce),
+      message: registrationMessage(req.address as Hex, req.nonce, router),
       signature: req.signature as Hex,
     }).catch(() => false);
     if (!valid) return { ok: false, error: { code: "unauthorized", message: "signature does not prove the address" } };
@@ -158,7 +126,8 @@ export class NodePool extends DurableObject<Env> {
     saveContexts(this.sql, address, req.contexts);
     // A new registration revokes every older token of this miner (they still verify, but no longer connect).
     const epoch = bumpEpoch(this.sql, address);
-    return { ok: true, claims: { address, capacity: req.capacity, models: req.models, device: req.device, epoch } };
+    const speed = req.tokens_per_s === undefined ? {} : { tokens_per_s: req.tokens_per_s };
+    return { ok: true, claims: { address, capacity: req.capacity, models: req.models, device: req.device, epoch, ...speed } };
   }
 
   /** Whether a token of this epoch is still the miner's current one (miner HTTP calls check it). */
@@ -168,15 +137,16 @@ export class NodePool extends DurableObject<Env> {
 
   /**
    * Revokes every token of the miner and closes its pool channel with 4401 (the agent registers again, so a
-   * leaked token is worth nothing); returns the sessions it was assigned to, whose channels the caller closes.
+   * leaked token is worth nothing). Returns the new epoch (tokens below it are revoked) and every session where
+   * the miner may hold a channel — assigned, or joined to finish work it held there — which the caller closes.
    */
-  async revoke(address: string): Promise<string[]> {
+  async revoke(address: string): Promise<{ sessions: string[]; epoch: number }> {
     const miner = address.toLowerCase();
-    bumpEpoch(this.sql, miner);
-    const sessions = this.assignmentsByMiner().get(miner) ?? [];
+    const epoch = bumpEpoch(this.sql, miner);
+    const sessions = channelSessions(this.sql, miner);
     for (const { ws } of this.sockets.all().filter((s) => s.claims.address === miner)) ws.close(4401, "token revoked");
     this.rebalance({ exclude: miner });
-    return sessions;
+    return { sessions, epoch };
   }
 
   /** A SessionQueue asks whether a miner may join it: its token is current, and the pool assigned it there. */
@@ -186,39 +156,29 @@ export class NodePool extends DurableObject<Env> {
 
   // ── sessions ─────────────────────────────────────────────────────────────────────────────────────────
 
-  async nextSessionId(): Promise<string> {
-    const value = this.sql
-      .exec<{ value: number }>(
-        `INSERT INTO counters (name, value) VALUES ('session', 1)
-         ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value`,
-      )
-      .one().value;
-    return String(value);
+  /** Reserves a session id for `owner` within MAX_SESSIONS_PER_OWNER (pool-catalog.ts); addSession completes it. */
+  async claimSession(id: string, owner: string): Promise<Failure | null> {
+    return claimSession(this.sql, id, owner, sessionQuota(this.env), Date.now());
+  }
+
+  /** Drops a claim whose session was not created. */
+  async releaseSessionClaim(id: string): Promise<void> {
+    releaseClaim(this.sql, id);
   }
 
   /** Adds a session to the catalog and assigns miners to it. */
   async addSession(config: SessionConfig): Promise<void> {
-    const now = Date.now();
-    this.sql.exec(
-      `INSERT OR IGNORE INTO sessions (id, config, active, created_at, updated_at) VALUES (?, ?, 1, ?, ?)`,
-      config.id,
-      JSON.stringify(config),
-      now,
-      now,
-    );
+    insertSession(this.sql, config, Date.now());
     this.rebalance();
   }
 
-  async listSessions(): Promise<SessionSummary[]> {
-    return this.sql
-      .exec<SessionRow>(`SELECT * FROM sessions ORDER BY created_at`)
-      .toArray()
-      .map((r) => this.summary(r));
+  /** A page of the sessions `caller` sees, newest first (pool-catalog.ts). */
+  async listSessions(caller: string, limit = 100, before?: string): Promise<{ sessions: SessionSummary[]; next_before: string | null }> {
+    return sessionPage(this.sql, caller, limit, before);
   }
 
   async getSession(id: string): Promise<SessionSummary | null> {
-    const row = this.sql.exec<SessionRow>(`SELECT * FROM sessions WHERE id = ?`, id).toArray()[0];
-    return row ? this.summary(row) : null;
+    return sessionSummary(this.sql, id);
   }
 
   /** Live, unbenched miners of this model and their contexts for it: none means 503 at once, not a wait. */
@@ -228,36 +188,24 @@ export class NodePool extends DurableObject<Env> {
     return { miners: live.length, contexts: live.map((m) => contextFor(contextsOf(this.sql, m.address), model)) };
   }
 
-  async listMiners(): Promise<MinerView[]> {
-    const online = new Set(this.onlineMiners().map((m) => m.address));
-    const assigned = this.assignmentsByMiner();
-    const policy = this.policy();
-    return this.sql
-      .exec<MinerRow>(`SELECT * FROM miners ORDER BY registered_at`)
-      .toArray()
-      .map((r) => {
-        const rep = reputation(r);
-        const stake = Math.max(0, r.stake - r.slashed);
-        return {
-          address: r.address,
-          name: r.name,
-          version: r.version,
-          models: JSON.parse(r.models) as string[],
-          device: r.device,
-          capacity: r.capacity,
-          status: !online.has(r.address) ? "offline" : isBenched(stake, rep, policy) ? "benched" : "online",
-          sessions: assigned.get(r.address) ?? [],
-          registered_at: r.registered_at,
-          last_seen: r.last_seen,
-          inflight: r.inflight,
-          cpu_usage: r.cpu_usage,
-          memory_mb: r.memory_mb,
-          tokens_per_s: r.tokens_per_s,
-          stake,
-          reputation: rep,
-          balance: r.rewards - r.slashed,
-        };
-      });
+  /** A page of miners, newest first, each with the sessions `caller` sees (pool-miners.ts), and the pool's figures. */
+  async listMiners(
+    caller: string,
+    limit = 100,
+    before?: string,
+  ): Promise<{ nodes: MinerView[]; next_before: string | null; stats: MinerStats }> {
+    const presence = this.presence();
+    return { ...minerPage(this.sql, presence, caller, limit, before), stats: minerStats(this.sql, presence) };
+  }
+
+  /** The named miners (no session ids unless `caller` is given). */
+  async minerViews(addresses: string[], caller: string | null = null): Promise<MinerView[]> {
+    return minerViews(this.sql, this.presence(), addresses, caller);
+  }
+
+  /** Catalog counts and the connected miners' figures, for /info and /status. */
+  async overview(): Promise<ReturnType<typeof networkOverview>> {
+    return networkOverview(this.sql, this.presence());
   }
 
   // ── reputation, stake, ledger ────────────────────────────────────────────────────────────────────────
@@ -367,55 +315,31 @@ export class NodePool extends DurableObject<Env> {
   }
 
   /**
-   * Recomputes which online miners serve which sessions: dedicated sessions get their listed miners;
-   * ephemeral ones get up to max_miners miners that declare the model, the least-assigned (per unit of
-   * capacity) first. Miners whose set changed (and `notify`) are told their full list.
+   * Recomputes which online, unbenched miners serve which sessions (pool-assignment.ts: shared sessions first,
+   * then each owner's in turn, at most capacity × MINER_SESSIONS_PER_SLOT per miner). Miners whose set changed
+   * (and `notify`) are told their full list; changed sessions' miner counts are written.
    */
   private rebalance(opts: { exclude?: string; notify?: string } = {}): void {
     const benched = this.benched();
-    const score = this.scores();
     const online = this.onlineMiners().filter((m) => m.address !== opts.exclude && !benched.has(m.address));
     const before = this.assignmentsByMiner();
-    const count = new Map<string, number>(online.map((m) => [m.address, 0]));
-    const next = new Map<string, string[]>(online.map((m) => [m.address, []]));
-    const sessions = this.sql.exec<SessionRow>(`SELECT * FROM sessions WHERE active = 1 ORDER BY created_at`).toArray();
-    const models = new Map<string, string>();
-    for (const row of sessions) {
-      const cfg = JSON.parse(row.config) as SessionConfig;
-      models.set(cfg.id, cfg.model);
-      const eligible = online.filter(
-        (m) => m.models.includes(cfg.model) && (cfg.mode === "ephemeral" || cfg.dedicated_miners.includes(m.address)),
-      );
-      // Keep existing assignments stable; fill up to max_miners with the most reputable, then least-assigned,
-      // eligible miners.
-      const kept = eligible.filter((m) => before.get(m.address)?.includes(cfg.id));
-      const fresh = eligible
-        .filter((m) => !kept.includes(m))
-        .sort(
-          (a, b) =>
-            (score.get(b.address) ?? 1) - (score.get(a.address) ?? 1) ||
-            count.get(a.address)! / a.capacity - count.get(b.address)! / b.capacity,
-        );
-      for (const m of [...kept, ...fresh].slice(0, cfg.max_miners)) {
-        next.get(m.address)!.push(cfg.id);
-        count.set(m.address, count.get(m.address)! + 1);
-      }
-    }
-    const changedSessions = new Set<string>();
-    const miners = new Set([...before.keys(), ...next.keys()]);
-    for (const miner of miners) {
+    const sessions = activeSessions(this.sql);
+    const next = planAssignments({ sessions, miners: online, before, score: this.scores(), perSlot: sessionsPerSlot(this.env) });
+    const models = new Map(sessions.map((s) => [s.id, s.model]));
+    const changed = new Set<string>();
+    for (const miner of new Set([...before.keys(), ...next.keys()])) {
       const prev = before.get(miner) ?? [];
       const ids = next.get(miner) ?? [];
-      for (const id of prev) if (!ids.includes(id)) changedSessions.add(id);
-      for (const id of ids) if (!prev.includes(id)) changedSessions.add(id);
-      const changed = prev.length !== ids.length || ids.some((id) => !prev.includes(id));
-      if (!changed && miner !== opts.notify) continue;
+      for (const id of [...prev.filter((x) => !ids.includes(x)), ...ids.filter((x) => !prev.includes(x))]) changed.add(id);
+      const same = prev.length === ids.length && ids.every((id) => prev.includes(id));
+      if (same && miner !== opts.notify) continue;
       this.sql.exec(`DELETE FROM assignments WHERE miner = ?`, miner);
       for (const id of ids) this.sql.exec(`INSERT INTO assignments (session_id, miner) VALUES (?, ?)`, id, miner);
       this.sockets.sendTo(miner, { type: "sessions", sessions: ids.map((id) => ({ session_id: id, model: models.get(id)! })) });
     }
-    const now = Date.now();
-    for (const id of changedSessions) this.sql.exec(`UPDATE sessions SET updated_at = ? WHERE id = ?`, now, id);
+    const counts = new Map([...changed].map((id) => [id, 0]));
+    for (const ids of next.values()) for (const id of ids) if (counts.has(id)) counts.set(id, counts.get(id)! + 1);
+    setMinerCounts(this.sql, counts, Date.now());
   }
 
   private policy(): Policy {
@@ -461,21 +385,8 @@ export class NodePool extends DurableObject<Env> {
     return out;
   }
 
-  private summary(row: SessionRow): SessionSummary {
-    const cfg = JSON.parse(row.config) as SessionConfig;
-    const miners = this.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM assignments WHERE session_id = ?`, row.id).one().n;
-    return {
-      id: row.id,
-      name: cfg.name,
-      active: row.active === 1,
-      owner: cfg.owner,
-      model: cfg.model,
-      mode: cfg.mode,
-      redundancy: cfg.redundancy,
-      miners_count: miners,
-      created_at: row.created_at,
-      updated_at: row.updated_at,
-    };
+  private presence(): Presence {
+    return { online: new Set(this.onlineMiners().map((m) => m.address)), policy: this.policy() };
   }
 
   private heartbeatMs(): number {

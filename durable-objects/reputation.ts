@@ -130,6 +130,19 @@ export const POOL_MIGRATIONS: string[][] = [
   [`ALTER TABLE ledger ADD COLUMN owner TEXT`],
   // Token revocation and declared contexts (durable-objects/miner-credentials.ts).
   [`ALTER TABLE miners ADD COLUMN token_epoch INTEGER NOT NULL DEFAULT 0`, `ALTER TABLE miners ADD COLUMN contexts TEXT`],
+  // The catalog's owner quota and O(1) miner counts (pool-catalog.ts); the sessions whose channels a miner opened,
+  // so a revoke reaches every one (miner-credentials.ts).
+  [
+    `ALTER TABLE sessions ADD COLUMN owner TEXT`,
+    `ALTER TABLE sessions ADD COLUMN miners INTEGER NOT NULL DEFAULT 0`,
+    `UPDATE sessions SET owner = json_extract(config, '$.owner'),
+       miners = (SELECT COUNT(*) FROM assignments a WHERE a.session_id = sessions.id)`,
+    `CREATE INDEX IF NOT EXISTS sessions_owner ON sessions (owner)`,
+    `CREATE TABLE IF NOT EXISTS session_claims (id TEXT PRIMARY KEY, owner TEXT NOT NULL, at INTEGER NOT NULL)`,
+    `CREATE INDEX IF NOT EXISTS session_claims_owner ON session_claims (owner)`,
+    `CREATE INDEX IF NOT EXISTS assignments_miner ON assignments (miner)`,
+    `CREATE TABLE IF NOT EXISTS miner_channels (miner TEXT NOT NULL, session_id TEXT NOT NULL, PRIMARY KEY (miner, session_id))`,
+  ],
 ];
 
 /**

@@ -2,33 +2,43 @@ import { DurableObject } from "cloudflare:workers";
 import type { Hex } from "viem";
 import type { Failure } from "../shared/errors.ts";
 import type { PayloadDescriptor } from "../shared/payloads.ts";
-import { parseMessage, SessionMinerMessage, type SessionServerMessage } from "../shared/protocol.ts";
+import { MAX_MINER_FRAME_CHARS, parseMessage, SessionMinerMessage, type SessionServerMessage } from "../shared/protocol.ts";
+import type { SigningDomain } from "../shared/signing.ts";
+import { parseTaskId } from "../shared/task-id.ts";
 import { canTransition, type ReplicaState, replicaIsLive } from "../shared/task-state.ts";
 import type { ConsensusView, SessionConfig, SessionUsage, TaskView } from "../shared/views.ts";
+import { deploymentDomain } from "./deployment.ts";
 import { type MinerSocket, MinerSockets } from "./miner-sockets.ts";
 import { BlockClock } from "./oracle.ts";
 import { OutcomeReporter } from "./outcome-reporter.ts";
 import { admissionFailure, ownerFailure, tokenBound } from "./session-queue/admission.ts";
+import { AuditGate } from "./session-queue/audit-gate.ts";
+import { barrierOpen, holdCommit, isHeld, revealHeld, unpledged } from "./session-queue/barrier.ts";
 import { MinerChannels } from "./session-queue/channels.ts";
-import { inlineCommitFault, offchainCommitFault, offchainShapeFault, precommitSignedBy } from "./session-queue/commit-checks.ts";
+import { precommitSignedBy, revealCommit } from "./session-queue/commit-checks.ts";
 import { withDefaults } from "./session-queue/config.ts";
 import { refusedByEveryone } from "./session-queue/context.ts";
 import { nextDeadline, overdueReplicas } from "./session-queue/deadlines.ts";
 import { resendAssigns, restoreTasks } from "./session-queue/eviction.ts";
+import { type DeadlinePolicy, deadlinePolicy, endAtTaskDeadline, replicaWindows } from "./session-queue/fair-deadlines.ts";
 import { claimResultWrite, heldReplica } from "./session-queue/holdings.ts";
+import { checkedUsage, textByteCap } from "./session-queue/miner-input.ts";
 import { MinerLoad } from "./session-queue/miner-load.ts";
 import { OpenTasks } from "./session-queue/open-tasks.ts";
 import { replicaOutcomes } from "./session-queue/outcomes.ts";
 import type { QueueParts } from "./session-queue/parts.ts";
 import { exactVerdict, largestHashGroup, quorumOf, quorumPhase, settleStep } from "./session-queue/quorum.ts";
+import { canRecruit, expiryFailure, quorumGate } from "./session-queue/quorum-gate.ts";
 import { type Access, accessFor, describeFor, type ReadState, type TaskRead, taskFor, tasksFor } from "./session-queue/reads.ts";
 import { Retention, retentionMs } from "./session-queue/retention.ts";
 import type { SubmitOutcome, SubmitRequest } from "./session-queue/rpc.ts";
 import { servingFailure } from "./session-queue/serving.ts";
 import { canStillFill, SimilarityRounds } from "./session-queue/similarity-round.ts";
 import { Stragglers } from "./session-queue/stragglers.ts";
+import { extendStream } from "./session-queue/stream-prefix.ts";
 import {
   assignMessage,
+  clientCutoff,
   countingReplicas,
   liveReplicas,
   newReplica,
@@ -61,6 +71,7 @@ export class SessionQueue extends DurableObject<Env> {
   private readonly stragglers: Stragglers;
   private readonly channels: MinerChannels;
   private readonly retention: Retention;
+  private readonly audits = new AuditGate();
   private config: SessionConfig | null;
   private readonly open: OpenTasks;
   private readonly load: MinerLoad;
@@ -69,9 +80,14 @@ export class SessionQueue extends DurableObject<Env> {
   private readonly clock: BlockClock;
   private alarmAt: number | null = null;
   private readonly wokeAt = Date.now();
+  /** The deployment's signing domain: a precommit signed for another router does not verify here. */
+  private readonly domain: SigningDomain;
+  private readonly deadlines: DeadlinePolicy;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
+    this.domain = deploymentDomain(env);
+    this.deadlines = deadlinePolicy(env);
     this.store = new TaskStore(ctx.storage.sql);
     const saved = this.store.loadSession();
     this.open = new OpenTasks(saved.lastTaskId);
@@ -96,11 +112,12 @@ export class SessionQueue extends DurableObject<Env> {
       load: this.load,
       outcomes: this.outcomes,
       payloads: env.PAYLOADS,
+      domain: this.domain,
       block: (at) => this.clock.height(at),
       armAlarm: (at) => this.armAlarm(at),
     };
     this.stragglers = new Stragglers(parts);
-    this.retention = new Retention(env.PAYLOADS, retentionMs(env));
+    this.retention = new Retention(env.PAYLOADS, retentionMs(env), ctx.storage);
     this.channels = new MinerChannels(
       parts,
       this.open,
@@ -111,7 +128,7 @@ export class SessionQueue extends DurableObject<Env> {
     this.rounds = new SimilarityRounds(parts, {
       openTask: (id) => this.open.get(id),
       sentText: (taskId) => this.waiters.sent(taskId),
-      close: (task, chosen, consensus, now) => this.close(task, chosen, consensus, now),
+      conclude: (task, chosen, consensus, now) => this.conclude(task, chosen, consensus, now),
     });
     this.config = saved.config ? withDefaults(saved.config, env) : null;
     this.usedTokens = saved.used;
@@ -163,12 +180,17 @@ export class SessionQueue extends DurableObject<Env> {
     return { ok: true, task_id: this.open.reserveId(), config };
   }
 
+  /** Gives back a reservation no task will use (the request failed before submit); false when it was not held. */
+  async releaseTaskId(taskId: number): Promise<boolean> {
+    return this.open.takeReservedId(taskId);
+  }
+
   /**
    * Whether `miner` holds task `taskId` here (a live or reconnecting replica, of an open task or a straggler),
    * and the task's payload descriptor: the router's off-chain routes authorize miners with it.
    */
   async holdsTask(taskId: string, miner: string): Promise<{ held: boolean; payload: PayloadDescriptor | null }> {
-    const { task, replica } = heldReplica(this.open, this.stragglers, Number(taskId), miner);
+    const { task, replica } = heldReplica(this.open, this.stragglers, parseTaskId(taskId), miner);
     return { held: !!replica, payload: task?.assign.payload ?? null };
   }
 
@@ -177,9 +199,15 @@ export class SessionQueue extends DurableObject<Env> {
     return claimResultWrite(this.open, this.stragglers, taskId, miner);
   }
 
-  /** The router wrote an audit row of this session: it expires with the session's other objects. */
-  async retain(): Promise<void> {
-    this.armAlarm(this.retention.written(Date.now()));
+  /**
+   * Whether the router may write an audit row of this refusal (one per miner and reason class per window, a few
+   * per miner: session-queue/audit-gate.ts); a row it writes expires with the session's other objects.
+   */
+  async admitAudit(miner: string, reasonClass: string): Promise<boolean> {
+    const now = Date.now();
+    if (!this.audits.admit(miner, reasonClass, now)) return false;
+    this.armAlarm(this.retention.written(now));
+    return true;
   }
 
   // ── RPC: a completion ────────────────────────────────────────────────────────────────────────────────
@@ -191,7 +219,7 @@ export class SessionQueue extends DurableObject<Env> {
     const reservedId = req.task_id !== undefined && this.open.takeReservedId(req.task_id);
     const refused = admissionFailure(config, req, { used: this.usedTokens, reserved: this.open.reservedTokens });
     if (refused) return { ok: false, error: refused };
-    const unservable = await servingFailure(config, req, this.unbenched(), (model) => nodePool(this.env).serving(model));
+    const unservable = await servingFailure(config, req, this.unbenched(), (model) => nodePool(this.env).serving(model), this.deadlines);
     if (unservable) return { ok: false, error: unservable };
     if (req.task_id !== undefined && !reservedId) {
       return { ok: false, error: { code: "conflict", message: `task id ${req.task_id} is not reserved here (any more)` } };
@@ -232,20 +260,23 @@ export class SessionQueue extends DurableObject<Env> {
       if (this.rounds.has(task.id)) return false; // its replica set is frozen
       let need = task.redundancy - countingReplicas(task).length;
       for (const m of need > 0 ? this.load.pick(task, miners, need) : []) {
-        this.assign(task, m.ws, m.claims.address, now);
+        this.assign(task, m, now);
         need--;
       }
       return need > 0;
     });
   }
 
-  private assign(task: OpenTask, ws: WebSocket, miner: string, now: number): void {
-    const replica = newReplica(task, miner, now, this.config!.ack_timeout);
+  /** Its router-set deadlines come from the session's ack window and the miner's declared speed (fair-deadlines.ts). */
+  private assign(task: OpenTask, { ws, claims }: MinerSocket, now: number): void {
+    const miner = claims.address;
+    const windows = replicaWindows(this.config!.ack_timeout, task.assign.params.max_tokens, claims, this.deadlines);
+    const replica = newReplica(miner, now, windows);
+    this.store.insertReplica(task.id, miner, now, this.clock.height(now), replica.ack_deadline, replica.commit_deadline);
     task.replicas.set(miner, replica);
     this.load.bump(miner, 1);
-    this.store.insertReplica(task.id, miner, now, this.clock.height(now), replica.ack_deadline, replica.commit_deadline);
     this.advance(task, now);
-    this.armAlarm(replica.ack_deadline);
+    this.armAlarm(Math.min(replica.ack_deadline, clientCutoff(task, replica)));
     this.sockets.send(ws, assignMessage(task, replica, this.clock.height(now)));
   }
 
@@ -253,7 +284,7 @@ export class SessionQueue extends DurableObject<Env> {
 
   override async webSocketMessage(ws: WebSocket, raw: string | ArrayBuffer): Promise<void> {
     const claims = this.sockets.claims(ws)!;
-    const msg = parseMessage(SessionMinerMessage, raw);
+    const msg = parseMessage(SessionMinerMessage, raw, MAX_MINER_FRAME_CHARS);
     if (!msg) return this.refuse(ws, "invalid_message", "message does not match the protocol");
     if (msg.type === "embeddings" || msg.type === "embed_failed") return this.rounds.onAnswer(ws, claims.address, msg);
     const task = this.open.get(Number(msg.task_id));
@@ -265,7 +296,7 @@ export class SessionQueue extends DurableObject<Env> {
     }
     // A miner that dropped (not timed out) may still deliver: its replica comes back to life.
     if (replica.state === "disconnected" && (msg.type === "precommit" || msg.type === "commit" || msg.type === "ack")) {
-      replica.state = replica.hash ? "precommitted" : "acked";
+      replica.state = replica.commitment ? "precommitted" : "acked";
       this.load.bump(claims.address, 1);
     }
     if (!replicaIsLive(replica.state)) {
@@ -298,11 +329,12 @@ export class SessionQueue extends DurableObject<Env> {
     this.advance(task, now, false);
   }
 
-  /** Streams only text a quorum of live replicas has produced (session-queue/stream-prefix.ts). */
+  /** Streams only text a quorum of live replicas has produced (session-queue/stream-prefix.ts); kept only while a client streams. */
   private onToken(task: OpenTask, r: Replica, text: string): void {
-    r.streamed += text;
     // Independent samples share no prefix: the text goes out whole once the validators have chosen it.
-    if (task.independentSeeds && task.redundancy > 1) return;
+    if (!task.stream || (task.independentSeeds && task.redundancy > 1)) return;
+    if (!extendStream(r, text, textByteCap(task.assign.params)))
+      return this.dropReplica(task, r, "rejected", "streamed more text than max_tokens allows");
     this.waiters.confirm(
       task.id,
       countingReplicas(task).map((x) => x.streamed),
@@ -312,40 +344,40 @@ export class SessionQueue extends DurableObject<Env> {
 
   private async onPrecommit(task: OpenTask, replica: Replica, msg: MinerMessage<"precommit">, now: number): Promise<void> {
     if (replica.state === "precommitted") return;
-    if (!(await precommitSignedBy(this.config!.id, replica.miner, msg))) {
+    if (!(await precommitSignedBy(this.config!.id, replica.miner, msg, this.domain))) {
       return this.dropReplica(task, replica, "rejected", "precommit signature does not recover to the miner's address");
     }
-    replica.state = "precommitted";
-    replica.hash = msg.hash as Hex;
     this.store.recordPrecommit(task.id, replica.miner, replica.acked_at ?? now, now, msg.hash, msg.signature);
+    replica.state = "precommitted";
+    replica.commitment = msg.hash as Hex;
     this.advance(task, now);
+    if (this.reveal(task, now)) this.pump();
   }
 
   private async onCommit(task: OpenTask, replica: Replica, msg: MinerMessage<"commit">, now: number): Promise<void> {
     if (replica.state !== "precommitted") return this.dropReplica(task, replica, "rejected", "commit arrived before a precommit");
-    const shape = offchainShapeFault(task.assign.payload, msg);
-    if (shape) return this.dropReplica(task, replica, "rejected", shape);
-    if (msg.result_urn) {
-      // Off-chain result: the router checked its signature and hashed its plaintext when it was stored.
-      const scope = { session: this.config!.id, task: msg.task_id, miner: replica.miner };
-      const bad = await offchainCommitFault(this.env.PAYLOADS, scope, msg.result_urn, replica.hash);
-      // R2 was awaited: a quorum may have closed the task meanwhile, making this replica a straggler.
-      const straggler = this.stragglers.live(task.id, replica.miner);
-      if (straggler?.replica === replica) return this.stragglers.onMessage(straggler.late, replica, msg);
-      if (!this.open.has(task.id) || replica.state !== "precommitted") return;
-      if (bad) return this.dropReplica(task, replica, "rejected", bad);
-    } else {
-      const fault = inlineCommitFault(task.assign.payload, replica.hash, msg.text);
-      if (fault) return this.dropReplica(task, replica, "rejected", fault);
-    }
-    replica.state = "committed";
-    replica.committed_at = now;
+    if (isHeld(replica)) return; // delivered again after a reconnect: it is in
+    const scope = { session: this.config!.id, task: msg.task_id, miner: replica.miner };
+    const reveal = await revealCommit(this.env.PAYLOADS, scope, task, replica.commitment, msg);
+    // R2 may have been awaited: a quorum may have closed the task meanwhile, making this replica a straggler.
+    const straggler = this.stragglers.live(task.id, replica.miner);
+    if (straggler?.replica === replica) return this.stragglers.onMessage(straggler.late, replica, msg);
+    if (!this.open.has(task.id) || replica.state !== "precommitted" || isHeld(replica)) return;
+    if (!reveal.ok) return this.dropReplica(task, replica, "rejected", reveal.fault);
+    // Checked and written, then held until every live replica has precommitted (session-queue/barrier.ts).
+    holdCommit(this.store, task, replica, msg, reveal.hash, now);
     this.load.bump(replica.miner, -1);
-    this.store.recordCommit(task.id, replica.miner, now, msg);
-    if (task.stream) this.onToken(task, replica, msg.text.slice(replica.streamed.length));
+    if (task.stream && msg.text.startsWith(replica.streamed)) this.onToken(task, replica, msg.text.slice(replica.streamed.length));
+    this.reveal(task, now);
+    this.pump();
+  }
+
+  /** Applies the commits the barrier releases, once every live replica has precommitted; then judges the task. */
+  private reveal(task: OpenTask, now: number): boolean {
+    if (!this.open.has(task.id) || !revealHeld(task, this.store)) return false;
     this.advance(task, now);
     this.settle(task, now);
-    this.pump();
+    return true;
   }
 
   // ── consensus ────────────────────────────────────────────────────────────────────────────────────────
@@ -357,8 +389,8 @@ export class SessionQueue extends DurableObject<Env> {
       task.redundancy,
     );
     if (!canTransition(task.state, next)) return;
-    task.state = next;
     if (persist) this.store.setTaskState(task.id, next, now);
+    task.state = next;
   }
 
   /**
@@ -367,9 +399,10 @@ export class SessionQueue extends DurableObject<Env> {
    * are not on the allowlist), which are judged on hashes alone.
    */
   private settle(task: OpenTask, now: number): void {
-    if (this.rounds.has(task.id)) return; // the validators' answers close it
+    if (this.rounds.has(task.id) || !barrierOpen(task)) return; // the validators' answers close it; no reveal before every precommit
     const mode = this.config!.consensus;
     const committed = replicasOf(task).filter((r) => r.state === "committed");
+    if (committed.length <= (task.recruitingAt ?? 0)) return; // nothing new since it lacked a quorum
     const step = settleStep({
       mode,
       redundancy: task.redundancy,
@@ -383,23 +416,36 @@ export class SessionQueue extends DurableObject<Env> {
     if (step === "similarity") {
       if (task.assign.payload?.encrypted || this.store.hasOffchainResult(task.id)) {
         note = "off-chain or private outputs are not shown to validators; judged on exact hashes";
-      } else if (this.rounds.start(task, committed, now)) {
-        // The replica set is frozen once judged: a replica assigned now would only ever be a straggler.
-        this.open.unqueue(task.id);
-        return;
       } else {
-        note = `no validator serving ${this.config!.embedding_model} is connected; fell back to exact hashes`;
+        note = this.rounds.start(task, committed, now) ?? undefined;
+        // The replica set is frozen once judged: a replica assigned now would only ever be a straggler.
+        if (!note) return this.open.unqueue(task.id);
       }
     }
     const verdict = exactVerdict(committed, task.redundancy, note ? { note } : {});
-    this.close(task, verdict.chosen, verdict.consensus, now);
+    this.conclude(task, verdict.chosen, verdict.consensus, now);
+  }
+
+  /** A verdict reaches the client only with a quorum (session-queue/quorum-gate.ts), else more replicas or 409. */
+  private conclude(task: OpenTask, chosen: string, verdict: ConsensusView, now: number): void {
+    const cfg = this.config!;
+    const recruit = canRecruit(task, this.unbenched(), cfg.consensus, now);
+    const gate = quorumGate(verdict, { redundancy: task.redundancy, bestEffort: cfg.best_effort === true, canRecruit: recruit });
+    if ("close" in gate) return this.close(task, chosen, gate.close, now);
+    if ("fail" in gate) return this.fail(task, gate.fail.code, gate.fail.message, now);
+    task.recruitingAt = replicasOf(task).filter((r) => r.state === "committed").length;
+    this.open.requeue(task.id); // the missing replicas are judged with the others once they commit
+    this.pump();
   }
 
   /** Records the consensus, charges the chosen replica's usage and answers the client. */
-  private close(task: OpenTask, miner: string, consensus: ConsensusView, now: number): void {
-    const result = this.store.resultOf(task.id, miner);
-    this.usedTokens += result.usage.total_tokens;
-    this.store.closeTask(task.id, now, this.clock.height(now), result, consensus, this.usedTokens);
+  private close(task: OpenTask, miner: string, verdict: ConsensusView, now: number): void {
+    // Charged: the usage the router can check (session-queue/miner-input.ts), never above the reservation.
+    const { usage, disputed } = checkedUsage(task, verdict, miner);
+    const consensus = disputed.length ? { ...verdict, usage_disputed: disputed } : verdict;
+    const result = { ...this.store.resultOf(task.id, miner), usage };
+    this.store.closeTask(task.id, now, this.clock.height(now), result, consensus, this.usedTokens + usage.total_tokens);
+    this.usedTokens += usage.total_tokens;
     task.state = "closed";
     // Replicas still running are stragglers now: they no longer count against their miner's capacity.
     for (const r of liveReplicas(task)) this.load.bump(r.miner, -1);
@@ -408,14 +454,14 @@ export class SessionQueue extends DurableObject<Env> {
     this.finish(task);
   }
 
-  private fail(task: OpenTask, code: Failure["code"], message: string, now: number): void {
-    this.outcomes.push(replicaOutcomes(task, null, 0, code === "timeout", this.stamp(now)));
+  private fail(task: OpenTask, code: Failure["code"], message: string, now: number, expired = false): void {
+    this.outcomes.push(replicaOutcomes(task, null, 0, expired, this.stamp(now)));
     for (const r of liveReplicas(task)) {
       this.setReplicaState(task, r, "cancelled", message);
       this.sockets.sendTo(r.miner, { type: "cancel", task_id: String(task.id), reason: code });
     }
-    task.state = "failed";
     this.store.failTask(task.id, now, this.clock.height(now), code, message);
+    task.state = "failed";
     this.finish(task);
   }
 
@@ -431,19 +477,20 @@ export class SessionQueue extends DurableObject<Env> {
   /** Takes a replica out of the task (timeout, fault, hand-back, disconnect) and finds a replacement. */
   private dropReplica(task: OpenTask, r: Replica, state: ReplicaState, reason: string): void {
     this.setReplicaState(task, r, state, reason);
-    if (state === "rejected" || state === "timed_out") {
+    if (state === "rejected" || state === "timed_out" || state === "cancelled") {
       this.sockets.sendTo(r.miner, { type: "cancel", task_id: String(task.id), reason: `${state}: ${reason}` });
     }
     this.open.requeue(task.id);
-    this.settle(task, Date.now());
+    // Its leaving may open the barrier (it never precommitted): held commits are revealed and judged.
+    if (!this.reveal(task, Date.now())) this.settle(task, Date.now());
     if (this.open.has(task.id)) this.pump();
   }
 
   private setReplicaState(task: OpenTask, r: Replica, state: ReplicaState, reason: string): void {
-    if (replicaIsLive(r.state)) this.load.bump(r.miner, -1);
+    this.store.setReplicaState(task.id, r.miner, state, reason, r.acked_at);
+    if (replicaIsLive(r.state) && !isHeld(r)) this.load.bump(r.miner, -1); // a held commit freed its slot already
     r.state = state;
     r.reason = reason;
-    this.store.setReplicaState(task.id, r.miner, state, reason, r.acked_at);
   }
 
   // ── miners come and go ───────────────────────────────────────────────────────────────────────────────
@@ -457,9 +504,9 @@ export class SessionQueue extends DurableObject<Env> {
     return res;
   }
 
-  /** Closes the channel of a miner whose tokens the pool revoked. */
-  async revokeMiner(address: string): Promise<void> {
-    this.sockets.socketFor(address.toLowerCase())?.close(4401, "token revoked");
+  /** The pool revoked the miner's tokens below `epoch`: its channel closes, such a token joins no more. */
+  async revokeMiner(address: string, epoch: number): Promise<void> {
+    this.channels.revoke(address, epoch);
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
@@ -476,7 +523,7 @@ export class SessionQueue extends DurableObject<Env> {
     if (!claims || this.sockets.supersededBy(ws, claims.address)) return;
     for (const task of this.open.list()) {
       const r = task.replicas.get(claims.address);
-      if (r && replicaIsLive(r.state)) this.dropReplica(task, r, "disconnected", reason);
+      if (r && replicaIsLive(r.state) && !isHeld(r)) this.dropReplica(task, r, "disconnected", reason); // a held commit is in
     }
     this.stragglers.minerGone(claims.address, reason, Date.now());
   }
@@ -496,7 +543,14 @@ export class SessionQueue extends DurableObject<Env> {
         if (!this.open.has(task.id) || this.rounds.has(task.id)) continue;
       }
       if (task.deadline_at <= now) {
-        this.fail(task, "timeout", `task ${task.id} did not complete within its deadline`, now);
+        // Replicas that never precommitted miss it; the commits held for them may still settle the task.
+        for (const r of unpledged(task)) {
+          const end = endAtTaskDeadline(task, r); // blamed only past its own deadline (fair-deadlines.ts)
+          this.setReplicaState(task, r, end.state, end.reason);
+        }
+        this.reveal(task, now);
+        const expired = expiryFailure(task);
+        if (this.open.has(task.id)) this.fail(task, expired.code, expired.message, now, true);
         continue;
       }
       const graceOver = now >= this.wokeAt + RECONNECT_GRACE_MS;

@@ -55,6 +55,13 @@ const MIGRATIONS: string[][] = [
   [`ALTER TABLE replicas ADD COLUMN result_urn TEXT`],
   // Who submitted a task: on a shared session each key sees only its own tasks (durable-objects/tenancy.ts).
   [`ALTER TABLE tasks ADD COLUMN owner TEXT`, `CREATE INDEX IF NOT EXISTS tasks_owner ON tasks (owner, id)`],
+  // Commit-reveal: `commitment` is what a replica precommitted (it binds the miner), `hash` its revealed result
+  // hash; `held_at` marks a commit written but held at the barrier. Older rows precommitted the bare result hash.
+  [
+    `ALTER TABLE replicas ADD COLUMN commitment TEXT`,
+    `ALTER TABLE replicas ADD COLUMN held_at INTEGER`,
+    `UPDATE replicas SET commitment = hash WHERE hash IS NOT NULL`,
+  ],
 ];
 
 /** Runs the migrations this storage has not seen yet (the NodePool passes its own list). */
@@ -112,4 +119,6 @@ export interface ReplicaRow extends Record<string, SqlStorageValue> {
   first_token_ms: number | null;
   result_urn: string | null;
   reason: string | null;
+  commitment: string | null;
+  held_at: number | null;
 }

@@ -6,7 +6,16 @@ export const DEFAULT_EMBEDDING_MODEL = "edge/tiny-embed";
 /** Calibrated on the builtin embedder (`npm run bench:cheats`); a sentence-embedding model such as MiniLM wants ~0.25. */
 export const DEFAULT_DISPERSION_THRESHOLD = 0.75;
 
-/** Cosine distance 1 − cos(a, b) of two vectors (not assumed normalised); 1 when either is zero. */
+/**
+ * Bounds on a validator's vectors (wellFormed), so no distance can overflow, underflow or be NaN: components
+ * within ±MAX_COMPONENT (16 × 4096 squares of 1e6 stay far below 1e308), a norm of at least MIN_NORM, at most
+ * MAX_DIMENSION components (what the protocol carries).
+ */
+export const MAX_COMPONENT = 1e6;
+export const MIN_NORM = 1e-6;
+export const MAX_DIMENSION = 4096;
+
+/** Cosine distance 1 − cos(a, b) of two vectors (not assumed normalised), within [0, 2]; 1 when either is zero. */
 export function cosineDistance(a: readonly number[], b: readonly number[]): number {
   let dot = 0,
     na = 0,
@@ -17,7 +26,9 @@ export function cosineDistance(a: readonly number[], b: readonly number[]): numb
     nb += b[i] * b[i];
   }
   if (na === 0 || nb === 0) return 1;
-  return 1 - dot / Math.sqrt(na * nb);
+  // Norms multiplied after their roots: the product of two squared norms can underflow where each does not.
+  const d = 1 - dot / (Math.sqrt(na) * Math.sqrt(nb));
+  return Number.isFinite(d) ? Math.min(2, Math.max(0, d)) : 1;
 }
 
 export function distanceMatrix(vectors: readonly (readonly number[])[]): number[][] {
@@ -36,11 +47,19 @@ export function medianMatrix(matrices: readonly number[][][]): number[][] {
   );
 }
 
-/** Whether a validator's answer has the shape asked for: one finite, same-length, non-zero vector per text. */
-export function wellFormed(vectors: readonly (readonly number[])[], texts: number): boolean {
-  if (vectors.length !== texts || texts === 0) return false;
-  const dim = vectors[0].length;
-  return dim >= 2 && vectors.every((v) => v.length === dim && v.every(Number.isFinite) && v.some((x) => x !== 0));
+/**
+ * Whether a validator's answer has the shape asked for, checked before any distance: one vector per text, all of
+ * one dimension (`dim`, when another validator already set it; 2 to MAX_DIMENSION), every component finite and
+ * within ±MAX_COMPONENT, every norm at least MIN_NORM.
+ */
+export function wellFormed(vectors: readonly (readonly number[])[], texts: number, dim = vectors[0]?.length ?? 0): boolean {
+  if (vectors.length !== texts || texts === 0 || dim < 2 || dim > MAX_DIMENSION) return false;
+  return vectors.every(
+    (v) =>
+      v.length === dim &&
+      v.every((x) => Number.isFinite(x) && Math.abs(x) <= MAX_COMPONENT) &&
+      Math.sqrt(v.reduce((s, x) => s + x * x, 0)) >= MIN_NORM,
+  );
 }
 
 export interface SimilarityJudgement {
@@ -64,8 +83,9 @@ export function judgeSimilarity(d: readonly number[][], threshold: number, eligi
   const sum = (i: number, over: readonly number[]) => over.reduce((s, j) => s + d[i][j], 0);
   const all = [...Array(n).keys()];
   const medoid = all.reduce((best, i) => (sum(i, all) < sum(best, all) ? i : best), 0);
-  const agreed = all.filter((i) => d[medoid][i] <= threshold);
-  const outliers = all.filter((i) => d[medoid][i] > threshold);
+  // The medoid agrees with itself whatever rounding makes of its own distance.
+  const agreed = all.filter((i) => i === medoid || d[medoid][i] <= threshold);
+  const outliers = all.filter((i) => i !== medoid && !(d[medoid][i] <= threshold));
   // The output returned is the most central of the agreeing ones (outliers no longer pull the centre).
   const central = [...agreed].sort((a, b) => sum(a, agreed) - sum(b, agreed) || a - b);
   const chosen = central.find((i) => eligible?.(i) ?? true) ?? central[0];

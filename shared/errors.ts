@@ -19,7 +19,10 @@ export const ERROR_STATUS = {
   configuration_error: 503,
   /** Every replica of a fanned-out request failed (each replica's payload and error are in the body). */
   all_replicas_failed: 502,
-  /** Replicas disagreed and the request's disagreement_policy is fail_hard. */
+  /**
+   * Replicas disagreed without a quorum: a v3 request's disagreement_policy is fail_hard, or a redundant task
+   * found no quorum among its replicas before its deadline (unless its session opted into best_effort).
+   */
   no_consensus: 409,
   /** A replica's answer did not follow the requested grammar (e.g. no parsable verdict). */
   invalid_output: 502,
@@ -31,6 +34,10 @@ export const ERROR_STATUS = {
   rate_limited: 429,
   /** The request body is larger than the route takes. */
   payload_too_large: 413,
+  /** A client deadline (timeout, precommit_timeout, a session's task_timeout) below the task's floor, named in details. */
+  deadline_too_short: 400,
+  /** The owner has MAX_SESSIONS_PER_OWNER sessions already (sessions are never deleted; shared ones count for nobody). */
+  session_quota_exceeded: 403,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

@@ -15,9 +15,12 @@ export type ConstraintSegment = z.infer<typeof ConstraintSegment>;
 export const GenerationConstraint = z.object({ segments: z.array(ConstraintSegment).min(1).max(32) });
 export type GenerationConstraint = z.infer<typeof GenerationConstraint>;
 
+/** The most completion tokens a task may ask for. */
+export const MAX_TOKENS_LIMIT = 4096;
+
 // Decoding parameters as they travel from the router to the miner. Field names follow Cortensor clients.
 export const GenerationParams = z.object({
-  max_tokens: z.number().int().min(1).max(4096),
+  max_tokens: z.number().int().min(1).max(MAX_TOKENS_LIMIT),
   temperature: z.number().min(0).max(2),
   top_p: z.number().gt(0).max(1),
   top_k: z.number().int().min(0).max(1000),

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { MAX_TASK_ID, TASK_ID_SOURCE } from "./task-id.ts";
 
 // Off-chain payloads: what a task carries instead of an inline prompt, the URNs that name stored objects, and
 // the REST bodies of the off-chain and key routes. Shared by the router and the miner agent.
@@ -9,7 +10,7 @@ import { z } from "zod";
 //   result  urn:edge:result:<session>:<task>:<miner>:<sha256>    R2 key result/<session>/<task>/<miner>/<sha256>
 
 const SESSION = "[A-Za-z0-9_-]{1,64}";
-const TASK = "[0-9]{1,15}";
+const TASK = TASK_ID_SOURCE;
 const SHA = "[0-9a-f]{64}";
 const MINER = "0x[0-9a-f]{40}";
 const PROMPT_URN = new RegExp(`^urn:edge:payload:(${SESSION}):(${TASK}):(${SHA})$`);
@@ -88,7 +89,7 @@ export type OffchainResultResponse = z.infer<typeof OffchainResultResponse>;
 /** `POST /api/v1/auth/payload_enc_key/{session,task}`. */
 export const PayloadKeyRequest = z.object({
   session_id: z.string().regex(new RegExp(`^${SESSION}$`)),
-  task_id: z.union([z.string().regex(new RegExp(`^${TASK}$`)), z.number().int().min(1).transform(String)]).optional(),
+  task_id: z.union([z.string().regex(new RegExp(`^${TASK}$`)), z.number().int().min(1).max(MAX_TASK_ID).transform(String)]).optional(),
   /** Absent: the current (highest) seed version. */
   key_version: z.number().int().min(1).optional(),
 });

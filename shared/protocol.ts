@@ -1,6 +1,7 @@
 import { z } from "zod";
-import { GenerationParams, PromptSpec } from "./generation.ts";
+import { GenerationParams, MAX_TOKENS_LIMIT, PromptSpec } from "./generation.ts";
 import { PayloadDescriptor } from "./payloads.ts";
+import { TaskId } from "./task-id.ts";
 
 // Every WebSocket message between router and miner. Both ends parse with these unions and reject the rest.
 // Two channels: the pool channel (miner ↔ NodePool: heartbeats, session membership) and one session channel
@@ -8,9 +9,19 @@ import { PayloadDescriptor } from "./payloads.ts";
 
 export const PROTOCOL_VERSION = 1;
 
+/**
+ * A miner's text is bounded by its task: at most TEXT_BYTES_PER_TOKEN UTF-8 bytes per completion token, so a
+ * commit (or a replica's stream) holds at most max_tokens × 64 bytes. Model-independent and generous: the
+ * built-in tokenizer's longest token is 13 bytes, a lone byte token decodes to a 3-byte replacement character.
+ * The frames themselves are bounded for the largest task (MAX_TOKENS_LIMIT tokens).
+ */
+export const TEXT_BYTES_PER_TOKEN = 64;
+export const MAX_RESULT_TEXT = MAX_TOKENS_LIMIT * TEXT_BYTES_PER_TOKEN;
+/** The longest session frame a miner may send (a full-size commit with JSON escapes, or 16 embeddings). */
+export const MAX_MINER_FRAME_CHARS = 2 * 1024 * 1024;
+
 const Hex = z.string().regex(/^0x[0-9a-fA-F]*$/);
 const Hash = z.string().regex(/^0x[0-9a-fA-F]{64}$/);
-const TaskId = z.string().min(1).max(64);
 const SessionId = z.string().min(1).max(64);
 
 // ── session channel ────────────────────────────────────────────────────────────────────────────────────
@@ -66,12 +77,13 @@ export const Usage = z.object({
 
 export const SessionMinerMessage = z.discriminatedUnion("type", [
   z.object({ type: z.literal("ack"), task_id: TaskId }),
-  z.object({ type: z.literal("token"), task_id: TaskId, seq: z.number().int().min(0), text: z.string() }),
+  z.object({ type: z.literal("token"), task_id: TaskId, seq: z.number().int().min(0), text: z.string().max(MAX_RESULT_TEXT) }),
+  /** `hash` is the commitment (shared/signing.ts `commitmentHash`: session, task, miner, result hash), signed. */
   z.object({ type: z.literal("precommit"), task_id: TaskId, hash: Hash, signature: Hex }),
   z.object({
     type: z.literal("commit"),
     task_id: TaskId,
-    text: z.string(),
+    text: z.string().max(MAX_RESULT_TEXT),
     finish_reason: z.enum(["stop", "length"]),
     usage: Usage,
     /** The miner's own inference time, so the router can report its added latency. */
@@ -140,9 +152,9 @@ export const PoolMinerMessage = z.discriminatedUnion("type", [
 ]);
 export type PoolMinerMessage = z.infer<typeof PoolMinerMessage>;
 
-/** Parses one text frame with a union; returns null for anything malformed. */
-export function parseMessage<T>(schema: z.ZodType<T>, raw: string | ArrayBuffer): T | null {
-  if (typeof raw !== "string") return null;
+/** Parses one text frame with a union; returns null for anything malformed (or longer than `maxChars`, unparsed). */
+export function parseMessage<T>(schema: z.ZodType<T>, raw: string | ArrayBuffer, maxChars = Number.POSITIVE_INFINITY): T | null {
+  if (typeof raw !== "string" || raw.length > maxChars) return null;
   let json: unknown;
   try {
     json = JSON.parse(raw);

@@ -1,8 +1,43 @@
-import { type Address, type Hex, keccak256, toBytes } from "viem";
+import { type Address, encodeAbiParameters, type Hex, keccak256, toBytes } from "viem";
 
 // EIP-712 typed data for the miner's commit-reveal. The hash is signed before the result is revealed; the
 // SessionQueue checks the revealed text hashes to it and that the signature recovers the miner's address.
-export const EIP712_DOMAIN = { name: "EdgeInferenceNetwork", version: "1" } as const;
+//
+// Every signature is bound to one deployment: the EIP-712 domain names the router (ROUTER_NAME), its chain
+// (CHAIN_ID) and, when it has one, its verifying address (ROUTER_ADDRESS), and the registration message names
+// the router and the URL origin the miner registered at. The miner learns them from the router's challenge
+// (checking the origin is the one it connected to) and signs with them; another deployment recovers another
+// signer from the same signature and refuses it.
+
+/** The deployment a miner talks to, as its router announces it (`POST /api/v1/miners/challenge`, `/register`). */
+export interface RouterIdentity {
+  name: string;
+  chain_id: number;
+  /** The router's verifying address (ROUTER_ADDRESS), or null when it has none. */
+  address: Address | null;
+  /** The URL origin the router answered at, e.g. https://router.example (registration messages only). */
+  origin: string;
+}
+
+/** Version of the signed structures (2: domains carry the deployment). */
+export const SIGNING_VERSION = "2";
+
+export interface SigningDomain {
+  name: string;
+  version: string;
+  chainId: number;
+  verifyingContract?: Address;
+}
+
+/** The EIP-712 domain of one deployment: its name, chain id and verifying address (when it has one). */
+export function signingDomain(router: Pick<RouterIdentity, "name" | "chain_id" | "address">): SigningDomain {
+  return {
+    name: router.name,
+    version: SIGNING_VERSION,
+    chainId: router.chain_id,
+    ...(router.address ? { verifyingContract: router.address } : {}),
+  };
+}
 
 export const PRECOMMIT_TYPES = {
   Precommit: [
@@ -20,9 +55,9 @@ export interface PrecommitFields {
   hash: Hex;
 }
 
-export function precommitTypedData(fields: PrecommitFields) {
+export function precommitTypedData(fields: PrecommitFields, domain: SigningDomain) {
   return {
-    domain: EIP712_DOMAIN,
+    domain,
     types: PRECOMMIT_TYPES,
     primaryType: "Precommit" as const,
     message: fields,
@@ -50,21 +85,50 @@ export interface OffchainResultFields {
   content: Hex;
 }
 
-export function offchainResultTypedData(fields: OffchainResultFields) {
+export function offchainResultTypedData(fields: OffchainResultFields, domain: SigningDomain) {
   return {
-    domain: EIP712_DOMAIN,
+    domain,
     types: OFFCHAIN_RESULT_TYPES,
     primaryType: "OffchainResult" as const,
     message: fields,
   };
 }
 
-/** Hash of a result as committed: keccak256 of its UTF-8 bytes. */
+/** Hash of a result as revealed: keccak256 of its UTF-8 bytes (what consensus compares). */
 export function resultHash(text: string): Hex {
   return keccak256(toBytes(text));
 }
 
-/** The message a miner signs (EIP-191) to prove it holds its wallet key when registering. */
-export function registrationMessage(address: Address, nonce: string): string {
-  return `edge-inference-network registration\naddress: ${address.toLowerCase()}\nnonce: ${nonce}`;
+export interface CommitmentFields {
+  session: string;
+  task: string;
+  miner: Address;
+  /** resultHash of the text the miner will reveal. */
+  result: Hex;
+}
+
+/**
+ * What a miner precommits (the `hash` it signs): keccak256 over the ABI encoding of session, task, miner and the
+ * result hash. It binds the miner, so two miners with the same output precommit different values and nobody
+ * can precommit a commitment seen elsewhere as their own; the router recomputes it from the revealed text.
+ */
+export function commitmentHash(f: CommitmentFields): Hex {
+  const types = [{ type: "string" }, { type: "string" }, { type: "address" }, { type: "bytes32" }] as const;
+  return keccak256(encodeAbiParameters(types, [f.session, f.task, f.miner, f.result]));
+}
+
+/**
+ * The message a miner signs (EIP-191) to prove it holds its wallet key when registering. It names the router
+ * (name, verifying address, chain, origin), so a signature obtained by one router is refused by any other.
+ */
+export function registrationMessage(address: Address, nonce: string, router: RouterIdentity): string {
+  return [
+    "edge-inference-network registration",
+    `router: ${router.name}`,
+    `router address: ${router.address?.toLowerCase() ?? "none"}`,
+    `chain id: ${router.chain_id}`,
+    `origin: ${router.origin}`,
+    `address: ${address.toLowerCase()}`,
+    `nonce: ${nonce}`,
+  ].join("\n");
 }

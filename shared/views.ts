@@ -30,6 +30,12 @@ export interface SessionConfig {
   dispersion_threshold: number;
   /** Feature-extraction model validators run. */
   embedding_model: string;
+  /**
+   * Opt-in: a redundant task whose replicas found no quorum before its deadline answers anyway with its best
+   * candidate (`consensus.status: "no_quorum"`, `consensus.best_effort: true`). Default false: it fails 409
+   * `no_consensus` instead.
+   */
+  best_effort?: boolean;
   mode: SessionMode;
   dedicated_miners: string[];
   /** Seconds. */
@@ -58,7 +64,10 @@ export interface ReplicaView {
   acked_at: number | null;
   precommitted_at: number | null;
   committed_at: number | null;
+  /** Result hash of the revealed text (what consensus compares); null until the task is finished. */
   hash: string | null;
+  /** What the miner precommitted and signed (session, task, miner, result hash); null until the task is finished. */
+  commitment: string | null;
   signature: string | null;
   /** Assignment to commit, ms. */
   latency_ms: number | null;
@@ -92,6 +101,10 @@ export interface ConsensusView {
   similarity?: SimilarityEvidence;
   /** Why consensus fell back (e.g. no validator answered). */
   note?: string;
+  /** The answer was given without a quorum because the session opted into best_effort (status is no_quorum). */
+  best_effort?: true;
+  /** Agreeing miners whose reported usage differed from what was charged (the fewest tokens any of them reported). */
+  usage_disputed?: string[];
 }
 
 export interface TaskResult {

@@ -7,6 +7,8 @@ export interface AppEnv {
     requestId: string;
     /** Owner name of the API key that authenticated the request. */
     owner: string;
+    /** Address of the miner token that authenticated the request (routes for miners only). */
+    miner: string;
   };
 }
 

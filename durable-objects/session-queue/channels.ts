@@ -19,6 +19,10 @@ import { assignMessage } from "./task.ts";
 
 /** Closed on a miner that no longer belongs here when an assigned miner needs its place. */
 const CLOSE_GIVE_WAY = 4003;
+/** Closed on a miner whose token was revoked. */
+const CLOSE_REVOKED = 4401;
+/** Revoke floors remembered (memory only: after an eviction the pool's own epoch check is the word). */
+const FLOORS_MAX = 10_000;
 
 export type JoinDecision = { refuse: Failure } | { evict: string[] };
 
@@ -67,6 +71,8 @@ export class MinerChannels {
   private readonly stragglers: Stragglers;
   private readonly config: () => SessionConfig | null;
   private readonly pool: () => JoinRegistry;
+  /** Per miner, the lowest token epoch a revoke left valid here. */
+  private readonly floors = new Map<string, number>();
 
   constructor(parts: QueueParts, open: OpenTasks, stragglers: Stragglers, config: () => SessionConfig | null, pool: () => JoinRegistry) {
     this.parts = parts;
@@ -83,8 +89,10 @@ export class MinerChannels {
     const config = this.config();
     if (!config) return refusal({ code: "session_not_found", message: "unknown session" });
     if (!mayServe(config, claims)) return refusal({ code: "forbidden", message: "this miner may not serve this session" });
-    const pool = await this.pool().sessionJoin(config.id, claims.address, claims.epoch);
-    // Decided after the await, against the sockets open now: two joins racing for the last place cannot both win.
+    const answer = await this.pool().sessionJoin(config.id, claims.address, claims.epoch);
+    // Decided after the await, against the sockets open now: two joins racing for the last place cannot both win,
+    // and a revoke that arrived meanwhile (the pool answered before it) still refuses the token.
+    const pool = { ...answer, current: answer.current && claims.epoch >= (this.floors.get(claims.address) ?? 0) };
     const { sockets } = this.parts;
     const holds = (address: string) => holdsWork(this.tasks, this.stragglers, address);
     const connected = sockets.connected().map((m) => ({ address: m.claims.address, holdsWork: holds(m.claims.address) }));
@@ -109,5 +117,17 @@ export class MinerChannels {
       if (r && (r.state === "assigned" || r.state === "acked")) sockets.send(server, assignMessage(task, r, block));
     }
     return new Response(null, { status: 101, webSocket: client });
+  }
+
+  /** The pool revoked the miner's tokens below `epoch`: close its channel here, and refuse such a token from now on. */
+  revoke(address: string, epoch: number): void {
+    const miner = address.toLowerCase();
+    const floor = Math.max(this.floors.get(miner) ?? 0, epoch);
+    this.floors.delete(miner); // re-inserted last: the oldest entries go first when the map is full
+    if (this.floors.size >= FLOORS_MAX) this.floors.delete(this.floors.keys().next().value!);
+    this.floors.set(miner, floor);
+    for (const { ws, claims } of this.parts.sockets.all()) {
+      if (claims.address === miner && claims.epoch < epoch) ws.close(CLOSE_REVOKED, "token revoked");
+    }
   }
 }

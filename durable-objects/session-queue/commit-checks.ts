@@ -1,21 +1,24 @@
-import { type Hex, recoverTypedDataAddress } from "viem";
+import { type Address, type Hex, recoverTypedDataAddress } from "viem";
 import type { Failure } from "../../shared/errors.ts";
 import { type PayloadDescriptor, parseUrn } from "../../shared/payloads.ts";
 import type { SessionMinerMessage } from "../../shared/protocol.ts";
-import { precommitTypedData, resultHash } from "../../shared/signing.ts";
+import { commitmentHash, precommitTypedData, resultHash, type SigningDomain } from "../../shared/signing.ts";
+import { inputFault, textByteCap } from "./miner-input.ts";
+import type { OpenTask } from "./task.ts";
 
 // The commit-reveal checks, one set for live replicas and stragglers alike. A precommit must be signed by the
-// miner that sends it (EIP-712 over session, task, miner and hash); a commit must reveal exactly what was
-// precommitted — inline text hashing to it, or (v2/v3) an off-chain result whose stored plaintext hash equals it.
-// Each check returns why it fails, or null.
+// miner that sends it (EIP-712 over session, task, miner and its commitment); a commit must reveal exactly what
+// was committed — the commitment (shared/signing.ts `commitmentHash`) recomputed from the session, the task,
+// the miner and the revealed result hash: of the inline text, or (v2/v3) the plaintext hash the router recorded
+// for an off-chain result. Each check returns why it fails, or null (or the revealed hash).
 
 type Precommit = Extract<SessionMinerMessage, { type: "precommit" }>;
 type Commit = Extract<SessionMinerMessage, { type: "commit" }>;
 
-/** Whether a precommit's EIP-712 signature recovers to the miner that sent it. */
-export async function precommitSignedBy(sessionId: string, miner: string, msg: Precommit): Promise<boolean> {
+/** Whether a precommit's EIP-712 signature, made for this deployment's domain, recovers to the miner that sent it. */
+export async function precommitSignedBy(sessionId: string, miner: string, msg: Precommit, domain: SigningDomain): Promise<boolean> {
   const signer = await recoverTypedDataAddress({
-    ...precommitTypedData({ session: sessionId, task: msg.task_id, miner: miner as Hex, hash: msg.hash as Hex }),
+    ...precommitTypedData({ session: sessionId, task: msg.task_id, miner: miner as Hex, hash: msg.hash as Hex }, domain),
     signature: msg.signature as Hex,
   }).catch(() => null);
   return signer?.toLowerCase() === miner.toLowerCase();
@@ -47,45 +50,71 @@ export function resultWriteFault(
   return null;
 }
 
-/** An inline commit: a private task's result never travels inline, and the text must hash to the precommit. */
-export function inlineCommitFault(payload: PayloadDescriptor | undefined, precommitted: string | null, text: string): string | null {
-  if (payload?.encrypted) return "a private task's result must be committed as an encrypted off-chain URN";
-  return resultHash(text) === precommitted ? null : "commit does not match the precommitted hash";
+/** A commit's outcome: the revealed result hash, or why it is refused. */
+export type Reveal = { ok: true; hash: Hex } | { ok: false; fault: string };
+
+/** Who committed what: the commitment names session, task and miner. */
+export interface CommitScope {
+  session: string;
+  task: string;
+  miner: string;
+}
+
+/** A sealed result's envelope adds a header and a tag to the text (shared/payload-crypto.ts); well under this. */
+const ENVELOPE_BYTES = 64;
+
+const refused = (fault: string): Reveal => ({ ok: false, fault });
+
+/** Whether `hash` revealed by this scope's miner is what it committed to. */
+function commits(scope: CommitScope, hash: Hex, commitment: string | null): boolean {
+  const expected = commitmentHash({ session: scope.session, task: scope.task, miner: scope.miner as Address, result: hash });
+  return commitment !== null && expected === commitment.toLowerCase();
+}
+
+/** An inline commit: a private task's result never travels inline, and the text must be what was committed. */
+export function inlineReveal(payload: PayloadDescriptor | undefined, scope: CommitScope, commitment: string | null, text: string): Reveal {
+  if (payload?.encrypted) return refused("a private task's result must be committed as an encrypted off-chain URN");
+  const hash = resultHash(text);
+  return commits(scope, hash, commitment) ? { ok: true, hash } : refused("commit does not match the precommitted hash");
 }
 
 /**
  * A commit naming a result URN: the URN must be this replica's own result for this task, and the object must
- * exist with the plaintext hash the router computed when it accepted the signed write equal to the replica's
- * precommitted hash.
+ * exist, within the task's text bound, with the plaintext hash the router computed when it accepted the signed
+ * write being what the replica committed to.
  */
-export async function offchainCommitFault(
+export async function offchainReveal(
   payloads: R2Bucket,
-  scope: { session: string; task: string; miner: string },
+  scope: CommitScope,
   urnText: string,
-  precommitted: string | null,
-): Promise<string | null> {
+  commitment: string | null,
+  maxBytes: number,
+): Promise<Reveal> {
   const urn = parseUrn(urnText);
   if (urn?.kind !== "result" || urn.session !== scope.session || urn.task !== scope.task || urn.miner !== scope.miner.toLowerCase()) {
-    return "result URN does not name this replica's result";
+    return refused("result URN does not name this replica's result");
   }
   const head = await payloads.head(urn.key);
-  if (!head) return "result URN names no stored object";
-  if (head.customMetadata?.result_hash !== precommitted) return "stored result does not match the precommitted hash";
-  return null;
+  if (!head) return refused("result URN names no stored object");
+  if (head.size > maxBytes + ENVELOPE_BYTES) return refused(`stored result exceeds ${maxBytes} bytes`);
+  const hash = head.customMetadata?.result_hash as Hex | undefined;
+  if (!hash || !commits(scope, hash, commitment)) return refused("stored result does not match the precommitted hash");
+  return { ok: true, hash };
 }
 
-/** Every commit check in order (shape, then off-chain object or inline hash). */
-export async function commitFault(
+/**
+ * Every commit check in order, for live replicas and stragglers alike: the shape, the text and usage bounds
+ * (miner-input.ts), then the off-chain object or the inline text against the commitment.
+ */
+export async function revealCommit(
   payloads: R2Bucket,
-  scope: { session: string; task: string; miner: string },
-  payload: PayloadDescriptor | undefined,
-  precommitted: string | null,
+  scope: CommitScope,
+  task: Pick<OpenTask, "assign" | "promptBytes">,
+  commitment: string | null,
   msg: Commit,
-): Promise<string | null> {
-  return (
-    offchainShapeFault(payload, msg) ??
-    (msg.result_urn
-      ? await offchainCommitFault(payloads, scope, msg.result_urn, precommitted)
-      : inlineCommitFault(payload, precommitted, msg.text))
-  );
+): Promise<Reveal> {
+  const fault = offchainShapeFault(task.assign.payload, msg) ?? inputFault(task, msg.text, msg.usage);
+  if (fault) return refused(fault);
+  if (!msg.result_urn) return inlineReveal(task.assign.payload, scope, commitment, msg.text);
+  return offchainReveal(payloads, scope, msg.result_urn, commitment, textByteCap(task.assign.params));
 }

@@ -15,6 +15,7 @@ export function withDefaults(c: SessionConfig, env: Env): SessionConfig {
     dispersion_threshold: c.dispersion_threshold ?? defaultThreshold(env),
     embedding_model: c.embedding_model ?? defaultEmbeddingModel(env),
     validator_count: c.validator_count ?? 0,
+    best_effort: c.best_effort ?? false,
   };
 }
 
@@ -34,6 +35,7 @@ export function sharedSessionConfig(env: Env, id: string, name: string): Session
     redundancy: Number(env.DEFAULT_REDUNDANCY) || 1,
     validator_count: 0,
     consensus: "auto",
+    best_effort: false,
     dispersion_threshold: defaultThreshold(env),
     embedding_model: defaultEmbeddingModel(env),
     mode: "ephemeral",

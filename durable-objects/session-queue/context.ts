@@ -1,8 +1,8 @@
 import type { ModelContext } from "../../shared/api.ts";
 import type { Failure } from "../../shared/errors.ts";
-import type { PromptSpec } from "../../shared/generation.ts";
 import { contextFor } from "../miner-credentials.ts";
 import type { MinerSocket } from "../miner-sockets.ts";
+import { promptReadBytes } from "./prompt-bytes.ts";
 import type { SubmitRequest } from "./rpc.ts";
 import type { OpenTask } from "./task.ts";
 
@@ -13,18 +13,7 @@ import type { OpenTask } from "./task.ts";
 // fit the positions of at least one connected miner; a miner that declared nothing may have room, so then the
 // task goes ahead and the miners' own refusals decide (refusedByEveryone).
 
-const encoder = new TextEncoder();
-
-/**
- * UTF-8 bytes of the prompt as every model reads it before any chat template (which only adds): the template
- * with each `{prompt}` replaced, counted without building the string (a template may repeat a huge prompt).
- */
-export function promptReadBytes(spec: PromptSpec): number {
-  const prompt = encoder.encode(spec.prompt).length;
-  if (spec.prompt_type === 1 || !spec.prompt_template) return prompt;
-  const parts = spec.prompt_template.split("{prompt}");
-  return parts.reduce((n, p) => n + encoder.encode(p).length, 0) + (parts.length - 1) * prompt;
-}
+export { promptReadBytes } from "./prompt-bytes.ts";
 
 /** The fewest tokens a prompt of `bytes` bytes can take (1: an empty prompt still reads a bos token). */
 export function minPromptTokens(bytes: number, maxTokenBytes: number | undefined): number {

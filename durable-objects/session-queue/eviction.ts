@@ -1,10 +1,11 @@
 import type { SessionServerMessage } from "../../shared/protocol.ts";
 import type { SessionConfig } from "../../shared/views.ts";
 import type { MinerSockets } from "../miner-sockets.ts";
+import { workingReplicas } from "./barrier.ts";
 import type { MinerLoad } from "./miner-load.ts";
 import type { OpenTasks } from "./open-tasks.ts";
 import type { Stragglers } from "./stragglers.ts";
-import { assignMessage, liveReplicas } from "./task.ts";
+import { assignMessage } from "./task.ts";
 import type { TaskStore } from "./task-store.ts";
 
 // A SessionQueue that wakes after an eviction or restart rebuilds its work from SQLite: nothing accepted is lost.
@@ -16,7 +17,7 @@ export function restoreTasks(store: TaskStore, config: SessionConfig, open: Open
       stragglers.restore(task, consensus!);
       continue;
     }
-    for (const r of liveReplicas(task)) load.bump(r.miner, 1);
+    for (const r of workingReplicas(task)) load.bump(r.miner, 1); // a held commit's miner is done with it
     open.add(task);
   }
 }

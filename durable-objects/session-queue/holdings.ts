@@ -1,5 +1,6 @@
 import type { Failure } from "../../shared/errors.ts";
 import type { PayloadDescriptor } from "../../shared/payloads.ts";
+import { parseTaskId } from "../../shared/task-id.ts";
 import { replicaIsLive } from "../../shared/task-state.ts";
 import { resultWriteFault } from "./commit-checks.ts";
 import type { OpenTasks } from "./open-tasks.ts";
@@ -11,13 +12,14 @@ import type { OpenTask, Replica } from "./task.ts";
 
 const holding = (r: Replica | undefined): r is Replica => !!r && (replicaIsLive(r.state) || r.state === "disconnected");
 
-/** The task `taskId` (open, or closed with live stragglers) and the miner's replica of it when the miner holds it. */
+/** The task `taskId` (open, or closed with live stragglers; null names none) and the miner's replica of it when it holds it. */
 export function heldReplica(
   open: OpenTasks,
   stragglers: Stragglers,
-  taskId: number,
+  taskId: number | null,
   miner: string,
 ): { task: OpenTask | undefined; replica: Replica | undefined } {
+  if (taskId === null) return { task: undefined, replica: undefined };
   const task = open.get(taskId) ?? stragglers.get(taskId)?.task;
   const r = task?.replicas.get(miner.toLowerCase());
   return { task, replica: holding(r) ? r : undefined };
@@ -36,7 +38,7 @@ export function claimResultWrite(
   taskId: string,
   miner: string,
 ): { ok: true; payload: PayloadDescriptor } | { ok: false; error: Failure } {
-  const { task, replica } = heldReplica(open, stragglers, Number(taskId), miner);
+  const { task, replica } = heldReplica(open, stragglers, parseTaskId(taskId), miner);
   const payload = task?.assign.payload ?? null;
   const fault = resultWriteFault(taskId, replica, payload);
   if (fault) return { ok: false, error: fault };

@@ -1,5 +1,8 @@
 import type { OpenTask } from "./task.ts";
 
+/** A reservation the router neither used nor gave back (it failed between the calls) lapses after this. */
+const RESERVATION_TTL_MS = 10 * 60_000;
+
 // A SessionQueue's open tasks in memory: the tasks themselves, the queue of those still short of replicas
 // (oldest first), the deposit tokens they hold, and task ids — this object is their only writer, so the next id
 // is known without reading storage.
@@ -10,8 +13,8 @@ export class OpenTasks {
   /** Deposit tokens held by open tasks until they finish. */
   reservedTokens = 0;
   private nextId: number;
-  /** Ids handed out by reserveId() and not yet used (memory only: after an eviction they are refused). */
-  private readonly reservedIds = new Set<number>();
+  /** Ids handed out by reserveId() and not yet used, with when (memory only: after an eviction they are refused). */
+  private readonly reservedIds = new Map<number, number>();
 
   constructor(lastId: number) {
     this.nextId = lastId + 1;
@@ -75,14 +78,18 @@ export class OpenTasks {
     this.queue = still;
   }
 
-  /** An id for a task the router stores a payload for before submitting it. */
-  reserveId(): number {
+  /** An id for a task the router stores a payload for before submitting it; lapsed reservations go. */
+  reserveId(now = Date.now()): number {
+    for (const [old, at] of this.reservedIds) {
+      if (now - at < RESERVATION_TTL_MS) break; // in order of reservation: the rest are younger
+      this.reservedIds.delete(old);
+    }
     const id = this.nextId++;
-    this.reservedIds.add(id);
+    this.reservedIds.set(id, now);
     return id;
   }
 
-  /** Uses a reservation (once, whatever the outcome); false when the id is not reserved (any more). */
+  /** Uses (or gives back) a reservation, once, whatever the outcome; false when the id is not reserved (any more). */
   takeReservedId(id: number): boolean {
     return this.reservedIds.delete(id);
   }

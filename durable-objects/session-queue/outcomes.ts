@@ -1,7 +1,7 @@
 import { replicaIsLive } from "../../shared/task-state.ts";
 import type { ConsensusView } from "../../shared/views.ts";
 import type { Outcome, ReplicaOutcome } from "../reputation.ts";
-import { type OpenTask, type Replica, replicasOf } from "./task.ts";
+import { type OpenTask, phaseDeadline, type Replica, replicasOf } from "./task.ts";
 
 // What each replica of a finished task is answerable for in the pool's ledger (see README, "Reputation, stake
 // and the ledger"): agreed replicas share the task's tokens, outliers and the timed-out are penalised, the
@@ -13,17 +13,27 @@ export interface Stamp {
   block: number;
 }
 
-function outcomeOf(r: Replica, consensus: ConsensusView | null, agreed: Set<string>, timedOut: boolean): [Outcome, string | null] | null {
+function outcomeOf(
+  r: Replica,
+  consensus: ConsensusView | null,
+  agreed: Set<string>,
+  timedOutAt: number | null,
+): [Outcome, string | null] | null {
   if (r.state === "committed" && consensus?.status === "agreed") {
     return agreed.has(r.miner) ? ["agreed", r.reason ?? null] : ["outlier", "result disagrees with consensus"];
   }
   if (r.state === "rejected" || r.state === "timed_out" || r.state === "disconnected" || r.state === "released")
     return [r.state, r.reason ?? null];
-  if (timedOut && replicaIsLive(r.state)) return ["timed_out", `still ${r.state} at the task deadline`];
+  // A commit held at the barrier was in on time: its miner is not answerable for the task failing.
+  // At a task timeout only a replica already past its own router-set deadline is answerable: one the client's
+  // deadline cut short within it is not (session-queue/fair-deadlines.ts).
+  if (timedOutAt !== null && replicaIsLive(r.state) && !r.held && phaseDeadline(r) <= timedOutAt) {
+    return ["timed_out", `missed its ${r.state === "assigned" ? "ack" : "commit"} deadline before the task deadline`];
+  }
   return null;
 }
 
-/** One outcome per replica that ended for a reason its miner answers for; live ones at a task timeout timed out. */
+/** One outcome per replica that ended for a reason its miner answers for (live ones at a task timeout: past their own deadline). */
 export function replicaOutcomes(
   task: OpenTask,
   consensus: ConsensusView | null,
@@ -35,7 +45,7 @@ export function replicaOutcomes(
   const share = agreed.size ? Math.floor(tokens / agreed.size) : 0;
   const out: ReplicaOutcome[] = [];
   for (const r of replicasOf(task)) {
-    const o = outcomeOf(r, consensus, agreed, timedOut);
+    const o = outcomeOf(r, consensus, agreed, timedOut ? task.deadline_at : null);
     if (!o) continue;
     out.push(outcomeEntry(task, r, o[0], o[1], stamp, o[0] === "agreed" ? share : 0));
   }

@@ -1,4 +1,5 @@
 import type { SessionServerMessage } from "../../shared/protocol.ts";
+import type { SigningDomain } from "../../shared/signing.ts";
 import type { SessionConfig } from "../../shared/views.ts";
 import type { MinerSockets } from "../miner-sockets.ts";
 import type { OutcomeReporter } from "../outcome-reporter.ts";
@@ -13,6 +14,8 @@ export interface QueueParts {
   load: MinerLoad;
   outcomes: OutcomeReporter;
   payloads: R2Bucket;
+  /** This deployment's EIP-712 domain: precommits are verified under it (durable-objects/deployment.ts). */
+  domain: SigningDomain;
   block(at: number): number;
   armAlarm(at: number): void;
 }

@@ -1,4 +1,5 @@
 import type { Failure } from "../../shared/errors.ts";
+import { parseTaskId } from "../../shared/task-id.ts";
 import type { SessionConfig, SessionUsage, TaskView } from "../../shared/views.ts";
 import { isShared, seesSession, seesTask, sessionNotFound, taskNotFound } from "../tenancy.ts";
 import type { OpenTasks } from "./open-tasks.ts";
@@ -59,7 +60,9 @@ export function describeFor(s: ReadState, caller?: string): { config: SessionCon
 export function accessFor(s: ReadState, caller: string, taskId?: string): Access {
   if (!seesSession(s.config, caller)) return { ok: false, error: sessionNotFound(s.config.id) };
   if (taskId === undefined) return { ok: true, config: s.config };
-  const row = s.store.task(Number(taskId));
+  // Only a canonical id names a task: "01" or "0x1" is nobody's task, whatever Number() would make of it.
+  const id = parseTaskId(taskId);
+  const row = id === null ? undefined : s.store.task(id);
   if (!row || !seesTask(s.config, row.owner, caller)) return { ok: false, error: taskNotFound(s.config.id, taskId) };
   return { ok: true, config: s.config };
 }
@@ -68,7 +71,7 @@ export function accessFor(s: ReadState, caller: string, taskId?: string): Access
 export function taskFor(s: ReadState, caller: string, taskId: string): TaskRead {
   const access = accessFor(s, caller, taskId);
   if (!access.ok) return access;
-  const id = Number(taskId);
+  const id = parseTaskId(taskId)!;
   return { ok: true, task: s.store.view(s.store.task(id)!, s.config, s.open.get(id)) };
 }
 

@@ -4,11 +4,13 @@ import type { SessionConfig } from "../../shared/views.ts";
 import { contextFor } from "../miner-credentials.ts";
 import type { MinerSocket } from "../miner-sockets.ts";
 import { contextFailure } from "./context.ts";
+import { type DeadlinePolicy, deadlineFailure } from "./fair-deadlines.ts";
 import type { SubmitRequest } from "./rpc.ts";
 
 // Work a session refuses at once instead of letting it wait for its deadline: no miner that could serve it
-// (every connected one benched, and none in the pool either: 503 `no_miner_available`), or a prompt that fits
-// no serving miner's context (400 `context_length_exceeded`, session-queue/context.ts).
+// (every connected one benched, and none in the pool either: 503 `no_miner_available`), a prompt that fits
+// no serving miner's context (400 `context_length_exceeded`, session-queue/context.ts), or a client deadline no
+// serving miner could meet (400 `deadline_too_short`, session-queue/fair-deadlines.ts).
 
 export type PoolServing = (model: string) => Promise<{ miners: number; contexts: (ModelContext | null)[] }>;
 
@@ -18,6 +20,7 @@ export async function servingFailure(
   req: SubmitRequest,
   miners: readonly MinerSocket[],
   pool: PoolServing,
+  deadlines: DeadlinePolicy,
 ): Promise<Failure | null> {
   let contexts = miners.map((m) => contextFor(m.claims.contexts, config.model));
   if (miners.length === 0) {
@@ -31,5 +34,13 @@ export async function servingFailure(
     }
     contexts = serving.contexts;
   }
-  return contextFailure(req, config.model, contexts);
+  return (
+    contextFailure(req, config.model, contexts) ??
+    deadlineFailure(
+      config,
+      req,
+      miners.map((m) => m.claims),
+      deadlines,
+    )
+  );
 }

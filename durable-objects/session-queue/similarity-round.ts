@@ -5,9 +5,11 @@ import { distanceMatrix, judgeSimilarity, medianMatrix, wellFormed } from "../si
 import type { QueueParts } from "./parts.ts";
 import { exactVerdict, quorumOf } from "./quorum.ts";
 import type { OpenTask, Replica } from "./task.ts";
+import { eligibleValidators, type Panel, panelFor } from "./validators.ts";
 
 // The similarity round of a task whose committed outputs differ: validators (miners serving the session's
-// embedding model, outside the task first) embed every output; the SessionQueue computes the cosine distances
+// embedding model: outsiders only, or at least three of the task's own replicas when no outsider exists —
+// validators.ts) embed every output; the SessionQueue computes the cosine distances
 // itself, takes the element-wise median over validators and names outliers (similarity.ts). Rounds live in
 // memory; after an eviction the alarm finds the task with every replica reported and starts a new one.
 
@@ -23,6 +25,10 @@ interface Round {
   /** Validator → the distance matrix of its embeddings. */
   answers: Map<string, number[][]>;
   tried: Set<string>;
+  /** Outsiders, or (when none exists) the task's own replicas, at least three answering (validators.ts). */
+  panel: Panel;
+  /** The embedding dimension of the first well-formed answer: every other validator's must match it. */
+  dim?: number;
 }
 
 /** What a round needs of its SessionQueue beyond the common parts. */
@@ -30,7 +36,8 @@ export interface RoundHost {
   openTask(id: number): OpenTask | undefined;
   /** Text a streaming client already holds: an agreeing output that continues it is preferred. */
   sentText(taskId: number): string;
-  close(task: OpenTask, chosen: string, consensus: ConsensusView, now: number): void;
+  /** The verdict: closes the task only with a quorum (session-queue/quorum-gate.ts). */
+  conclude(task: OpenTask, chosen: string, consensus: ConsensusView, now: number): void;
 }
 
 /**
@@ -64,16 +71,25 @@ export class SimilarityRounds {
     for (const r of this.rounds.values()) yield* r.asked.values();
   }
 
-  /** Asks validators to embed the committed outputs; false when no validator is connected. */
-  start(task: OpenTask, committed: Replica[], now: number): boolean {
-    const round: Round = { miners: [], texts: [], asked: new Map(), answers: new Map(), tried: new Set() };
+  /** Asks validators to embed the committed outputs; null once asked, else why not (the task is judged on hashes). */
+  start(task: OpenTask, committed: Replica[], now: number): string | null {
+    const cfg = this.parts.config();
+    const { outsiders, insiders } = this.eligible(task);
+    const panel = panelFor(outsiders.length, cfg.validator_count);
+    if (panel.insiders && insiders.length < panel.need) {
+      return outsiders.length + insiders.length === 0
+        ? `no validator serving ${cfg.embedding_model} is connected; fell back to exact hashes`
+        : `every validator serving ${cfg.embedding_model} is a replica of this task and fewer than ${panel.need} are connected; fell back to exact hashes`;
+    }
+    const round: Round = { miners: [], texts: [], asked: new Map(), answers: new Map(), tried: new Set(), panel };
     for (const r of committed) {
       round.miners.push(r.miner);
       round.texts.push(this.parts.store.committedText(task.id, r.miner));
     }
-    if (this.ask(task, round, this.wanted(), now) === 0) return false;
+    if (this.ask(task, round, panel.wanted, now) === 0)
+      return "the task's deadline leaves no time for validation; fell back to exact hashes";
     this.rounds.set(task.id, round);
-    return true;
+    return null;
   }
 
   onAnswer(ws: WebSocket, miner: string, msg: Answer): void {
@@ -91,9 +107,10 @@ export class SimilarityRounds {
     const cfg = this.parts.config();
     if (msg.type === "embed_failed") {
       console.warn(`session ${cfg.id} task ${task.id}: validator ${miner} could not embed: ${msg.reason}`);
-    } else if (msg.model !== cfg.embedding_model || !wellFormed(msg.vectors, round.texts.length)) {
+    } else if (msg.model !== cfg.embedding_model || !wellFormed(msg.vectors, round.texts.length, round.dim)) {
       console.warn(`session ${cfg.id} task ${task.id}: validator ${miner} sent malformed embeddings (model ${msg.model})`);
     } else {
+      round.dim ??= msg.vectors[0].length;
       round.answers.set(miner, distanceMatrix(msg.vectors));
     }
     this.continue(task, round, Date.now());
@@ -108,31 +125,24 @@ export class SimilarityRounds {
     }
   }
 
-  /** Validators the session asks for (at least one). */
-  private wanted(): number {
-    return Math.max(1, this.parts.config().validator_count);
+  /** Validators that may judge this task, outside it and within it (validators.ts). */
+  private eligible(task: OpenTask) {
+    const model = this.parts.config().embedding_model;
+    return eligibleValidators(task, this.parts.sockets.connected(), model, (a) => this.parts.load.benched(a));
   }
 
   /**
-   * Sends `embed` to up to `count` untried validators: connected miners that run the session's embedding model,
-   * miners outside the task first (they have no stake in its outcome), then the least loaded.
+   * Sends `embed` to up to `count` untried validators of the round's panel (outsiders, or the task's replicas
+   * when no outsider exists), the least loaded first.
    */
   private ask(task: OpenTask, round: Round, count: number, now: number): number {
     const model = this.parts.config().embedding_model;
     const deadline = Math.min(task.deadline_at, now + VALIDATION_TIMEOUT_MS);
     if (deadline <= now) return 0;
-    const inTask = (m: MinerSocket) => Number(task.replicas.has(m.claims.address));
-    const picked = this.parts.sockets
-      .connected()
-      .filter((m) => {
-        const a = m.claims.address;
-        const own = task.replicas.get(a)?.state;
-        // Not a miner this task already caught misbehaving, nor one the pool benched.
-        return (
-          m.claims.models.includes(model) && !round.tried.has(a) && own !== "rejected" && own !== "timed_out" && !this.parts.load.benched(a)
-        );
-      })
-      .sort((a, b) => inTask(a) - inTask(b) || this.parts.load.ratio(a) - this.parts.load.ratio(b))
+    const { outsiders, insiders } = this.eligible(task);
+    const picked = (round.panel.insiders ? insiders : outsiders)
+      .filter((m) => !round.tried.has(m.claims.address))
+      .sort((a, b) => this.parts.load.ratio(a) - this.parts.load.ratio(b))
       .slice(0, count);
     for (const m of picked) {
       round.tried.add(m.claims.address);
@@ -146,23 +156,22 @@ export class SimilarityRounds {
   /** Concludes once every asked validator answered or timed out; replaces missing ones while time remains. */
   private continue(task: OpenTask, round: Round, now: number): void {
     if (round.asked.size > 0) return;
-    const wanted = this.wanted();
+    const { wanted, need, insiders } = round.panel;
     if (round.answers.size < wanted && this.ask(task, round, wanted - round.answers.size, now) > 0) return;
     this.rounds.delete(task.id);
     const replicas = round.miners.map((m) => task.replicas.get(m)!);
-    if (round.answers.size === 0) {
-      // Nobody could judge similarity: the largest exact group stands, without a quorum.
-      const v = exactVerdict(replicas, task.redundancy, {
-        method: "exact",
-        note: "no validator answered in time; fell back to exact hashes",
-      });
-      return this.host.close(task, v.chosen, v.consensus, now);
+    if (round.answers.size < need) {
+      // Too few could judge similarity (replicas judging themselves need three): the exact hashes decide.
+      const why =
+        insiders && round.answers.size > 0 ? `fewer than ${need} validators (replicas of the task) answered` : "no validator answered";
+      const v = exactVerdict(replicas, task.redundancy, { method: "exact", note: `${why} in time; fell back to exact hashes` });
+      return this.host.conclude(task, v.chosen, v.consensus, now);
     }
     const cfg = this.parts.config();
     const sent = this.host.sentText(task.id);
     const j = judgeSimilarity(medianMatrix([...round.answers.values()]), cfg.dispersion_threshold, (i) => round.texts[i].startsWith(sent));
     const round4 = (x: number) => Math.round(x * 1e4) / 1e4;
-    this.host.close(
+    this.host.conclude(
       task,
       round.miners[j.chosen],
       {

@@ -3,7 +3,7 @@ import type { SessionMinerMessage } from "../../shared/protocol.ts";
 import { replicaIsLive } from "../../shared/task-state.ts";
 import type { ConsensusView } from "../../shared/views.ts";
 import type { Outcome } from "../reputation.ts";
-import { commitFault, precommitSignedBy } from "./commit-checks.ts";
+import { precommitSignedBy, revealCommit } from "./commit-checks.ts";
 import { outcomeEntry } from "./outcomes.ts";
 import type { QueueParts } from "./parts.ts";
 import { type Lingering, liveReplicas, type OpenTask, phaseDeadline, type Replica } from "./task.ts";
@@ -60,12 +60,12 @@ export class Stragglers {
       r.state = "acked";
       r.acked_at = now;
     } else if (msg.type === "precommit" && r.state !== "precommitted") {
-      if (!(await precommitSignedBy(this.parts.config().id, r.miner, msg))) {
+      if (!(await precommitSignedBy(this.parts.config().id, r.miner, msg, this.parts.domain))) {
         return this.end(late, r, "rejected", "precommit signature does not recover to the miner's address", now);
       }
-      r.state = "precommitted";
-      r.hash = msg.hash as Hex;
       this.parts.store.recordPrecommit(late.task.id, r.miner, r.acked_at ?? now, now, msg.hash, msg.signature);
+      r.state = "precommitted";
+      r.commitment = msg.hash as Hex;
     } else if (msg.type === "commit") {
       await this.onCommit(late, r, msg, now);
     } else if (msg.type === "release") {
@@ -77,15 +77,16 @@ export class Stragglers {
     const { task, consensus } = late;
     if (r.state !== "precommitted") return this.end(late, r, "rejected", "commit arrived before a precommit", now);
     const scope = { session: this.parts.config().id, task: msg.task_id, miner: r.miner };
-    const fault = await commitFault(this.parts.payloads, scope, task.assign.payload, r.hash, msg);
+    const reveal = await revealCommit(this.parts.payloads, scope, task, r.commitment, msg);
     if (!replicaIsLive(r.state)) return; // ended while R2 was awaited
-    if (fault) return this.end(late, r, "rejected", fault, now);
-    const agreed = r.hash === consensus.hash;
-    (agreed ? consensus.agreed : consensus.outliers).push(r.miner);
-    r.state = "committed";
-    r.committed_at = now;
-    this.parts.store.recordCommit(task.id, r.miner, now, msg, "committed after the quorum closed the task");
-    this.parts.store.updateConsensus(task.id, consensus);
+    if (!reveal.ok) return this.end(late, r, "rejected", reveal.fault, now);
+    const agreed = reveal.hash === consensus.hash;
+    const judged = { ...consensus, [agreed ? "agreed" : "outliers"]: [...consensus[agreed ? "agreed" : "outliers"], r.miner] };
+    // Written first: memory follows only what storage holds.
+    this.parts.store.recordCommit(task.id, r.miner, now, msg, reveal.hash, { reason: "committed after the quorum closed the task" });
+    this.parts.store.updateConsensus(task.id, judged);
+    late.consensus = judged;
+    Object.assign(r, { state: "committed", committed_at: now, hash: reveal.hash });
     this.judge(late, r, agreed ? "agreed" : "outlier", agreed ? null : "late result disagrees with consensus", now);
   }
 
@@ -108,9 +109,9 @@ export class Stragglers {
   }
 
   end(late: Lingering, r: Replica, state: Ended, reason: string, now: number): void {
+    this.parts.store.setReplicaState(late.task.id, r.miner, state, reason, r.acked_at);
     r.state = state;
     r.reason = reason;
-    this.parts.store.setReplicaState(late.task.id, r.miner, state, reason, r.acked_at);
     if (state === "rejected" || state === "timed_out") {
       this.parts.sockets.sendTo(r.miner, { type: "cancel", task_id: String(late.task.id), reason: `${state}: ${reason}` });
     }

@@ -4,7 +4,8 @@ import type { SessionMinerMessage } from "../../shared/protocol.ts";
 import type { ReplicaState, TaskState } from "../../shared/task-state.ts";
 import type { ConsensusView, SessionConfig, TaskResult, TaskView } from "../../shared/views.ts";
 import { migrate, type ReplicaRow, type TaskRow } from "../session-schema.ts";
-import type { OpenTask, StoredRequest } from "./task.ts";
+import { taskPromptBytes } from "./prompt-bytes.ts";
+import type { OpenTask, Replica, StoredRequest } from "./task.ts";
 
 // Every SQL statement of a SessionQueue: its settings and usage (`meta`), tasks and replicas, what an evicted
 // object restores, and the task view clients read. Writes are not awaited: a Durable Object's SQLite calls are
@@ -103,34 +104,56 @@ export class TaskStore {
     this.sql.exec(`UPDATE tasks SET state = ?, updated_at = ? WHERE id = ?`, state, now, taskId);
   }
 
-  recordPrecommit(taskId: number, miner: string, ackedAt: number, now: number, hash: string, signature: string): void {
+  recordPrecommit(taskId: number, miner: string, ackedAt: number, now: number, commitment: string, signature: string): void {
     this.sql.exec(
-      `UPDATE replicas SET state = 'precommitted', acked_at = ?, precommitted_at = ?, hash = ?, signature = ? WHERE task_id = ? AND miner = ?`,
+      `UPDATE replicas SET state = 'precommitted', acked_at = ?, precommitted_at = ?, commitment = ?, signature = ? WHERE task_id = ? AND miner = ?`,
       ackedAt,
       now,
-      hash,
+      commitment,
       signature,
       taskId,
       miner,
     );
   }
 
-  /** A commit that passed its checks; `reason` notes a straggler's late one. */
-  recordCommit(taskId: number, miner: string, now: number, msg: Commit, reason: string | null = null): void {
+  /**
+   * A commit that passed its checks, with its revealed result hash: `committed`, or (`held`) written while its
+   * replica stays `precommitted` until the commit-reveal barrier opens (applyHeld); `reason` notes a straggler's.
+   */
+  recordCommit(
+    taskId: number,
+    miner: string,
+    now: number,
+    msg: Commit,
+    hash: string,
+    opts: { held?: boolean; reason?: string } = {},
+  ): void {
     this.sql.exec(
-      `UPDATE replicas SET state = 'committed', committed_at = ?, text = ?, finish_reason = ?, usage = ?, inference_ms = ?,
+      `UPDATE replicas SET state = ?, committed_at = ?, held_at = ?, hash = ?, text = ?, finish_reason = ?, usage = ?, inference_ms = ?,
          first_token_ms = ?, reason = COALESCE(?, reason) WHERE task_id = ? AND miner = ?`,
-      now,
+      opts.held ? "precommitted" : "committed",
+      opts.held ? null : now,
+      opts.held ? now : null,
+      hash,
       msg.text,
       msg.finish_reason,
       JSON.stringify(msg.usage),
       msg.inference_ms,
       msg.first_token_ms ?? null,
-      reason,
+      opts.reason ?? null,
       taskId,
       miner,
     );
     if (msg.result_urn) this.sql.exec(`UPDATE replicas SET result_urn = ? WHERE task_id = ? AND miner = ?`, msg.result_urn, taskId, miner);
+  }
+
+  /** The barrier opened: a held commit counts, committed when it arrived. */
+  applyHeld(taskId: number, miner: string): void {
+    this.sql.exec(
+      `UPDATE replicas SET state = 'committed', committed_at = held_at, held_at = NULL WHERE task_id = ? AND miner = ?`,
+      taskId,
+      miner,
+    );
   }
 
   /** A replica that ended; an in-memory ack is kept on record when it ends before its precommit would have written it. */
@@ -228,6 +251,7 @@ export class TaskStore {
         redundancy: row.redundancy,
         deadline_at: row.deadline_at,
         reservedTokens: row.reserved,
+        promptBytes: taskPromptBytes(request.input, request.payload),
         stream: false,
         assign: {
           type: "assign",
@@ -243,18 +267,8 @@ export class TaskStore {
         replicas: new Map(),
         independentSeeds: request.independent_seeds === true,
       };
-      for (const r of this.sql.exec<ReplicaRow>(`SELECT * FROM replicas WHERE task_id = ?`, row.id)) {
-        task.replicas.set(r.miner, {
-          miner: r.miner,
-          state: r.state,
-          assigned_at: r.assigned_at,
-          ack_deadline: r.ack_deadline,
-          commit_deadline: r.commit_deadline,
-          acked_at: r.acked_at,
-          hash: (r.hash as Hex | null) ?? null,
-          streamed: "",
-        });
-      }
+      for (const r of this.sql.exec<ReplicaRow>(`SELECT * FROM replicas WHERE task_id = ?`, row.id))
+        task.replicas.set(r.miner, restored(r));
       return { task, consensus: row.consensus ? (JSON.parse(row.consensus) as ConsensusView) : null };
     });
   }
@@ -274,8 +288,14 @@ export class TaskStore {
     return this.sql.exec<TaskRow>(`SELECT * FROM tasks WHERE owner = ? AND id < ? ORDER BY id DESC LIMIT ?`, owner, upTo, limit).toArray();
   }
 
-  /** A task as clients see it; an open task's newest phases may be in memory only (acks) and are laid over storage. */
+  /**
+   * A task as clients see it; an open task's newest phases may be in memory only (acks) and are laid over storage.
+   * While a task runs its view is sealed: no text, result hash, commitment, signature or result URN of any
+   * replica — a replacement may still join it, and nothing revealed may reach a miner before it precommitted
+   * (session-queue/barrier.ts). Phases, miners and timings show; the rest once the task is closed or failed.
+   */
   view(row: TaskRow, session: { id: string; model: string }, open?: OpenTask): TaskView {
+    const sealed = open !== undefined;
     const request = JSON.parse(row.request) as StoredRequest;
     const replicas = this.sql.exec<ReplicaRow>(`SELECT * FROM replicas WHERE task_id = ? ORDER BY assigned_at`, row.id).toArray();
     if (open) {
@@ -286,7 +306,7 @@ export class TaskStore {
       }
     }
     const consensus = row.consensus ? (JSON.parse(row.consensus) as ConsensusView) : null;
-    const committed = replicas.filter((r) => r.state === "committed");
+    const committed = sealed ? [] : replicas.filter((r) => r.state === "committed");
     return {
       task_id: String(row.id),
       session_id: session.id,
@@ -317,16 +337,50 @@ export class TaskStore {
         acked_at: r.acked_at,
         precommitted_at: r.precommitted_at,
         committed_at: r.committed_at,
-        hash: r.hash,
-        signature: r.signature,
+        hash: sealed ? null : r.hash,
+        commitment: sealed ? null : r.commitment,
+        signature: sealed ? null : r.signature,
         latency_ms: r.committed_at ? r.committed_at - r.assigned_at : null,
         inference_ms: r.inference_ms,
         first_token_ms: r.first_token_ms,
-        result_urn: r.result_urn ?? null,
+        result_urn: sealed ? null : (r.result_urn ?? null),
         agreed: consensus && r.state === "committed" ? consensus.agreed.includes(r.miner) : null,
         reason: r.reason,
       })),
       error: row.error_code ? { code: row.error_code as Failure["code"], message: row.error_message ?? "" } : null,
     };
   }
+}
+
+/** A replica as an evicted queue rebuilds it: its commitment, and a commit held at the barrier or applied. */
+function restored(r: ReplicaRow): Replica {
+  const held = r.state === "precommitted" && r.held_at !== null;
+  const revealed = r.state === "committed" || held;
+  return {
+    miner: r.miner,
+    state: r.state,
+    assigned_at: r.assigned_at,
+    ack_deadline: r.ack_deadline,
+    commit_deadline: r.commit_deadline,
+    acked_at: r.acked_at,
+    commitment: (r.commitment as Hex | null) ?? null,
+    hash: r.state === "committed" ? ((r.hash as Hex | null) ?? null) : null,
+    streamed: "",
+    ...(revealed && r.usage ? { usage: JSON.parse(r.usage) as Replica["usage"] } : {}),
+    ...(held ? { held: { msg: commitOf(r), at: r.held_at!, hash: r.hash as Hex } } : {}),
+  };
+}
+
+/** The commit message a replica row keeps. */
+function commitOf(r: ReplicaRow): Commit {
+  return {
+    type: "commit",
+    task_id: String(r.task_id),
+    text: r.text ?? "",
+    finish_reason: (r.finish_reason ?? "stop") as Commit["finish_reason"],
+    usage: JSON.parse(r.usage ?? '{"prompt_tokens":0,"completion_tokens":0}') as Commit["usage"],
+    inference_ms: r.inference_ms ?? 0,
+    ...(r.first_token_ms !== null ? { first_token_ms: r.first_token_ms } : {}),
+    ...(r.result_urn ? { result_urn: r.result_urn } : {}),
+  };
 }

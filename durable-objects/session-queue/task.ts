@@ -1,9 +1,10 @@
 import type { Hex } from "viem";
 import { type GenerationParams, isGreedy, type PromptSpec } from "../../shared/generation.ts";
 import type { PayloadDescriptor } from "../../shared/payloads.ts";
-import type { SessionServerMessage } from "../../shared/protocol.ts";
+import type { SessionMinerMessage, SessionServerMessage } from "../../shared/protocol.ts";
 import { type ReplicaState, replicaIsLive, type TaskState } from "../../shared/task-state.ts";
 import type { ConsensusView, SessionConfig } from "../../shared/views.ts";
+import { taskPromptBytes } from "./prompt-bytes.ts";
 import type { SubmitRequest } from "./rpc.ts";
 
 // The in-memory shapes of a SessionQueue: open tasks and their replicas (one per miner a task was given to),
@@ -17,14 +18,31 @@ export interface Replica {
   commit_deadline: number;
   /** Acks live in memory only (a lost ack is re-sent by the miner); everything later is written. */
   acked_at: number | null;
+  /** What it precommitted (signed): shared/signing.ts `commitmentHash`, binding this miner. */
+  commitment: Hex | null;
+  /** The result hash of its revealed text (once its commit is in): what consensus compares. */
   hash: Hex | null;
-  /** Text streamed so far by this replica (only while a client streams). */
+  /** Text streamed so far by this replica (only while a client streams; bounded like a commit). */
   streamed: string;
+  streamedBytes?: number;
+  /** Its commit, checked and written, waiting at the commit-reveal barrier (session-queue/barrier.ts). */
+  held?: HeldCommit;
+  /** The usage its commit reported (miner-input.ts checks what is charged). */
+  usage?: { prompt_tokens: number; completion_tokens: number };
   committed_at?: number;
   /** Why the replica ended, when it ended badly (reported to the pool's ledger). */
   reason?: string;
   /** Its off-chain result was written (one object per replica; memory only, R2 backs it after an eviction). */
   result_claimed?: boolean;
+}
+
+/** A commit that passed its checks and waits for the barrier (written to its replica's row, `held_at`). */
+export interface HeldCommit {
+  msg: Extract<SessionMinerMessage, { type: "commit" }>;
+  /** When it arrived: its replica's commit time once applied. */
+  at: number;
+  /** The revealed result hash. */
+  hash: Hex;
 }
 
 /** The assign message of a task, less what differs per replica and per send. */
@@ -48,6 +66,8 @@ export interface OpenTask {
   deadline_at: number;
   /** Deposit tokens held for this task until it finishes (prompt bytes + max_tokens bound its charge). */
   reservedTokens: number;
+  /** UTF-8 bytes of the prompt as the model reads it: bounds the prompt tokens a miner may report. */
+  promptBytes: number;
   stream: boolean;
   assign: AssignTemplate;
   precommit_ms: number;
@@ -55,6 +75,8 @@ export interface OpenTask {
   independentSeeds: boolean;
   /** Miners that refused it because the prompt does not fit their model (session-queue/context.ts). */
   contextRefusals?: Set<string>;
+  /** Committed replicas when a verdict found no quorum: judged again once more have committed (quorum-gate.ts). */
+  recruitingAt?: number;
 }
 
 /** A closed task whose slower replicas are still live: they are judged against its consensus when they report. */
@@ -71,8 +93,14 @@ export const liveReplicas = (task: OpenTask): Replica[] => replicasOf(task).filt
 export const countingReplicas = (task: OpenTask): Replica[] =>
   replicasOf(task).filter((r) => replicaIsLive(r.state) || r.state === "committed");
 
-/** When a live replica's current phase runs out. */
+/** When a live replica's current router-set phase runs out (missing it costs reputation). */
 export const phaseDeadline = (r: Replica): number => (r.state === "assigned" ? r.ack_deadline : r.commit_deadline);
+
+/** When the client's own deadlines end this replica (without blame): the task deadline, and precommit_timeout until it precommitted. */
+export function clientCutoff(task: Pick<OpenTask, "deadline_at" | "precommit_ms">, r: Pick<Replica, "state" | "assigned_at">): number {
+  const precommitted = r.state === "precommitted" || r.state === "committed";
+  return precommitted ? task.deadline_at : Math.min(task.deadline_at, r.assigned_at + task.precommit_ms);
+}
 
 /** A replica's own seed in a similarity session: stable per miner (so a re-sent assign samples the same). */
 export function replicaSeed(seed: number, miner: string): number {
@@ -105,6 +133,7 @@ export function newTask(
     redundancy: Math.max(1, Math.min(config.redundancy, req.max_miners ?? config.redundancy)),
     deadline_at: deadline,
     reservedTokens,
+    promptBytes: taskPromptBytes(req.input, req.payload, req.prompt_read_bytes),
     stream: req.stream,
     assign: {
       type: "assign",
@@ -123,15 +152,20 @@ export function newTask(
   return { task, request: { input: req.input, params, ...(independentSeeds ? { independent_seeds: true } : {}), ...payload } };
 }
 
-/** A replica of the task for `miner`, assigned now: its ack window (the session's) and commit window (the task's). */
-export function newReplica(task: OpenTask, miner: string, now: number, ackTimeoutS: number): Replica {
+/**
+ * A replica of the task for `miner`, assigned now, with its router-set deadlines (session-queue/fair-deadlines.ts):
+ * the ack window and the precommit budget from the miner's declared speed. The client's deadlines are the task's
+ * (`clientCutoff`); they end a replica too, but without blame.
+ */
+export function newReplica(miner: string, now: number, windows: { ackMs: number; precommitMs: number }): Replica {
   return {
     miner,
     state: "assigned",
     assigned_at: now,
-    ack_deadline: Math.min(task.deadline_at, now + Math.round(ackTimeoutS * 1000)),
-    commit_deadline: Math.min(task.deadline_at, now + task.precommit_ms),
+    ack_deadline: now + Math.round(windows.ackMs),
+    commit_deadline: now + Math.round(windows.precommitMs),
     acked_at: null,
+    commitment: null,
     hash: null,
     streamed: "",
   };
@@ -142,5 +176,7 @@ export function assignMessage(task: OpenTask, r: Replica, block: number): Extrac
   const params = task.independentSeeds
     ? { ...task.assign.params, seed: replicaSeed(task.assign.params.seed, r.miner) }
     : task.assign.params;
-  return { ...task.assign, params, ack_deadline: r.ack_deadline, commit_deadline: r.commit_deadline, block };
+  // The miner is told when its work stops mattering: its own deadline, or the client's when that comes first.
+  const ack_deadline = Math.min(r.ack_deadline, task.deadline_at);
+  return { ...task.assign, params, ack_deadline, commit_deadline: Math.min(r.commit_deadline, clientCutoff(task, r)), block };
 }

@@ -1,3 +1,4 @@
+import { signingDomain } from "../../shared/signing.ts";
 import { sleep } from "./backoff.ts";
 import type { Engine } from "./engine-types.ts";
 import type { Logger } from "./log.ts";
@@ -8,7 +9,7 @@ import { RouterClient } from "./router-client.ts";
 import { SessionConnection } from "./session-connection.ts";
 import { Stats } from "./stats.ts";
 import { TaskRunner, type TaskRunnerApi, type TaskRunnerOptions } from "./task-runner.ts";
-import type { Validator } from "./validator.ts";
+import type { ValidatorApi } from "./validator.ts";
 import type { Wallet } from "./wallet.ts";
 
 // Wires one running miner together: registration → pool channel → one session channel per session the pool
@@ -24,10 +25,12 @@ export interface MinerAgentOptions {
   name?: string;
   /** Tokens declared at stake when registering. */
   stake?: number;
+  /** Decode speed declared when registering, tokens/s per task at full concurrency (cli.ts measures it). */
+  tokensPerS?: number;
   version?: string;
   fetch?: typeof fetch;
   /** Validation work (embeddings for similarity consensus); its model is announced with the engine's. */
-  validator?: Validator;
+  validator?: ValidatorApi;
   /**
    * Builds the task runner from its options; default `new TaskRunner(opts)`. Only the test-only cheating and
    * slow miners (dishonest.ts, wired by cli.ts) put a decorator here.
@@ -49,9 +52,16 @@ export class MinerAgent {
     this.#opts = opts;
     this.#client = new RouterClient(opts.routerUrl, opts.fetch);
     const createRunner = opts.createRunner ?? ((o: TaskRunnerOptions) => new TaskRunner(o));
+    // Signatures are for the deployment we registered with (its challenge named it); tasks only come after that.
+    const domain = () => {
+      const router = this.#registration?.current?.router;
+      if (!router) throw new Error("not registered yet: no router to sign for");
+      return signingDomain(router);
+    };
     this.#runner = createRunner({
       engine: opts.engine,
       account: opts.wallet.account,
+      domain,
       concurrency: opts.concurrency,
       log: opts.log,
       stats: this.#stats,
@@ -59,6 +69,7 @@ export class MinerAgent {
       payloads: new PayloadClient({
         baseUrl: this.#client.baseUrl,
         account: opts.wallet.account,
+        domain,
         fetch: opts.fetch,
         tokens: {
           token: () => (this.#registration ? this.#registration.token() : Promise.reject(new Error("not registered yet"))),
@@ -93,6 +104,7 @@ export class MinerAgent {
         name: this.#opts.name,
         stake: this.#opts.stake,
         version: this.#opts.version,
+        ...(this.#opts.tokensPerS ? { tokens_per_s: this.#opts.tokensPerS } : {}),
         // The model's context, so the router refuses prompts that cannot fit before anyone runs them.
         ...(engine.context ? { contexts: [{ model: engine.model, ...engine.context }] } : {}),
       },

@@ -4,6 +4,7 @@ import type { Engine, LoadEngineOptions } from "./engine-types.ts";
 import { createLogger, describeError, type Logger } from "./log.ts";
 import { type CliOptions, HELP, parseCliArgs, UsageError } from "./options.ts";
 import { createLoadReporter } from "./progress.ts";
+import { measureSpeed } from "./speed.ts";
 import { Validator } from "./validator.ts";
 import { expandHome, loadOrCreateWallet, type Wallet, WalletError } from "./wallet.ts";
 
@@ -34,6 +35,7 @@ async function main(argv: string[]): Promise<void> {
       ? await (await import("./dishonest.ts")).prepareTestMiner({
           mode: opts.testDishonest,
           delayMs: opts.testDelayMs,
+          routerUrl: opts.router,
           model,
           cacheDir,
           log,
@@ -45,7 +47,10 @@ async function main(argv: string[]): Promise<void> {
   engine = loaded;
   if (stopping) return; // Ctrl-C arrived while loading; the signal handler is exiting
   logStartup(opts, log, wallet.address, loaded, load.startedAt);
+  const tokensPerS = await declaredSpeed(opts, loaded, log);
 
+  // TEST ONLY: lying-validator answers validation work through its cheat.
+  const wrapValidator = (v: Validator) => testMiner?.validator(v) ?? v;
   agent = new MinerAgent({
     routerUrl: opts.router,
     engine: loaded,
@@ -55,10 +60,11 @@ async function main(argv: string[]): Promise<void> {
     log,
     name: opts.name,
     stake: opts.stake,
+    tokensPerS,
     version: VERSION,
     createRunner: testMiner?.createRunner,
     validator: opts.embeddingModel
-      ? new Validator({ model: opts.embeddingModel, cacheDir, device: loaded.device, threads: opts.threads, log })
+      ? wrapValidator(new Validator({ model: opts.embeddingModel, cacheDir, device: loaded.device, threads: opts.threads, log }))
       : undefined,
   });
   if (opts.testDelayMs) log.warn(`TEST-ONLY: every precommit is held ${opts.testDelayMs} ms (slow miner)`);
@@ -152,6 +158,17 @@ function logStartup(opts: CliOptions, log: Logger, address: string, loaded: Engi
   log.info(`model        ${loaded.model}`, { model: loaded.model });
   log.info(`device       ${loaded.device}${opts.device === "auto" ? " (auto)" : ""}`, { device: loaded.device });
   log.info(`concurrency  ${opts.concurrency}`, { concurrency: opts.concurrency });
+}
+
+/** The speed declared at registration: `--tokens-per-s`, else measured now (undefined: the router's default allowance). */
+async function declaredSpeed(opts: CliOptions, loaded: Engine, log: Logger): Promise<number | undefined> {
+  if (opts.tokensPerS !== undefined) return opts.tokensPerS;
+  const speed = await measureSpeed(loaded, opts.concurrency).catch((err: unknown) => {
+    log.warn(`could not measure decode speed (${describeError(err)}); declaring none`);
+    return undefined;
+  });
+  if (speed !== undefined) log.info(`speed        ${speed} tokens/s per task (declared)`, { tokens_per_s: speed });
+  return speed;
 }
 
 function installProcessHandlers(log: Logger): void {

@@ -1,10 +1,13 @@
 import { randomBytes, randomInt } from "node:crypto";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
-import type { AssignMessage } from "../../shared/protocol.ts";
+import { type AssignMessage, MAX_RESULT_TEXT, type SessionMinerMessage, TEXT_BYTES_PER_TOKEN } from "../../shared/protocol.ts";
+import { type CopyContext, copyTask } from "./dishonest-copy.ts";
+import { lyingValidator, OwnOutputs, recordCommits } from "./dishonest-validator.ts";
 import type { Engine, GenerateRequest, GenerateResult } from "./engine-types.ts";
 import type { Logger } from "./log.ts";
 import type { DishonestMode } from "./options.ts";
 import { type PrecommitSigner, TaskRunner, type TaskRunnerApi, type TaskRunnerOptions, type TaskSink } from "./task-runner.ts";
+import type { ValidatorApi } from "./validator.ts";
 
 // TEST ONLY. Dishonest and slow miners for the fault and cheat suite: `--test-dishonest <mode>` (env
 // MINER_TEST_DISHONEST) makes a real miner process lie in one precise way, `--test-delay-ms <ms>` (env
@@ -20,6 +23,12 @@ import { type PrecommitSigner, TaskRunner, type TaskRunnerApi, type TaskRunnerOp
 //   replay-signature  computes honestly but precommits with a signature by another key (not its own)
 //   silent-after-ack  acks every task, then never sends anything about it
 //   context-refusal   acks every task, then hands it back claiming the prompt does not fit its model's context
+//   copy              runs no model: polls every route it can reach (MINER_TEST_COPY_API_KEY) for another
+//                     replica's output or commitment and precommits and commits that (dishonest-copy.ts)
+//   usage-inflate     computes honestly, then reports 2^53 − 1 prompt and completion tokens
+//   oversize          computes honestly, then commits far more text than max_tokens allows (correctly precommitted)
+//   lying-validator   answers junk as a replica and, validating its own task, returns embeddings that make its
+//                     output look central (dishonest-validator.ts)
 
 export { DISHONEST_MODES, type DishonestMode, isDishonestMode } from "./options.ts";
 
@@ -32,6 +41,11 @@ export const WRONG_MODEL_SEED_OFFSET = 1;
 export interface TestMiner {
   mode?: DishonestMode;
   delayMs?: number;
+  /** copy: the router it reads from and the API key it reads with (MINER_TEST_COPY_API_KEY). */
+  routerUrl?: string;
+  copyApiKey?: string;
+  /** lying-validator: the outputs it committed, shared by its runner (which records them) and its validator. */
+  own?: OwnOutputs;
 }
 
 /** What cli.ts wires for a test-only miner. */
@@ -42,10 +56,13 @@ export interface TestMinerSetup {
   engine(loaded: Engine): Engine;
   /** Builds the agent's task runner: a decorated TaskRunner (MinerAgentOptions.createRunner). */
   createRunner(opts: TaskRunnerOptions): TaskRunnerApi;
+  /** The agent's validator as it should answer (lying-validator: favouring its own output). */
+  validator(honest: ValidatorApi): ValidatorApi;
 }
 
 /** Warns that this miner is test-only and, for wrong-model, builds the look-alike model it will load instead. */
 export async function prepareTestMiner(test: TestMiner & { model: string; cacheDir: string; log: Logger }): Promise<TestMinerSetup> {
+  test.copyApiKey ??= process.env.MINER_TEST_COPY_API_KEY || undefined;
   const { mode, model, cacheDir, log } = test;
   if (mode) log.warn(`TEST-ONLY DISHONEST MODE: ${mode} (this miner cheats on purpose; never use outside tests)`, { dishonest: mode });
   let loadModel: string | undefined;
@@ -56,10 +73,13 @@ export async function prepareTestMiner(test: TestMiner & { model: string; cacheD
       seed: build.BUILTIN_SEED + WRONG_MODEL_SEED_OFFSET,
     });
   }
+  const own = new OwnOutputs();
   return {
     loadModel,
     engine: (loaded) => (loadModel ? disguiseEngine(loaded, model) : loaded),
-    createRunner: (opts) => createTestRunner(opts, { mode: test.mode, delayMs: test.delayMs }),
+    createRunner: (opts) =>
+      createTestRunner(opts, { mode: test.mode, delayMs: test.delayMs, routerUrl: test.routerUrl, copyApiKey: test.copyApiKey, own }),
+    validator: (honest) => (mode === "lying-validator" ? lyingValidator(honest, own, log) : honest),
   };
 }
 
@@ -80,14 +100,16 @@ interface Cheat {
   silentAfterAck?: boolean;
   /** Ack, then release the task as too long for the model (context-refusal), whatever its length. */
   refuseContext?: boolean;
+  /** Ack, then answer with whatever another replica revealed (copy). */
+  copy?: boolean;
 }
 
-function cheatFor(mode: DishonestMode): Cheat {
+function cheatFor(mode: DishonestMode, own = new OwnOutputs()): Cheat {
   switch (mode) {
     case "junk":
       return { engine: (honest) => ({ model: honest.model, generate: junkGenerate }) };
     case "bad-commit":
-      return { sink: (honest) => rewriteCommits(honest, swapLastChar) };
+      return { sink: (honest) => rewriteCommits(honest, (c) => (c.result_urn ? c : { ...c, text: swapLastChar(c.text) })) };
     case "replay-signature": {
       // A key that is not the miner's: its signatures recover to another address. (A miner never sees
       // another miner's precommit, so replaying one verbatim is not observable from here; the router's
@@ -102,6 +124,15 @@ function cheatFor(mode: DishonestMode): Cheat {
       return { silentAfterAck: true };
     case "context-refusal":
       return { refuseContext: true };
+    case "copy":
+      return { copy: true };
+    case "usage-inflate":
+      return { sink: (honest) => rewriteCommits(honest, (c) => ({ ...c, usage: { prompt_tokens: HUGE, completion_tokens: HUGE } })) };
+    case "lying-validator":
+      // Junk as a replica (so a fair judgement names it), its commits remembered for its validator to favour.
+      return { engine: (honest) => ({ model: honest.model, generate: junkGenerate }), sink: (honest) => recordCommits(honest, own) };
+    case "oversize":
+      return { engine: (honest) => ({ model: honest.model, generate: async (req) => oversize(await honest.generate(req), req) }) };
   }
 }
 
@@ -110,10 +141,14 @@ class TestRunner implements TaskRunnerApi {
   readonly #runner: TaskRunner;
   readonly #cheat: Cheat;
   readonly #log: Logger;
+  readonly #copy: CopyContext;
+  /** copy: the tasks being copied, stopped on cancel. */
+  readonly #copying = new Map<string, AbortController>();
 
-  constructor(opts: TaskRunnerOptions, { mode, delayMs = 0 }: TestMiner) {
-    this.#cheat = mode ? cheatFor(mode) : {};
+  constructor(opts: TaskRunnerOptions, { mode, delayMs = 0, routerUrl = "", copyApiKey, own }: TestMiner) {
+    this.#cheat = mode ? cheatFor(mode, own) : {};
     this.#log = opts.log;
+    this.#copy = { routerUrl, apiKey: copyApiKey, account: opts.account, domain: opts.domain, log: opts.log };
     this.#runner = new TaskRunner({
       ...opts,
       engine: holdResults(this.#cheat.engine?.(opts.engine) ?? opts.engine, delayMs),
@@ -135,7 +170,8 @@ class TestRunner implements TaskRunnerApi {
   }
 
   submit(sink: TaskSink, assign: AssignMessage): void {
-    const { silentAfterAck, refuseContext } = this.#cheat;
+    const { silentAfterAck, refuseContext, copy } = this.#cheat;
+    if (copy) return this.#copyTask(sink, assign);
     if (!silentAfterAck && !refuseContext) {
       this.#runner.submit(this.#cheat.sink?.(sink) ?? sink, assign);
       return;
@@ -151,7 +187,19 @@ class TestRunner implements TaskRunnerApi {
     this.#log.event("dishonest", `task ${sink.sessionId}/${assign.task_id}: ${what} (test-only dishonest mode)`, f, "warn");
   }
 
+  /** copy: ack, then answer with what another replica revealed (dishonest-copy.ts). */
+  #copyTask(sink: TaskSink, assign: AssignMessage): void {
+    if (!this.#runner.admit(sink, assign)) return;
+    const key = `${sink.sessionId}/${assign.task_id}`;
+    const stop = new AbortController();
+    this.#copying.set(key, stop);
+    void copyTask(this.#copy, sink, assign, stop.signal)
+      .catch((err) => this.#log.warn(`task ${key}: copy failed: ${String(err)}`))
+      .finally(() => this.#copying.delete(key));
+  }
+
   cancel(sessionId: string, taskId: string, reason: string): void {
+    this.#copying.get(`${sessionId}/${taskId}`)?.abort();
     this.#runner.cancel(sessionId, taskId, reason);
   }
 
@@ -198,14 +246,25 @@ function swapLastChar(text: string): string {
   return text.length > 0 ? text.slice(0, -1) + (text.endsWith("x") ? "y" : "x") : "x";
 }
 
-/** The sink with every inline commit's text rewritten (an off-chain commit carries none). */
-function rewriteCommits(sink: TaskSink, rewrite: (text: string) => string): TaskSink {
+type Commit = Extract<SessionMinerMessage, { type: "commit" }>;
+
+/** usage-inflate: what it claims for every count. */
+const HUGE = Number.MAX_SAFE_INTEGER;
+
+/** oversize: the honest text, then padding to 100 × what max_tokens allows (within the protocol's frame bound). */
+function oversize(result: GenerateResult, req: GenerateRequest): GenerateResult {
+  const target = Math.min(100 * req.params.max_tokens * TEXT_BYTES_PER_TOKEN, MAX_RESULT_TEXT);
+  return { ...result, text: (result.text + " pad".repeat(Math.ceil(target / 4))).slice(0, target) };
+}
+
+/** The sink with every commit rewritten. */
+function rewriteCommits(sink: TaskSink, rewrite: (commit: Commit) => Commit): TaskSink {
   return {
     get sessionId() {
       return sink.sessionId;
     },
     send: (msg) => sink.send(msg),
-    deliver: (msg) => sink.deliver(msg.type === "commit" && !msg.result_urn ? { ...msg, text: rewrite(msg.text) } : msg),
+    deliver: (msg) => sink.deliver(msg.type === "commit" ? rewrite(msg) : msg),
     hasPending: (taskId) => sink.hasPending(taskId),
     dropTask: (taskId) => sink.dropTask(taskId),
   };

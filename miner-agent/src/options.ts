@@ -1,13 +1,25 @@
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { MIN_DECLARED_TOKENS_PER_S } from "../../shared/api.ts";
 import type { DeviceChoice } from "./engine-types.ts";
 import type { LogFormat } from "./log.ts";
 
 // Command-line options. Kept apart from cli.ts so they can be tested without starting anything.
 
 /** TEST ONLY: the ways `--test-dishonest` can make a miner cheat (implemented in dishonest.ts). */
-export const DISHONEST_MODES = ["junk", "wrong-model", "bad-commit", "replay-signature", "silent-after-ack", "context-refusal"] as const;
+export const DISHONEST_MODES = [
+  "junk",
+  "wrong-model",
+  "bad-commit",
+  "replay-signature",
+  "silent-after-ack",
+  "context-refusal",
+  "copy",
+  "usage-inflate",
+  "oversize",
+  "lying-validator",
+] as const;
 export type DishonestMode = (typeof DISHONEST_MODES)[number];
 
 export function isDishonestMode(v: string): v is DishonestMode {
@@ -29,6 +41,8 @@ export interface CliOptions {
   name: string | undefined;
   /** Tokens declared at stake when registering (a router may require a minimum). */
   stake: number;
+  /** Decode speed to declare, tokens/s per task; undefined: measured at startup (cli.ts, speed.ts). */
+  tokensPerS: number | undefined;
   drainMs: number;
   logFormat: LogFormat;
   quiet: boolean;
@@ -64,6 +78,8 @@ Options:
   --cache-dir <path>     model cache folder (env MINER_CACHE_DIR; default ~/.miner-agent/models)
   --name <label>         a label shown by the router (max 64 chars)
   --stake <n>            tokens declared at stake when registering (default 0)
+  --tokens-per-s <n>     decode speed to declare, tokens/s per task at full concurrency; the router
+                         budgets each precommit deadline from it (default: measured at startup)
   --drain-ms <ms>        on Ctrl-C, how long running tasks may finish (default 10000)
   --log-format <f>       text | json (json: one object per line) (default text)
   --quiet                only warnings, errors and essential notices
@@ -83,6 +99,7 @@ const OPTIONS = {
   "cache-dir": { type: "string" },
   name: { type: "string" },
   stake: { type: "string" },
+  "tokens-per-s": { type: "string" },
   "drain-ms": { type: "string" },
   "log-format": { type: "string" },
   quiet: { type: "boolean", short: "q" },
@@ -148,6 +165,7 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     cacheDir: values["cache-dir"] ?? (env.MINER_CACHE_DIR || join(homedir(), ".miner-agent", "models")),
     name,
     stake: intOption("--stake", values.stake, 0, 0, Number.MAX_SAFE_INTEGER),
+    tokensPerS: speedOption(values["tokens-per-s"]),
     drainMs: intOption("--drain-ms", values["drain-ms"], 10_000, 0, 24 * 3600_000),
     logFormat,
     quiet: values.quiet ?? false,
@@ -156,6 +174,16 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     testDishonest: dishonest,
     testDelayMs: intOption("--test-delay-ms", values["test-delay-ms"] ?? (env.MINER_TEST_DELAY_MS || undefined), 0, 0, 600_000),
   };
+}
+
+/** `--tokens-per-s`: a positive decimal, at least the router's minimum (shared/api.ts MIN_DECLARED_TOKENS_PER_S). */
+function speedOption(raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (!/^\d+(\.\d+)?$/.test(raw.trim()) || !(n >= MIN_DECLARED_TOKENS_PER_S && n <= 10_000_000)) {
+    throw new UsageError(`--tokens-per-s: expected a number from ${MIN_DECLARED_TOKENS_PER_S} to 10000000, got ${raw}`);
+  }
+  return n;
 }
 
 function intOption(flag: string, raw: string | undefined, def: number, min: number, max: number): number {

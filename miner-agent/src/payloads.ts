@@ -3,7 +3,7 @@ import { PromptSpec } from "../../shared/generation.ts";
 import { fromHex, openPayload, sealPayload, sha256Hex, toBase64 } from "../../shared/payload-crypto.ts";
 import { OffchainResultResponse, type PayloadDescriptor, PayloadKeyResponse, parseUrn } from "../../shared/payloads.ts";
 import type { AssignMessage } from "../../shared/protocol.ts";
-import { offchainResultTypedData, resultHash } from "../../shared/signing.ts";
+import { offchainResultTypedData, resultHash, type SigningDomain } from "../../shared/signing.ts";
 import type { TokenSource } from "./ws-channel.ts";
 
 // Off-chain and private tasks on the miner side (v2/v3): fetch the prompt a URN names through the router with
@@ -30,6 +30,8 @@ export interface PayloadClientOptions {
   baseUrl: string;
   tokens: TokenSource;
   account: PrivateKeyAccount;
+  /** The signing domain of the router we registered with (shared/signing.ts): result writes are signed for it. */
+  domain: () => SigningDomain;
   fetch?: typeof fetch;
 }
 
@@ -89,7 +91,10 @@ export class PayloadClient {
       : plain;
     const contentHash = `0x${await sha256Hex(content)}` as `0x${string}`;
     const signature = await this.#opts.account.signTypedData(
-      offchainResultTypedData({ session: sessionId, task: assign.task_id, miner: this.#opts.account.address, content: contentHash }),
+      offchainResultTypedData(
+        { session: sessionId, task: assign.task_id, miner: this.#opts.account.address, content: contentHash },
+        this.#opts.domain(),
+      ),
     );
     const res = await this.#call(
       "POST",

@@ -114,8 +114,10 @@ function errorFromResponse(path: string, res: Response, json: unknown, text: str
 }
 
 /**
- * One full registration: fetch a challenge, check it is exactly the registration message for our address and
- * its nonce (so the router cannot get us to sign anything else), sign it (EIP-191), register.
+ * One full registration: fetch a challenge, check it is exactly the registration message for our address, its
+ * nonce and the router we connected to (its origin is ours: a router relaying another deployment's challenge
+ * gets nothing signed), sign it (EIP-191), register. The answer names the deployment whose domain our precommits
+ * and result writes are then signed for; it must be the one the challenge named.
  */
 export async function registerMiner(
   client: RouterClient,
@@ -125,7 +127,17 @@ export async function registerMiner(
 ): Promise<MinerRegisterResponse> {
   const address = account.address;
   const challenge = await client.challenge(address, signal);
-  const expected = registrationMessage(address, challenge.nonce);
+  const origin = new URL(client.baseUrl).origin;
+  if (challenge.router.origin !== origin) {
+    throw new RouterError(
+      `router's challenge names origin ${challenge.router.origin}, but we connected to ${origin}; refusing to sign it`,
+      {
+        code: "challenge_mismatch",
+        retryable: false,
+      },
+    );
+  }
+  const expected = registrationMessage(address, challenge.nonce, challenge.router);
   if (challenge.address.toLowerCase() !== address.toLowerCase() || challenge.message !== expected) {
     throw new RouterError(
       `router's challenge is not the registration message for ${address} (got ${JSON.stringify(challenge.message).slice(0, 200)}); refusing to sign it`,
@@ -134,6 +146,12 @@ export async function registerMiner(
   }
   const signature = await account.signMessage({ message: challenge.message });
   const res = await client.register({ address, nonce: challenge.nonce, signature, ...info }, signal);
+  if (JSON.stringify(res.router) !== JSON.stringify(challenge.router)) {
+    throw new RouterError("router registered us for another deployment than its challenge named", {
+      code: "bad_response",
+      retryable: true,
+    });
+  }
   if (res.address.toLowerCase() !== address.toLowerCase()) {
     throw new RouterError(`router registered ${res.address}, expected ${address}`, {
       code: "bad_response",

@@ -1,8 +1,9 @@
 import { PROTOCOL_VERSION, parseMessage, type SessionMinerMessage, SessionServerMessage } from "../../shared/protocol.ts";
+import { parseTaskId } from "../../shared/task-id.ts";
 import type { Backoff } from "./backoff.ts";
 import type { Logger } from "./log.ts";
 import type { TaskRunnerApi, TaskSink } from "./task-runner.ts";
-import type { Validator } from "./validator.ts";
+import type { ValidatorApi } from "./validator.ts";
 import { ReconnectingSocket, type TokenSource } from "./ws-channel.ts";
 
 // One session channel (miner ↔ that session's SessionQueue). It feeds assigns/cancels to the task runner and
@@ -18,7 +19,7 @@ export interface SessionConnectionOptions {
   tokens: TokenSource;
   runner: TaskRunnerApi;
   /** Answers `embed` requests (similarity consensus); without one they are declined. */
-  validator?: Validator;
+  validator?: ValidatorApi;
   log: Logger;
   backoff?: Backoff;
   /** Most undelivered messages kept; the oldest go first beyond it. */
@@ -199,7 +200,7 @@ export class SessionConnection implements TaskSink {
       /* not JSON at all */
     }
     this.#opts.log.warn(`session ${sid}: malformed message ignored: ${text.slice(0, 200)}`);
-    if (type === "assign" && typeof taskId === "string" && taskId.length > 0 && taskId.length <= 64) {
+    if (type === "assign" && typeof taskId === "string" && parseTaskId(taskId) !== null) {
       this.deliver({ type: "release", task_id: taskId, reason: "malformed assign message (failed schema validation)" });
     }
   }

@@ -1,13 +1,13 @@
 import type { PrivateKeyAccount } from "viem/accounts";
 import type { AssignMessage, SessionMinerMessage } from "../../shared/protocol.ts";
-import { precommitTypedData, resultHash } from "../../shared/signing.ts";
+import { commitmentHash, precommitTypedData, resultHash, type SigningDomain } from "../../shared/signing.ts";
 import { ContextLengthError, type Engine, type GenerateResult } from "./engine-types.ts";
 import { describeError, type Logger } from "./log.ts";
 import { PayloadClient, PayloadError } from "./payloads.ts";
 import type { Stats } from "./stats.ts";
 
 // Runs assigned tasks: at most `concurrency` at once across all sessions, the rest queued locally in arrival
-// order. Per task: ack at once → generate (streaming tokens when asked) → precommit the signed hash → commit.
+// order. Per task: ack at once → generate (streaming tokens when asked) → precommit the signed commitment → commit.
 // Results are handed to the session's sink, which keeps them until they reach a socket, so a task that
 // finishes while its session is reconnecting (router restart) is still delivered.
 
@@ -55,6 +55,8 @@ export interface TaskRunnerOptions {
   engine: Pick<Engine, "model" | "generate">;
   /** Who precommits: its address is named in the signed precommit, and it signs it. */
   account: PrecommitSigner;
+  /** The signing domain of the router we registered with (shared/signing.ts): precommits are signed for it. */
+  domain: () => SigningDomain;
   concurrency: number;
   log: Logger;
   stats: Stats;
@@ -260,9 +262,15 @@ export class TaskRunner {
         onToken: assign.stream ? (text) => this.#sendToken(task, text) : undefined,
       });
       if (task.abortCause) return;
-      const hash = resultHash(result.text);
+      // The commitment binds this miner: another miner with the same text precommits another hash.
+      const hash = commitmentHash({
+        session: sink.sessionId,
+        task: assign.task_id,
+        miner: account.address,
+        result: resultHash(result.text),
+      });
       const signature = await account.signTypedData(
-        precommitTypedData({ session: sink.sessionId, task: assign.task_id, miner: account.address, hash }),
+        precommitTypedData({ session: sink.sessionId, task: assign.task_id, miner: account.address, hash }, this.#opts.domain()),
       );
       if (task.abortCause) return;
       if (!(await this.#deliverResult(task, result, { type: "precommit", task_id: assign.task_id, hash, signature }))) return;

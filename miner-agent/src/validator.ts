@@ -12,6 +12,9 @@ export interface ValidatorOptions extends EmbedderOptions {
   load?: (opts: EmbedderOptions) => Promise<Embedder>;
 }
 
+/** A validator as the agent's session channels use it: a Validator, or (test-only) something put in front of one. */
+export type ValidatorApi = Pick<Validator, "model" | "handle" | "dispose">;
+
 export class Validator {
   readonly model: string;
   readonly #opts: ValidatorOptions;

@@ -5,6 +5,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import { signingDomain } from "../../shared/signing.ts";
 
 // Starts the real network for integration tests and benchmarks: the router under `wrangler dev` (workerd,
 // real Durable Objects and local R2) and miner-agent processes speaking the real protocol.
@@ -22,6 +23,17 @@ export const TEST_VARS: Readonly<Record<string, string>> = {
   MINER_TOKEN_SECRET: randomBytes(32).toString("hex"),
   PAYLOAD_KEY_SEEDS: `1:${randomBytes(32).toString("hex")}`,
 };
+/** A `[vars]` value of wrangler.toml. */
+function tomlVar(name: string): string {
+  const m = new RegExp(`^${name} = "(.*)"$`, "m").exec(readFileSync(join(ROOT, "wrangler.toml"), "utf8"));
+  if (!m) throw new Error(`wrangler.toml has no var ${name}`);
+  return m[1];
+}
+/**
+ * The EIP-712 domain a test router signs under (wrangler.toml's ROUTER_NAME and CHAIN_ID, no ROUTER_ADDRESS),
+ * unless `startRouter({vars})` changes them: what a hand-driven miner signs precommits and result writes for.
+ */
+export const ROUTER_DOMAIN = signingDomain({ name: tomlVar("ROUTER_NAME"), chain_id: Number(tomlVar("CHAIN_ID")), address: null });
 /** Shared model cache so the built-in model is built once per machine, not once per miner. */
 export const MODEL_CACHE = join(ROOT, ".cache", "models");
 

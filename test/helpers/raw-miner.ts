@@ -1,5 +1,6 @@
 import { generatePrivateKey, type PrivateKeyAccount, privateKeyToAccount } from "viem/accounts";
 import WebSocket from "ws";
+import type { RouterIdentity } from "../../shared/signing.ts";
 
 // A miner driven by hand for attack tests: it registers through the REST API like the agent (challenge, EIP-191
 // signature) and opens raw WebSockets with whatever token the test gives it, so a test can send what no honest
@@ -13,6 +14,8 @@ export interface RawRegistration {
   address: string;
   token: string;
   expires_at: number;
+  /** The deployment the router says it is: precommits and result writes are signed for its domain. */
+  router: RouterIdentity;
 }
 
 /** A POST that waits out 429s (Retry-After), so a test registering many miners is paced, not refused. */
@@ -44,7 +47,13 @@ export async function registerRaw(
     stake: opts.stake ?? 1000,
   });
   if (reg.status !== 200) throw new Error(`register: ${reg.status} ${JSON.stringify(reg.body)}`);
-  return { account, address: account.address.toLowerCase(), token: reg.body.token, expires_at: reg.body.expires_at };
+  return {
+    account,
+    address: account.address.toLowerCase(),
+    token: reg.body.token,
+    expires_at: reg.body.expires_at,
+    router: reg.body.router,
+  };
 }
 
 export interface RawSocket {

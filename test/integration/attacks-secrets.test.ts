@@ -3,10 +3,11 @@ import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { deriveSessionKey, deriveTaskKey, fromHex, openPayload, toHex } from "../../shared/payload-crypto.ts";
-import { api, type Miner, type Router, startMiner, startRouter, until } from "../helpers/network.ts";
+import { api, type Router, startRouter, until } from "../helpers/network.ts";
+import { openRaw } from "../helpers/raw-miner.ts";
 
 // Secrets, errors and abuse limits (issue 11, finding 1 and the router parts of findings 7 and 8), tried as
-// an attacker would against real routers (wrangler dev) and a real miner:
+// an attacker would against real routers (wrangler dev) and hand-driven miners:
 //   - `dev`:  the test harness's router (local development, fresh random secrets);
 //   - `prod`: a production router (ROUTER_ENV=production, strong secrets) with low rate limits;
 //   - `published`: a production router given the development secrets that were once committed in wrangler.toml.
@@ -21,6 +22,8 @@ const PUBLISHED_SEED = fromHex(PUBLISHED.PAYLOAD_KEY_SEEDS.slice(2));
 
 const KEY_1 = randomBytes(24).toString("base64url");
 const KEY_2 = randomBytes(24).toString("base64url");
+/** The payload test's own key on `prod`, so its requests count against no limit the rate-limit tests measure. */
+const KEY_3 = randomBytes(24).toString("base64url");
 /** Requests per 10 s on the `prod` router. */
 const LIMIT = { key: 5, miner: 5, ip: 3, auth: 3 };
 const RETRIEVER = "ftp://retriever.corp.internal.invalid/search";
@@ -28,7 +31,6 @@ const RETRIEVER = "ftp://retriever.corp.internal.invalid/search";
 let dev: Router;
 let prod: Router;
 let published: Router;
-let miner: Miner;
 
 beforeAll(async () => {
   [dev, prod, published] = await Promise.all([
@@ -36,7 +38,7 @@ beforeAll(async () => {
     startRouter({
       vars: {
         ROUTER_ENV: "production",
-        API_KEYS: `one:${KEY_1},two:${KEY_2}`,
+        API_KEYS: `one:${KEY_1},two:${KEY_2},three:${KEY_3}`,
         MINER_TOKEN_SECRET: randomBytes(32).toString("hex"),
         PAYLOAD_KEY_SEEDS: `1:${randomBytes(32).toString("hex")}`,
       },
@@ -49,12 +51,9 @@ beforeAll(async () => {
     }),
     startRouter({ vars: { ROUTER_ENV: "production", ...PUBLISHED }, allowConfigError: true }),
   ]);
-  miner = await startMiner(dev.url, { name: "secrets" });
-  await miner.waitFor("ready");
 });
 
 afterAll(async () => {
-  await miner?.stop("SIGKILL");
   await Promise.all([dev?.stop(), prod?.stop(), published?.stop()]);
 });
 
@@ -139,46 +138,61 @@ describe("finding 1: no development secret reaches production", () => {
     expect((await api(prod, "/api/v1/ping", { key: null })).status).toBe(200);
   });
 
-  it("a miner token signed with the once-committed MINER_TOKEN_SECRET is refused", async () => {
-    const token = await register(dev, "192.0.2.10");
-    // The attacker's token: a real token's claims, signed with the published secret.
+  it("a miner token signed with the once-committed MINER_TOKEN_SECRET connects nowhere", async () => {
+    // A production router with a strong secret: its own token connects (the control: the claims are valid) ...
+    const token = await register(prod, "192.0.2.10");
     const body = token.slice(0, token.lastIndexOf("."));
     const forged = `${body}.${createHmac("sha256", PUBLISHED.MINER_TOKEN_SECRET).update(body).digest("base64url")}`;
-    expect(await upgradeStatus(dev, "/api/v1/miners/connect", token)).toBe(101);
-    expect(await upgradeStatus(dev, "/api/v1/miners/connect", forged)).toBe(401);
+    expect(await upgradeStatus(prod, "/api/v1/miners/connect", token)).toBe(101);
+    // ... the same claims signed with the published secret do not ...
+    expect(await upgradeStatus(prod, "/api/v1/miners/connect", forged)).toBe(401);
+    // ... and the one production router that would take that signature, one run with the published secret, does
+    // not serve at all: the config guard answers 503 before any token is looked at.
+    expect(await upgradeStatus(published, "/api/v1/miners/connect", forged)).toBe(503);
   });
 
-  it("a private payload does not open with keys derived from the once-committed seed", async () => {
-    const created = await api(dev, "/api/v1/sessions", { body: { session_id: "private-secrets", deposit: 1_000_000 } });
+  it("a private payload sealed by a production router does not open with keys derived from the once-committed seed", async () => {
+    const owner = (path: string, body?: unknown) => api(prod, path, { key: KEY_3, ...(body !== undefined ? { body } : {}) });
+    const created = await owner("/api/v1/sessions", { deposit: 1_000_000, model: "edge/tiny-gpt2", max_miners: 1 });
     expect(created.status, JSON.stringify(created.body)).toBe(201);
-    await until(async () => (await api(dev, "/api/v1/sessions/private-secrets")).body.usage?.connected_miners?.length >= 1, 30_000);
-    // The miner may have this session's keys (it needs the task key to read the prompt and seal its result).
-    const allowed = await api(dev, "/api/v1/auth/payload_allowlist", {
-      method: "PUT",
-      body: { session_id: "private-secrets", miners: [miner.address()], mode: "add" },
-    });
-    expect(allowed.status, JSON.stringify(allowed.body)).toBe(200);
-    const res = await api(dev, "/api/v3/completions/private-secrets", {
-      body: { prompt: "The secret plan is", max_tokens: 4, private: true },
-    });
-    expect(res.status, JSON.stringify(res.body)).toBe(200);
-    const sid = "private-secrets";
-    const tid = res.body.task_id as string;
-    const raw = await fetch(`${dev.url}/api/v3/offchain/result/${encodeURIComponent(res.body.offchain.result_urn)}`, {
-      headers: { authorization: "Bearer dev-key" },
-    });
-    expect(raw.status).toBe(200);
-    const sealed = new Uint8Array(await raw.arrayBuffer());
-    const ctx = { kind: "result" as const, sessionId: sid, taskId: tid };
-
-    // The owner's task key opens it (the control) ...
-    const owners = await api(dev, "/api/v1/auth/payload_enc_key/task", { body: { session_id: sid, task_id: tid } });
-    expect(owners.status).toBe(200);
-    expect((await openPayload(fromHex(owners.body.key), sealed, ctx)).length).toBeGreaterThan(0);
-    // ... the keys an attacker derives from the published seed do not.
-    const guessed = await deriveTaskKey(await deriveSessionKey(PUBLISHED_SEED, sid), sid, tid);
-    expect(toHex(guessed)).not.toBe(owners.body.key);
-    await expect(openPayload(guessed, sealed, ctx)).rejects.toThrow();
+    const sid = created.body.id as string;
+    // A hand-driven miner serves the session, so the router seals a real private prompt for it.
+    const token = await register(prod, "192.0.2.30");
+    const pool = await openRaw(prod.url, "/api/v1/miners/connect", token);
+    const channel = await (async () => {
+      await pool.next((m) => m.type === "sessions" && m.sessions.some((s: { session_id: string }) => s.session_id === sid));
+      return openRaw(prod.url, `/api/v1/sessions/${sid}/connect`, token);
+    })();
+    try {
+      expect(channel.status, JSON.stringify(channel.refusal)).toBe(101);
+      const prompt = "The secret plan is";
+      void owner(`/api/v3/completions/${sid}`, { prompt, max_tokens: 4, private: true, timeout: 20 }).catch(() => {});
+      const assign = await channel.next((m) => m.type === "assign" && m.payload?.prompt_urn);
+      const tid = assign.task_id as string;
+      const raw = await fetch(`${prod.url}/api/v3/offchain/payload/${encodeURIComponent(assign.payload.prompt_urn)}`, {
+        headers: { authorization: `Bearer ${KEY_3}` },
+      });
+      expect(raw.status).toBe(200);
+      expect(raw.headers.get("x-payload-encrypted")).toBe("1");
+      const sealed = new Uint8Array(await raw.arrayBuffer());
+      const ctx = { kind: "prompt" as const, sessionId: sid, taskId: tid };
+      // The owner's task key opens it (the control) ...
+      const owners = await owner("/api/v1/auth/payload_enc_key/task", { session_id: sid, task_id: tid });
+      expect(owners.status, JSON.stringify(owners.body)).toBe(200);
+      expect(new TextDecoder().decode(await openPayload(fromHex(owners.body.key), sealed, ctx))).toContain(prompt);
+      // ... the key an attacker derives from the published seed does not.
+      const guessed = await deriveTaskKey(await deriveSessionKey(PUBLISHED_SEED, sid), sid, tid);
+      expect(toHex(guessed)).not.toBe(owners.body.key);
+      await expect(openPayload(guessed, sealed, ctx)).rejects.toThrow();
+      channel.send({ type: "release", task_id: tid, reason: "test done" });
+    } finally {
+      channel.close();
+      pool.close();
+    }
+    // And a production router given the published seed seals nothing: it refuses the completion outright.
+    const refused = await api(published, "/api/v3/completions", { key: "dev-key", body: { prompt: "x", private: true } });
+    expect(refused.status).toBe(503);
+    expect(envelope(refused)).toBe("configuration_error");
   });
 });
 

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { sha256Hex, toBase64 } from "../../shared/payload-crypto.ts";
 import { offchainResultTypedData } from "../../shared/signing.ts";
-import { api, type Miner, type Router, startMiner, startRouter, until } from "../helpers/network.ts";
+import { api, type Miner, ROUTER_DOMAIN, type Router, startMiner, startRouter, until } from "../helpers/network.ts";
 
 // Tenancy attacks (issue 11, findings 2, 3, 4 and the session parts of 7) against the real router (wrangler dev,
 // real Durable Objects and R2) and a real miner: two tenants, Alice and Bob, each with an API key. Bob tries to
@@ -256,7 +256,7 @@ describe("finding 7: made-up session ids and oversized sessions", () => {
       const content = new TextEncoder().encode("forged");
       const content_hash = `0x${await sha256Hex(content)}` as `0x${string}`;
       const signature = await wallet.signTypedData(
-        offchainResultTypedData({ session: sid, task: "1", miner: wallet.address, content: content_hash }),
+        offchainResultTypedData({ session: sid, task: "1", miner: wallet.address, content: content_hash }, ROUTER_DOMAIN),
       );
       const answers = await Promise.all([
         bob(`/api/v1/sessions/${sid}`),

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { api, type Miner, type Router, sse, startMiner, startRouter, until } from "../helpers/network.ts";
+import { API_KEY, api, type Miner, type Router, sse, startMiner, startRouter, until } from "../helpers/network.ts";
 
 // The fault and cheat suite: the real router and real miner processes, some started with the agent's
 // test-only `--test-dishonest <mode>`. Each cheat runs in a redundancy-3 session of two honest miners and the
@@ -7,13 +7,27 @@ import { api, type Miner, type Router, sse, startMiner, startRouter, until } fro
 // greedy output, and the task view must name the cheater.
 //
 // The two honest miners of those sessions hold each result HONEST_DELAY_MS before precommitting
-// (`--test-delay-ms`), so the cheater's messages reach the SessionQueue while the task is still open: a quorum
-// (2 of 3) closes the task at once, and what arrives after that is handled as a straggler (see the tests at
-// the end). The bench (`npm run bench:cheats`) runs the real race.
+// (`--test-delay-ms`), so the cheater's messages reach the SessionQueue while the task is still open. Nothing
+// is revealed before every replica has precommitted (the commit-reveal barrier); then a quorum (2 of 3)
+// closes the task at once, and a precommitted replica whose commit comes after that is handled as a straggler
+// (see the tests at the end). The bench (`npm run bench:cheats`) runs the real race.
+//
+// `copy` gets the session owner's API key (MINER_TEST_COPY_API_KEY), the worst case: it reads every route that
+// key reaches, waiting for another replica's output or commitment to copy.
 
 const PROMPT = "The honest majority";
 const MAX_TOKENS = 12;
-const MODES = ["junk", "wrong-model", "bad-commit", "replay-signature", "silent-after-ack"] as const;
+const MODES = [
+  "junk",
+  "wrong-model",
+  "bad-commit",
+  "replay-signature",
+  "silent-after-ack",
+  "copy",
+  "usage-inflate",
+  "oversize",
+  "lying-validator",
+] as const;
 type Mode = (typeof MODES)[number];
 const LIVE = new Set(["assigned", "acked", "precommitted"]);
 const HONEST_DELAY_MS = 900;
@@ -33,7 +47,13 @@ beforeAll(async () => {
     startMiner(router.url, { name: "h1-slow", args: ["--test-delay-ms", String(HONEST_DELAY_MS)] }),
     startMiner(router.url, { name: "h2-slow", args: ["--test-delay-ms", String(HONEST_DELAY_MS)] }),
     startMiner(router.url, { name: "h3" }),
-    ...MODES.map((mode) => startMiner(router.url, { name: `cheat-${mode}`, args: ["--test-dishonest", mode] })),
+    ...MODES.map((mode) =>
+      startMiner(router.url, {
+        name: `cheat-${mode}`,
+        args: ["--test-dishonest", mode],
+        ...(mode === "copy" ? { env: { MINER_TEST_COPY_API_KEY: API_KEY } } : {}),
+      }),
+    ),
     startMiner(router.url, { name: "cheat-junk-stream", env: { MINER_TEST_DISHONEST: "junk" } }),
   ]);
   streamJunk = started.at(-1)!;
@@ -48,7 +68,7 @@ afterAll(async () => {
 });
 
 /** A redundancy-3 session served by exactly these miners. */
-async function session(miners: Miner[]): Promise<string> {
+async function session(miners: Miner[], extra: Record<string, unknown> = {}): Promise<string> {
   const res = await api(router, "/api/v1/sessions", {
     body: {
       deposit: 1_000_000,
@@ -56,6 +76,7 @@ async function session(miners: Miner[]): Promise<string> {
       max_miners: 3,
       mode: "dedicated",
       dedicated_miners: miners.map(addr),
+      ...extra,
     },
   });
   expect(res.status).toBe(201);
@@ -69,7 +90,10 @@ async function session(miners: Miner[]): Promise<string> {
 /** Runs one task and waits until every replica has reached its final state (stragglers included). */
 async function runTask(sid: string) {
   const res = await api(router, `/api/v1/completions/${sid}`, {
-    body: { prompt: PROMPT, max_tokens: MAX_TOKENS, precommit_timeout: 3 },
+    // No precommit_timeout: a deadline the client sets cuts a silent replica short without blame (fair
+    // deadlines); left to the router's own deadline (ack window + prefill + tokens at its declared speed) it is
+    // timed out and penalised.
+    body: { prompt: PROMPT, max_tokens: MAX_TOKENS },
   });
   expect(res.status, JSON.stringify(res.body)).toBe(200);
   const task = await until(
@@ -127,6 +151,8 @@ describe("cheats are caught and the honest majority wins", () => {
     ["wrong-model", "its output differs, so it is named an outlier", { state: "committed" }],
     ["bad-commit", "rejected, commit does not match its precommit", { state: "rejected", reason: /precommit/ }],
     ["replay-signature", "rejected, the signature is not its own", { state: "rejected", reason: /signature/ }],
+    ["usage-inflate", "rejected, its usage is beyond what the task allows", { state: "rejected", reason: /usage claims/ }],
+    ["oversize", "rejected, its text is beyond max_tokens × 64 bytes", { state: "rejected", reason: /exceeds/ }],
   ];
   it.each(CAUGHT)("%s: %s", async (mode, _, want) => {
     const cheater = cheaters.get(mode)!;
@@ -144,6 +170,19 @@ describe("cheats are caught and the honest majority wins", () => {
     }
   });
 
+  it("copy: with the owner's key it finds nothing to copy before it must precommit; its guess is an outlier (0 copies)", async () => {
+    const cheater = cheaters.get("copy")!;
+    const { res, task } = await runTask(await session([honest[0]!, honest[1]!, cheater]));
+    expectHonestAgreed(task, res);
+    const r = replicaOf(task, cheater);
+    expect(task.consensus.agreed).not.toContain(r.miner);
+    expect(r.agreed).not.toBe(true);
+    const tries = cheater.events.filter((e) => e.event === "dishonest" && e.mode === "copy" && e.task_id === task.task_id);
+    expect(tries).toHaveLength(1);
+    expect(tries[0]).toMatchObject({ copied: false, from: null });
+    expect(cheater.events.filter((e) => e.event === "dishonest" && e.copied === true)).toEqual([]);
+  });
+
   it("silent-after-ack: the task completes without it; it never commits", async () => {
     const cheater = cheaters.get("silent-after-ack")!;
     const { res, task } = await runTask(await session([honest[0]!, honest[1]!, cheater]));
@@ -154,6 +193,29 @@ describe("cheats are caught and the honest majority wins", () => {
     expect(r.hash).toBeNull();
     expect(task.consensus.agreed).not.toContain(r.miner);
     expect(cheater.events.some((e) => e.event === "dishonest" && e.mode === "silent-after-ack")).toBe(true);
+  });
+});
+
+// lying-validator answers junk as a replica and, asked to validate its own task, returns embeddings that make
+// its junk the most central output. In a dedicated three-miner similarity session nobody outside the task can
+// validate, so the router asks all three replicas and takes the median of their distances: the two honest
+// validators outvote the liar, whose replica is still judged an outlier.
+describe("similarity consensus with a lying validator", () => {
+  it("lying-validator: its replica is still judged correctly (an outlier); the answer is an honest sample", async () => {
+    const liar = cheaters.get("lying-validator")!;
+    const sid = await session([honest[0]!, honest[1]!, liar], { consensus: "similarity" });
+    const res = await api(router, `/api/v1/completions/${sid}`, { body: { prompt: PROMPT, max_tokens: 48, temperature: 0.8 } });
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    const task = (await api(router, `/api/v1/tasks/${sid}/${res.body.task_id}`)).body;
+    expect(task.consensus).toMatchObject({ method: "similarity", status: "agreed" });
+    expect(task.consensus.outliers).toEqual([addr(liar)]);
+    expect(new Set(task.consensus.agreed)).toEqual(new Set([addr(honest[0]!), addr(honest[1]!)]));
+    expect(new Set(task.consensus.similarity.validators)).toEqual(new Set([...honest.slice(0, 2), liar].map(addr)));
+    expect(task.consensus.similarity.distances[addr(liar)]).toBeGreaterThan(task.consensus.similarity.threshold);
+    expect(res.body.choices[0].text).not.toBe(task.results.data[task.results.miners.indexOf(addr(liar))]);
+    // It did lie: its own log says it rewrote its embeddings for this task.
+    const lies = liar.events.filter((e) => e.event === "dishonest" && e.mode === "lying-validator" && e.task_id === task.task_id);
+    expect(lies).toHaveLength(1);
   });
 });
 
@@ -176,8 +238,9 @@ describe("streaming with a cheater", () => {
   });
 });
 
-// Stragglers: a quorum (2 of 3) closes the task at once; replicas still live are then held to the same
-// rules and recorded against the consensus when they report, or timed out at their commit deadline.
+// Stragglers: once every replica has precommitted, a quorum (2 of 3) closes the task at once; replicas still
+// live are then held to the same rules and recorded against the consensus when they report. A replica that
+// never precommits is no straggler: the commit-reveal barrier waits for it, and it leaves the task first.
 async function settledReplica(task: any, m: Miner, final: (state: string) => boolean) {
   return until(
     async () => {
@@ -191,10 +254,13 @@ async function settledReplica(task: any, m: Miner, final: (state: string) => boo
 }
 
 describe("stragglers after the quorum closed the task", () => {
-  it("a silent replica is marked timed_out once its commit deadline passes", async () => {
+  it("a silent replica left the task at its deadline, before the task closed: never a straggler", async () => {
     const { r } = await settledReplica(silentTask, cheaters.get("silent-after-ack")!, (s) => !LIVE.has(s));
+    // runTask sets no client deadline, so the router's own (ack window + prefill + tokens at its declared speed)
+    // applies: missing it is the miner's fault.
     expect(r.state).toBe("timed_out");
     expect(r.reason).toMatch(/deadline/);
+    expect(silentTask.replicas.find((x: { miner: string }) => x.miner === r.miner).state).toBe(r.state);
   });
 
   it("the third honest replica, committing after the quorum, is recorded as committed and agreeing", async () => {

@@ -8,7 +8,7 @@ import { MinerAgent } from "../../miner-agent/src/agent.ts";
 import type { Engine, GenerateRequest, GenerateResult } from "../../miner-agent/src/engine-types.ts";
 import { createLogger } from "../../miner-agent/src/log.ts";
 import { type AssignMessage, PoolMinerMessage, SessionMinerMessage } from "../../shared/protocol.ts";
-import { precommitTypedData, registrationMessage, resultHash } from "../../shared/signing.ts";
+import { commitmentHash, precommitTypedData, registrationMessage, resultHash, signingDomain } from "../../shared/signing.ts";
 
 // The miner agent's side of the wire protocol, against a small in-process stand-in for the router (HTTP
 // challenge/register + the two WebSocket channels) and a scripted engine. The real router and the real
@@ -16,6 +16,8 @@ import { precommitTypedData, registrationMessage, resultHash } from "../../share
 // concurrency, dedupe, cancel, reconnect with outbox replay, 401 re-registration and the shutdown drain.
 
 const MODEL = "edge/tiny-gpt2";
+/** The deployment the fake router says it is (its origin is added per request). */
+const FAKE_ROUTER = { name: "fake-router", chain_id: 31337, address: null };
 
 // ── a fake router ─────────────────────────────────────────────────────────────────────────────────────
 
@@ -75,26 +77,29 @@ class FakeRouter {
       res.writeHead(status, { "content-type": "application/json", "x-request-id": "req-1" });
       res.end(JSON.stringify(obj));
     };
+    // It names itself (and the origin it answers at) as a real router does; the agent signs for it.
+    const router = { ...FAKE_ROUTER, origin: `http://${req.headers.host}` };
     if (req.url === "/api/v1/miners/challenge") {
       const nonce = "nonce-" + Math.random().toString(36).slice(2);
       return send(200, {
         address: body.address,
         nonce,
-        message: registrationMessage(body.address, nonce),
+        message: registrationMessage(body.address, nonce, router),
         expires_at: Date.now() + 60_000,
+        router,
       });
     }
     if (req.url === "/api/v1/miners/register") {
       const ok = await verifyMessage({
         address: body.address,
-        message: registrationMessage(body.address, body.nonce),
+        message: registrationMessage(body.address, body.nonce, router),
         signature: body.signature,
       });
       if (!ok) return send(401, { request_id: "req-1", error: { code: "unauthorized", message: "bad signature" } });
       this.registrations.push(body);
       const token = "tok-" + Math.random().toString(36).slice(2);
       this.tokens.set(token, body.address);
-      return send(200, { address: body.address, token, expires_at: Date.now() + 3_600_000, heartbeat_ms: 100 });
+      return send(200, { address: body.address, token, expires_at: Date.now() + 3_600_000, heartbeat_ms: 100, router });
     }
     send(404, { request_id: "req-1", error: { code: "not_found", message: "no route" } });
   }
@@ -275,9 +280,9 @@ describe("miner agent ↔ router protocol", () => {
     expect(typeof hb.cpu_usage).toBe("number");
     expect(hb.memory_mb as number).toBeGreaterThan(0);
 
-    h.router.sendTo("s1", assign("t1", "p1", { stream: true }));
-    await waitFor(() => h.router.msgs("s1", "t1").some((m) => m.type === "commit"), "commit");
-    const got = h.router.msgs("s1", "t1");
+    h.router.sendTo("s1", assign("1", "p1", { stream: true }));
+    await waitFor(() => h.router.msgs("s1", "1").some((m) => m.type === "commit"), "commit");
+    const got = h.router.msgs("s1", "1");
     expect(types(got)).toEqual(["ack", "token", "token", "token", "token", "precommit", "commit"]);
     expect(got.filter((m) => m.type === "token").map((m) => m.seq)).toEqual([0, 1, 2, 3]);
     const commit = got.at(-1)!;
@@ -287,90 +292,91 @@ describe("miner agent ↔ router protocol", () => {
       finish_reason: "length",
       usage: { prompt_tokens: 3, completion_tokens: 4 },
     });
-    expect(pre.hash).toBe(resultHash(commit.text as string));
+    // The precommit is the miner's commitment to its text: bound to session, task and miner.
+    expect(pre.hash).toBe(commitmentHash({ session: "s1", task: "1", miner: h.address, result: resultHash(commit.text as string) }));
     const valid = await verifyTypedData({
       address: h.address,
-      ...precommitTypedData({ session: "s1", task: "t1", miner: h.address, hash: pre.hash as Hex }),
+      ...precommitTypedData({ session: "s1", task: "1", miner: h.address, hash: pre.hash as Hex }, signingDomain(FAKE_ROUTER)),
       signature: pre.signature as Hex,
     });
     expect(valid).toBe(true);
     const done = h.events.find((e) => e.event === "task_done")!;
-    expect(done.msg).toMatch(/^task s1\/t1 done in \d+ ms, 4 tokens \([\d.]+ tok\/s\), finish=length$/);
+    expect(done.msg).toMatch(/^task s1\/1 done in \d+ ms, 4 tokens \([\d.]+ tok\/s\), finish=length$/);
     expect(h.router.badFrames).toEqual([]);
   });
 
   it("does not stream when stream is false", async () => {
     const h = await start();
-    h.router.sendTo("s1", assign("t1", "p"));
-    await waitFor(() => h.router.msgs("s1", "t1").length === 3, "3 messages");
-    expect(types(h.router.msgs("s1", "t1"))).toEqual(["ack", "precommit", "commit"]);
+    h.router.sendTo("s1", assign("1", "p"));
+    await waitFor(() => h.router.msgs("s1", "1").length === 3, "3 messages");
+    expect(types(h.router.msgs("s1", "1"))).toEqual(["ack", "precommit", "commit"]);
   });
 
   it("honours --concurrency, queues in arrival order and never runs a re-sent assign twice", async () => {
     const h = await start({ concurrency: 1 });
-    h.router.sendTo("s1", assign("a", "slow:40"));
-    h.router.sendTo("s1", assign("b", "slow:5"));
-    h.router.sendTo("s1", assign("a", "slow:40")); // re-sent while running
-    h.router.sendTo("s1", assign("b", "slow:5")); // re-sent while queued
-    await waitFor(() => h.router.msgs("s1", "b").some((m) => m.type === "commit"), "b commit");
+    h.router.sendTo("s1", assign("2", "slow:40"));
+    h.router.sendTo("s1", assign("3", "slow:5"));
+    h.router.sendTo("s1", assign("2", "slow:40")); // re-sent while running
+    h.router.sendTo("s1", assign("3", "slow:5")); // re-sent while queued
+    await waitFor(() => h.router.msgs("s1", "3").some((m) => m.type === "commit"), "b commit");
     expect(h.engine.calls).toEqual(["slow:40", "slow:5"]);
     expect(h.engine.maxActive).toBe(1);
-    expect(types(h.router.msgs("s1", "a"))).toEqual(["ack", "ack", "precommit", "commit"]);
+    expect(types(h.router.msgs("s1", "2"))).toEqual(["ack", "ack", "precommit", "commit"]);
     // Acks are immediate, even for the queued task.
     expect(types(h.router.msgs("s1")).slice(0, 4)).toEqual(["ack", "ack", "ack", "ack"]);
 
     // Re-sent after completion (router lost our commit): re-ack and re-deliver, still no second run.
-    h.router.sendTo("s1", assign("a", "slow:40"));
-    await waitFor(() => h.router.msgs("s1", "a").length === 7, "replayed result");
-    expect(types(h.router.msgs("s1", "a")).slice(4)).toEqual(["ack", "precommit", "commit"]);
+    h.router.sendTo("s1", assign("2", "slow:40"));
+    await waitFor(() => h.router.msgs("s1", "2").length === 7, "replayed result");
+    expect(types(h.router.msgs("s1", "2")).slice(4)).toEqual(["ack", "precommit", "commit"]);
     expect(h.engine.calls).toHaveLength(2);
   });
 
   it("cancel stops a running task and sends nothing more for it; a queued one never starts", async () => {
     const h = await start({ concurrency: 1 });
-    h.router.sendTo("s1", assign("run", "slow:100", { stream: true }));
-    h.router.sendTo("s1", assign("wait", "slow:5"));
+    h.router.sendTo("s1", assign("4", "slow:100", { stream: true }));
+    h.router.sendTo("s1", assign("5", "slow:5"));
     await waitFor(() => h.engine.active === 1, "running");
-    h.router.sendTo("s1", { type: "cancel", task_id: "wait", reason: "reassigned" });
-    h.router.sendTo("s1", { type: "cancel", task_id: "run", reason: "client gone" });
+    h.router.sendTo("s1", { type: "cancel", task_id: "5", reason: "reassigned" });
+    h.router.sendTo("s1", { type: "cancel", task_id: "4", reason: "client gone" });
     await new Promise((r) => setTimeout(r, 300));
-    expect(types(h.router.msgs("s1", "run")).filter((t) => t !== "token")).toEqual(["ack"]);
-    expect(types(h.router.msgs("s1", "wait"))).toEqual(["ack"]);
+    expect(types(h.router.msgs("s1", "4")).filter((t) => t !== "token")).toEqual(["ack"]);
+    expect(types(h.router.msgs("s1", "5"))).toEqual(["ack"]);
     expect(h.engine.calls).toEqual(["slow:100"]);
     expect(h.events.filter((e) => e.event === "task_cancelled")).toHaveLength(2);
   });
 
   it("releases a task whose generation fails, and one whose model differs", async () => {
     const h = await start();
-    h.router.sendTo("s1", assign("bad", "boom"));
-    h.router.sendTo("s1", assign("other", "p", { model: "someone/else" }));
-    await waitFor(() => h.router.msgs("s1", "bad").some((m) => m.type === "release"), "release");
-    await waitFor(() => h.router.msgs("s1", "other").some((m) => m.type === "release"), "release");
-    expect(h.router.msgs("s1", "bad").at(-1)).toMatchObject({ type: "release", reason: "engine error: kaboom" });
-    expect(h.router.msgs("s1", "other").at(-1)!.reason).toMatch(/model mismatch/);
+    h.router.sendTo("s1", assign("6", "boom"));
+    h.router.sendTo("s1", assign("7", "p", { model: "someone/else" }));
+    await waitFor(() => h.router.msgs("s1", "6").some((m) => m.type === "release"), "release");
+    await waitFor(() => h.router.msgs("s1", "7").some((m) => m.type === "release"), "release");
+    expect(h.router.msgs("s1", "6").at(-1)).toMatchObject({ type: "release", reason: "engine error: kaboom" });
+    expect(h.router.msgs("s1", "7").at(-1)!.reason).toMatch(/model mismatch/);
   });
 
   it("rejects malformed frames and releases a malformed assign at once", async () => {
     const h = await start();
     h.router.sendTo("s1", "not json");
-    h.router.sendTo("s1", { type: "assign", task_id: "broken", session_id: "s1" });
-    await waitFor(() => h.router.msgs("s1", "broken").length === 1, "release of malformed assign");
-    expect(h.router.msgs("s1", "broken")[0]).toMatchObject({ type: "release" });
+    h.router.sendTo("s1", { type: "assign", task_id: "8", session_id: "s1" });
+    await waitFor(() => h.router.msgs("s1", "8").length === 1, "release of malformed assign");
+    expect(h.router.msgs("s1", "8")[0]).toMatchObject({ type: "release" });
     expect(h.events.filter((e) => String(e.msg).includes("malformed message"))).toHaveLength(2);
     // Still serving.
-    h.router.sendTo("s1", assign("ok", "p"));
-    await waitFor(() => h.router.msgs("s1", "ok").some((m) => m.type === "commit"), "commit");
+    h.router.sendTo("s1", assign("9", "p"));
+    await waitFor(() => h.router.msgs("s1", "9").some((m) => m.type === "commit"), "commit");
   });
 
   it("keeps running through a dropped session socket and delivers the result after reconnecting", async () => {
     const h = await start();
-    h.router.sendTo("s1", assign("t", "slow:80"));
+    h.router.sendTo("s1", assign("10", "slow:80"));
     await waitFor(() => h.engine.active === 1, "running");
     const first = h.router.sockets.get("s1")!;
     first.terminate();
-    await waitFor(() => h.router.msgs("s1", "t").some((m) => m.type === "commit"), "commit after reconnect");
+    await waitFor(() => h.router.msgs("s1", "10").some((m) => m.type === "commit"), "commit after reconnect");
     expect(h.router.sockets.get("s1")).not.toBe(first);
-    expect(types(h.router.msgs("s1", "t"))).toEqual(["ack", "precommit", "commit"]);
+    expect(types(h.router.msgs("s1", "10"))).toEqual(["ack", "precommit", "commit"]);
     expect(h.engine.calls).toHaveLength(1);
     expect(h.events.some((e) => e.event === "session_joined" && e.reconnect === true)).toBe(true);
   });
@@ -393,31 +399,31 @@ describe("miner agent ↔ router protocol", () => {
     await waitFor(() => h.router.refused401 > 0 && h.router.poolConnects === 2, "reconnected pool");
     await waitFor(() => h.events.filter((e) => e.event === "session_joined").length === 2, "rejoined session");
     expect(h.router.registrations.length).toBe(2); // one re-registration shared by both sockets
-    h.router.sendTo("s1", assign("after", "p"));
-    await waitFor(() => h.router.msgs("s1", "after").some((m) => m.type === "commit"), "commit");
+    h.router.sendTo("s1", assign("11", "p"));
+    await waitFor(() => h.router.msgs("s1", "11").some((m) => m.type === "commit"), "commit");
   });
 
   it("shutdown hands back queued tasks at once, waits for running ones, releases them after drain-ms, closes with 1000", async () => {
     const h = await start({ concurrency: 1, drainMs: 150 });
-    h.router.sendTo("s1", assign("long", "slow:400"));
-    h.router.sendTo("s1", assign("queued", "p"));
+    h.router.sendTo("s1", assign("12", "slow:400"));
+    h.router.sendTo("s1", assign("13", "p"));
     await waitFor(() => h.engine.active === 1 && h.router.msgs("s1").length === 2, "running + queued");
     const t0 = Date.now();
     await h.agent.shutdown();
     expect(Date.now() - t0).toBeGreaterThanOrEqual(140);
     await waitFor(() => h.router.closeCodes.length >= 2, "closes");
-    expect(h.router.msgs("s1", "queued").at(-1)).toMatchObject({ type: "release", reason: "shutdown" });
-    expect(h.router.msgs("s1", "long").at(-1)).toMatchObject({ type: "release", reason: "shutdown" });
+    expect(h.router.msgs("s1", "13").at(-1)).toMatchObject({ type: "release", reason: "shutdown" });
+    expect(h.router.msgs("s1", "12").at(-1)).toMatchObject({ type: "release", reason: "shutdown" });
     expect(h.router.closeCodes.every((c) => c === 1000)).toBe(true);
     expect(h.engine.calls).toEqual(["slow:400"]);
   });
 
   it("shutdown lets a task that finishes within drain-ms deliver its commit", async () => {
     const h = await start({ concurrency: 1, drainMs: 2_000 });
-    h.router.sendTo("s1", assign("short", "slow:30"));
+    h.router.sendTo("s1", assign("14", "slow:30"));
     await waitFor(() => h.engine.active === 1, "running");
     await h.agent.shutdown();
-    expect(types(h.router.msgs("s1", "short"))).toEqual(["ack", "precommit", "commit"]);
+    expect(types(h.router.msgs("s1", "14"))).toEqual(["ack", "precommit", "commit"]);
   });
 
   it("keeps retrying registration while the router is down, then comes up", async () => {

@@ -6,8 +6,8 @@ import WebSocket from "ws";
 import { deriveTaskKey, fromHex, openPayload, sha256Hex, toBase64, toHex } from "../../shared/payload-crypto.ts";
 import { parseUrn } from "../../shared/payloads.ts";
 import type { AssignMessage } from "../../shared/protocol.ts";
-import { offchainResultTypedData, precommitTypedData, registrationMessage, resultHash } from "../../shared/signing.ts";
-import { api, type Miner, type Router, sse, startMiner, startRouter, tempDir, until } from "../helpers/network.ts";
+import { commitmentHash, offchainResultTypedData, precommitTypedData, registrationMessage, resultHash } from "../../shared/signing.ts";
+import { api, type Miner, ROUTER_DOMAIN, type Router, sse, startMiner, startRouter, tempDir, until } from "../helpers/network.ts";
 
 // Off-chain and private payloads end to end: the real router (wrangler dev, real local R2), two real miner
 // processes (A and B, keys made here so the allowlist can name them) and, for the wire-level cases, a
@@ -64,7 +64,7 @@ const r2Contains = (needle: string) => r2Files().some((b) => b.includes(Buffer.f
 /** Registers wallet W through the REST API, as a miner would, and returns its token. */
 async function registerW(): Promise<string> {
   const ch = await api(router, "/api/v1/miners/challenge", { key: null, body: { address: wallet.address } });
-  expect(ch.body.message).toBe(registrationMessage(wallet.address, ch.body.nonce));
+  expect(ch.body.message).toBe(registrationMessage(wallet.address, ch.body.nonce, ch.body.router));
   const signature = await wallet.signMessage({ message: ch.body.message });
   const reg = await api(router, "/api/v1/miners/register", {
     key: null,
@@ -89,7 +89,7 @@ async function signedWrite(
 ) {
   const content_hash = `0x${await sha256Hex(content)}` as `0x${string}`;
   const signature = await signer.signTypedData(
-    offchainResultTypedData({ session: sid, task: tid, miner: claimedMiner, content: content_hash }),
+    offchainResultTypedData({ session: sid, task: tid, miner: claimedMiner, content: content_hash }, ROUTER_DOMAIN),
   );
   return asMiner(token, "/api/v3/offchain/result", {
     body: { session_id: sid, task_id: tid, content: toBase64(content), content_hash, signature },
@@ -283,7 +283,8 @@ describe("private payloads", () => {
   });
 
   it("never shows a private task's outputs to validators: differing samples are judged on their hashes", async () => {
-    const sid = await session({ session_id: "privsim", redundancy: 2, max_miners: 2, consensus: "similarity" }, 2);
+    // best_effort: two differing hashes are no quorum, so only a session that opted in gets an answer (flagged).
+    const sid = await session({ session_id: "privsim", redundancy: 2, max_miners: 2, consensus: "similarity", best_effort: true }, 2);
     const put = await api(router, "/api/v1/auth/payload_allowlist", { method: "PUT", body: { session_id: sid, miners: [addrA, addrB] } });
     expect(put.status).toBe(200);
     // A similarity session samples each replica with its own seed: the two outputs differ.
@@ -291,7 +292,7 @@ describe("private payloads", () => {
       body: { prompt, max_tokens: 24, temperature: 1, private: true, result_policy: "inline" },
     });
     expect(res.status, JSON.stringify(res.body)).toBe(200);
-    expect(res.body.consensus).toMatchObject({ method: "exact", status: "no_quorum" });
+    expect(res.body.consensus).toMatchObject({ method: "exact", status: "no_quorum", best_effort: true });
     expect(res.body.consensus.note).toMatch(/not shown to validators/);
     expect(res.body.consensus.similarity).toBeUndefined();
     texts.push(res.body.choices[0].text);
@@ -407,9 +408,9 @@ describe("the off-chain wire, driven by hand (wallet W)", () => {
     const stored = honest.body;
     expect(stored).toMatchObject({ result_hash: resultHash(text), encrypted: false });
 
-    const hash = resultHash(text);
+    const hash = commitmentHash({ session: "wire", task: assign.task_id, miner: wallet.address, result: resultHash(text) });
     const signature = await wallet.signTypedData(
-      precommitTypedData({ session: "wire", task: assign.task_id, miner: wallet.address, hash }),
+      precommitTypedData({ session: "wire", task: assign.task_id, miner: wallet.address, hash }, ROUTER_DOMAIN),
     );
     send({ type: "precommit", task_id: assign.task_id, hash, signature });
     send({
@@ -435,9 +436,14 @@ describe("the off-chain wire, driven by hand (wallet W)", () => {
     send({ type: "ack", task_id: assign.task_id });
     const written = await signedWrite(wallet, token, "wire", assign.task_id, new TextEncoder().encode("what was stored"));
     expect(written.status).toBe(201);
-    const hash = resultHash("what was precommitted");
+    const hash = commitmentHash({
+      session: "wire",
+      task: assign.task_id,
+      miner: wallet.address,
+      result: resultHash("what was precommitted"),
+    });
     const signature = await wallet.signTypedData(
-      precommitTypedData({ session: "wire", task: assign.task_id, miner: wallet.address, hash }),
+      precommitTypedData({ session: "wire", task: assign.task_id, miner: wallet.address, hash }, ROUTER_DOMAIN),
     );
     send({ type: "precommit", task_id: assign.task_id, hash, signature });
     send({
@@ -471,9 +477,9 @@ describe("the off-chain wire, driven by hand (wallet W)", () => {
     expect(key.status).toBe(403);
 
     const text = "plaintext over the socket";
-    const hash = resultHash(text);
+    const hash = commitmentHash({ session: "wire", task: assign.task_id, miner: wallet.address, result: resultHash(text) });
     const signature = await wallet.signTypedData(
-      precommitTypedData({ session: "wire", task: assign.task_id, miner: wallet.address, hash }),
+      precommitTypedData({ session: "wire", task: assign.task_id, miner: wallet.address, hash }, ROUTER_DOMAIN),
     );
     send({ type: "precommit", task_id: assign.task_id, hash, signature });
     send({

@@ -12,6 +12,45 @@ import {
 
 const v = (index: number, key: string | null, extra: Partial<Vote> = {}): Vote => ({ index, key, ...extra });
 
+describe("support counts distinct miners (issue 12)", () => {
+  it("replicas of one miner are one voice: no quorum, never unanimous; each strategy alike", () => {
+    const one = [v(0, "A", { miners: ["0xm"] }), v(1, "A", { miners: ["0xM"] }), v(2, "A", { miners: ["0xm"] })];
+    const a = aggregate(one, { strategy: "majority", policy: "best_effort", requested: 3 });
+    expect(a).toMatchObject({ status: "no_quorum", key: "A", agreed: [0, 1, 2] });
+    expect(a.agreement).toBeCloseTo(1 / 3);
+    expect(a.candidates[0].support).toBe(1);
+    expect(aggregate(one, { strategy: "majority", policy: "fail_hard", requested: 3 }).outcome).toBe("failed");
+    const scored = one.map((x) => ({ ...x, score: 0.5 }));
+    expect(aggregate(scored, { strategy: "median_of_means", policy: "best_effort", requested: 3 }).status).toBe("no_quorum");
+    // Two miners (one of them twice) agreeing of three requested: a quorum, but not unanimous.
+    const two = [v(0, "A", { miners: ["0xa"] }), v(1, "A", { miners: ["0xb"] }), v(2, "A", { miners: ["0xa"] })];
+    expect(aggregate(two, { strategy: "majority", policy: "best_effort", requested: 3 })).toMatchObject({ status: "majority" });
+    const three = [v(0, "A", { miners: ["0xa"] }), v(1, "A", { miners: ["0xb"] }), v(2, "A", { miners: ["0xc"] })];
+    expect(aggregate(three, { strategy: "majority", policy: "best_effort", requested: 3 })).toMatchObject({
+      status: "unanimous",
+      agreement: 1,
+    });
+  });
+
+  it("weighted counts each miner's weight once", () => {
+    const votes = [
+      v(0, "A", { miners: ["0xa"], weight: 10 }),
+      v(1, "A", { miners: ["0xa"], weight: 10 }),
+      v(2, "B", { miners: ["0xb"], weight: 15 }),
+    ];
+    const a = aggregate(votes, { strategy: "weighted", policy: "best_effort", requested: 3 });
+    expect(a).toMatchObject({ key: "B", agreed: [2] });
+    expect(a.agreement).toBeCloseTo(0.6);
+  });
+
+  it("every replica refused the client's deadline: the client's error, deadline_too_short", () => {
+    const refused = [v(0, null, { error_code: "deadline_too_short" }), v(1, null, { error_code: "deadline_too_short" })];
+    expect(aggregate(refused, { strategy: "majority", policy: "best_effort", requested: 2 }).error?.code).toBe("deadline_too_short");
+    const mixed = [v(0, null, { error_code: "deadline_too_short" }), v(1, null, { error_code: "timeout" })];
+    expect(aggregate(mixed, { strategy: "majority", policy: "best_effort", requested: 2 }).error?.code).toBe("all_replicas_failed");
+  });
+});
+
 describe("majority", () => {
   it("unanimous replicas agree", () => {
     const a = aggregate([v(0, "A"), v(1, "A"), v(2, "A")], { strategy: "majority", policy: "best_effort", requested: 3 });

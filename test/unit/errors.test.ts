@@ -45,12 +45,12 @@ describe("error responses: {request_id, error: {code, message, details}} with re
 
   it("a deposit used up by earlier tasks → 402 deposit_exhausted", async () => {
     const model = uniq("model");
-    const miner = await miners.start({ models: [model], usage: () => ({ prompt_tokens: 20, completion_tokens: 20 }) });
-    // Room for one task's reservation (5 + 16 + slack), not for a second once 40 tokens are charged.
-    const sid = await createSession({ model, deposit: 50 });
+    const miner = await miners.start({ models: [model], usage: () => ({ prompt_tokens: 5, completion_tokens: 16 }) });
+    // Room for one task's reservation (5 + 16 + slack), not for a second once 21 tokens are charged.
+    const sid = await createSession({ model, deposit: 40 });
     await miner.join(sid);
     expect((await complete(sid, { prompt: "hello", max_tokens: 16 })).status).toBe(200);
-    expect((await getSession(sid)).usage.used).toBe(40);
+    expect((await getSession(sid)).usage.used).toBe(21);
     const res = await complete(sid, { prompt: "hello", max_tokens: 16 });
     expect(res.status).toBe(402);
     expect((await errorOf(res)).error.code).toBe("deposit_exhausted");

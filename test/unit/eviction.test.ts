@@ -77,7 +77,8 @@ describe("SessionQueue eviction and WebSocket hibernation", () => {
 
   it("an acked miner that is still working when the restored object checks its deadlines is not timed out", async () => {
     const model = uniq("model");
-    const miner = await miners.start({ models: [model], behaviour: "hold", text: () => "slow but sure" });
+    // It declares itself slow (1 token/s): its precommit budget outlasts the wait below (fair-deadlines.ts).
+    const miner = await miners.start({ models: [model], behaviour: "hold", text: () => "slow but sure", tokensPerS: 1 });
     // A short ack window: long gone by the time the restored object runs its reconnect-grace alarm.
     const sid = await createSession({ model, task_timeout: 60, ack_timeout: 0.3 });
     await miner.join(sid);
@@ -143,7 +144,8 @@ describe("SessionQueue eviction and WebSocket hibernation", () => {
   it("a straggler still working when the quorum closed its task is judged after an eviction too", async () => {
     const model = uniq("model");
     const honest = [await miners.start({ models: [model] }), await miners.start({ models: [model] })];
-    const slow = await miners.start({ models: [model], behaviour: "hold" });
+    // It precommits with the others (the commit-reveal barrier waits for that) and holds its commit.
+    const slow = await miners.start({ models: [model], behaviour: "hold_commit" });
     const sid = await createSession({ model, redundancy: 3, max_miners: 3 });
     for (const m of [...honest, slow]) await m.join(sid);
     const res = await complete(sid, { prompt: "quorum first" });

@@ -1,5 +1,6 @@
+import type { Hex } from "viem";
 import { afterEach, describe, expect, it } from "vitest";
-import { resultHash } from "../../shared/signing.ts";
+import { commitmentHash, resultHash } from "../../shared/signing.ts";
 import { complete, createSession, getSession, getTask, json, MinerSet, uniq, waitFor } from "./helpers.ts";
 
 const miners = new MinerSet();
@@ -71,8 +72,10 @@ describe("faulty miners are replaced", () => {
     const bad = task.replicas.find((r) => r.miner === cheat.address)!;
     expect(bad.state).toBe("rejected");
     expect(bad.reason).toMatch(/does not match/);
-    // Its precommit was valid and stays on record as evidence.
-    expect(bad.hash).toBe(resultHash("the promised text"));
+    // Its precommit was valid and stays on record as evidence: its commitment, bound to it; nothing was revealed.
+    const promised = { session: sid, task: a.task_id, miner: cheat.address as Hex, result: resultHash("the promised text") };
+    expect(bad.commitment).toBe(commitmentHash(promised));
+    expect(bad.hash).toBeNull();
     expect(bad.committed_at).toBeNull();
     expect(task.results.miners).toEqual([honest.address]);
   });

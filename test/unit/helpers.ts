@@ -9,7 +9,14 @@ import {
   type SessionMinerMessage,
   SessionServerMessage,
 } from "../../shared/protocol.ts";
-import { precommitTypedData, resultHash } from "../../shared/signing.ts";
+import {
+  commitmentHash,
+  precommitTypedData,
+  type RouterIdentity,
+  resultHash,
+  type SigningDomain,
+  signingDomain,
+} from "../../shared/signing.ts";
 import type { SessionUsage, TaskView } from "../../shared/views.ts";
 
 // Test harness for the unit project: the real router (the Worker's default export) and the real Durable
@@ -180,12 +187,14 @@ export const poolStub = () => env.NODE_POOL.get(env.NODE_POOL.idFromName("pool")
  * - `commit_mismatch`: commits a text other than the one it precommitted.
  * - `release`: acks, then hands the task back.
  * - `disconnect_after_ack`: acks, then closes its session socket.
+ * - `hold_commit`: precommits at once, and holds its commit until `finish` (a straggler bound by its commitment).
  */
 export type Behaviour =
   | "honest"
   | "manual"
   | "never_ack"
   | "hold"
+  | "hold_commit"
   | "bad_signature"
   | "commit_mismatch"
   | "release"
@@ -206,6 +215,8 @@ export interface MinerOptions {
   finishReason?: "stop" | "length";
   /** Declared stake (default 1000; the unit project's MIN_STAKE is 100). */
   stake?: number;
+  /** Declared decode speed, tokens/s (absent: none, so the router allows DEADLINE_TOKEN_MS per token). */
+  tokensPerS?: number;
   /** How this miner answers `embed` (validation work); null stays silent. Absent: silent. */
   embed?: (msg: EmbedMessage) => SessionMinerMessage | null;
 }
@@ -236,6 +247,8 @@ export interface Registration {
   token: string;
   expires_at: number;
   heartbeat_ms: number;
+  /** The deployment registered with: precommits are signed for its domain. */
+  router: RouterIdentity;
 }
 
 type SessionMsg = SessionServerMessage;
@@ -243,12 +256,15 @@ type Commit = Extract<SessionMinerMessage, { type: "commit" }>;
 
 export const defaultText = (a: AssignMessage) => `answer to ${a.input.prompt}`;
 const defaultChunks = (text: string) => text.match(/.{1,4}/gs) ?? [text];
+/** At most a token per prompt character, at most max_tokens: what the router accepts from a miner (miner-input.ts). */
 const defaultUsage = (a: AssignMessage, text: string) => ({
   prompt_tokens: a.input.prompt.length,
-  completion_tokens: text.length,
+  completion_tokens: Math.min(text.length, a.params.max_tokens),
 });
 
-export async function challenge(address: string): Promise<{ nonce: string; message: string; address: string; expires_at: number }> {
+export async function challenge(
+  address: string,
+): Promise<{ nonce: string; message: string; address: string; expires_at: number; router: RouterIdentity }> {
   const res = await api("POST", "/miners/challenge", { address }, { key: null });
   if (res.status !== 200) throw new Error(`challenge: ${res.status} ${await res.text()}`);
   return json(res);
@@ -300,6 +316,12 @@ export class TestMiner {
     this.delayMs = opts.delayMs ?? 0;
   }
 
+  /** The EIP-712 domain of the router this miner registered with. */
+  get domain(): SigningDomain {
+    if (!this.reg) throw new Error("not registered");
+    return signingDomain(this.reg.router);
+  }
+
   /** The address as the router keys it (lowercase). */
   get address(): string {
     return this.account.address.toLowerCase();
@@ -330,6 +352,7 @@ export class TestMiner {
         name: this.opts.name,
         version: "test",
         stake: this.opts.stake ?? 1000,
+        ...(this.opts.tokensPerS ? { tokens_per_s: this.opts.tokensPerS } : {}),
       },
       { key: null },
     );
@@ -421,11 +444,12 @@ export class TestMiner {
 
   /** EIP-712 precommit signature; `signer` defaults to this miner's key. */
   async sign(sid: string, tid: string, hash: Hex, signer: PrivateKeyAccount = this.account): Promise<Hex> {
-    return signer.signTypedData(precommitTypedData({ session: sid, task: tid, miner: this.account.address, hash }));
+    return signer.signTypedData(precommitTypedData({ session: sid, task: tid, miner: this.account.address, hash }, this.domain));
   }
 
+  /** Precommits this miner's commitment to `text` (session, task, miner, result hash), signed. */
   async precommit(sid: string, tid: string, text: string, opts: { signer?: PrivateKeyAccount } = {}): Promise<void> {
-    const hash = resultHash(text);
+    const hash = commitmentHash({ session: sid, task: tid, miner: this.account.address, result: resultHash(text) });
     const signature = await this.sign(sid, tid, hash, opts.signer);
     this.send(sid, { type: "precommit", task_id: tid, hash, signature });
   }
@@ -533,6 +557,11 @@ export class TestMiner {
     };
     if (behaviour === "hold") {
       this.held.set(`${sid}/${tid}`, deliver);
+      return;
+    }
+    if (behaviour === "hold_commit") {
+      await this.precommit(sid, tid, text);
+      this.held.set(`${sid}/${tid}`, async () => void (this.cancelled.has(`${sid}/${tid}`) || this.commit(sid, tid, text)));
       return;
     }
     await deliver();

@@ -2,7 +2,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { afterEach, describe, expect, it } from "vitest";
 import { registrationMessage } from "../../shared/signing.ts";
-import { api, challenge, createSession, errorOf, json, MinerSet, poolStub, TestMiner, uniq, waitFor } from "./helpers.ts";
+import { api, challenge, createSession, env, errorOf, json, MinerSet, ORIGIN, poolStub, TestMiner, uniq, waitFor } from "./helpers.ts";
 
 const miners = new MinerSet();
 afterEach(() => miners.closeAll());
@@ -58,16 +58,19 @@ describe("NodePool: registration", () => {
     // A nonce challenged for one address cannot register another, even correctly signed by that other key.
     const thief = privateKeyToAccount(generatePrivateKey());
     const ch2 = await challenge(me.address);
-    const stolen = await thief.signMessage({ message: registrationMessage(thief.address, ch2.nonce) });
+    const stolen = await thief.signMessage({ message: registrationMessage(thief.address, ch2.nonce, ch2.router) });
     const res = await api("POST", "/miners/register", registerBody(thief.address, ch2.nonce, stolen), { key: null });
     expect(res.status).toBe(401);
   });
 
-  it("the challenge message is the one the miner signs", async () => {
+  it("the challenge message is the one the miner signs, and it names this deployment", async () => {
     const me = privateKeyToAccount(generatePrivateKey());
     const ch = await challenge(me.address);
     expect(ch.message).toContain(me.address.toLowerCase());
     expect(ch.message).toContain(ch.nonce);
+    expect(ch.router).toEqual({ name: env.ROUTER_NAME, chain_id: Number(env.CHAIN_ID), address: null, origin: ORIGIN });
+    expect(ch.message).toBe(registrationMessage(me.address, ch.nonce, ch.router));
+    expect(ch.message).toContain(`origin: ${ORIGIN}`);
     expect(ch.expires_at).toBeGreaterThan(Date.now());
     const bad = await api("POST", "/miners/challenge", { address: "0x123" }, { key: null });
     expect(bad.status).toBe(400);

@@ -11,7 +11,9 @@ describe("NodePool storage migrations", () => {
     const stub = env.NODE_POOL.get(env.NODE_POOL.idFromName("legacy-pool"));
     const row = await runInDurableObject(stub, (_pool, state) => {
       const sql = state.storage.sql;
-      for (const t of ["_migrations", "ledger", "miners"]) sql.exec(`DROP TABLE IF EXISTS ${t}`);
+      // Everything later migrations make or alter goes, as in a pool that predates them.
+      for (const t of ["_migrations", "ledger", "miners", "sessions", "session_claims", "miner_channels"])
+        sql.exec(`DROP TABLE IF EXISTS ${t}`);
       sql.exec(POOL_MIGRATIONS[0][0]); // the old miners table
       sql.exec(`INSERT INTO miners (address, models, device, capacity, registered_at) VALUES ('0xold', '["m"]', 'cpu', 2, 1)`);
       migrate(sql, POOL_MIGRATIONS);

@@ -1,4 +1,7 @@
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { DEFAULT_CHAIN_ID, deploymentDomain, deploymentProblems, routerIdentity } from "../../durable-objects/deployment.ts";
+import app from "../../workers/index.ts";
 import { secretProblems } from "../../workers/lib/secrets.ts";
 import { runReplicas } from "../../workers/lib/work-sessions.ts";
 import { env } from "./helpers.ts";
@@ -97,5 +100,49 @@ describe("internal faults in delegate / validate / factcheck replicas", () => {
     expect(runs[0].error).toEqual({ code: "internal_error", message: "internal error" });
     expect(JSON.stringify(runs)).not.toContain("SQLITE");
     expect(logged).toHaveBeenCalledWith(expect.stringContaining("request req-123"), expect.objectContaining({ message: inner }));
+  });
+});
+
+// Issue 12: the deployment identity every miner signature is bound to (durable-objects/deployment.ts). A router
+// with a malformed one refuses to serve (middleware/config-guard.ts) rather than sign under a domain nobody meant.
+describe("deployment identity", () => {
+  const vars = (v: Partial<Pick<Env, "ROUTER_NAME" | "ROUTER_ADDRESS" | "CHAIN_ID">>) => ({
+    ROUTER_NAME: "r",
+    ROUTER_ADDRESS: "",
+    CHAIN_ID: "31337",
+    ...v,
+  });
+
+  it("names the router, its chain and its verifying address in the signing domain", () => {
+    const address = `0x${"AB".repeat(20)}`;
+    expect(routerIdentity(vars({ ROUTER_ADDRESS: address, CHAIN_ID: "8453" }), "https://r.example")).toEqual({
+      name: "r",
+      chain_id: 8453,
+      address: address.toLowerCase(),
+      origin: "https://r.example",
+    });
+    expect(deploymentDomain(vars({ ROUTER_ADDRESS: address, CHAIN_ID: "8453" }))).toEqual({
+      name: "r",
+      version: "2",
+      chainId: 8453,
+      verifyingContract: address.toLowerCase(),
+    });
+    // No address: name, version and chain id only; no chain id: the development chain.
+    expect(deploymentDomain(vars({ CHAIN_ID: "" }))).toEqual({ name: "r", version: "2", chainId: DEFAULT_CHAIN_ID });
+  });
+
+  it("refuses a malformed address or chain id and an empty name; the router answers 503 for them", async () => {
+    expect(deploymentProblems(vars({}))).toEqual([]);
+    expect(deploymentProblems(vars({ ROUTER_ADDRESS: "0x123", CHAIN_ID: "1.5", ROUTER_NAME: " " }))).toEqual([
+      expect.stringMatching(/^ROUTER_NAME /),
+      expect.stringMatching(/^ROUTER_ADDRESS /),
+      expect.stringMatching(/^CHAIN_ID /),
+    ]);
+    for (const CHAIN_ID of ["0", "-1", "abc", "1e400"]) expect(deploymentProblems(vars({ CHAIN_ID }))).toHaveLength(1);
+    const ctx = createExecutionContext();
+    const res = await app.fetch(new Request("https://router.test/api/v1/ping"), { ...env, CHAIN_ID: "zero" }, ctx);
+    await waitOnExecutionContext(ctx);
+    expect(res.status).toBe(503);
+    expect(await res.json()).toMatchObject({ error: { code: "configuration_error", details: { variables: ["CHAIN_ID"] } } });
   });
 });

@@ -73,6 +73,7 @@ function replica(miner: string, state: ReplicaState, over: Partial<Replica> = {}
     ack_deadline: 6_000,
     commit_deadline: 61_000,
     acked_at: null,
+    commitment: null,
     hash: null,
     streamed: "",
     ...over,
@@ -474,19 +475,23 @@ describe("replicaOutcomes", () => {
     expect(out.map((o) => [o.miner, o.outcome, o.reward])).toEqual([["c", "rejected", 0]]);
   });
 
-  it("a task timeout times out every live replica; committed ones are not judged without consensus", () => {
+  it("a task timeout times out the live replicas past their own deadlines; those the client's deadline cut short go unblamed", () => {
+    // The task's deadline is 61 s (created at 1 s, task_timeout 60 s).
     const task = openTask([
       replica("a", "assigned"),
       replica("b", "acked"),
       replica("c", "precommitted"),
       replica("d", "committed", { hash: H1, committed_at: 2_000 }),
       replica("e", "timed_out", { reason: "missed the commit deadline" }),
+      // Assigned late: its ack window and precommit budget end after the client's deadline.
+      replica("f", "assigned", { ack_deadline: 62_000, commit_deadline: 90_000 }),
+      replica("g", "acked", { commit_deadline: 90_000 }),
     ]);
     const out = replicaOutcomes(task, null, 0, true, STAMP);
     expect(out.map((o) => [o.miner, o.outcome, o.reason, o.reward])).toEqual([
-      ["a", "timed_out", "still assigned at the task deadline", 0],
-      ["b", "timed_out", "still acked at the task deadline", 0],
-      ["c", "timed_out", "still precommitted at the task deadline", 0],
+      ["a", "timed_out", "missed its ack deadline before the task deadline", 0],
+      ["b", "timed_out", "missed its commit deadline before the task deadline", 0],
+      ["c", "timed_out", "missed its commit deadline before the task deadline", 0],
       ["e", "timed_out", "missed the commit deadline", 0],
     ]);
   });

@@ -1,6 +1,7 @@
+import type { Hex } from "viem";
 import { afterEach, describe, expect, it } from "vitest";
-import { resultHash } from "../../shared/signing.ts";
-import { api, complete, createSession, getTask, json, MinerSet, uniq, waitFor, waitForStatus } from "./helpers.ts";
+import { commitmentHash, resultHash } from "../../shared/signing.ts";
+import { api, complete, createSession, getTask, json, MinerSet, sleep, uniq, waitFor, waitForStatus } from "./helpers.ts";
 
 const miners = new MinerSet();
 afterEach(() => miners.closeAll());
@@ -51,16 +52,22 @@ describe("the persisted task state machine", () => {
     expect((await getTask(sid, tid)).status).toBe("acked");
     await b.precommit(sid, tid, odd);
     task = await waitForStatus(sid, tid, "precommitted");
-    expect(task.replicas.find((r) => r.miner === b.address)?.hash).toBe(resultHash(odd));
-    await c.precommit(sid, tid, good);
+    // While the task runs its view is sealed: no commitment, hash or signature of any replica.
+    for (const r of task.replicas) expect([r.commitment, r.hash, r.signature]).toEqual([null, null, null]);
 
+    // The commit-reveal barrier: a's commit arrives before c has precommitted, so it is held (a still reads
+    // precommitted) until c's commitment is in; then it counts.
     a.commit(sid, tid, good);
+    await sleep(300);
+    expect((await getTask(sid, tid)).replicas.find((r) => r.miner === a.address)?.state).toBe("precommitted");
+    await c.precommit(sid, tid, good);
     await waitFor(async () => (await getTask(sid, tid)).replicas.find((r) => r.miner === a.address)?.state === "committed", "a committed");
     expect((await getTask(sid, tid)).status).toBe("precommitted");
     b.commit(sid, tid, odd);
     task = await waitForStatus(sid, tid, "committed");
     expect(task.result).toBeNull();
     expect(task.finished_at).toBeNull();
+    expect(task.results).toEqual({ data: [], miners: [] });
 
     c.commit(sid, tid, good);
     task = await waitForStatus(sid, tid, "closed");
@@ -70,6 +77,14 @@ describe("the persisted task state machine", () => {
     expect(task.consensus!.outliers).toEqual([b.address]);
     expect(task.replicas.find((r) => r.miner === b.address)?.agreed).toBe(false);
     expect(task.replicas.find((r) => r.miner === a.address)?.agreed).toBe(true);
+    // Finished: the evidence shows, each commitment bound to its miner (equal texts, different commitments).
+    const ra = task.replicas.find((r) => r.miner === a.address)!;
+    const rc = task.replicas.find((r) => r.miner === c.address)!;
+    expect(ra.hash).toBe(resultHash(good));
+    expect(rc.hash).toBe(resultHash(good));
+    expect(ra.commitment).toBe(commitmentHash({ session: sid, task: tid, miner: a.address as Hex, result: resultHash(good) }));
+    expect(rc.commitment).not.toBe(ra.commitment);
+    expect(task.replicas.find((r) => r.miner === b.address)?.hash).toBe(resultHash(odd));
 
     const res = await pending;
     expect(res.status).toBe(200);

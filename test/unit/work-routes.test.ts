@@ -183,13 +183,22 @@ describe("validate v3 across a pool whose replicas disagree", () => {
     expect(mAll.status).toBe(200);
     expect(await json(mAll)).toMatchObject({ status: "no_consensus", verdict: null, consensus: { status: "no_quorum" } });
 
-    // return_all with five replicas over the three sessions (replica i → pool[i mod 3]): VALID 4, INVALID 1.
+    // return_all with five replicas over the three sessions (replica i → pool[i mod 3]): VALID 4 replicas, INVALID 1 —
+    // but the four VALID replicas are two miners (a and b answered twice each), and a quorum of five is three
+    // distinct miners: no quorum, so return_all lists the candidates and answers none.
     const five = await json(
       await call("/v3/validate", { claim: "2 + 2 = 4", consensus: { replicas: 5, session_pool: pool, disagreement_policy: "return_all" } }),
     );
     expect(five.replicas.map((r: { session_id: string }) => r.session_id)).toEqual([pool[0], pool[1], pool[2], pool[0], pool[1]]);
-    expect(five).toMatchObject({ status: "ok", verdict: "VALID", consensus: { agreed: [0, 1, 3, 4], disagreed: [2] } });
-    expect(five.consensus.candidates.map((c: { key: string }) => c.key)).toEqual(["VALID", "INVALID"]);
+    expect(five).toMatchObject({
+      status: "no_consensus",
+      verdict: null,
+      consensus: { status: "no_quorum", quorum: 3, agreed: [0, 1, 3, 4], disagreed: [2] },
+    });
+    expect(five.consensus.candidates.map((c: { key: string; support: number }) => [c.key, c.support])).toEqual([
+      ["VALID", 2],
+      ["INVALID", 1],
+    ]);
   });
 
   it("an answer outside the grammar fails that replica with invalid_output", async () => {
@@ -234,14 +243,15 @@ describe("delegate, factcheck and the remaining failure modes", () => {
     expect(assign.params).toMatchObject({ max_tokens: 16, temperature: 0 });
     expect(assign.params.constraint).toBeUndefined();
 
-    // v3 across the configured pool: the second session is created on first use as well.
+    // v3 across the configured pool: the second session is created on first use as well. One miner serves the
+    // whole pool, so its three agreeing replicas are one voice: no quorum (best_effort still answers it).
     const v3 = call("/v3/delegate", { objective: "write a haiku", input: { topic: "edge" }, consensus: { replicas: 3 } }, vars);
     await miner.join(pool[1]);
     const v3Body = await json(await v3);
     expect(v3Body).toMatchObject({
       status: "ok",
       version: "v3",
-      consensus: { status: "unanimous", agreed: [0, 1, 2], session_pool: pool },
+      consensus: { status: "no_quorum", agreed: [0, 1, 2], session_pool: pool },
     });
     expect(v3Body.replicas.map((r: { session_id: string }) => r.session_id)).toEqual([pool[0], pool[1], pool[0]]);
 

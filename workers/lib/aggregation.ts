@@ -17,8 +17,12 @@
 //                          answer, and every candidate answer with its supporters.
 //   fail_hard              any successful replica outside the winning group, or no quorum → failure
 //                          `no_consensus` (failed replicas alone do not trigger it when a quorum agrees).
-// No successful replica at all is always a failure (`all_replicas_failed`, or `timeout` when every replica
-// timed out).
+// No successful replica at all is always a failure (`all_replicas_failed`, `timeout` when every replica
+// timed out, or `deadline_too_short` when every session refused the client's deadline as below its floor).
+//
+// Support counts distinct miners, not replicas: replicas a single miner produced (one miner serving the whole
+// pool, or two of its sessions) are one voice, so they never make a quorum or "unanimous" on their own. A
+// replica whose votes name no miners counts as one voice of its own.
 
 export const STRATEGIES = ["majority", "weighted", "median_of_means"] as const;
 export type Strategy = (typeof STRATEGIES)[number];
@@ -36,6 +40,8 @@ export interface Vote {
   weight?: number;
   /** Failure code of a failed replica (to tell a timeout apart). */
   error_code?: string | null;
+  /** Miners whose result the replica is (its session's consensus); support counts each miner once. */
+  miners?: string[];
 }
 
 export interface Candidate {
@@ -63,7 +69,7 @@ export interface Aggregate {
   agreement: number;
   quorum: number;
   candidates: Candidate[];
-  error: { code: "all_replicas_failed" | "timeout" | "no_consensus"; message: string } | null;
+  error: { code: "all_replicas_failed" | "timeout" | "deadline_too_short" | "no_consensus"; message: string } | null;
 }
 
 export interface AggregateOptions {
@@ -91,16 +97,39 @@ export function medianOfMeans(xs: number[]): number {
   return median(blocks.map((b) => mean(b)!));
 }
 
+/**
+ * Support of some votes counted per distinct miner: each vote adds its weight times the share of its miners not
+ * counted yet (a vote naming no miners is a voice of its own).
+ */
+function distinctSupport(votes: Vote[], weigh: (v: Vote) => number): number {
+  const seen = new Set<string>();
+  let support = 0;
+  for (const v of votes) {
+    const miners = v.miners?.length ? v.miners.map((m) => m.toLowerCase()) : [`replica:${v.index}`];
+    const fresh = miners.filter((m) => !seen.has(m));
+    for (const m of fresh) seen.add(m);
+    support += (weigh(v) * fresh.length) / miners.length;
+  }
+  return support;
+}
+
 function groups(votes: Vote[], weigh: (v: Vote) => number): Candidate[] {
   const byKey = new Map<string, Vote[]>();
   for (const v of votes) byKey.set(v.key!, [...(byKey.get(v.key!) ?? []), v]);
   return [...byKey.entries()].map(([key, vs]) => ({
     key,
     replicas: vs.map((v) => v.index),
-    support: vs.reduce((a, v) => a + weigh(v), 0),
+    support: distinctSupport(vs, weigh),
     mean_score: mean(vs.map((v) => v.score).filter((s): s is number => typeof s === "number")),
   }));
 }
+
+/** Distinct voices (miners) behind these replicas. */
+const voices = (answered: Vote[], replicas: number[]) =>
+  distinctSupport(
+    answered.filter((v) => replicas.includes(v.index)),
+    () => 1,
+  );
 
 /** Most support first; ties go to the group whose first replica came first (deterministic). */
 function rank(cands: Candidate[]): Candidate[] {
@@ -123,7 +152,14 @@ function byMajority(answered: Vote[], requested: number, quorum: number): Tally 
   const candidates = rank(groups(answered, () => 1));
   const winner = candidates[0];
   const agreed = winner.replicas;
-  return { winner, candidates, agreed, score: winner.mean_score, agreement: agreed.length / requested, hasQuorum: agreed.length >= quorum };
+  return {
+    winner,
+    candidates,
+    agreed,
+    score: winner.mean_score,
+    agreement: winner.support / requested,
+    hasQuorum: winner.support >= quorum,
+  };
 }
 
 /** Votes weighted (reputation or stake); a majority of the weight wins. */
@@ -132,9 +168,16 @@ function byWeight(answered: Vote[]): Tally {
   const candidates = rank(groups(answered, weigh));
   const winner = candidates[0];
   const agreed = winner.replicas;
-  const total = answered.reduce((a, v) => a + weigh(v), 0);
-  // All weights zero (unknown miners): fall back to counting replicas.
-  const agreement = total > 0 ? winner.support / total : agreed.length / answered.length;
+  const total = distinctSupport(answered, weigh);
+  // All weights zero (unknown miners): fall back to counting distinct miners.
+  const agreement =
+    total > 0
+      ? winner.support / total
+      : voices(answered, agreed) /
+        voices(
+          answered,
+          answered.map((v) => v.index),
+        );
   return { winner, candidates, agreed, score: winner.mean_score, agreement, hasQuorum: agreement > 0.5 };
 }
 
@@ -156,7 +199,8 @@ function byMedianOfMeans(answered: Vote[], requested: number, quorum: number, to
   }
   // With nothing numeric to aggregate, the answers still disagree or agree by key.
   const agreed = winner.replicas;
-  return { winner, candidates, agreed, score, agreement: agreed.length / requested, hasQuorum: agreed.length >= quorum };
+  const support = voices(answered, agreed);
+  return { winner, candidates, agreed, score, agreement: support / requested, hasQuorum: support >= quorum };
 }
 
 export function aggregate(votes: Vote[], opts: AggregateOptions): Aggregate {
@@ -166,6 +210,8 @@ export function aggregate(votes: Vote[], opts: AggregateOptions): Aggregate {
   const base = { strategy, disagreement_policy: policy, failed, quorum: Math.floor(requested / 2) + 1 };
   if (answered.length === 0) {
     const allTimeouts = votes.length > 0 && votes.every((v) => v.error_code === "timeout");
+    // The client asked for a deadline no miner could meet: its own error, not the network's (each replica's names the floor).
+    const tooShort = votes.length > 0 && votes.every((v) => v.error_code === "deadline_too_short");
     return {
       ...base,
       outcome: "failed",
@@ -178,7 +224,9 @@ export function aggregate(votes: Vote[], opts: AggregateOptions): Aggregate {
       candidates: [],
       error: allTimeouts
         ? { code: "timeout", message: `all ${votes.length} replicas timed out` }
-        : { code: "all_replicas_failed", message: `all ${votes.length} replicas failed` },
+        : tooShort
+          ? { code: "deadline_too_short", message: `the deadline is below the floor of every replica's task (see each replica's error)` }
+          : { code: "all_replicas_failed", message: `all ${votes.length} replicas failed` },
     };
   }
 
@@ -191,8 +239,9 @@ export function aggregate(votes: Vote[], opts: AggregateOptions): Aggregate {
 
   const agreedSet = new Set(agreed);
   const disagreed = answered.map((v) => v.index).filter((i) => !agreedSet.has(i));
-  const status =
-    agreed.length === requested && disagreed.length === 0 && failed.length === 0 ? "unanimous" : hasQuorum ? "majority" : "no_quorum";
+  // Unanimous: every requested replica answered alike, each from a miner of its own.
+  const everyone = agreed.length === requested && disagreed.length === 0 && failed.length === 0 && voices(answered, agreed) === requested;
+  const status = everyone ? "unanimous" : hasQuorum ? "majority" : "no_quorum";
   const result: Aggregate = {
     ...base,
     outcome: "ok",

@@ -27,6 +27,7 @@ const Claims = z
     models: z.array(z.string()).min(1),
     device: z.string(),
     epoch: z.number().int().min(0),
+    tokens_per_s: z.number().positive().optional(),
     exp: z.number(),
   })
   .strict();
@@ -47,7 +48,15 @@ const b64url = (bytes: Uint8Array) =>
     .replaceAll("+", "-")
     .replaceAll("/", "_")
     .replace(/=+$/, "");
-const fromB64url = (s: string) => Uint8Array.from(atob(s.replaceAll("-", "+").replaceAll("_", "/")), (c) => c.charCodeAt(0));
+/**
+ * The bytes of canonical base64url only. `atob` ignores a last character's unused low bits, so one token would
+ * have several spellings — each its own rate-limiter key; the bytes must encode back to exactly `s`.
+ */
+function fromB64url(s: string): Uint8Array {
+  const bytes = Uint8Array.from(atob(s.replaceAll("-", "+").replaceAll("_", "/")), (c) => c.charCodeAt(0));
+  if (b64url(bytes) !== s) throw new Error("non-canonical base64url");
+  return bytes;
+}
 
 /** Signs the registry's claims (contexts stay in the registry: the token carries identity, not capabilities). */
 export async function issueMinerToken(
@@ -57,8 +66,8 @@ export async function issueMinerToken(
   now = Date.now(),
 ): Promise<{ token: string; expires_at: number }> {
   const expires_at = now + ttlSeconds * 1000;
-  const { address, capacity, models, device, epoch } = claims;
-  const payload = { address, capacity, models, device, epoch, exp: expires_at };
+  const { address, capacity, models, device, epoch, tokens_per_s } = claims;
+  const payload = { address, capacity, models, device, epoch, ...(tokens_per_s === undefined ? {} : { tokens_per_s }), exp: expires_at };
   const body = b64url(new TextEncoder().encode(JSON.stringify(payload)));
   const sig = new Uint8Array(await crypto.subtle.sign("HMAC", await key(secret), new TextEncoder().encode(body)));
   return { token: `${body}.${b64url(sig)}`, expires_at };

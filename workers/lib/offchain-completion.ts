@@ -2,9 +2,10 @@ import type { Context } from "hono";
 import { z } from "zod";
 import { promptReadBytes } from "../../durable-objects/session-queue/context.ts";
 import type { SubmitOutcome, SubmitRequest } from "../../durable-objects/session-queue/rpc.ts";
+import { sessionQueue } from "../../durable-objects/stubs.ts";
 import type { PromptSpec } from "../../shared/generation.ts";
 import { type PayloadDescriptor, parseUrn, RESULT_POLICIES } from "../../shared/payloads.ts";
-import type { TaskView } from "../../shared/views.ts";
+import type { SessionConfig, TaskView } from "../../shared/views.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "./api-error.ts";
 import { completionRequest, resolveSession } from "./completion-request.ts";
@@ -47,13 +48,33 @@ interface Plan {
   promptUrn: string | null;
 }
 
-/** Decides where the prompt and result go, and stores the prompt when it goes off-chain. */
+/**
+ * Decides where the prompt and result go, and stores the prompt when it goes off-chain. The reservation checks
+ * the session and its owner, tells whether the session is private (metadata `private: true`), and gives the id
+ * that names the task's payload and key; when the plan fails after it, the id is given back (the queue would
+ * otherwise hold it in memory for nothing).
+ */
 async function plan(env: Env, target: Target, owner: string, body: OffchainCompletionBody, plain: Uint8Array): Promise<Plan> {
+  const reservation = await reserveTaskId(env, target, owner);
+  try {
+    return await planReserved(env, target, body, plain, reservation);
+  } catch (err) {
+    await sessionQueue(env, target.session_id)
+      .releaseTaskId(reservation.task_id)
+      .catch(() => {}); // it expires in the queue anyway
+    throw err;
+  }
+}
+
+async function planReserved(
+  env: Env,
+  target: Target,
+  body: OffchainCompletionBody,
+  plain: Uint8Array,
+  reservation: { task_id: number; config: SessionConfig },
+): Promise<Plan> {
   const sessionId = target.session_id;
   const limit = inlineLimit(env);
-  // The reservation checks the session and its owner, tells whether the session is private (metadata
-  // `private: true`), and gives the id that names the task's payload and key.
-  const reservation = await reserveTaskId(env, target, owner);
   const sessionPrivate = reservation.config.metadata?.private === true;
   if (sessionPrivate && body.private === false) {
     throw new ApiError("invalid_request", `session ${sessionId} is private`, [

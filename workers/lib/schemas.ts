@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { TaskId } from "../../shared/task-id.ts";
 
 // Request bodies at the route edge. Field names follow what Cortensor clients send.
 
@@ -8,7 +9,7 @@ const Address = z.string().regex(/^0x[0-9a-fA-F]{40}$/, "expected a 0x-prefixed 
 
 export const SessionParam = z.object({ sessionId: SessionId });
 export const AddressParam = z.object({ address: Address });
-export const TaskParam = z.object({ sessionId: SessionId, taskId: z.string().regex(/^\d{1,15}$/, "task ids are integers") });
+export const TaskParam = z.object({ sessionId: SessionId, taskId: TaskId });
 
 const Stop = z
   .union([z.string().min(1).max(64), z.array(z.string().min(1).max(64)).max(8)])
@@ -68,6 +69,8 @@ export const CreateSessionBody = z
     validator_count: z.number().int().min(0).max(16).default(0),
     /** exact: identical hashes only; auto: exact, else similarity; similarity: independent samples judged by embeddings. */
     consensus: z.enum(["auto", "exact", "similarity"]).default("auto"),
+    /** Answer a redundant task without a quorum (flagged best_effort) instead of failing it 409 no_consensus. */
+    best_effort: z.boolean().default(false),
     /** Cosine distance from the consensus output beyond which a replica is an outlier. */
     dispersion_threshold: z.number().gt(0).max(2).optional(),
     embedding_model: z.string().min(1).max(200).optional(),
@@ -88,7 +91,15 @@ export const CreateSessionBody = z
   });
 export type CreateSessionBody = z.infer<typeof CreateSessionBody>;
 
+/** A page of sessions or miners: `before` is the last id (session id or miner address) of the previous page. */
+export const PageQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(500).default(100),
+  /** A session id, or a miner address (which the session-id pattern admits too). */
+  before: SessionId.optional(),
+});
+
 export const ListQuery = z.object({
   limit: z.coerce.number().int().min(1).max(500).default(50),
-  before: z.coerce.number().int().min(1).optional(),
+  /** A task (or ledger entry) id: canonical decimal only, like every id in a route. */
+  before: TaskId.transform(Number).optional(),
 });

@@ -4,7 +4,7 @@ import { isShared } from "../../durable-objects/tenancy.ts";
 import type { SessionConfig } from "../../shared/views.ts";
 import { ApiError } from "./api-error.ts";
 import type { CreateSessionBody } from "./schemas.ts";
-import { reservedBy } from "./tenancy.ts";
+import { rememberSession, reservedBy } from "./tenancy.ts";
 
 export const DEFAULT_MAX_DEPOSIT = 100_000_000;
 
@@ -32,28 +32,57 @@ function checkCreate(env: Env, body: CreateSessionBody): void {
   }
 }
 
-/** Creates a session: its queue first (so miners told about it find it ready), then the pool's catalog. */
+/**
+ * A generated session id: 128 random bits in base64url (22 characters), so no one can guess the id another
+ * tenant's next session gets, nor claim it first.
+ */
+export function randomSessionId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return btoa(String.fromCharCode(...bytes))
+    .replaceAll("+", "-")
+    .replaceAll("/", "_")
+    .replace(/=+$/, "");
+}
+
+/** Attempts at a generated id before giving up (each collision is a 2^-128 event, or someone's bug). */
+const ID_ATTEMPTS = 4;
+
+/**
+ * Creates a session: the pool claims the id within the owner's quota (pool-catalog.ts), then the queue is made
+ * (so miners told about the session find it ready), then the pool's catalog takes it. A generated id that turns
+ * out taken is drawn again; a chosen one answers 409 `session_exists`.
+ */
 export async function createSession(env: Env, owner: string, body: CreateSessionBody): Promise<SessionConfig> {
   checkCreate(env, body);
   const pool = nodePool(env);
-  let id = body.session_id ?? (await pool.nextSessionId());
-  // A generated id never lands on a reserved one (a configured id may well be a number).
-  while (!body.session_id && reservedBy(env, id)) id = await pool.nextSessionId();
-  const { session_id: _, ...rest } = body;
-  const config: SessionConfig = {
-    ...rest,
-    id,
-    owner,
-    model: body.model ?? env.DEFAULT_MODEL,
-    dispersion_threshold: body.dispersion_threshold ?? defaultThreshold(env),
-    embedding_model: body.embedding_model ?? defaultEmbeddingModel(env),
-    dedicated_miners: body.dedicated_miners.map((a) => a.toLowerCase()),
-    created_at: Date.now(),
-  };
-  const created = await sessionQueue(env, id).init(config);
-  if (!created.ok) throw ApiError.from(created.error);
-  await pool.addSession(config);
-  return config;
+  const { session_id: chosen, ...rest } = body;
+  for (let attempt = 1; ; attempt++) {
+    const id = chosen ?? randomSessionId();
+    const retry = !chosen && attempt < ID_ATTEMPTS;
+    if (!chosen && reservedBy(env, id)) continue;
+    const refused = await pool.claimSession(id, owner);
+    if (refused?.code === "session_exists" && retry) continue;
+    if (refused) throw ApiError.from(refused);
+    const config: SessionConfig = {
+      ...rest,
+      id,
+      owner,
+      model: body.model ?? env.DEFAULT_MODEL,
+      dispersion_threshold: body.dispersion_threshold ?? defaultThreshold(env),
+      embedding_model: body.embedding_model ?? defaultEmbeddingModel(env),
+      dedicated_miners: body.dedicated_miners.map((a) => a.toLowerCase()),
+      created_at: Date.now(),
+    };
+    const created = await sessionQueue(env, id).init(config);
+    if (!created.ok) {
+      await pool.releaseSessionClaim(id);
+      if (created.error.code === "session_exists" && retry) continue;
+      throw ApiError.from(created.error);
+    }
+    await pool.addSession(config);
+    rememberSession(id);
+    return config;
+  }
 }
 
 /**
@@ -77,5 +106,8 @@ export async function ensureConfiguredSession(env: Env, id: string, name: string
   const config = sharedSessionConfig(env, id, name);
   const created = await queue.init(config);
   // A concurrent request may have created it first; either way it exists now.
-  if (created.ok || created.error.code === "session_exists") await nodePool(env).addSession(config);
+  if (created.ok || created.error.code === "session_exists") {
+    await nodePool(env).addSession(config);
+    rememberSession(id);
+  }
 }

@@ -1,4 +1,4 @@
-import type { MinerView, SessionSummary } from "../../durable-objects/node-pool.ts";
+import type { SessionSummary } from "../../durable-objects/node-pool.ts";
 import type { LedgerEntry } from "../../durable-objects/reputation.ts";
 import { nodePool, sessionQueue } from "../../durable-objects/stubs.ts";
 import { seesSession } from "../../durable-objects/tenancy.ts";
@@ -6,9 +6,10 @@ import type { SessionConfig } from "../../shared/views.ts";
 import { ApiError } from "./api-error.ts";
 
 // The router's side of the ownership rule (durable-objects/tenancy.ts: an owned session is its owner's alone, a
-// shared session's tasks each their submitter's). The SessionQueue applies it to what it holds; here it is
-// applied to what the router reads elsewhere — the pool's catalog, miner list and ledger — and a session id
-// reaches a SessionQueue only when the catalog has it, so a made-up id creates no Durable Object.
+// shared session's tasks each their submitter's). The SessionQueue applies it to what it holds, the NodePool to
+// its catalog pages and miners' session lists; here it is applied to what the router reads elsewhere — catalog
+// pages once more, and the ledger — and a session id reaches a SessionQueue only when the catalog has it, so a
+// made-up id creates no Durable Object.
 
 type Queue = ReturnType<typeof sessionQueue>;
 
@@ -17,14 +18,36 @@ type Queue = ReturnType<typeof sessionQueue>;
 /** Ids this isolate found in the catalog. Sessions are never deleted, so an entry never goes stale. */
 const known = new Set<string>();
 const KNOWN_MAX = 10_000;
+/**
+ * Ids the catalog did not have, and when that was learnt: a made-up id costs one NodePool call per isolate per
+ * UNKNOWN_TTL_MS, not one per request. Bounded (oldest out first); the isolate that creates a session drops its
+ * entry at once (rememberSession), others may answer 404 for an id created elsewhere for up to the TTL — only
+ * an id someone asked for before it existed, which a generated id never is.
+ */
+const unknown = new Map<string, number>();
+export const UNKNOWN_MAX = 4096;
+export const UNKNOWN_TTL_MS = 5_000;
 
 /** Whether the pool's catalog has this session: asked once per isolate and id, then remembered. */
 export async function inCatalog(env: Env, id: string): Promise<boolean> {
   if (known.has(id)) return true;
-  if (!(await nodePool(env).getSession(id))) return false;
+  const missedAt = unknown.get(id);
+  if (missedAt !== undefined && Date.now() - missedAt < UNKNOWN_TTL_MS) return false;
+  unknown.delete(id);
+  if (!(await nodePool(env).getSession(id))) {
+    if (unknown.size >= UNKNOWN_MAX) unknown.delete(unknown.keys().next().value!);
+    unknown.set(id, Date.now());
+    return false;
+  }
+  rememberSession(id);
+  return true;
+}
+
+/** A session this isolate just created (or found): known from now on. */
+export function rememberSession(id: string): void {
+  unknown.delete(id);
   if (known.size >= KNOWN_MAX) known.clear();
   known.add(id);
-  return true;
 }
 
 /** The queue of a session in the catalog, else null (and no Durable Object touched). */
@@ -78,12 +101,6 @@ export function reservedBy(env: Env, id: string): (typeof CONFIGURED)[number] | 
 /** The catalog as `caller` sees it: its own sessions and the shared ones. */
 export function sessionsSeenBy(list: SessionSummary[], caller: string): SessionSummary[] {
   return list.filter((s) => seesSession(s, caller));
-}
-
-/** Miners with only the session ids `caller` may see among those they serve. */
-export function minersSeenBy(nodes: MinerView[], sessions: SessionSummary[], caller: string): MinerView[] {
-  const visible = new Set(sessionsSeenBy(sessions, caller).map((s) => s.id));
-  return nodes.map((n) => ({ ...n, sessions: n.sessions.filter((id) => visible.has(id)) }));
 }
 
 export type LedgerLine = Omit<LedgerEntry, "owner" | "session_id" | "task_id"> & { session_id: string | null; task_id: string | null };

@@ -69,6 +69,8 @@ export async function runWork(c: Context<AppEnv>, spec: WorkSpec): Promise<WorkR
     score: judged[i].score,
     ...(weights ? { weight: weights[i] } : {}),
     error_code: judged[i].error?.code ?? null,
+    // Quorums count miners, not tasks: one miner answering several replicas is one voice (aggregation.ts).
+    miners: resultMiners(runs[i].task),
   }));
   const agg = aggregate(votes, {
     strategy: spec.consensus.strategy,

@@ -1,23 +1,28 @@
 import { createMiddleware } from "hono/factory";
+import { deploymentProblems } from "../../durable-objects/deployment.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { secretProblems } from "../lib/secrets.ts";
 
-// A router with missing, weak or published secrets refuses every request, /ping included (a health check
-// then shows the misconfiguration), with 503 `configuration_error`. The findings are logged once per isolate,
+// A router with missing, weak or published secrets, or a malformed deployment identity (the domain miners sign
+// for), refuses every request, /ping included (a health check then shows the misconfiguration), with 503
+// `configuration_error`. The findings are logged once per isolate,
 // when it serves its first request (the earliest moment a Worker sees its env); clients learn which variables
 // are wrong, never a value or an owner name.
 
 let checked: { of: string; problems: string[]; variables: string[] } | null = null;
 
+/** Variables a finding may name (secrets, and the deployment identity every signature is bound to). */
+const CHECKED = ["API_KEYS", "MINER_TOKEN_SECRET", "PAYLOAD_KEY_SEEDS", "ROUTER_NAME", "ROUTER_ADDRESS", "CHAIN_ID"];
+
 function check(env: Env) {
-  const of = [env.ROUTER_ENV, env.API_KEYS, env.MINER_TOKEN_SECRET, env.PAYLOAD_KEY_SEEDS].join("\n");
+  const of = CHECKED.map((v) => env[v as keyof Env]).join("\n") + env.ROUTER_ENV;
   if (checked?.of === of) return checked;
-  const problems = secretProblems(env);
-  const variables = ["API_KEYS", "MINER_TOKEN_SECRET", "PAYLOAD_KEY_SEEDS"].filter((v) => problems.some((p) => p.startsWith(v)));
+  const problems = [...secretProblems(env), ...deploymentProblems(env)];
+  const variables = CHECKED.filter((v) => problems.some((p) => p.startsWith(`${v} `)));
   if (problems.length > 0) {
     console.error(
-      `router refuses to serve: its secrets are not fit to use (in production set them with \`wrangler secret put <NAME>\`; for local development \`npm start\` writes .dev.vars):\n  - ${problems.join("\n  - ")}`,
+      `router refuses to serve: its secrets or deployment identity are not fit to use (in production set them with \`wrangler secret put <NAME>\`; for local development \`npm start\` writes .dev.vars):\n  - ${problems.join("\n  - ")}`,
     );
   }
   checked = { of, problems, variables };

@@ -1,4 +1,5 @@
 import { Hono } from "hono";
+import { routerIdentity } from "../../durable-objects/deployment.ts";
 import { nodePool } from "../../durable-objects/stubs.ts";
 import { MinerChallengeRequest, MinerRegisterRequest } from "../../shared/api.ts";
 import type { ErrorCode, JsonValue } from "../../shared/errors.ts";
@@ -15,15 +16,20 @@ import { catalogQueue } from "../lib/tenancy.ts";
 
 export const miners = new Hono<AppEnv>();
 
+// The challenge names this deployment and the origin it was asked at; register rebuilds the message from its own
+// request's origin, so a signature a miner made for another router (or another origin) does not verify here.
 miners.post("/miners/challenge", jsonBody(MinerChallengeRequest), async (c) => {
-  return c.json(await nodePool(c.env).challenge(c.req.valid("json").address));
+  const router = routerIdentity(c.env, new URL(c.req.url).origin);
+  return c.json(await nodePool(c.env).challenge(c.req.valid("json").address, router));
 });
 
 miners.post("/miners/register", jsonBody(MinerRegisterRequest), async (c) => {
-  const outcome = await nodePool(c.env).register(c.req.valid("json"));
+  const router = routerIdentity(c.env, new URL(c.req.url).origin);
+  const outcome = await nodePool(c.env).register(c.req.valid("json"), router);
   if (!outcome.ok) throw ApiError.from(outcome.error);
   const { token, expires_at } = await issueMinerToken(c.env.MINER_TOKEN_SECRET, outcome.claims, tokenTtlSeconds(c.env));
-  return c.json({ address: outcome.claims.address, token, expires_at, heartbeat_ms: Number(c.env.HEARTBEAT_MS) || 5000 });
+  const heartbeat_ms = Number(c.env.HEARTBEAT_MS) || 5000;
+  return c.json({ address: outcome.claims.address, token, expires_at, heartbeat_ms, router });
 });
 
 /** Checks the upgrade and the miner token, then hands the request, with verified claims, to a Durable Object. */
@@ -50,12 +56,14 @@ miners.get("/miners/connect", async (c) => {
 
 /**
  * POST /miners/revoke (miner token): revokes every token of the calling miner and closes its channels, e.g. when
- * one leaked. The agent registers again by itself (its wallet key is what a token cannot replace).
+ * one leaked: the pool's, and every session's where the miner is assigned or joined (to finish work it held).
+ * Each session also refuses, from now on, a join with a token below the new epoch — one racing this revoke
+ * included. The agent registers again by itself (its wallet key is what a token cannot replace).
  */
 miners.post("/miners/revoke", async (c) => {
   const address = await minerCaller(c);
-  const sessions = await nodePool(c.env).revoke(address);
-  await Promise.all(sessions.map(async (id) => (await catalogQueue(c.env, id))?.revokeMiner(address)));
+  const { sessions, epoch } = await nodePool(c.env).revoke(address);
+  await Promise.all(sessions.map(async (id) => (await catalogQueue(c.env, id))?.revokeMiner(address, epoch)));
   return c.json({ address, revoked: true, sessions_closed: sessions.length });
 });
 

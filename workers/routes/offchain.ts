@@ -1,5 +1,7 @@
 import { type Context, Hono } from "hono";
+import { createMiddleware } from "hono/factory";
 import { type Hex, keccak256, recoverTypedDataAddress } from "viem";
+import { deploymentDomain } from "../../durable-objects/deployment.ts";
 import { envelopeInfo, fromBase64, sha256Hex } from "../../shared/payload-crypto.ts";
 import {
   OffchainResultRequest,
@@ -12,6 +14,7 @@ import { offchainResultTypedData } from "../../shared/signing.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { caller, minerCaller } from "../lib/credentials.ts";
+import type { AuditClass } from "../lib/payload-audit.ts";
 import { auditRefusal, requireOwner } from "../lib/payload-keys.ts";
 import { decryptObject, readObject, storeResult, utf8 } from "../lib/payload-store.ts";
 import { jsonBody } from "../lib/request-validation.ts";
@@ -40,14 +43,16 @@ async function refuse(
   miner: string,
   urn: { session: string; task: string },
   action: "payload_fetch" | "result_write",
-  reason: string,
+  refusal: { class: AuditClass; reason: string },
 ): Promise<never> {
+  const { reason } = refusal;
   await auditRefusal(c.env, {
     at: Date.now(),
     session_id: urn.session,
     task_id: urn.task,
     miner,
     action,
+    class: refusal.class,
     outcome: "refused",
     reason,
     request_id: c.get("requestId") ?? null,
@@ -86,7 +91,7 @@ async function claimResultWrite(c: Context<AppEnv>, miner: string, scope: { sess
   if (!claim?.ok) {
     const reason = claim?.error.message ?? `miner does not hold task ${scope.session}/${scope.task}`;
     if (claim?.error.code === "conflict") throw new ApiError("conflict", reason);
-    return refuse(c, miner, scope, "result_write", reason);
+    return refuse(c, miner, scope, "result_write", { class: claim ? `claim_${claim.error.code}` : "not_holder", reason });
   }
   const earlier = await c.env.PAYLOADS.list({ prefix: `result/${scope.session}/${scope.task}/${miner}/`, limit: 1 });
   if (earlier.objects.length > 0) throw new ApiError("conflict", `this miner already wrote its off-chain result of task ${scope.task}`);
@@ -98,7 +103,10 @@ offchain.get("/payload/:urn", async (c) => {
   const who = await caller(c);
   if (who.kind === "client") await requireOwner(c.env, urn.session, who.owner, { shared: true, taskId: urn.task });
   else if (!(await holds(c.env, urn.session, urn.task, who.address)).held) {
-    await refuse(c, who.address, urn, "payload_fetch", `miner does not hold task ${urn.session}/${urn.task}`);
+    await refuse(c, who.address, urn, "payload_fetch", {
+      class: "not_holder",
+      reason: `miner does not hold task ${urn.session}/${urn.task}`,
+    });
   }
   const obj = await readObject(c.env, urn);
   if (!obj) throw new ApiError("not_found", "no stored payload under this URN");
@@ -120,8 +128,17 @@ offchain.get("/result/:urn", async (c) => {
   return objectResponse(c, urn, obj);
 });
 
-offchain.post("/result", jsonBody(OffchainResultRequest), async (c) => {
-  const miner = await minerCaller(c);
+/**
+ * The write's body may be PAYLOAD_MAX_BYTES (8 MiB): the miner token is checked (signature, expiry, revocation)
+ * before a byte of it is read, so a caller without a valid miner credential costs the router no parse.
+ */
+const minerFirst = createMiddleware<AppEnv>(async (c, next) => {
+  c.set("miner", await minerCaller(c));
+  await next();
+});
+
+offchain.post("/result", minerFirst, jsonBody(OffchainResultRequest), async (c) => {
+  const miner = c.get("miner");
   const body = c.req.valid("json");
   const scope = { session: body.session_id, task: body.task_id };
   let content: Uint8Array;
@@ -137,11 +154,14 @@ offchain.post("/result", jsonBody(OffchainResultRequest), async (c) => {
     ]);
   }
   const signer = await recoverTypedDataAddress({
-    ...offchainResultTypedData({ session: body.session_id, task: body.task_id, miner: miner as Hex, content: body.content_hash as Hex }),
+    ...offchainResultTypedData(
+      { session: body.session_id, task: body.task_id, miner: miner as Hex, content: body.content_hash as Hex },
+      deploymentDomain(c.env),
+    ),
     signature: body.signature as Hex,
   }).catch(() => null);
   if (signer?.toLowerCase() !== miner) {
-    await refuse(c, miner, scope, "result_write", "signature does not recover to the miner's address");
+    await refuse(c, miner, scope, "result_write", { class: "bad_signature", reason: "signature does not recover to the miner's address" });
   }
   const payload = await claimResultWrite(c, miner, scope);
   const encrypted = payload.encrypted;

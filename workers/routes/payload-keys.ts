@@ -2,9 +2,11 @@ import { type Context, Hono } from "hono";
 import { z } from "zod";
 import { toHex } from "../../shared/payload-crypto.ts";
 import { PayloadKeyRequest, type PayloadKeyResponse } from "../../shared/payloads.ts";
+import { MAX_TASK_ID, TaskId } from "../../shared/task-id.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { caller } from "../lib/credentials.ts";
+import { AUDIT_CURSOR } from "../lib/payload-audit.ts";
 import {
   auditRefusal,
   effectiveAllowlist,
@@ -16,7 +18,7 @@ import {
   taskKey,
   writeStoredAllowlist,
 } from "../lib/payload-keys.ts";
-import { jsonBody, params } from "../lib/request-validation.ts";
+import { jsonBody, params, query } from "../lib/request-validation.ts";
 import { SessionParam } from "../lib/schemas.ts";
 
 // Payload keys (mounted at /api/v1/auth, before the API-key middleware: miners call it with their token).
@@ -24,7 +26,7 @@ import { SessionParam } from "../lib/schemas.ts";
 //   POST /payload_enc_key/task    {session_id, task_id, key_version?}  owner, or a miner on the session or task allowlist
 //   PUT  /payload_allowlist       {session_id, task_id?, miners, mode}  owner: add to / replace the stored allowlist
 //   GET  /payload_allowlist/:sessionId                                  owner: configured + stored entries
-//   GET  /payload_audit/:sessionId                                      owner: refused attempts, newest first
+//   GET  /payload_audit/:sessionId?limit=&before=                       owner: refused attempts, newest first, paged
 
 export const payloadKeys = new Hono<AppEnv>();
 
@@ -44,6 +46,7 @@ async function handOut(c: Context<AppEnv>, scope: "session" | "task", body: Payl
       task_id,
       miner: who.address,
       action: "payload_key",
+      class: task_id ? "task_not_allowlisted" : "session_not_allowlisted",
       outcome: "refused",
       reason,
       request_id: c.get("requestId") ?? null,
@@ -81,7 +84,7 @@ async function ownerOnly(c: Context<AppEnv>, sessionId: string): Promise<void> {
 const Address = z.string().regex(/^0x[0-9a-fA-F]{40}$/, "expected a 0x-prefixed 20-byte hex address");
 const AllowlistBody = z.object({
   session_id: SessionParam.shape.sessionId,
-  task_id: z.union([z.string().regex(/^\d{1,15}$/), z.number().int().min(1).transform(String)]).optional(),
+  task_id: z.union([TaskId, z.number().int().min(1).max(MAX_TASK_ID).transform(String)]).optional(),
   miners: z.array(Address).max(256),
   /** `add` (default) merges; `replace` sets the scope's list to exactly `miners`. */
   mode: z.enum(["add", "replace"]).default("add"),
@@ -105,9 +108,15 @@ payloadKeys.get("/payload_allowlist/:sessionId", params(SessionParam), async (c)
   return c.json({ session_id: sessionId, ...(await effectiveAllowlist(c.env, sessionId)) });
 });
 
-payloadKeys.get("/payload_audit/:sessionId", params(SessionParam), async (c) => {
+const AuditQuery = z.object({
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  before: z.string().regex(AUDIT_CURSOR, "a next_before of an earlier page").optional(),
+});
+
+payloadKeys.get("/payload_audit/:sessionId", params(SessionParam), query(AuditQuery), async (c) => {
   const { sessionId } = c.req.valid("param");
+  const { limit, before } = c.req.valid("query");
   await ownerOnly(c, sessionId);
-  const entries = await listAudit(c.env, sessionId);
-  return c.json({ session_id: sessionId, count: entries.length, entries });
+  const page = await listAudit(c.env, sessionId, limit, before);
+  return c.json({ session_id: sessionId, count: page.entries.length, entries: page.entries, next_before: page.next_before });
 });

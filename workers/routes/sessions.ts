@@ -2,8 +2,8 @@ import { Hono } from "hono";
 import { nodePool } from "../../durable-objects/stubs.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
-import { jsonBody, params } from "../lib/request-validation.ts";
-import { CreateSessionBody, SessionParam } from "../lib/schemas.ts";
+import { jsonBody, params, query } from "../lib/request-validation.ts";
+import { CreateSessionBody, PageQuery, SessionParam } from "../lib/schemas.ts";
 import { createSession } from "../lib/sessions.ts";
 import { catalogQueue, sessionsSeenBy } from "../lib/tenancy.ts";
 
@@ -11,9 +11,12 @@ import { catalogQueue, sessionsSeenBy } from "../lib/tenancy.ts";
 
 export const sessions = new Hono<AppEnv>();
 
-sessions.get("/", async (c) => {
-  const list = sessionsSeenBy(await nodePool(c.env).listSessions(), c.get("owner"));
-  return c.json({ count: list.length, sessions: list });
+/** GET /sessions?limit=&before=: newest first, `limit` (1–500, default 100) a page; `before` is the previous page's `next_before`. */
+sessions.get("/", query(PageQuery), async (c) => {
+  const { limit, before } = c.req.valid("query");
+  const page = await nodePool(c.env).listSessions(c.get("owner"), limit, before);
+  const list = sessionsSeenBy(page.sessions, c.get("owner"));
+  return c.json({ count: list.length, sessions: list, next_before: page.next_before });
 });
 
 sessions.post("/", jsonBody(CreateSessionBody), async (c) => {
