@@ -13,6 +13,8 @@
 //   --precommit-timeout=S  the client's precommit_timeout (default: none). A client deadline cuts a replica
 //                     short without blame (fair deadlines), so setting one hides silent cheaters rather than
 //                     catching them; below the task's floor it is refused (400 deadline_too_short)
+//   --reputation-floor=F  the router's REPUTATION_FLOOR (default: wrangler.toml's 0.2); 0 benches nobody, so
+//                     every cheating replica is judged
 //   --only=mode,...   run only these cheats (and honest tasks if "honest" is listed)
 //   --consensus=similarity  sessions judge by embeddings: each replica samples with its own seed
 //                     (temperature 0.8 and max_tokens 48 unless given) and a validator miner embeds the outputs;
@@ -44,6 +46,8 @@ const IN_FLIGHT = Number(args.get("in-flight") ?? 2);
 const SETTLE_MS = Number(args.get("settle-ms") ?? 8000);
 const PRECOMMIT_TIMEOUT = args.has("precommit-timeout") ? Number(args.get("precommit-timeout")) : undefined;
 const only = args.get("only")?.split(",");
+/** REPUTATION_FLOOR for the router: 0 keeps every cheater in play, so each of its replicas is judged. */
+const FLOOR = args.get("reputation-floor");
 const modes = MODES.filter((m) => !only || only.includes(m));
 const runHonest = !only || only.includes("honest");
 
@@ -136,7 +140,12 @@ async function startMiners(router: Router, miners: Miner[]): Promise<Network> {
   for (const mode of modes) {
     // copy reads with the session owner's API key: the worst case.
     const env = mode === "copy" ? { env: { MINER_TEST_COPY_API_KEY: API_KEY } } : {};
-    cheaters.set(mode, await startMiner(router.url, { name: `cheat-${mode}`, args: ["--test-dishonest", mode], ...env }));
+    // A cheater that holds its tasks (silent-after-ack, copy) would be busy, and so skipped, at most assignments:
+    // it gets a slot for every task in flight so each of its tasks judges it.
+    cheaters.set(
+      mode,
+      await startMiner(router.url, { name: `cheat-${mode}`, concurrency: IN_FLIGHT, args: ["--test-dishonest", mode], ...env }),
+    );
   }
   miners.push(...honest, ...cheaters.values());
   await Promise.all(miners.map((m) => m.waitFor("ready", undefined, 180_000)));
@@ -336,7 +345,7 @@ function printDetection(tally: Map<string, Tally>): void {
     // A cheater the pool has benched (reputation) is no longer assigned: those tasks ran on two honest miners.
     console.log(
       `  ${mode.padEnd(18)} caught ${t.caught} of ${t.cheaterAssigned} cheating replicas = ${pct(t.caught, t.cheaterAssigned)}` +
-        `; not assigned (benched) in ${t.tasks - t.cheaterAssigned} of ${t.tasks} tasks` +
+        `; not assigned (busy or benched) in ${t.tasks - t.cheaterAssigned} of ${t.tasks} tasks` +
         `${missed ? `; missed: ${missed}` : ""}; honest output ${pct(t.honestWin, t.tasks)}`,
     );
   }
@@ -357,7 +366,7 @@ async function main(): Promise<void> {
     `cheat bench: k = 3, ${runHonest ? HONEST : 0} honest tasks, ${PER_CHEAT} per cheat (${modes.join(", ")}), ` +
       `max_tokens ${MAX_TOKENS}, temperature ${TEMPERATURE}, consensus ${CONSENSUS}`,
   );
-  const router = await startRouter();
+  const router = await startRouter(FLOOR === undefined ? {} : { vars: { REPUTATION_FLOOR: FLOOR } });
   const miners: Miner[] = [];
   try {
     const net = await startMiners(router, miners);
