@@ -10,13 +10,18 @@ import { type RouterIdentity, type SigningDomain, signingDomain } from "../share
 export const DEFAULT_CHAIN_ID = 31337;
 const ADDRESS = /^0x[0-9a-fA-F]{40}$/;
 
-type DeploymentVars = Pick<Env, "ROUTER_NAME" | "ROUTER_ADDRESS" | "CHAIN_ID">;
+type DeploymentVars = Pick<Env, "ROUTER_NAME" | "ROUTER_ADDRESS" | "CHAIN_ID"> & { ROUTER_ENV?: string };
 
 /** What is wrong with the deployment's identity, one line per variable (empty: fine). */
 export function deploymentProblems(env: DeploymentVars): string[] {
   const problems: string[] = [];
   if (!env.ROUTER_NAME?.trim()) problems.push("ROUTER_NAME is empty (it names the router in every signature)");
   if (env.ROUTER_ADDRESS && !ADDRESS.test(env.ROUTER_ADDRESS)) problems.push("ROUTER_ADDRESS is not a 0x-prefixed 20-byte address");
+  // Two deployments that keep the default name and chain and no address would share one signing domain, and
+  // signatures made for one would verify at the other: in production the address is what tells them apart.
+  if (!env.ROUTER_ADDRESS && env.ROUTER_ENV !== "development") {
+    problems.push("ROUTER_ADDRESS is empty (in production it binds every miner signature to this deployment)");
+  }
   const chain = Number(env.CHAIN_ID);
   if (env.CHAIN_ID && !(Number.isSafeInteger(chain) && chain >= 1)) problems.push("CHAIN_ID is not a positive integer");
   return problems;

@@ -195,8 +195,12 @@ export class SessionQueue extends DurableObject<Env> {
   }
 
   /** The miner's one off-chain result write of a payload task it holds (two racing writes cannot both pass). */
-  async claimResult(taskId: string, miner: string): Promise<{ ok: true; payload: PayloadDescriptor } | { ok: false; error: Failure }> {
-    return claimResultWrite(this.open, this.stragglers, taskId, miner);
+  async claimResult(
+    taskId: string,
+    miner: string,
+    sha256: string,
+  ): Promise<{ ok: true; payload: PayloadDescriptor } | { ok: false; error: Failure }> {
+    return claimResultWrite(this.open, this.stragglers, taskId, miner, sha256);
   }
 
   /**

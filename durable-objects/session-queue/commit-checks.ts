@@ -41,12 +41,15 @@ export function offchainShapeFault(payload: PayloadDescriptor | undefined, msg: 
  */
 export function resultWriteFault(
   taskId: string,
-  replica: { result_claimed?: boolean } | undefined,
+  replica: { result_claimed?: string } | undefined,
   payload: PayloadDescriptor | null,
+  sha256: string,
 ): Failure | null {
   if (!replica) return { code: "forbidden", message: `miner does not hold task ${taskId}` };
   if (!payload) return { code: "forbidden", message: `task ${taskId} takes inline results only: commit the text itself` };
-  if (replica.result_claimed) return { code: "conflict", message: `this miner already wrote its off-chain result of task ${taskId}` };
+  // The same bytes again are a retry (a failed R2 put must not spend the miner's one write); other bytes are not.
+  if (replica.result_claimed !== undefined && replica.result_claimed !== sha256)
+    return { code: "conflict", message: `this miner already wrote its off-chain result of task ${taskId}` };
   return null;
 }
 

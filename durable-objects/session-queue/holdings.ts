@@ -37,11 +37,12 @@ export function claimResultWrite(
   stragglers: Stragglers,
   taskId: string,
   miner: string,
+  sha256: string,
 ): { ok: true; payload: PayloadDescriptor } | { ok: false; error: Failure } {
   const { task, replica } = heldReplica(open, stragglers, parseTaskId(taskId), miner);
   const payload = task?.assign.payload ?? null;
-  const fault = resultWriteFault(taskId, replica, payload);
+  const fault = resultWriteFault(taskId, replica, payload, sha256);
   if (fault) return { ok: false, error: fault };
-  replica!.result_claimed = true;
+  replica!.result_claimed = sha256;
   return { ok: true, payload: payload! };
 }

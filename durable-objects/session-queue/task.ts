@@ -33,7 +33,8 @@ export interface Replica {
   /** Why the replica ended, when it ended badly (reported to the pool's ledger). */
   reason?: string;
   /** Its off-chain result was written (one object per replica; memory only, R2 backs it after an eviction). */
-  result_claimed?: boolean;
+  /** SHA-256 of the off-chain result object this replica wrote (one per task; a retry of the same bytes is fine). */
+  result_claimed?: string;
 }
 
 /** A commit that passed its checks and waits for the barrier (written to its replica's row, `held_at`). */

@@ -32,7 +32,8 @@ export function eligibleValidators(
   });
   return {
     outsiders: eligible.filter((m) => !task.replicas.has(m.claims.address)),
-    insiders: eligible.filter((m) => task.replicas.has(m.claims.address)),
+    // A replica that released, dropped or was cut short is not judged, so it has no business seeing the outputs.
+    insiders: eligible.filter((m) => task.replicas.get(m.claims.address)?.state === "committed"),
   };
 }
 

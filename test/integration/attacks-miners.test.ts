@@ -238,6 +238,10 @@ describe("audit rows and off-chain writes (finding 6), raw sockets", () => {
     ch.send({ type: "ack", task_id: offchain.task_id });
     const first = await writeResult(router, w.account, w.token, sid, offchain.task_id, "the first answer");
     expect(first.status, JSON.stringify(first.body)).toBe(201);
+    // The same bytes again (a retry after a lost answer or a failed R2 put) do not spend the miner's one write.
+    const retry = await writeResult(router, w.account, w.token, sid, offchain.task_id, "the first answer");
+    expect(retry.status, JSON.stringify(retry.body)).toBe(201);
+    expect(retry.body.urn).toBe(first.body.urn);
     const second = await writeResult(router, w.account, w.token, sid, offchain.task_id, "a second answer, 1 MiB next time");
     expect(second.status).toBe(409);
     expect(second.body.error.code).toBe("conflict");

@@ -38,6 +38,7 @@ beforeAll(async () => {
     startRouter({
       vars: {
         ROUTER_ENV: "production",
+        ROUTER_ADDRESS: `0x${randomBytes(20).toString("hex")}`,
         API_KEYS: `one:${KEY_1},two:${KEY_2},three:${KEY_3}`,
         MINER_TOKEN_SECRET: randomBytes(32).toString("hex"),
         PAYLOAD_KEY_SEEDS: `1:${randomBytes(32).toString("hex")}`,
@@ -49,7 +50,10 @@ beforeAll(async () => {
         RATE_LIMIT_AUTH_FAILURES: LIMIT.auth,
       },
     }),
-    startRouter({ vars: { ROUTER_ENV: "production", ...PUBLISHED }, allowConfigError: true }),
+    startRouter({
+      vars: { ROUTER_ENV: "production", ROUTER_ADDRESS: `0x${randomBytes(20).toString("hex")}`, ...PUBLISHED },
+      allowConfigError: true,
+    }),
   ]);
 });
 

@@ -124,9 +124,11 @@ describe("context length", () => {
 describe("off-chain result writes", () => {
   const payload = { encrypted: false, result_policy: "offchain", inline_limit: 1 } as const;
   it("one per replica, by its holder, on payload tasks only", () => {
-    expect(resultWriteFault("1", undefined, payload)).toMatchObject({ code: "forbidden" });
-    expect(resultWriteFault("1", {}, null)).toMatchObject({ code: "forbidden", message: expect.stringMatching(/inline/) });
-    expect(resultWriteFault("1", {}, payload)).toBeNull();
-    expect(resultWriteFault("1", { result_claimed: true }, payload)).toMatchObject({ code: "conflict" });
+    expect(resultWriteFault("1", undefined, payload, "aa")).toMatchObject({ code: "forbidden" });
+    expect(resultWriteFault("1", {}, null, "aa")).toMatchObject({ code: "forbidden", message: expect.stringMatching(/inline/) });
+    expect(resultWriteFault("1", {}, payload, "aa")).toBeNull();
+    // Other bytes after a write: refused. The same bytes again (a retry after a failed R2 put): allowed.
+    expect(resultWriteFault("1", { result_claimed: "aa" }, payload, "bb")).toMatchObject({ code: "conflict" });
+    expect(resultWriteFault("1", { result_claimed: "aa" }, payload, "aa")).toBeNull();
   });
 });

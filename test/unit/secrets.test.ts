@@ -106,10 +106,11 @@ describe("internal faults in delegate / validate / factcheck replicas", () => {
 // Issue 12: the deployment identity every miner signature is bound to (durable-objects/deployment.ts). A router
 // with a malformed one refuses to serve (middleware/config-guard.ts) rather than sign under a domain nobody meant.
 describe("deployment identity", () => {
-  const vars = (v: Partial<Pick<Env, "ROUTER_NAME" | "ROUTER_ADDRESS" | "CHAIN_ID">>) => ({
+  const vars = (v: Partial<Pick<Env, "ROUTER_NAME" | "ROUTER_ADDRESS" | "CHAIN_ID" | "ROUTER_ENV">>) => ({
     ROUTER_NAME: "r",
     ROUTER_ADDRESS: "",
     CHAIN_ID: "31337",
+    ROUTER_ENV: "development",
     ...v,
   });
 
@@ -139,6 +140,9 @@ describe("deployment identity", () => {
       expect.stringMatching(/^CHAIN_ID /),
     ]);
     for (const CHAIN_ID of ["0", "-1", "abc", "1e400"]) expect(deploymentProblems(vars({ CHAIN_ID }))).toHaveLength(1);
+    // In production the address is required: without it two deployments could share a signing domain.
+    expect(deploymentProblems(vars({ ROUTER_ENV: "production" }))).toEqual([expect.stringMatching(/^ROUTER_ADDRESS is empty/)]);
+    expect(deploymentProblems(vars({ ROUTER_ENV: "production", ROUTER_ADDRESS: `0x${"ab".repeat(20)}` }))).toEqual([]);
     const ctx = createExecutionContext();
     const res = await app.fetch(new Request("https://router.test/api/v1/ping"), { ...env, CHAIN_ID: "zero" }, ctx);
     await waitOnExecutionContext(ctx);

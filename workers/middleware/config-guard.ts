@@ -34,7 +34,7 @@ export const configGuard = createMiddleware<AppEnv>(async (c, next) => {
   if (problems.length > 0) {
     throw new ApiError(
       "configuration_error",
-      "the router refuses to serve: its secrets are missing, too short, malformed or published development values (see its log)",
+      "the router refuses to serve: its secrets or deployment identity are missing, too short, malformed or published development values (see its log and details.variables)",
       { variables },
     );
   }

@@ -17,7 +17,7 @@ publicMeta.get("/about", (c) =>
     name: c.env.ROUTER_NAME,
     version: VERSION,
     description: "Decentralized inference router: sessions queue tasks for redundant miners that run real models",
-    api_versions: ["v1"],
+    api_versions: ["v1", "v2", "v3"],
     default_model: c.env.DEFAULT_MODEL,
     default_session: c.env.DEFAULT_SESSION_ID ?? null,
     auth: "Authorization: Bearer <api key> on every route but /ping and /about",

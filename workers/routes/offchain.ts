@@ -85,16 +85,24 @@ async function holds(
  * A miner's one off-chain result object per task: only the holder of a payload task (an inline task's result is
  * committed inline), once — claimed in the SessionQueue, and checked in R2 in case the queue was evicted since.
  */
-async function claimResultWrite(c: Context<AppEnv>, miner: string, scope: { session: string; task: string }): Promise<PayloadDescriptor> {
+async function claimResultWrite(
+  c: Context<AppEnv>,
+  miner: string,
+  scope: { session: string; task: string },
+  sha256: string,
+): Promise<PayloadDescriptor> {
   const queue = await catalogQueue(c.env, scope.session);
-  const claim = queue ? await queue.claimResult(scope.task, miner) : null;
+  const claim = queue ? await queue.claimResult(scope.task, miner, sha256) : null;
   if (!claim?.ok) {
     const reason = claim?.error.message ?? `miner does not hold task ${scope.session}/${scope.task}`;
     if (claim?.error.code === "conflict") throw new ApiError("conflict", reason);
     return refuse(c, miner, scope, "result_write", { class: claim ? `claim_${claim.error.code}` : "not_holder", reason });
   }
-  const earlier = await c.env.PAYLOADS.list({ prefix: `result/${scope.session}/${scope.task}/${miner}/`, limit: 1 });
-  if (earlier.objects.length > 0) throw new ApiError("conflict", `this miner already wrote its off-chain result of task ${scope.task}`);
+  const prefix = `result/${scope.session}/${scope.task}/${miner}/`;
+  const earlier = await c.env.PAYLOADS.list({ prefix, limit: 2 });
+  if (earlier.objects.some((o) => o.key !== `${prefix}${sha256}`)) {
+    throw new ApiError("conflict", `this miner already wrote its off-chain result of task ${scope.task}`);
+  }
   return claim.payload;
 }
 
@@ -163,7 +171,7 @@ offchain.post("/result", minerFirst, jsonBody(OffchainResultRequest), async (c) 
   if (signer?.toLowerCase() !== miner) {
     await refuse(c, miner, scope, "result_write", { class: "bad_signature", reason: "signature does not recover to the miner's address" });
   }
-  const payload = await claimResultWrite(c, miner, scope);
+  const payload = await claimResultWrite(c, miner, scope, sha);
   const encrypted = payload.encrypted;
   let plain = content;
   let keyVersion: number | undefined;
