@@ -2,7 +2,8 @@
 // The SessionQueue reports one outcome per replica when a task ends; the NodePool applies them here.
 
 /** How one replica of a finished task ended, as far as its miner's record is concerned. */
-export const OUTCOMES = ["agreed", "outlier", "rejected", "timed_out", "disconnected", "released"] as const;
+/** `cancelled`: its commit was in when the task's owner cancelled it — paid its share, no reputation either way. */
+export const OUTCOMES = ["agreed", "outlier", "rejected", "timed_out", "disconnected", "released", "cancelled"] as const;
 export type Outcome = (typeof OUTCOMES)[number];
 
 export interface ReplicaOutcome {
@@ -196,6 +197,10 @@ export function applyOutcomes(sql: SqlStorage, outcomes: ReplicaOutcome[], slash
       case "timed_out":
         sql.exec(`UPDATE miners SET timeouts = timeouts + 1 WHERE address = ?`, o.miner);
         ledger(o, "penalty", 0, o.reason ?? "timed out");
+        break;
+      case "cancelled":
+        sql.exec(`UPDATE miners SET rewards = rewards + ? WHERE address = ?`, o.reward, o.miner);
+        if (o.reward > 0) ledger(o, "reward", o.reward, o.reason ?? "work done before the task's owner cancelled it");
         break;
       default:
         break; // disconnects and hand-backs: counted as tasks, neither rewarded nor penalised

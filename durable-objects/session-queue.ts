@@ -14,6 +14,7 @@ import { OutcomeReporter } from "./outcome-reporter.ts";
 import { admissionFailure, ownerFailure, tokenBound } from "./session-queue/admission.ts";
 import { AuditGate } from "./session-queue/audit-gate.ts";
 import { barrierOpen, holdCommit, isHeld, revealHeld, unpledged } from "./session-queue/barrier.ts";
+import { type CancelBill, cancelAnswer, cancelBill } from "./session-queue/cancel.ts";
 import { MinerChannels } from "./session-queue/channels.ts";
 import { precommitSignedBy, revealCommit } from "./session-queue/commit-checks.ts";
 import { withDefaults } from "./session-queue/config.ts";
@@ -161,6 +162,17 @@ export class SessionQueue extends DurableObject<Env> {
 
   async getTask(taskId: string, caller: string): Promise<TaskRead> {
     return this.config ? taskFor(this.reads(), caller, taskId) : { ok: false, error: SESSION_NOT_FOUND };
+  }
+
+  /** The owner ends its open task now, unblamed, charged only for work its miners proved (session-queue/cancel.ts). */
+  async cancelTask(taskId: string, owner: string): Promise<TaskRead> {
+    const read = await this.getTask(taskId, owner);
+    const task = read.ok ? this.open.get(Number(read.task.task_id)) : undefined;
+    if (!task) return cancelAnswer(read);
+    const bill = cancelBill(task, this.waiters.sent(task.id), this.stamp(Date.now()));
+    this.usedTokens = this.store.chargeTask(task.id, bill.charged, this.usedTokens); // written, then counted
+    this.fail(task, "task_cancelled", bill.message, Date.now(), false, bill.paid);
+    return { ok: true, task: this.view(task.id) };
   }
 
   /** Whether `caller` may use this session and, given `taskId`, see that task (payloads, keys, allowlists, audits). */
@@ -339,18 +351,15 @@ export class SessionQueue extends DurableObject<Env> {
     if (!task.stream || (task.independentSeeds && task.redundancy > 1)) return;
     if (!extendStream(r, text, textByteCap(task.assign.params)))
       return this.dropReplica(task, r, "rejected", "streamed more text than max_tokens allows");
-    this.waiters.confirm(
-      task.id,
-      countingReplicas(task).map((x) => x.streamed),
-      quorumOf(task.redundancy),
-    );
+    const streams = countingReplicas(task).map((x) => x.streamed);
+    this.waiters.confirm(task.id, streams, quorumOf(task.redundancy));
   }
 
   private async onPrecommit(task: OpenTask, replica: Replica, msg: MinerMessage<"precommit">, now: number): Promise<void> {
     if (replica.state === "precommitted") return;
-    if (!(await precommitSignedBy(this.config!.id, replica.miner, msg, this.domain))) {
-      return this.dropReplica(task, replica, "rejected", "precommit signature does not recover to the miner's address");
-    }
+    const signed = await precommitSignedBy(this.config!.id, replica.miner, msg, this.domain);
+    if (!this.open.has(task.id) || !replicaIsLive(replica.state)) return; // it ended (e.g. cancelled) while this was checked
+    if (!signed) return this.dropReplica(task, replica, "rejected", "precommit signature does not recover to the miner's address");
     this.store.recordPrecommit(task.id, replica.miner, replica.acked_at ?? now, now, msg.hash, msg.signature);
     replica.state = "precommitted";
     replica.commitment = msg.hash as Hex;
@@ -388,10 +397,8 @@ export class SessionQueue extends DurableObject<Env> {
 
   /** Moves the task to the furthest phase a quorum of its replicas has reached. */
   private advance(task: OpenTask, now: number, persist = true): void {
-    const next = quorumPhase(
-      countingReplicas(task).map((r) => r.state),
-      task.redundancy,
-    );
+    const states = countingReplicas(task).map((r) => r.state);
+    const next = quorumPhase(states, task.redundancy);
     if (!canTransition(task.state, next)) return;
     if (persist) this.store.setTaskState(task.id, next, now);
     task.state = next;
@@ -458,8 +465,8 @@ export class SessionQueue extends DurableObject<Env> {
     this.finish(task);
   }
 
-  private fail(task: OpenTask, code: Failure["code"], message: string, now: number, expired = false): void {
-    this.outcomes.push(replicaOutcomes(task, null, 0, expired, this.stamp(now)));
+  private fail(task: OpenTask, code: Failure["code"], message: string, now: number, expired = false, paid: CancelBill["paid"] = []): void {
+    this.outcomes.push([...replicaOutcomes(task, null, 0, expired, this.stamp(now)), ...paid]);
     for (const r of liveReplicas(task)) {
       this.setReplicaState(task, r, "cancelled", message);
       this.sockets.sendTo(r.miner, { type: "cancel", task_id: String(task.id), reason: code });
@@ -472,6 +479,7 @@ export class SessionQueue extends DurableObject<Env> {
   /** Releases the task's reservation and answers whoever waits for it. */
   private finish(task: OpenTask): void {
     this.open.remove(task);
+    this.rounds.drop(task.id); // cancelled mid-round: no verdict comes after it
     if (task.assign.payload) this.armAlarm(this.retention.written(Date.now())); // its R2 objects expire from now
     this.waiters.answer(task.id, () => this.view(task.id));
   }

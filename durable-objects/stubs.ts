@@ -4,3 +4,9 @@
 export const nodePool = (env: Env) => env.NODE_POOL.get(env.NODE_POOL.idFromName("pool"));
 export const oracle = (env: Env) => env.ORACLE.get(env.ORACLE.idFromName("oracle"));
 export const sessionQueue = (env: Env, sessionId: string) => env.SESSION_QUEUE.get(env.SESSION_QUEUE.idFromName(sessionId));
+/** One MCP session (durable-objects/mcp-session.ts); the prefix keeps session ids apart from owners' stream counters. */
+export const mcpSession = (env: Env, sessionId: string) => env.MCP_SESSION.get(env.MCP_SESSION.idFromName(`session:${sessionId}`));
+/** An owner's count of open legacy MCP streams (the same class, another role). */
+export const mcpStreams = (env: Env, owner: string) => env.MCP_SESSION.get(env.MCP_SESSION.idFromName(`owner:${owner}`));
+/** One API-key owner's A2A tasks (durable-objects/a2a-task-store.ts): tenancy is the object itself. */
+export const a2aTasks = (env: Env, owner: string) => env.A2A_TASKS.get(env.A2A_TASKS.idFromName(owner));

@@ -38,6 +38,12 @@ export const ERROR_STATUS = {
   deadline_too_short: 400,
   /** The owner has MAX_SESSIONS_PER_OWNER sessions already (sessions are never deleted; shared ones count for nobody). */
   session_quota_exceeded: 403,
+  /** The task's owner cancelled it (POST /api/v1/tasks/:sid/:tid/cancel): what its waiters and its view carry. */
+  task_cancelled: 409,
+  /** A cancel of a task that had already finished otherwise (closed, or failed for another reason). */
+  task_finished: 409,
+  /** The owner already holds the most open legacy MCP streams (GET /sse) a key may; one must close first. */
+  mcp_stream_limit: 429,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

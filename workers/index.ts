@@ -1,5 +1,8 @@
 import { Hono } from "hono";
+import { a2a, a2aPublic } from "./a2a/routes.ts";
 import type { AppEnv } from "./env.ts";
+import { legacyMcp } from "./mcp/legacy.ts";
+import { mcpAuthChallenge, mcpEndpoint } from "./mcp/routes.ts";
 import { apiKeyAuth } from "./middleware/auth.ts";
 import { bodyLimits } from "./middleware/body-limits.ts";
 import { configGuard } from "./middleware/config-guard.ts";
@@ -19,6 +22,8 @@ import { sessions } from "./routes/sessions.ts";
 import { tasks } from "./routes/tasks.ts";
 import { validate } from "./routes/validate.ts";
 
+export { A2ATaskStore } from "../durable-objects/a2a-task-store.ts";
+export { McpSession } from "../durable-objects/mcp-session.ts";
 export { NodePool } from "../durable-objects/node-pool.ts";
 export { Oracle } from "../durable-objects/oracle.ts";
 export { SessionQueue } from "../durable-objects/session-queue.ts";
@@ -31,6 +36,11 @@ app.use(configGuard);
 app.use(rateLimit);
 app.use(bodyLimits);
 app.onError(onError);
+// MCP and A2A call the REST routes in-process (lib/rest-call.ts): the app hands them its own fetch.
+app.use((c, next) => {
+  c.set("restFetch", (req) => app.fetch(req, c.env, c.executionCtx));
+  return next();
+});
 app.notFound(notFound);
 
 // Auth is mounted here and only here. Routes with credentials of their own come first: a request they answer
@@ -39,14 +49,28 @@ app.route("/api/v1", publicMeta); // /ping, /about: public
 app.route("/api/v1", miners); // wallet signature, then the miner token on the WebSockets
 app.route("/api/v1/auth", payloadKeys); // API key or miner token, resolved per route (lib/credentials.ts)
 app.route("/api/v3/offchain", offchain); // the same
+app.route("/", a2aPublic); // A2A agent cards and /api/v1/a2a/discovery: public discovery documents
 
 // Every other path under /api and /v1 needs an API key.
 app.use("/api/*", apiKeyAuth);
 app.use("/v1/*", apiKeyAuth);
+// MCP (workers/mcp/): the same API keys. Legacy HTTP+SSE: GET /sse or /mcp/legacy, POST /mcp/legacy/messages or /messages.
+// A 401 on an MCP path carries `WWW-Authenticate: Bearer` (mounted before the check so it sees the answer).
+for (const path of ["/mcp", "/mcp/*", "/sse", "/messages"]) app.use(path, mcpAuthChallenge);
+app.use("/mcp", apiKeyAuth);
+app.use("/mcp/*", apiKeyAuth);
+app.use("/sse", apiKeyAuth);
+app.use("/messages", apiKeyAuth);
+app.route("/", legacyMcp);
+// Streamable HTTP (workers/mcp/routes.ts); `/messages` without `?sessionId` (legacy's) is Cortensor's alias.
+app.route("/mcp", mcpEndpoint);
+app.route("/mcp/messages", mcpEndpoint);
+app.route("/messages", mcpEndpoint);
 
 app.route("/api/v1", meta);
 app.route("/api/v1/sessions", sessions);
 app.route("/api/v1/tasks", tasks);
+app.route("/api/v1/a2a", a2a); // A2A JSON-RPC, both protocol versions (workers/a2a/)
 app.route("/api/v1/completions", completions);
 // v2/v3 completions: off-chain and private payloads.
 app.route("/api/v2/completions", offchainCompletions);

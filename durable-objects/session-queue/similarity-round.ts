@@ -66,6 +66,11 @@ export class SimilarityRounds {
     return this.rounds.has(taskId);
   }
 
+  /** The task finished without this round's verdict (its owner cancelled it): late answers are refused as unasked. */
+  drop(taskId: number): void {
+    this.rounds.delete(taskId);
+  }
+
   /** Answer deadlines of the validators asked, for the alarm. */
   *deadlines(): Iterable<number> {
     for (const r of this.rounds.values()) yield* r.asked.values();

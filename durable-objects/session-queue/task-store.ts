@@ -227,6 +227,13 @@ export class TaskStore {
     );
   }
 
+  /** What a cancelled task is charged (session-queue/cancel.ts), added to the session's usage `used`: the new usage. */
+  chargeTask(taskId: number, charged: number, used: number): number {
+    this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('used', ?)`, String(used + charged));
+    this.sql.exec(`UPDATE tasks SET charged = ? WHERE id = ?`, charged, taskId);
+    return used + charged;
+  }
+
   // ── after an eviction ────────────────────────────────────────────────────────────────────────────────
 
   /**

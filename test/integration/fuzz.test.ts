@@ -132,6 +132,16 @@ interface Outcome {
   problem: string | null;
 }
 
+const JSON_RPC = /^\/(mcp|mcp\/messages|messages|api\/v1\/a2a)\/?$/;
+
+function isJsonRpcError(body: any): boolean {
+  const errors = Array.isArray(body) ? body : [body];
+  return (
+    errors.length > 0 &&
+    errors.every((b) => b?.jsonrpc === "2.0" && Number.isInteger(b.error?.code) && typeof b.error?.message === "string")
+  );
+}
+
 async function send(p: Probe, i: number): Promise<Outcome> {
   // A fresh client address per probe: the per-IP limits are the attack suite's business, not the fuzz's.
   const headers = { ...p.init.headers, "CF-Connecting-IP": `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}` };
@@ -140,6 +150,11 @@ async function send(p: Probe, i: number): Promise<Outcome> {
     res = await fetch(p.url, { ...p.init, headers, signal: AbortSignal.timeout(20_000) });
   } catch (err) {
     return { probe: p, status: 0, problem: `no answer: ${String(err)}` };
+  }
+  // An event stream that opened (GET /sse, MCP's legacy transport) never ends by itself: its answer is that it opened.
+  if (res.status === 200 && res.headers.get("content-type")?.startsWith("text/event-stream")) {
+    await res.body?.cancel();
+    return { probe: p, status: res.status, problem: null };
   }
   const text = await res.text();
   if (res.status >= 500) return { probe: p, status: res.status, problem: `status ${res.status}: ${text.slice(0, 200)}` };
@@ -151,6 +166,9 @@ async function send(p: Probe, i: number): Promise<Outcome> {
   } catch {
     return { probe: p, status: res.status, problem: `not JSON: ${text.slice(0, 200)}` };
   }
+  // The JSON-RPC endpoints (MCP Streamable HTTP, A2A) answer a bad message past auth with a JSON-RPC error, as
+  // their protocols say; auth, limits and body size still answer with the envelope (checked above them).
+  if (JSON_RPC.test(new URL(p.url).pathname) && isJsonRpcError(body)) return { probe: p, status: res.status, problem: null };
   const ok =
     typeof body?.request_id === "string" &&
     body.request_id === res.headers.get("x-request-id") &&

@@ -24,6 +24,12 @@ const RULES: Rule[] = [
   { path: /^\/api\/v3\/offchain\/result$/, max: (env) => payloadMax(env) + ENVELOPE },
   // Inline work: v1 completions, the hosted entry, delegate / validate / factcheck of every version.
   { path: /^\/(api\/v1\/completions|v1\/completions|api\/v[123]\/(delegate|validate|factcheck|fact-check))(\/|$)/, max: () => MiB },
+  // A2A JSON-RPC (workers/a2a/): a message's data part carries an inline work body, plus the JSON-RPC envelope.
+  { path: /^\/api\/v1\/a2a$/, max: () => MiB + ENVELOPE },
+  // MCP Streamable HTTP (workers/mcp/routes.ts): a tool call may carry a v3 completion's prompt, as REST v3 does.
+  { path: /^\/mcp(\/messages)?$/, max: (env) => payloadMax(env) + ENVELOPE },
+  // MCP legacy messages (workers/mcp/legacy.ts): one JSON-RPC message, a tool call carrying an inline-work body.
+  { path: /^\/(mcp\/legacy\/messages|messages)$/, max: () => MiB },
 ];
 /** Everything else: sessions, payload keys and allowlists, miner registration. */
 const DEFAULT_MAX = 64 * KiB;

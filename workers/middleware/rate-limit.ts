@@ -4,6 +4,7 @@ import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { apiKeyOwner, bearerToken } from "../lib/credentials.ts";
 import { verifyMinerToken } from "../lib/miner-token.ts";
+import { madeByCallRest } from "../lib/rest-call.ts";
 
 // Abuse limits, with the Workers rate-limiting binding (`[[ratelimits]]` in wrangler.toml): per API key, per
 // miner (the address of a validly signed miner token, however many tokens it holds), per client IP on the
@@ -93,6 +94,8 @@ function limited(c: Context<AppEnv>, scope: Scope): ApiError {
 
 /** Mounted once, before the routes: the per-IP, per-key and per-miner-token limits. */
 export const rateLimit = createMiddleware<AppEnv>(async (c, next) => {
+  // An MCP tool call or A2A skill's inner REST request: its outer request, same credentials, was counted.
+  if (madeByCallRest(c.req.raw)) return next();
   if (c.req.method === "POST" && PER_IP_ROUTES.has(c.req.path)) {
     if (!(await counted(c.env.RATE_LIMIT_IP, `ip:${ipBucket(clientIp(c))}`))) throw limited(c, "ip");
   } else {
