@@ -11,6 +11,8 @@ const UNIT_SECRETS = {
   API_KEYS: "dev:dev-key",
   MINER_TOKEN_SECRET: randomBytes(32).toString("hex"),
   PAYLOAD_KEY_SEEDS: `1:${randomBytes(32).toString("hex")}`,
+  ADMIN_SECRET: randomBytes(32).toString("base64url"),
+  ROUTER_SIGNING_KEY: `0x${randomBytes(32).toString("hex")}`,
 };
 const unlimited = (namespace_id: string) => ({ namespace_id, simple: { limit: 1_000_000, period: 10 as const } });
 
@@ -18,6 +20,9 @@ const unlimited = (namespace_id: string) => ({ namespace_id, simple: { limit: 1_
 // WebSockets); integration tests run in Node and start the real router (wrangler dev) and real miner processes.
 export default defineConfig({
   test: {
+    // The router's one JSON line per request (workers/middleware/request-log.ts) would drown the unit tests'
+    // output; test/unit/keys.test.ts reads them with a spy.
+    onConsoleLog: (log) => !log.startsWith('{"msg":"request"'),
     projects: [
       {
         plugins: [

@@ -4,25 +4,25 @@ import type { Failure } from "../shared/errors.ts";
 import type { PayloadDescriptor } from "../shared/payloads.ts";
 import { MAX_MINER_FRAME_CHARS, parseMessage, SessionMinerMessage, type SessionServerMessage } from "../shared/protocol.ts";
 import type { SigningDomain } from "../shared/signing.ts";
-import { parseTaskId } from "../shared/task-id.ts";
 import { canTransition, type ReplicaState, replicaIsLive } from "../shared/task-state.ts";
 import type { ConsensusView, SessionConfig, SessionUsage, TaskView } from "../shared/views.ts";
 import { deploymentDomain } from "./deployment.ts";
 import { type MinerSocket, MinerSockets } from "./miner-sockets.ts";
 import { BlockClock } from "./oracle.ts";
 import { OutcomeReporter } from "./outcome-reporter.ts";
-import { admissionFailure, ownerFailure, tokenBound } from "./session-queue/admission.ts";
+import { admissionFailure, ownerFailure } from "./session-queue/admission.ts";
 import { AuditGate } from "./session-queue/audit-gate.ts";
 import { barrierOpen, holdCommit, isHeld, revealHeld, unpledged } from "./session-queue/barrier.ts";
-import { type CancelBill, cancelAnswer, cancelBill } from "./session-queue/cancel.ts";
+import { type CancelBill, cancelBill } from "./session-queue/cancel.ts";
 import { MinerChannels } from "./session-queue/channels.ts";
 import { precommitSignedBy, revealCommit } from "./session-queue/commit-checks.ts";
 import { withDefaults } from "./session-queue/config.ts";
 import { refusedByEveryone } from "./session-queue/context.ts";
 import { nextDeadline, overdueReplicas } from "./session-queue/deadlines.ts";
+import { EmbeddingJobs, type EmbedOutcome, type EmbedRequest } from "./session-queue/embedding-jobs.ts";
 import { resendAssigns, restoreTasks } from "./session-queue/eviction.ts";
 import { type DeadlinePolicy, deadlinePolicy, endAtTaskDeadline, replicaWindows } from "./session-queue/fair-deadlines.ts";
-import { claimResultWrite, heldReplica } from "./session-queue/holdings.ts";
+import { claimResultWrite, holdsTask } from "./session-queue/holdings.ts";
 import { checkedUsage, textByteCap } from "./session-queue/miner-input.ts";
 import { MinerLoad } from "./session-queue/miner-load.ts";
 import { OpenTasks } from "./session-queue/open-tasks.ts";
@@ -43,11 +43,11 @@ import {
   countingReplicas,
   liveReplicas,
   newReplica,
-  newTask,
   type OpenTask,
   type Replica,
   replicasOf,
 } from "./session-queue/task.ts";
+import { createTask } from "./session-queue/task-create.ts";
 import { TaskStore } from "./session-queue/task-store.ts";
 import { Waiters } from "./session-queue/waiters.ts";
 import { nodePool, oracle } from "./stubs.ts";
@@ -69,6 +69,7 @@ export class SessionQueue extends DurableObject<Env> {
   /** Task outcomes on their way to the NodePool's ledger, batched. */
   private readonly outcomes: OutcomeReporter;
   private readonly rounds: SimilarityRounds;
+  private readonly embeds: EmbeddingJobs;
   private readonly stragglers: Stragglers;
   private readonly channels: MinerChannels;
   private readonly retention: Retention;
@@ -131,14 +132,21 @@ export class SessionQueue extends DurableObject<Env> {
       sentText: (taskId) => this.waiters.sent(taskId),
       conclude: (task, chosen, consensus, now) => this.conclude(task, chosen, consensus, now),
     });
+    this.embeds = new EmbeddingJobs(parts, ctx.storage.sql, this.open, {
+      used: () => this.usedTokens,
+      setUsed: (used) => void (this.usedTokens = used),
+      unbenched: () => this.unbenched(),
+      poolServes: async (model) => (await nodePool(env).serving(model)).miners > 0,
+    });
     this.config = saved.config ? withDefaults(saved.config, env) : null;
     this.usedTokens = saved.used;
     if (this.config) restoreTasks(this.store, this.config, this.open, this.stragglers, this.load);
+    if (this.config) this.embeds.restore();
     ctx.blockConcurrencyWhile(async () => {
       await this.clock.load();
       this.alarmAt = await ctx.storage.getAlarm();
       // Tasks in flight across an eviction: their miners get a moment to reconnect before the work moves on.
-      if (this.open.size > 0 || this.stragglers.size > 0) this.armAlarm(Date.now() + RECONNECT_GRACE_MS);
+      if (this.open.size > 0 || this.stragglers.size > 0 || this.embeds.size > 0) this.armAlarm(Date.now() + RECONNECT_GRACE_MS);
       if (this.config) resendAssigns(this.open, this.sockets, this.config.ack_timeout, this.clock.height(Date.now()));
     });
   }
@@ -168,7 +176,7 @@ export class SessionQueue extends DurableObject<Env> {
   async cancelTask(taskId: string, owner: string): Promise<TaskRead> {
     const read = await this.getTask(taskId, owner);
     const task = read.ok ? this.open.get(Number(read.task.task_id)) : undefined;
-    if (!task) return cancelAnswer(read);
+    if (!task) return this.embeds.cancel(read); // an embedding job, or a finished task
     const bill = cancelBill(task, this.waiters.sent(task.id), this.stamp(Date.now()));
     this.usedTokens = this.store.chargeTask(task.id, bill.charged, this.usedTokens); // written, then counted
     this.fail(task, "task_cancelled", bill.message, Date.now(), false, bill.paid);
@@ -202,8 +210,7 @@ export class SessionQueue extends DurableObject<Env> {
    * and the task's payload descriptor: the router's off-chain routes authorize miners with it.
    */
   async holdsTask(taskId: string, miner: string): Promise<{ held: boolean; payload: PayloadDescriptor | null }> {
-    const { task, replica } = heldReplica(this.open, this.stragglers, parseTaskId(taskId), miner);
-    return { held: !!replica, payload: task?.assign.payload ?? null };
+    return holdsTask(this.open, this.stragglers, taskId, miner);
   }
 
   /** The miner's one off-chain result write of a payload task it holds (two racing writes cannot both pass). */
@@ -226,7 +233,7 @@ export class SessionQueue extends DurableObject<Env> {
     return true;
   }
 
-  // ── RPC: a completion ────────────────────────────────────────────────────────────────────────────────
+  // ── RPC: a completion; `embed`: an embedding job (session-queue/embedding-jobs.ts) ──────────────────────
 
   async submit(req: SubmitRequest): Promise<SubmitOutcome> {
     const config = this.config;
@@ -241,7 +248,7 @@ export class SessionQueue extends DurableObject<Env> {
       return { ok: false, error: { code: "conflict", message: `task id ${req.task_id} is not reserved here (any more)` } };
     }
     const now = Date.now();
-    const task = this.createTask(config, req, now);
+    const task = createTask(this.store, this.open, config, req, now, (at) => this.clock.height(at));
     // Hand it to miners, then answer at once (a stream of NDJSON events) or once it finishes.
     const waiting = this.waiters.add(task.id, req.stream);
     this.armAlarm(task.deadline_at);
@@ -249,18 +256,8 @@ export class SessionQueue extends DurableObject<Env> {
     return Waiters.outcome(waiting, { task_id: String(task.id), model: config.model, created_at: now });
   }
 
-  /** Writes the task (`queued`) and queues it for miners. */
-  private createTask(config: SessionConfig, req: SubmitRequest, now: number): OpenTask {
-    const { task, request } = newTask(config, req, req.task_id ?? this.open.newId(), now, tokenBound(req));
-    const at = {
-      now,
-      block: this.clock.height(now),
-      deadlineBlock: this.clock.height(task.deadline_at),
-      clientReference: req.client_reference ?? null,
-    };
-    this.store.insertTask(task, request, at);
-    this.open.add(task);
-    return task;
+  async embed(req: EmbedRequest): Promise<EmbedOutcome> {
+    return this.config ? this.embeds.submit(req) : { ok: false, error: SESSION_NOT_FOUND };
   }
 
   // ── assignment ───────────────────────────────────────────────────────────────────────────────────────
@@ -302,7 +299,7 @@ export class SessionQueue extends DurableObject<Env> {
     const claims = this.sockets.claims(ws)!;
     const msg = parseMessage(SessionMinerMessage, raw, MAX_MINER_FRAME_CHARS);
     if (!msg) return this.refuse(ws, "invalid_message", "message does not match the protocol");
-    if (msg.type === "embeddings" || msg.type === "embed_failed") return this.rounds.onAnswer(ws, claims.address, msg);
+    if (msg.type === "embeddings" || msg.type === "embed_failed") return this.embeds.onAnswer(ws, claims.address, msg, this.rounds);
     const task = this.open.get(Number(msg.task_id));
     const replica = task?.replicas.get(claims.address);
     if (!task || !replica) {
@@ -513,6 +510,7 @@ export class SessionQueue extends DurableObject<Env> {
     if (res.status !== 101) return res;
     await this.refreshReputation();
     this.pump();
+    this.embeds.pump();
     return res;
   }
 
@@ -538,6 +536,7 @@ export class SessionQueue extends DurableObject<Env> {
       if (r && replicaIsLive(r.state) && !isHeld(r)) this.dropReplica(task, r, "disconnected", reason); // a held commit is in
     }
     this.stragglers.minerGone(claims.address, reason, Date.now());
+    this.embeds.minerGone(claims.address, reason);
   }
 
   // ── deadlines ────────────────────────────────────────────────────────────────────────────────────────
@@ -546,6 +545,7 @@ export class SessionQueue extends DurableObject<Env> {
     this.alarmAt = null;
     const now = Date.now();
     this.rounds.expire(now);
+    this.embeds.expire(now);
     const connected = new Set(this.sockets.connected().map((m) => m.claims.address));
     for (const task of this.open.list()) {
       if (this.rounds.has(task.id)) continue; // bounded by validator deadlines, which end at the task's

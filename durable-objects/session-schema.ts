@@ -62,6 +62,8 @@ const MIGRATIONS: string[][] = [
     `ALTER TABLE replicas ADD COLUMN held_at INTEGER`,
     `UPDATE replicas SET commitment = hash WHERE hash IS NOT NULL`,
   ],
+  // Embedding jobs (session-queue/embedding-jobs.ts) are tasks of kind 'embedding'; completions keep NULL.
+  [`ALTER TABLE tasks ADD COLUMN kind TEXT`],
 ];
 
 /** Runs the migrations this storage has not seen yet (the NodePool passes its own list). */
@@ -97,6 +99,8 @@ export interface TaskRow extends Record<string, SqlStorageValue> {
   consensus: string | null;
   error_code: string | null;
   error_message: string | null;
+  /** 'embedding' for an embedding job (session-queue/embedding-jobs.ts); null for a completion. */
+  kind: string | null;
 }
 
 export interface ReplicaRow extends Record<string, SqlStorageValue> {

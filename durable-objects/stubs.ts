@@ -10,3 +10,7 @@ export const mcpSession = (env: Env, sessionId: string) => env.MCP_SESSION.get(e
 export const mcpStreams = (env: Env, owner: string) => env.MCP_SESSION.get(env.MCP_SESSION.idFromName(`owner:${owner}`));
 /** One API-key owner's A2A tasks (durable-objects/a2a-task-store.ts): tenancy is the object itself. */
 export const a2aTasks = (env: Env, owner: string) => env.A2A_TASKS.get(env.A2A_TASKS.idFromName(owner));
+/** The managed API keys (durable-objects/key-registry.ts): one object. */
+export const keyRegistry = (env: Env) => env.KEY_REGISTRY.get(env.KEY_REGISTRY.idFromName("keys"));
+/** One API-key owner's usage (durable-objects/usage-meter.ts). */
+export const usageMeter = (env: Env, owner: string) => env.USAGE_METER.get(env.USAGE_METER.idFromName(owner));

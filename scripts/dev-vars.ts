@@ -17,6 +17,9 @@ export function freshDevVars(): Record<string, string> {
     API_KEYS: `dev:${randomBytes(24).toString("base64url")}`,
     MINER_TOKEN_SECRET: randomBytes(32).toString("hex"),
     PAYLOAD_KEY_SEEDS: `1:${randomBytes(32).toString("hex")}`,
+    ADMIN_SECRET: randomBytes(32).toString("base64url"),
+    // 32 random bytes are a valid secp256k1 key but for a 2^-128 chance (workers/lib/secrets.ts checks it).
+    ROUTER_SIGNING_KEY: `0x${randomBytes(32).toString("hex")}`,
   };
 }
 

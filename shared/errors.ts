@@ -44,6 +44,10 @@ export const ERROR_STATUS = {
   task_finished: 409,
   /** The owner already holds the most open legacy MCP streams (GET /sse) a key may; one must close first. */
   mcp_stream_limit: 429,
+  /** A managed API key has used its token budget (nothing was submitted). */
+  budget_exhausted: 402,
+  /** A managed API key names (or would use) a model outside its allowed models. */
+  model_not_allowed: 403,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

@@ -90,8 +90,17 @@ export interface SimilarityEvidence {
   dispersion: number;
 }
 
+/** An embedding job's verdict (durable-objects/session-queue/embedding-consensus.ts). */
+export interface EmbeddingEvidence {
+  model: string;
+  /** Cosine distance from the medoid replica within which a replica agrees (on every text). */
+  tolerance: number;
+  /** Each answering replica's distance to the medoid: the largest over the job's texts. */
+  distances: { [miner: string]: number };
+}
+
 export interface ConsensusView {
-  method: "exact" | "single" | "similarity";
+  method: "exact" | "single" | "similarity" | "embedding";
   status: "agreed" | "no_quorum";
   quorum: number;
   /** Hash of the chosen output. */
@@ -99,6 +108,7 @@ export interface ConsensusView {
   agreed: string[];
   outliers: string[];
   similarity?: SimilarityEvidence;
+  embedding?: EmbeddingEvidence;
   /** Why consensus fell back (e.g. no validator answered). */
   note?: string;
   /** The answer was given without a quorum because the session opted into best_effort (status is no_quorum). */
@@ -141,4 +151,17 @@ export interface TaskView {
   consensus: ConsensusView | null;
   replicas: ReplicaView[];
   error: { code: ErrorCode; message: string } | null;
+  /** An embedding job (POST /api/v1/embeddings) rather than a completion; `input` and `params` are then placeholders. */
+  kind?: "embedding";
+  embedding?: EmbeddingJobView;
+}
+
+/** What a task view shows of an embedding job: its texts (the owner's), and once closed the chosen vectors. */
+export interface EmbeddingJobView {
+  model: string;
+  texts: string[];
+  prompt_tokens: number;
+  dimensions: number | null;
+  /** The agreed vectors, one per text (single-task reads of a closed job; lists leave them out: null). */
+  vectors: number[][] | null;
 }

@@ -25,6 +25,12 @@ export function heldReplica(
   return { task, replica: holding(r) ? r : undefined };
 }
 
+/** Whether `miner` holds task `taskId` (its canonical decimal id), and the task's payload descriptor (SessionQueue.holdsTask). */
+export function holdsTask(open: OpenTasks, stragglers: Stragglers, taskId: string, miner: string) {
+  const { task, replica } = heldReplica(open, stragglers, parseTaskId(taskId), miner);
+  return { held: !!replica, payload: task?.assign.payload ?? null };
+}
+
 /** Whether the miner holds any work in the session. */
 export function holdsWork(open: OpenTasks, stragglers: Stragglers, miner: string): boolean {
   const holds = (t: OpenTask) => holding(t.replicas.get(miner));

@@ -72,7 +72,7 @@ export function taskFor(s: ReadState, caller: string, taskId: string): TaskRead 
   const access = accessFor(s, caller, taskId);
   if (!access.ok) return access;
   const id = parseTaskId(taskId)!;
-  return { ok: true, task: s.store.view(s.store.task(id)!, s.config, s.open.get(id)) };
+  return { ok: true, task: s.store.view(s.store.task(id)!, s.config, s.open.get(id), true) };
 }
 
 /** The newest tasks `caller` may see (all of an owned session; its own of a shared one); null: no such session. */

@@ -4,6 +4,7 @@ import type { SessionMinerMessage } from "../../shared/protocol.ts";
 import type { ReplicaState, TaskState } from "../../shared/task-state.ts";
 import type { ConsensusView, SessionConfig, TaskResult, TaskView } from "../../shared/views.ts";
 import { migrate, type ReplicaRow, type TaskRow } from "../session-schema.ts";
+import { embeddingView } from "./embedding-store.ts";
 import { taskPromptBytes } from "./prompt-bytes.ts";
 import type { OpenTask, Replica, StoredRequest } from "./task.ts";
 
@@ -244,8 +245,8 @@ export class TaskStore {
   unfinished(session: { id: string; model: string }): { task: OpenTask; consensus: ConsensusView | null }[] {
     const rows = this.sql
       .exec<TaskRow>(
-        `SELECT * FROM tasks WHERE state NOT IN ('closed','failed')
-           OR (state = 'closed' AND id IN (SELECT task_id FROM replicas WHERE state IN ('assigned','acked','precommitted')))
+        `SELECT * FROM tasks WHERE kind IS NULL AND (state NOT IN ('closed','failed')
+           OR (state = 'closed' AND id IN (SELECT task_id FROM replicas WHERE state IN ('assigned','acked','precommitted'))))
          ORDER BY id`,
       )
       .toArray();
@@ -301,7 +302,8 @@ export class TaskStore {
    * replica — a replacement may still join it, and nothing revealed may reach a miner before it precommitted
    * (session-queue/barrier.ts). Phases, miners and timings show; the rest once the task is closed or failed.
    */
-  view(row: TaskRow, session: { id: string; model: string }, open?: OpenTask): TaskView {
+  view(row: TaskRow, session: { id: string; model: string }, open?: OpenTask, full = false): TaskView {
+    if (row.kind === "embedding") return embeddingView(this.sql, row, session, full); // `full`: with its vectors
     const sealed = open !== undefined;
     const request = JSON.parse(row.request) as StoredRequest;
     const replicas = this.sql.exec<ReplicaRow>(`SELECT * FROM replicas WHERE task_id = ? ORDER BY assigned_at`, row.id).toArray();

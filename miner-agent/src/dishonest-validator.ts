@@ -80,3 +80,24 @@ export function favour(vectors: readonly number[][], mine: number): number[][] {
     return unit.map((x, k) => x + (SPREAD * u[k]) / un);
   });
 }
+
+/** Vectors the embedder's size at random (unit length): an embedding answer that ran no model (`junk-embeddings`). */
+export function junkEmbeddings(honest: ValidatorApi, log: Logger, dimension = 512): ValidatorApi {
+  return {
+    model: honest.model,
+    dispose: () => honest.dispose(),
+    handle: async (msg: EmbedMessage): Promise<SessionMinerMessage> => {
+      if (msg.model !== honest.model) return honest.handle(msg);
+      log.event("dishonest", `task ${msg.task_id}: ${msg.texts.length} random vectors instead of embeddings (test-only junk-embeddings)`, {
+        task_id: msg.task_id,
+        mode: "junk-embeddings",
+      });
+      const vectors = msg.texts.map(() => {
+        const v = Array.from({ length: dimension }, () => Math.random() * 2 - 1);
+        const n = Math.hypot(...v) || 1;
+        return v.map((x) => x / n);
+      });
+      return { type: "embeddings", task_id: msg.task_id, model: honest.model, vectors };
+    },
+  };
+}

@@ -2,7 +2,7 @@ import { randomBytes, randomInt } from "node:crypto";
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { type AssignMessage, MAX_RESULT_TEXT, type SessionMinerMessage, TEXT_BYTES_PER_TOKEN } from "../../shared/protocol.ts";
 import { type CopyContext, copyTask } from "./dishonest-copy.ts";
-import { lyingValidator, OwnOutputs, recordCommits } from "./dishonest-validator.ts";
+import { junkEmbeddings, lyingValidator, OwnOutputs, recordCommits } from "./dishonest-validator.ts";
 import type { Engine, GenerateRequest, GenerateResult } from "./engine-types.ts";
 import type { Logger } from "./log.ts";
 import type { DishonestMode } from "./options.ts";
@@ -29,6 +29,8 @@ import type { ValidatorApi } from "./validator.ts";
 //   oversize          computes honestly, then commits far more text than max_tokens allows (correctly precommitted)
 //   lying-validator   answers junk as a replica and, validating its own task, returns embeddings that make its
 //                     output look central (dishonest-validator.ts)
+//   junk-embeddings   runs its tasks honestly but answers every `embed` (embedding jobs, validation) with random
+//                     unit vectors of the true dimension, running no embedding model (dishonest-validator.ts)
 
 export { DISHONEST_MODES, type DishonestMode, isDishonestMode } from "./options.ts";
 
@@ -79,7 +81,8 @@ export async function prepareTestMiner(test: TestMiner & { model: string; cacheD
     engine: (loaded) => (loadModel ? disguiseEngine(loaded, model) : loaded),
     createRunner: (opts) =>
       createTestRunner(opts, { mode: test.mode, delayMs: test.delayMs, routerUrl: test.routerUrl, copyApiKey: test.copyApiKey, own }),
-    validator: (honest) => (mode === "lying-validator" ? lyingValidator(honest, own, log) : honest),
+    validator: (honest) =>
+      mode === "lying-validator" ? lyingValidator(honest, own, log) : mode === "junk-embeddings" ? junkEmbeddings(honest, log) : honest,
   };
 }
 
@@ -119,6 +122,9 @@ function cheatFor(mode: DishonestMode, own = new OwnOutputs()): Cheat {
     }
     case "wrong-model":
       // The engine itself is swapped at load (prepareTestMiner, disguiseEngine); the task path stays honest.
+      return {};
+    case "junk-embeddings":
+      // Only its validator cheats (prepareTestMiner); its tasks are honest.
       return {};
     case "silent-after-ack":
       return { silentAfterAck: true };

@@ -19,6 +19,7 @@ export const DISHONEST_MODES = [
   "usage-inflate",
   "oversize",
   "lying-validator",
+  "junk-embeddings",
 ] as const;
 export type DishonestMode = (typeof DISHONEST_MODES)[number];
 

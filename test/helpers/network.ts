@@ -22,6 +22,8 @@ export const TEST_VARS: Readonly<Record<string, string>> = {
   API_KEYS: `dev:${API_KEY}`,
   MINER_TOKEN_SECRET: randomBytes(32).toString("hex"),
   PAYLOAD_KEY_SEEDS: `1:${randomBytes(32).toString("hex")}`,
+  ADMIN_SECRET: randomBytes(32).toString("base64url"),
+  ROUTER_SIGNING_KEY: `0x${randomBytes(32).toString("hex")}`,
 };
 /** A `[vars]` value of wrangler.toml. */
 function tomlVar(name: string): string {

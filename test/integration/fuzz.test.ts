@@ -169,6 +169,13 @@ async function send(p: Probe, i: number): Promise<Outcome> {
   // The JSON-RPC endpoints (MCP Streamable HTTP, A2A) answer a bad message past auth with a JSON-RPC error, as
   // their protocols say; auth, limits and body size still answer with the envelope (checked above them).
   if (JSON_RPC.test(new URL(p.url).pathname) && isJsonRpcError(body)) return { probe: p, status: res.status, problem: null };
+  // The OpenAI-compatible gateway answers in OpenAI's error shape (the `openai` client's typed errors read it).
+  if (new URL(p.url).pathname.startsWith("/openai/")) {
+    const e = body?.error;
+    const openAiShape =
+      typeof e?.message === "string" && typeof e?.type === "string" && "param" in e && "code" in e && !!res.headers.get("x-request-id");
+    return { probe: p, status: res.status, problem: openAiShape ? null : `not OpenAI's error shape: ${text.slice(0, 200)}` };
+  }
   const ok =
     typeof body?.request_id === "string" &&
     body.request_id === res.headers.get("x-request-id") &&

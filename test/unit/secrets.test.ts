@@ -15,6 +15,8 @@ const STRONG = {
   API_KEYS: `alice:${"k".repeat(32)},bob:${"m".repeat(40)}`,
   MINER_TOKEN_SECRET: hex(32),
   PAYLOAD_KEY_SEEDS: `1:${hex(32)},2:${hex(48)}`,
+  ADMIN_SECRET: "s".repeat(32),
+  ROUTER_SIGNING_KEY: `0x${hex(32)}`,
 };
 const withVars = (vars: Partial<typeof STRONG>): Env => ({ ...env, ...STRONG, ...vars });
 
@@ -24,22 +26,40 @@ describe("secret rules", () => {
   });
 
   it("refuses missing secrets", () => {
-    const problems = secretProblems(withVars({ API_KEYS: "", MINER_TOKEN_SECRET: "", PAYLOAD_KEY_SEEDS: " " }));
+    const problems = secretProblems(
+      withVars({ API_KEYS: "", MINER_TOKEN_SECRET: "", PAYLOAD_KEY_SEEDS: " ", ADMIN_SECRET: "", ROUTER_SIGNING_KEY: "" }),
+    );
     expect(problems).toEqual([
       expect.stringMatching(/^API_KEYS is not set/),
       expect.stringMatching(/^MINER_TOKEN_SECRET is not set/),
       expect.stringMatching(/^PAYLOAD_KEY_SEEDS is not set/),
+      expect.stringMatching(/^ADMIN_SECRET is not set/),
+      expect.stringMatching(/^ROUTER_SIGNING_KEY is not set/),
     ]);
+    // Unset is unset in development too: the admin API and receipts have no development fallback.
+    expect(secretProblems(withVars({ ROUTER_ENV: "development", ADMIN_SECRET: "", ROUTER_SIGNING_KEY: "" }))).toHaveLength(2);
   });
 
   it("refuses secrets shorter than their minimums (API keys 32 characters in production, 32-byte secret and seeds)", () => {
     const problems = secretProblems(
-      withVars({ API_KEYS: `alice:${"k".repeat(31)}`, MINER_TOKEN_SECRET: "x".repeat(31), PAYLOAD_KEY_SEEDS: `1:${hex(31)}` }),
+      withVars({
+        API_KEYS: `alice:${"k".repeat(31)}`,
+        MINER_TOKEN_SECRET: "x".repeat(31),
+        PAYLOAD_KEY_SEEDS: `1:${hex(31)}`,
+        ADMIN_SECRET: "s".repeat(31),
+        ROUTER_SIGNING_KEY: `0x${hex(31)}`,
+      }),
     );
     expect(problems).toEqual([
       "API_KEYS entry 1 (alice) is shorter than 32 characters",
       "MINER_TOKEN_SECRET is shorter than 32 bytes",
       "PAYLOAD_KEY_SEEDS version 1 is shorter than 32 bytes",
+      "ADMIN_SECRET is shorter than 32 bytes",
+      expect.stringMatching(/^ROUTER_SIGNING_KEY is not 32 bytes of hex/),
+    ]);
+    // A weak admin secret is weak in development as well.
+    expect(secretProblems(withVars({ ROUTER_ENV: "development", ADMIN_SECRET: "admin" }))).toEqual([
+      "ADMIN_SECRET is shorter than 32 bytes",
     ]);
   });
 
@@ -54,6 +74,11 @@ describe("secret rules", () => {
     expect(secretProblems(withVars({ PAYLOAD_KEY_SEEDS: `1:${hex(32)},1:${hex(40)}` }))).toEqual([
       "PAYLOAD_KEY_SEEDS lists a version twice",
     ]);
+    // Not a secp256k1 scalar: zero, the group order and above, non-hex.
+    for (const ROUTER_SIGNING_KEY of [`0x${"00".repeat(32)}`, `0x${"ff".repeat(32)}`, "zz".repeat(32)]) {
+      expect(secretProblems(withVars({ ROUTER_SIGNING_KEY })), ROUTER_SIGNING_KEY).toHaveLength(1);
+    }
+    expect(secretProblems(withVars({ ROUTER_SIGNING_KEY: hex(32).toUpperCase() }))).toEqual([]);
   });
 
   it("refuses the once-committed development values in production and accepts them only under ROUTER_ENV=development", () => {
@@ -61,14 +86,19 @@ describe("secret rules", () => {
       API_KEYS: "dev:dev-key",
       MINER_TOKEN_SECRET: "dev-miner-token-secret-change-me",
       PAYLOAD_KEY_SEEDS: "1:c3e84a4ff4c4fde145f254cd82bf885fbc0acc7569b4818d7ac67082e6f1423a",
+      ADMIN_SECRET: "dev-miner-token-secret-change-me",
+      // anvil's account 0: every local chain prints it.
+      ROUTER_SIGNING_KEY: "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
     };
     expect(secretProblems(withVars(published))).toEqual([
       "API_KEYS entry 1 (dev) is a published development key",
       "MINER_TOKEN_SECRET is the published development secret",
       "PAYLOAD_KEY_SEEDS version 1 is the published development seed",
+      "ADMIN_SECRET is a published development value",
+      "ROUTER_SIGNING_KEY is a published development key",
     ]);
     // Anything but the exact word is production.
-    expect(secretProblems(withVars({ ...published, ROUTER_ENV: "Development" }))).toHaveLength(3);
+    expect(secretProblems(withVars({ ...published, ROUTER_ENV: "Development" }))).toHaveLength(5);
     expect(secretProblems(withVars({ ...published, ROUTER_ENV: "development" }))).toEqual([]);
   });
 

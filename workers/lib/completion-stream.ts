@@ -8,13 +8,13 @@ import { streamChunk } from "./openai.ts";
 
 /**
  * Relays a SessionQueue's NDJSON events as OpenAI-style SSE: token chunks, a final chunk with finish_reason and
- * usage (plus `onDone`'s fields), or an error body; then `[DONE]`.
+ * usage (plus `onDone`'s fields: the offchain descriptor, cost and receipt), or an error body; then `[DONE]`.
  */
 export function streamCompletion(
   c: Context<AppEnv>,
   meta: { sessionId: string; taskId: string; model: string; created: number },
   events: ReadableStream<Uint8Array>,
-  onDone: (task: TaskView) => Record<string, unknown> = () => ({}),
+  onDone: (task: TaskView) => Record<string, unknown> | Promise<Record<string, unknown>> = () => ({}),
 ) {
   return streamSSE(c, async (sse) => {
     let buffered = "";
@@ -28,7 +28,10 @@ export function streamCompletion(
         else if (ev.t === "done") {
           const r = ev.task.result!;
           await sse.writeSSE({
-            data: JSON.stringify({ ...streamChunk(meta, "", { finish_reason: r.finish_reason, usage: r.usage }), ...onDone(ev.task) }),
+            data: JSON.stringify({
+              ...streamChunk(meta, "", { finish_reason: r.finish_reason, usage: r.usage }),
+              ...(await onDone(ev.task)),
+            }),
           });
         } else {
           const body = errorBody(c, ev.error.code, ev.error.message, { task_id: ev.task.task_id, status: ev.task.status });

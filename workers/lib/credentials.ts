@@ -1,11 +1,12 @@
 import type { Context } from "hono";
 import { nodePool } from "../../durable-objects/stubs.ts";
-import { SHARED_OWNER } from "../../durable-objects/tenancy.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "./api-error.ts";
+import { resolveClientKey } from "./keys.ts";
 import { verifyMinerToken } from "./miner-token.ts";
 
-// The credentials a request carries, all in `Authorization: Bearer <token>`: a client API key (`API_KEYS`), or
+// The credentials a request carries, all in `Authorization: Bearer <token>`: a client API key (static `API_KEYS`
+// or a managed key, lib/keys.ts), or
 // a miner token from registration (lib/miner-token.ts). API-key routes get `owner` from the apiKeyAuth
 // middleware; routes that both clients and miners call (payload keys, off-chain objects) resolve the caller
 // here, where they decide what that caller may do.
@@ -15,28 +16,8 @@ export function bearerToken(header: string | null | undefined): string | null {
   return /^Bearer\s+(\S+)$/i.exec(header ?? "")?.[1] ?? null;
 }
 
-const parsed = new Map<string, Map<string, string>>();
-
-/** `API_KEYS` is `owner:key,owner:key`; parsed once per isolate into key → owner. */
-function keyTable(raw: string): Map<string, string> {
-  let table = parsed.get(raw);
-  if (!table) {
-    table = new Map();
-    for (const pair of raw.split(",")) {
-      const i = pair.indexOf(":");
-      const owner = pair.slice(0, i).trim();
-      // `*` owns the shared sessions (durable-objects/tenancy.ts): a key by that name would see everyone's tasks.
-      if (i > 0 && owner && owner !== SHARED_OWNER) table.set(pair.slice(i + 1).trim(), owner);
-    }
-    parsed.set(raw, table);
-  }
-  return table;
-}
-
-/** The owner name of an API key, else undefined. */
-export function apiKeyOwner(env: Env, token: string): string | undefined {
-  return keyTable(env.API_KEYS).get(token);
-}
+/** The owner name of a static API key (`API_KEYS`), else undefined (lib/keys.ts). */
+export { apiKeyOwner } from "./keys.ts";
 
 export type Caller = { kind: "client"; owner: string } | { kind: "miner"; address: string };
 
@@ -44,8 +25,9 @@ export type Caller = { kind: "client"; owner: string } | { kind: "miner"; addres
 export async function caller(c: Context<AppEnv>): Promise<Caller> {
   const token = bearerToken(c.req.header("Authorization"));
   if (!token) throw new ApiError("unauthorized", "missing `Authorization: Bearer <api key or miner token>` header");
-  const owner = apiKeyOwner(c.env, token);
-  if (owner) return { kind: "client", owner };
+  const key = await resolveClientKey(c.env, token);
+  if (typeof key === "string") throw new ApiError("unauthorized", key);
+  if (key) return { kind: "client", owner: key.owner };
   const claims = await verifyMinerToken(c.env.MINER_TOKEN_SECRET, token);
   if (!claims) throw new ApiError("unauthorized", "unknown API key or invalid/expired miner token");
   // The registry's word on revocation: a token older than the miner's latest registration is refused.

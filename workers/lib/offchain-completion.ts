@@ -12,6 +12,7 @@ import { completionRequest, resolveSession } from "./completion-request.ts";
 import { streamCompletion } from "./completion-stream.ts";
 import { completionResponse } from "./openai.ts";
 import { inlineLimit, payloadMax, promptBytes, readResultText, storePrompt } from "./payload-store.ts";
+import { receiptHeaders, taskFacts, withReceipt } from "./receipts.ts";
 import { CompletionBody } from "./schemas.ts";
 import { reserveTaskId, submitError, submitTask, type Target } from "./submit.ts";
 
@@ -151,7 +152,7 @@ async function resultBody(env: Env, task: TaskView, p: Plan, requestId: string):
 
 /** A completion's answer, before it is rendered as JSON or as an SSE stream. */
 export type OffchainAnswer =
-  | { stream: false; body: Record<string, unknown>; streamingDisabled: boolean }
+  | { stream: false; body: Record<string, unknown>; streamingDisabled: boolean; task: TaskView }
   | {
       stream: true;
       meta: { sessionId: string; taskId: string; model: string; created: number };
@@ -205,11 +206,12 @@ export async function completeOffchain(
   }
   if (!outcome.stream) {
     const json = await resultBody(env, outcome.task, p, who.requestId);
-    if (!body.stream) return { stream: false, body: json, streamingDisabled: false };
+    if (!body.stream) return { stream: false, body: json, streamingDisabled: false, task: outcome.task };
     return {
       stream: false,
       body: { ...json, streaming_disabled: true, streaming_disabled_reason: "encrypted payloads are not streamed" },
       streamingDisabled: true,
+      task: outcome.task,
     };
   }
   const final = p;
@@ -223,9 +225,20 @@ export async function completeOffchain(
   };
 }
 
-/** Renders an answer as the v2/v3 route does: JSON (saying when streaming was disabled) or SSE. */
-export function answerResponse(c: Context<AppEnv>, answer: OffchainAnswer): Response | Promise<Response> {
-  if (answer.stream) return streamCompletion(c, answer.meta, answer.events, answer.onDone);
+/**
+ * Renders an answer as the v2/v3 route does: JSON (saying when streaming was disabled) or SSE, with its cost and
+ * signed receipt (lib/receipts.ts; a stream's in its final chunk).
+ */
+export async function answerResponse(c: Context<AppEnv>, answer: OffchainAnswer): Promise<Response> {
+  if (answer.stream) {
+    receiptHeaders(c);
+    const onDone = async (task: TaskView) => ({
+      ...answer.onDone(task),
+      ...(await withReceipt(c, taskFacts("completion", task), { headers: false })),
+    });
+    return streamCompletion(c, answer.meta, answer.events, onDone);
+  }
   if (answer.streamingDisabled) c.header("X-Streaming-Disabled", "encrypted-payload");
-  return c.json(answer.body);
+  const { cost, receipt } = await withReceipt(c, taskFacts("completion", answer.task));
+  return c.json({ ...answer.body, cost, receipt });
 }

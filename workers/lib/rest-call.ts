@@ -33,6 +33,12 @@ const freeUsed = new WeakSet<Request>();
 /** Whether `req` is an in-process REST request made by callRest (already counted as its outer request). */
 export const madeByCallRest = (req: Request): boolean => inProcess.has(req);
 
+/** The outer request's context of every in-process request: its work is metered as the outer request's (lib/usage-record.ts). */
+const outerOf = new WeakMap<Request, Context<AppEnv>>();
+
+/** The context of the request that made `req` through callRest, else undefined (a client's request). */
+export const outerContextOf = (req: Request): Context<AppEnv> | undefined => outerOf.get(req);
+
 /** Makes one REST request as the caller of `c`. */
 export function callRest(c: Context<AppEnv>, call: RestCall): Promise<Response> {
   const url = new URL(call.path, c.req.url);
@@ -46,6 +52,7 @@ export function callRest(c: Context<AppEnv>, call: RestCall): Promise<Response> 
   if (call.body !== undefined) headers.set("content-type", "application/json");
   const body = call.body === undefined ? undefined : JSON.stringify(call.body);
   const req = new Request(url, { method: call.method, headers, body, signal: call.signal });
+  outerOf.set(req, c);
   if (!freeUsed.has(c.req.raw)) {
     freeUsed.add(c.req.raw);
     inProcess.add(req);

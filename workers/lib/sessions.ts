@@ -89,7 +89,12 @@ export async function createSession(env: Env, owner: string, body: CreateSession
  * Configured sessions (DEFAULT_SESSION_ID, the work pools, the factcheck modes) are created on first use, shared
  * by every key (owner `*`); `name` says what the session is for. Their ids are reserved: no key creates them.
  */
-export async function ensureConfiguredSession(env: Env, id: string, name: string): Promise<void> {
+export async function ensureConfiguredSession(
+  env: Env,
+  id: string,
+  name: string,
+  defaults: { model?: string; redundancy?: number } = {},
+): Promise<void> {
   const queue = sessionQueue(env, id);
   const existing = await queue.describe();
   // A key claimed this id before it was reserved (state from older code): say so, rather than "unknown session".
@@ -103,7 +108,8 @@ export async function ensureConfiguredSession(env: Env, id: string, name: string
     );
   }
   if (existing) return;
-  const config = sharedSessionConfig(env, id, name);
+  const base = sharedSessionConfig(env, id, name);
+  const config = { ...base, model: defaults.model ?? base.model, redundancy: defaults.redundancy ?? base.redundancy };
   const created = await queue.init(config);
   // A concurrent request may have created it first; either way it exists now.
   if (created.ok || created.error.code === "session_exists") {

@@ -1,3 +1,4 @@
+import type { EmbedOutcome, EmbedRequest } from "../../durable-objects/session-queue/embedding-rpc.ts";
 import type { SubmitOutcome, SubmitRequest } from "../../durable-objects/session-queue/rpc.ts";
 import { sessionQueue } from "../../durable-objects/stubs.ts";
 import { sessionNotFound } from "../../durable-objects/tenancy.ts";
@@ -16,6 +17,8 @@ export interface Target {
   session_id: string;
   /** From configuration (created on first use), not from the request. */
   configured: boolean;
+  /** Settings a configured session created here gets instead of the defaults (the gateway's model map). */
+  defaults?: { model?: string; redundancy?: number };
 }
 
 /** Calls the session's queue; a configured session that is not there yet is created and called once more. */
@@ -30,13 +33,18 @@ async function onSession<T extends { ok: true } | { ok: false; error: Failure }>
     return { ok: false, error: sessionNotFound(target.session_id) } as T;
   const first = await call(sessionQueue(env, target.session_id));
   if (first.ok || first.error.code !== "session_not_found" || !target.configured) return first;
-  await ensureConfiguredSession(env, target.session_id, name);
+  await ensureConfiguredSession(env, target.session_id, name, target.defaults);
   return call(sessionQueue(env, target.session_id));
 }
 
 /** Submits one task; `name` is what a configured session created here is for. */
 export function submitTask(env: Env, target: Target, req: SubmitRequest, name = "default"): Promise<SubmitOutcome> {
   return onSession<SubmitOutcome>(env, target, name, (queue) => queue.submit(req));
+}
+
+/** Runs one embedding job (durable-objects/session-queue/embedding-jobs.ts) on the session, like a task. */
+export function submitEmbedding(env: Env, target: Target, req: EmbedRequest): Promise<EmbedOutcome> {
+  return onSession<EmbedOutcome>(env, target, "default", (queue) => queue.embed(req));
 }
 
 /**

@@ -3,6 +3,7 @@ import type { LedgerEntry } from "../../durable-objects/reputation.ts";
 import { nodePool, sessionQueue } from "../../durable-objects/stubs.ts";
 import { seesSession } from "../../durable-objects/tenancy.ts";
 import type { SessionConfig } from "../../shared/views.ts";
+import { modelMapSession } from "../gateway/model-map.ts";
 import { ApiError } from "./api-error.ts";
 
 // The router's side of the ownership rule (durable-objects/tenancy.ts: an owned session is its owner's alone, a
@@ -86,8 +87,10 @@ const CONFIGURED = [
  * The var that configures `id` as a shared session, if one does: such ids are created on first use (owner `*`)
  * and no API key may create or claim them first.
  */
-export function reservedBy(env: Env, id: string): (typeof CONFIGURED)[number] | undefined {
+export function reservedBy(env: Env, id: string): (typeof CONFIGURED)[number] | "MODEL_MAP" | undefined {
   if (!id) return undefined;
+  // The gateway's model map configures session pools too (workers/gateway/model-map.ts).
+  if (modelMapSession(env, id)) return "MODEL_MAP";
   return CONFIGURED.find((name) =>
     (env[name] ?? "")
       .split(",")

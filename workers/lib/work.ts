@@ -4,6 +4,7 @@ import type { SubmitRequest } from "../../durable-objects/session-queue/rpc.ts";
 import { ERROR_STATUS, type Failure } from "../../shared/errors.ts";
 import type { AppEnv } from "../env.ts";
 import { type Aggregate, aggregate, type Vote } from "./aggregation.ts";
+import { withReceipt, workFacts } from "./receipts.ts";
 import type { Target } from "./submit.ts";
 import type { Consensus } from "./work-schemas.ts";
 import { type ReplicaRun, replicaWeights, resultMiners, runReplicas, WORK_TIMEOUT_S } from "./work-sessions.ts";
@@ -48,6 +49,7 @@ export interface ReplicaEvidence {
 }
 
 export interface WorkResult {
+  family: WorkSpec["family"];
   runs: ReplicaRun[];
   judged: Judgement[];
   agg: Aggregate;
@@ -107,7 +109,7 @@ export async function runWork(c: Context<AppEnv>, spec: WorkSpec): Promise<WorkR
         : {}),
     };
   });
-  return { runs, judged, agg, evidence, weights };
+  return { family: spec.family, runs, judged, agg, evidence, weights };
 }
 
 /** consensus metadata as every work response shows it. */
@@ -131,11 +133,14 @@ export function consensusView(agg: Aggregate, c: Consensus, pool: string[]) {
 
 /**
  * Answers a work request: 200 with status "ok" (or "no_consensus" under return_all); a failure answers the
- * house error shape `{request_id, error}` plus status "failed", consensus and every replica's evidence.
+ * house error shape `{request_id, error}` plus status "failed", consensus and every replica's evidence. Either
+ * carries the cost of the replicas that ran and a signed receipt naming them (lib/receipts.ts).
  */
-export function respond(c: Context<AppEnv>, work: WorkResult, body: Record<string, unknown>, consensus: Record<string, unknown>) {
+export async function respond(c: Context<AppEnv>, work: WorkResult, body: Record<string, unknown>, consensus: Record<string, unknown>) {
   const request_id = c.get("requestId");
   const { agg, evidence } = work;
+  const model = work.runs.find((r) => r.task)?.task?.model ?? work.runs[0]?.payload.model ?? c.env.DEFAULT_MODEL;
+  const { cost, receipt } = await withReceipt(c, workFacts(work.family, work, model));
   if (agg.outcome === "failed") {
     const err = agg.error!;
     const status = ERROR_STATUS[err.code] as ContentfulStatusCode;
@@ -146,11 +151,13 @@ export function respond(c: Context<AppEnv>, work: WorkResult, body: Record<strin
         error: { code: err.code, message: err.message, details: { failed: agg.failed, disagreed: agg.disagreed } },
         consensus,
         replicas: evidence,
+        cost,
+        receipt,
       },
       status,
     );
   }
-  return c.json({ request_id, status: agg.outcome, ...body, consensus, replicas: evidence });
+  return c.json({ request_id, status: agg.outcome, ...body, consensus, replicas: evidence, cost, receipt });
 }
 
 /** Makes the single-session tasks of v1/v2 and the fan-out of v3 one shape: the SubmitRequest they share. */

@@ -24,6 +24,10 @@ const RULES: Rule[] = [
   { path: /^\/api\/v3\/offchain\/result$/, max: (env) => payloadMax(env) + ENVELOPE },
   // Inline work: v1 completions, the hosted entry, delegate / validate / factcheck of every version.
   { path: /^\/(api\/v1\/completions|v1\/completions|api\/v[123]\/(delegate|validate|factcheck|fact-check))(\/|$)/, max: () => MiB },
+  // Embeddings: 16 texts, 64 KiB of UTF-8 in all (lib/embedding-schemas.ts), as JSON with escapes.
+  { path: /^\/api\/v1\/embeddings(\/|$)/, max: () => 512 * KiB },
+  // The OpenAI-compatible API (workers/gateway/): chat messages, prompts, embedding inputs.
+  { path: /^\/openai\/v1\/(chat\/completions|completions|embeddings)$/, max: () => MiB },
   // A2A JSON-RPC (workers/a2a/): a message's data part carries an inline work body, plus the JSON-RPC envelope.
   { path: /^\/api\/v1\/a2a$/, max: () => MiB + ENVELOPE },
   // MCP Streamable HTTP (workers/mcp/routes.ts): a tool call may carry a v3 completion's prompt, as REST v3 does.

@@ -1,6 +1,7 @@
 import { createMiddleware } from "hono/factory";
 import { deploymentProblems } from "../../durable-objects/deployment.ts";
 import type { AppEnv } from "../env.ts";
+import { modelMapProblems } from "../gateway/model-map.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { secretProblems } from "../lib/secrets.ts";
 
@@ -13,12 +14,22 @@ import { secretProblems } from "../lib/secrets.ts";
 let checked: { of: string; problems: string[]; variables: string[] } | null = null;
 
 /** Variables a finding may name (secrets, and the deployment identity every signature is bound to). */
-const CHECKED = ["API_KEYS", "MINER_TOKEN_SECRET", "PAYLOAD_KEY_SEEDS", "ROUTER_NAME", "ROUTER_ADDRESS", "CHAIN_ID"];
+const CHECKED = [
+  "API_KEYS",
+  "MINER_TOKEN_SECRET",
+  "PAYLOAD_KEY_SEEDS",
+  "ADMIN_SECRET",
+  "ROUTER_SIGNING_KEY",
+  "ROUTER_NAME",
+  "ROUTER_ADDRESS",
+  "CHAIN_ID",
+  "MODEL_MAP",
+];
 
 function check(env: Env) {
   const of = CHECKED.map((v) => env[v as keyof Env]).join("\n") + env.ROUTER_ENV;
   if (checked?.of === of) return checked;
-  const problems = [...secretProblems(env), ...deploymentProblems(env)];
+  const problems = [...secretProblems(env), ...deploymentProblems(env), ...modelMapProblems(env)];
   const variables = CHECKED.filter((v) => problems.some((p) => p.startsWith(`${v} `)));
   if (problems.length > 0) {
     console.error(

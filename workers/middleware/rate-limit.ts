@@ -3,6 +3,7 @@ import { createMiddleware } from "hono/factory";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { apiKeyOwner, bearerToken } from "../lib/credentials.ts";
+import { parseManagedKey } from "../lib/keys.ts";
 import { verifyMinerToken } from "../lib/miner-token.ts";
 import { madeByCallRest } from "../lib/rest-call.ts";
 
@@ -100,7 +101,9 @@ export const rateLimit = createMiddleware<AppEnv>(async (c, next) => {
     if (!(await counted(c.env.RATE_LIMIT_IP, `ip:${ipBucket(clientIp(c))}`))) throw limited(c, "ip");
   } else {
     const token = bearerToken(c.req.header("Authorization"));
-    if (token !== null && apiKeyOwner(c.env, token) !== undefined) {
+    // A managed key (lib/keys.ts) is recognised by its format, without a lookup: its own per-minute limit, if
+    // it has one, is the registry's (middleware/key-gate.ts); this is the router-wide abuse limit.
+    if (token !== null && (apiKeyOwner(c.env, token) !== undefined || parseManagedKey(token) !== null)) {
       if (!(await counted(c.env.RATE_LIMIT_KEY, `api_key:${await credentialId(token)}`))) throw limited(c, "api_key");
     } else if (token !== null) {
       // Per miner, not per token string: one canonical spelling per token (lib/miner-token.ts), and a miner's

@@ -4,6 +4,7 @@ import { z } from "zod";
 import { ERROR_STATUS } from "../../shared/errors.ts";
 import type { AppEnv } from "../env.ts";
 import { answerResponse, completeOffchain, type OffchainAnswer, OffchainCompletionBody } from "../lib/offchain-completion.ts";
+import { taskFacts, withReceipt } from "../lib/receipts.ts";
 import { jsonBody, parseBody } from "../lib/request-validation.ts";
 import { SESSION_ID } from "../lib/schemas.ts";
 import { within } from "../lib/timeout.ts";
@@ -14,7 +15,8 @@ import { failureOf, type ThrownFailure } from "../middleware/errors.ts";
 // in the gateway envelope `{request_id, status: "ok"|"failed", model, router_pool, data, error}`. A failure
 // (a task `timeout` included) keeps its code and HTTP status; when the completion has not answered within
 // HOSTED_TIMEOUT_MS (default 300 s, the documented proxy read timeout) the entry itself answers 504 `timeout`.
-// `stream: true` answers exactly as /api/v3/completions does (SSE, or JSON when streaming is disabled).
+// `stream: true` answers exactly as /api/v3/completions does (SSE, or JSON when streaming is disabled). An answer
+// carries `cost` and `receipt` next to `data` (lib/receipts.ts).
 
 export const hosted = new Hono<AppEnv>();
 
@@ -63,6 +65,8 @@ hosted.post("/completions", jsonBody(HostedBody), async (c) => {
   if ("error" in settled) {
     return c.json(envelope("failed", null, settled.error), (ERROR_STATUS[settled.error.code] ?? settled.status) as ContentfulStatusCode);
   }
-  if (b.stream || settled.answer.stream) return answerResponse(c, settled.answer);
-  return c.json(envelope("ok", settled.answer.body, null));
+  const { answer } = settled;
+  if (b.stream || answer.stream) return answerResponse(c, answer);
+  const { cost, receipt } = await withReceipt(c, taskFacts("completion", answer.task));
+  return c.json({ ...envelope("ok", answer.body, null), cost, receipt });
 });

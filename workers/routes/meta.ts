@@ -2,6 +2,7 @@ import { Hono } from "hono";
 import { nodePool, oracle } from "../../durable-objects/stubs.ts";
 import { type AppEnv, VERSION } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
+import { receiptDomain, receiptSigner } from "../lib/receipts.ts";
 import { params, query } from "../lib/request-validation.ts";
 import { AddressParam, ListQuery, PageQuery } from "../lib/schemas.ts";
 import { ledgerSeenBy } from "../lib/tenancy.ts";
@@ -21,6 +22,9 @@ publicMeta.get("/about", (c) =>
     default_model: c.env.DEFAULT_MODEL,
     default_session: c.env.DEFAULT_SESSION_ID ?? null,
     auth: "Authorization: Bearer <api key> on every route but /ping and /about",
+    // Who signs the receipts every answer carries, and under which EIP-712 domain (shared/receipt.ts verifyReceipt).
+    receipt_signer: receiptSigner(c.env).address,
+    receipt_domain: receiptDomain(c.env),
   }),
 );
 
@@ -35,6 +39,8 @@ meta.get("/info", async (c) => {
     address: c.env.ROUTER_ADDRESS || null,
     name: c.env.ROUTER_NAME,
     node_stats: { dedicated_count: o.dedicated, ephemeral_count: o.connected - o.dedicated, total_count: o.connected },
+    receipt_domain: receiptDomain(c.env),
+    receipt_signer: receiptSigner(c.env).address,
     total_sessions: o.sessions.total,
     version: VERSION,
   });

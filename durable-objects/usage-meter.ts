@@ -1,0 +1,113 @@
+import { DurableObject } from "cloudflare:workers";
+
+// The usage of one API-key owner (`usageMeter(env, owner)` in stubs.ts): per key × model × time bucket (a minute
+// and a day), the requests, charged tokens, cost, latency and failures. One object per owner, so a tenant's
+// reads and writes never meet another's and one busy tenant cannot slow the others' metering. The Worker sends
+// one `record` per request after the answer (waitUntil); each is written to SQLite before it returns, so what a
+// crash can lose is only the records still in flight from a crashing isolate, never acknowledged ones.
+
+export type Bucket = "minute" | "day";
+
+const SPAN: Record<Bucket, number> = { minute: 60_000, day: 86_400_000 };
+/** Minute rows are kept this long (day rows stay). */
+export const MINUTE_RETENTION_MS = 7 * 86_400_000;
+const PRUNE_EVERY_MS = 3_600_000;
+const QUERY_MAX = 10_000;
+
+export interface UsageEvent {
+  key_id: string;
+  model: string;
+  /** Unix ms of the request. */
+  at: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  /** µUSD. */
+  cost: number;
+  latency_ms: number;
+  failed: boolean;
+  /** Whether this event counts as a request (an in-process request's work adds tokens to its outer request's). */
+  request: boolean;
+}
+
+export type UsageRow = {
+  key_id: string;
+  model: string;
+  /** Unix ms of the bucket's start. */
+  start: number;
+  requests: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  cost: number;
+  latency_ms_sum: number;
+  latency_ms_max: number;
+  failures: number;
+};
+
+export interface UsageQuery {
+  bucket: Bucket;
+  from: number;
+  to: number;
+  key_id?: string;
+  model?: string;
+}
+
+export class UsageMeter extends DurableObject<Env> {
+  private readonly sql: SqlStorage;
+  private prunedAt = 0;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS usage (bucket TEXT NOT NULL, start INTEGER NOT NULL, key_id TEXT NOT NULL,
+      model TEXT NOT NULL, requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+      cost INTEGER NOT NULL, latency_ms_sum INTEGER NOT NULL, latency_ms_max INTEGER NOT NULL, failures INTEGER NOT NULL,
+      PRIMARY KEY (bucket, start, key_id, model))`);
+  }
+
+  /** Adds one request (or one in-process request's work) to its minute and day rows. */
+  record(e: UsageEvent): void {
+    for (const bucket of ["minute", "day"] as const) {
+      const start = Math.floor(e.at / SPAN[bucket]) * SPAN[bucket];
+      this.sql.exec(
+        `INSERT INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (bucket, start, key_id, model) DO UPDATE SET requests = requests + excluded.requests,
+           prompt_tokens = prompt_tokens + excluded.prompt_tokens, completion_tokens = completion_tokens + excluded.completion_tokens,
+           cost = cost + excluded.cost, latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum,
+           latency_ms_max = MAX(latency_ms_max, excluded.latency_ms_max), failures = failures + excluded.failures`,
+        bucket,
+        start,
+        e.key_id,
+        e.model,
+        e.request ? 1 : 0,
+        Math.max(0, Math.round(e.prompt_tokens)),
+        Math.max(0, Math.round(e.completion_tokens)),
+        Math.max(0, Math.round(e.cost)),
+        e.request ? Math.max(0, Math.round(e.latency_ms)) : 0,
+        e.request ? Math.max(0, Math.round(e.latency_ms)) : 0,
+        e.failed ? 1 : 0,
+      );
+    }
+    if (e.at - this.prunedAt > PRUNE_EVERY_MS) {
+      this.prunedAt = e.at;
+      this.sql.exec(`DELETE FROM usage WHERE bucket = 'minute' AND start < ?`, e.at - MINUTE_RETENTION_MS);
+    }
+  }
+
+  /** Rows whose bucket starts in [from, to), oldest first. */
+  query(q: UsageQuery): UsageRow[] {
+    const where = ["bucket = ?", "start >= ?", "start < ?"];
+    const args: (string | number)[] = [q.bucket, Math.floor(q.from / SPAN[q.bucket]) * SPAN[q.bucket], q.to];
+    for (const col of ["key_id", "model"] as const) {
+      if (q[col] === undefined) continue;
+      where.push(`${col} = ?`);
+      args.push(q[col]);
+    }
+    return this.sql
+      .exec<UsageRow & { bucket: string }>(
+        `SELECT * FROM usage WHERE ${where.join(" AND ")} ORDER BY start, key_id, model LIMIT ${QUERY_MAX}`,
+        ...args,
+      )
+      .toArray()
+      .map(({ bucket: _b, ...row }) => row);
+  }
+}
