@@ -14,3 +14,5 @@ export const a2aTasks = (env: Env, owner: string) => env.A2A_TASKS.get(env.A2A_T
 export const keyRegistry = (env: Env) => env.KEY_REGISTRY.get(env.KEY_REGISTRY.idFromName("keys"));
 /** One API-key owner's usage (durable-objects/usage-meter.ts). */
 export const usageMeter = (env: Env, owner: string) => env.USAGE_METER.get(env.USAGE_METER.idFromName(owner));
+/** One client IP bucket's trial quota (durable-objects/trial-quota.ts). */
+export const trialQuota = (env: Env, bucket: string) => env.TRIAL_QUOTAS.get(env.TRIAL_QUOTAS.idFromName(`ip:${bucket}`));

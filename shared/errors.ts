@@ -32,6 +32,8 @@ export const ERROR_STATUS = {
   context_length_exceeded: 400,
   /** A per-key, per-IP or per-miner-token rate limit was reached (the response carries Retry-After). */
   rate_limited: 429,
+  /** A trial route's quota for this client IP is used up (TRIAL_QUOTA; the response carries Retry-After). */
+  trial_quota_exceeded: 429,
   /** The request body is larger than the route takes. */
   payload_too_large: 413,
   /** A client deadline (timeout, precommit_timeout, a session's task_timeout) below the task's floor, named in details. */

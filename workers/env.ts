@@ -41,6 +41,8 @@ export interface AppEnv {
     metered: Metered;
     /** Address of the miner token that authenticated the request (routes for miners only). */
     miner: string;
+    /** A trial route's in-process request (routes/trial.ts): apiKeyAuth lets it through as owner `trial`. */
+    trial: boolean;
     /** The router's own fetch: MCP and A2A make their REST calls through it (lib/rest-call.ts). */
     restFetch: RestFetch;
   };

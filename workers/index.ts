@@ -5,7 +5,7 @@ import { openaiErrors } from "./gateway/errors.ts";
 import { gateway } from "./gateway/routes.ts";
 import { legacyMcp } from "./mcp/legacy.ts";
 import { mcpAuthChallenge, mcpEndpoint } from "./mcp/routes.ts";
-import { apiKeyAuth } from "./middleware/auth.ts";
+import { apiKeyAuth, trialCredential } from "./middleware/auth.ts";
 import { bodyLimits } from "./middleware/body-limits.ts";
 import { configGuard } from "./middleware/config-guard.ts";
 import { notFound, onError } from "./middleware/errors.ts";
@@ -28,6 +28,7 @@ import { payloadKeys } from "./routes/payload-keys.ts";
 import { receipts } from "./routes/receipts.ts";
 import { sessions } from "./routes/sessions.ts";
 import { tasks } from "./routes/tasks.ts";
+import { trial } from "./routes/trial.ts";
 import { usage } from "./routes/usage.ts";
 import { validate } from "./routes/validate.ts";
 
@@ -37,12 +38,15 @@ export { McpSession } from "../durable-objects/mcp-session.ts";
 export { NodePool } from "../durable-objects/node-pool.ts";
 export { Oracle } from "../durable-objects/oracle.ts";
 export { SessionQueue } from "../durable-objects/session-queue.ts";
+export { TrialQuota } from "../durable-objects/trial-quota.ts";
 export { UsageMeter } from "../durable-objects/usage-meter.ts";
 
 const app = new Hono<AppEnv>();
 
 // In order: the router's own request id; refuse to serve on unfit secrets; abuse limits; body limits per route.
 app.use(requestIdentity);
+// A trial route's in-process request, recognised before body limits replace c.req.raw (routes/trial.ts).
+app.use(trialCredential);
 // One JSON log line per request, and its usage and budget settled, once its answer has been sent.
 app.use(requestLog);
 // The OpenAI-compatible API answers every error in OpenAI's shape (workers/gateway/errors.ts): outermost there.
@@ -67,6 +71,7 @@ app.route("/api/v1/auth", payloadKeys); // API key or miner token, resolved per 
 app.route("/api/v3/offchain", offchain); // the same
 app.route("/", a2aPublic); // A2A agent cards and /api/v1/a2a/discovery: public discovery documents
 app.route("/admin", admin); // the key admin API: ADMIN_SECRET (middleware/admin-auth.ts)
+app.route("/api", trial); // no key: a quota per client IP, then the REST route in-process as owner `trial`
 
 // Every other path under /api and /v1 needs an API key.
 app.use("/api/*", apiKeyAuth);

@@ -93,7 +93,7 @@ export async function ensureConfiguredSession(
   env: Env,
   id: string,
   name: string,
-  defaults: { model?: string; redundancy?: number } = {},
+  defaults: { model?: string; redundancy?: number; max_miners?: number } = {},
 ): Promise<void> {
   const queue = sessionQueue(env, id);
   const existing = await queue.describe();
@@ -109,7 +109,12 @@ export async function ensureConfiguredSession(
   }
   if (existing) return;
   const base = sharedSessionConfig(env, id, name);
-  const config = { ...base, model: defaults.model ?? base.model, redundancy: defaults.redundancy ?? base.redundancy };
+  const config = {
+    ...base,
+    model: defaults.model ?? base.model,
+    redundancy: defaults.redundancy ?? base.redundancy,
+    max_miners: defaults.max_miners ?? base.max_miners,
+  };
   const created = await queue.init(config);
   // A concurrent request may have created it first; either way it exists now.
   if (created.ok || created.error.code === "session_exists") {

@@ -24,6 +24,8 @@ const RULES: Rule[] = [
   { path: /^\/api\/v3\/offchain\/result$/, max: (env) => payloadMax(env) + ENVELOPE },
   // Inline work: v1 completions, the hosted entry, delegate / validate / factcheck of every version.
   { path: /^\/(api\/v1\/completions|v1\/completions|api\/v[123]\/(delegate|validate|factcheck|fact-check))(\/|$)/, max: () => MiB },
+  // Their trial counterparts (routes/trial.ts): the same bodies, the same limit.
+  { path: /^\/api\/v[12]\/trial\/(completions|delegate|validate|factcheck|fact-check)(\/|$)/, max: () => MiB },
   // Embeddings: 16 texts, 64 KiB of UTF-8 in all (lib/embedding-schemas.ts), as JSON with escapes.
   { path: /^\/api\/v1\/embeddings(\/|$)/, max: () => 512 * KiB },
   // The OpenAI-compatible API (workers/gateway/): chat messages, prompts, embedding inputs.

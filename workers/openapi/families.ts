@@ -56,6 +56,12 @@ export const FAMILIES: Family[] = [
     auth: "api_key",
   },
   {
+    tag: "Trial",
+    description: "Completions, delegate, validate and fact-check without an API key: a quota per client IP (TRIAL_QUOTA), small caps.",
+    paths: /^\/api\/v[12]\/trial\/(completions(\/\{sessionId\})?|delegate|validate|factcheck|fact-check)$/,
+    auth: "public",
+  },
+  {
     tag: "Payloads",
     description: "Off-chain payloads and their encryption keys (API key for clients, miner token for miners).",
     paths: /^\/api\/(v1\/auth|v3\/offchain)\//,
