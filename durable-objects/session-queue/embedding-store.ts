@@ -1,6 +1,7 @@
 import type { Failure } from "../../shared/errors.ts";
 import type { ConsensusView, SessionConfig, TaskResult, TaskView } from "../../shared/views.ts";
 import type { ReplicaRow, TaskRow } from "../session-schema.ts";
+import { closeTaskRow } from "./close-row.ts";
 
 // The SQL of embedding jobs (session-queue/embedding-jobs.ts): a job is a task row of kind 'embedding' (so ids,
 // ownership, lists, usage and the task view are the tasks'), one replica row per miner asked, its vectors kept
@@ -73,19 +74,7 @@ export class EmbeddingStore {
    */
   closeJob(taskId: number, now: number, block: number, result: TaskResult, consensus: ConsensusView, used: number): void {
     this.sql.exec(`UPDATE replicas SET text = NULL WHERE task_id = ? AND miner != ?`, taskId, result.miner);
-    this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('used', ?)`, String(used));
-    this.sql.exec(
-      `UPDATE tasks SET state = 'closed', updated_at = ?, finished_at = ?, validated_at = ?, finished_block = ?, result = ?, consensus = ?,
-         charged = ? WHERE id = ?`,
-      now,
-      now,
-      now,
-      block,
-      JSON.stringify(result),
-      JSON.stringify(consensus),
-      result.usage.total_tokens,
-      taskId,
-    );
+    closeTaskRow(this.sql, taskId, now, block, result, consensus, used);
   }
 
   /** Open jobs, oldest first, with their replica rows. */

@@ -4,6 +4,7 @@ import type { SessionMinerMessage } from "../../shared/protocol.ts";
 import type { ReplicaState, TaskState } from "../../shared/task-state.ts";
 import type { ConsensusView, SessionConfig, TaskResult, TaskView } from "../../shared/views.ts";
 import { migrate, type ReplicaRow, type TaskRow } from "../session-schema.ts";
+import { closeTaskRow } from "./close-row.ts";
 import { embeddingView } from "./embedding-store.ts";
 import { taskPromptBytes } from "./prompt-bytes.ts";
 import type { OpenTask, Replica, StoredRequest } from "./task.ts";
@@ -197,19 +198,7 @@ export class TaskStore {
 
   /** committed → validated → closed happen together; validated_at records the consensus moment. */
   closeTask(taskId: number, now: number, block: number, result: TaskResult, consensus: ConsensusView, used: number): void {
-    this.sql.exec(`INSERT OR REPLACE INTO meta (key, value) VALUES ('used', ?)`, String(used));
-    this.sql.exec(
-      `UPDATE tasks SET state = 'closed', updated_at = ?, finished_at = ?, validated_at = ?, finished_block = ?, result = ?, consensus = ?,
-         charged = ? WHERE id = ?`,
-      now,
-      now,
-      now,
-      block,
-      JSON.stringify(result),
-      JSON.stringify(consensus),
-      result.usage.total_tokens,
-      taskId,
-    );
+    closeTaskRow(this.sql, taskId, now, block, result, consensus, used);
   }
 
   updateConsensus(taskId: number, consensus: ConsensusView): void {
