@@ -32,6 +32,20 @@ module.exports = {
       to: { path: "^(workers|durable-objects|test|bench|scripts)/" },
     },
     {
+      name: "sdk-only-shared",
+      severity: "error",
+      comment: "The client SDK is its own package: it imports shared/ (bundled in) and nothing else of the repository.",
+      from: { path: "^sdk/" },
+      to: { path: "^(workers|durable-objects|miner-agent|test|bench|scripts|chain|portal)/" },
+    },
+    {
+      name: "portal-only-shared",
+      comment: "The portal's browser code (portal/src, bundled into static assets) imports shared/ and nothing else of the repository.",
+      severity: "error",
+      from: { path: "^portal/" },
+      to: { path: "^(workers|durable-objects|miner-agent|test|bench|scripts|chain)/" },
+    },
+    {
       name: "nobody-imports-miner-agent",
       severity: "error",
       comment: "Only tests, benches and scripts use the miner agent's modules.",
@@ -54,7 +68,7 @@ module.exports = {
   ],
   options: {
     doNotFollow: { path: "node_modules" },
-    exclude: { path: "(^|/)node_modules/|^\\.wrangler/" },
+    exclude: { path: "(^|/)node_modules/|^\\.wrangler/|^(miner-agent|sdk)/dist/" },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: "tsconfig.base.json" },
     enhancedResolveOptions: { exportsFields: ["exports"], conditionNames: ["import", "require", "node", "default", "workerd"] },

@@ -5,6 +5,7 @@ import type { Failure } from "../shared/errors.ts";
 import { PoolMinerMessage, type PoolServerMessage, parseMessage } from "../shared/protocol.ts";
 import { type RouterIdentity, registrationMessage } from "../shared/signing.ts";
 import type { SessionConfig } from "../shared/views.ts";
+import { backgroundChain } from "./chain-stake.ts";
 import {
   bumpEpoch,
   channelSessions,
@@ -38,13 +39,27 @@ import {
   networkOverview,
   type Presence,
 } from "./pool-miners.ts";
-import { applyOutcomes, isBenched, type LedgerEntry, POOL_MIGRATIONS, type Policy, type ReplicaOutcome, reputation } from "./reputation.ts";
+import { type FaucetOutcome, grantFaucet, refreshStakes, registrationStake } from "./pool-stake.ts";
+import {
+  applyOutcomes,
+  isBenched,
+  type LedgerEntry,
+  POOL_MIGRATIONS,
+  type Policy,
+  type ReplicaOutcome,
+  reputation,
+  settleStake,
+  stakeAtRisk,
+} from "./reputation.ts";
 import { migrate } from "./session-schema.ts";
+import { pumpSlashes } from "./slash-submitter.ts";
 import { oracle } from "./stubs.ts";
 
 export type { MinerView, SessionSummary };
 
 const CHALLENGE_TTL_MS = 5 * 60_000;
+/** A slash waits this long for others to share its batch transaction. */
+const SLASH_BATCH_MS = 1_000;
 
 /**
  * The miner registry: wallet identity (proven by a signed challenge), models, device, capacity, heartbeats,
@@ -96,24 +111,33 @@ export class NodePool extends DurableObject<Env> {
     }).catch(() => false);
     if (!valid) return { ok: false, error: { code: "unauthorized", message: "signature does not prove the address" } };
     this.sql.exec(`DELETE FROM challenges WHERE nonce = ?`, req.nonce);
-    // Slashes stick to the address: re-registering with the same declared stake does not undo them.
-    const slashed = this.sql.exec<{ slashed: number }>(`SELECT slashed FROM miners WHERE address = ?`, address).toArray()[0]?.slashed ?? 0;
-    const stake = req.stake ?? 0;
+    const known = this.sql.exec<MinerRow>(`SELECT * FROM miners WHERE address = ?`, address).toArray()[0];
+    const figure = await registrationStake(this.sql, this.env, {
+      address,
+      declared: req.stake ?? 0,
+      known,
+      minStake: this.policy().minStake,
+    });
+    if (!figure.ok) return figure;
     const { minStake } = this.policy();
-    if (stake - slashed < minStake) {
+    // Slashes stick to the address: registering again undoes none (the ones the chain has taken are in its figure).
+    const atRisk = stakeAtRisk(figure);
+    if (atRisk < minStake) {
       return {
         ok: false,
         error: {
           code: "forbidden",
-          message: `stake ${stake - slashed} is below the pool minimum of ${minStake}`,
-          details: { stake, slashed, min_stake: minStake },
+          message: `stake ${atRisk} is below the pool minimum of ${minStake}${figure.source === "chain" ? " (read from the staking contract; stake more from this wallet)" : ""}`,
+          details: { stake: atRisk, staked: figure.stake, unsettled_slashes: figure.unsettled, min_stake: minStake, source: figure.source },
         },
       };
     }
     this.sql.exec(
-      `INSERT INTO miners (address, name, version, models, device, capacity, registered_at, stake) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO miners (address, name, version, models, device, capacity, registered_at, stake, stake_source, stake_block, stake_checked_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (address) DO UPDATE SET name = excluded.name, version = excluded.version, models = excluded.models,
-         device = excluded.device, capacity = excluded.capacity, stake = excluded.stake`,
+         device = excluded.device, capacity = excluded.capacity, stake = excluded.stake, stake_source = excluded.stake_source,
+         stake_block = excluded.stake_block, stake_checked_at = excluded.stake_checked_at`,
       address,
       req.name ?? null,
       req.version ?? null,
@@ -121,8 +145,12 @@ export class NodePool extends DurableObject<Env> {
       req.device,
       req.capacity,
       Date.now(),
-      stake,
+      figure.stake,
+      figure.source,
+      figure.block,
+      figure.checkedAt,
     );
+    settleStake(this.sql, address);
     saveContexts(this.sql, address, req.contexts);
     // A new registration revokes every older token of this miner (they still verify, but no longer connect).
     const epoch = bumpEpoch(this.sql, address);
@@ -218,6 +246,7 @@ export class NodePool extends DurableObject<Env> {
     const before = this.benched();
     const rate = this.env.SLASH_FRACTION ? Number(this.env.SLASH_FRACTION) : Number.NaN;
     const touched = applyOutcomes(this.sql, outcomes, rate >= 0 && rate <= 1 ? rate : undefined);
+    if (backgroundChain(this.env) && outcomes.some((o) => o.outcome === "rejected")) await this.armAlarm(Date.now() + SLASH_BATCH_MS);
     const after = this.benched();
     if (before.size !== after.size || [...after].some((a) => !before.has(a))) this.rebalance();
     return this.reputations([...touched]);
@@ -231,16 +260,17 @@ export class NodePool extends DurableObject<Env> {
       const r = this.sql.exec<MinerRow>(`SELECT * FROM miners WHERE address = ?`, address).toArray()[0];
       if (!r) continue;
       const rep = reputation(r);
-      out[address] = { score: rep.score, benched: isBenched(Math.max(0, r.stake - r.slashed), rep, policy) };
+      out[address] = { score: rep.score, benched: isBenched(stakeAtRisk(r), rep, policy) };
     }
     return out;
   }
 
-  /** The newest ledger entries of one miner, newest first. */
+  /** The newest ledger entries of one miner, newest first (slashes with their way to the chain: status, tx_hash). */
   async ledger(address: string, limit = 100, before?: number): Promise<LedgerEntry[]> {
     return this.sql
       .exec<LedgerEntry & Record<string, SqlStorageValue>>(
-        `SELECT * FROM ledger WHERE miner = ? AND id < ? ORDER BY id DESC LIMIT ?`,
+        `SELECT id, miner, session_id, task_id, owner, kind, amount, reason, at, block, status, tx_hash, evidence_hash
+         FROM ledger WHERE miner = ? AND id < ? ORDER BY id DESC LIMIT ?`,
         address.toLowerCase(),
         before ?? Number.MAX_SAFE_INTEGER,
         limit,
@@ -290,8 +320,44 @@ export class NodePool extends DurableObject<Env> {
     this.leave(ws);
   }
 
-  /** Stale check: a miner whose heartbeats stopped (without a close) leaves the pool. */
+  /**
+   * Stale check: a miner whose heartbeats stopped (without a close) leaves the pool. With a chain, also the slash
+   * queue (durable-objects/slash-submitter.ts) and the refresh of connected miners' stake (older than STAKE_TTL_MS).
+   */
   override async alarm(): Promise<void> {
+    this.staleCheck();
+    const cfg = backgroundChain(this.env);
+    let next: number | null = null;
+    if (cfg) {
+      const before = this.benched();
+      const pumped = await this.withRouterKey(() => pumpSlashes(this.sql, this.env, cfg, this.env.PAYLOADS));
+      next = pumped.next;
+      await refreshStakes(this.sql, cfg, [...this.presence().online]);
+      const after = this.benched();
+      if (before.size !== after.size || [...after].some((a) => !before.has(a))) this.rebalance();
+    }
+    if (this.sockets.count() > 0) next = Math.min(next ?? Number.POSITIVE_INFINITY, Date.now() + 2 * this.heartbeatMs());
+    // An earlier alarm set meanwhile (a slash recorded while this one awaited the chain) stays.
+    if (next !== null) await this.armAlarm(next);
+  }
+
+  /** Transactions from the router key one at a time (nonces), whoever sends them: slash batches, faucet grants. */
+  private withRouterKey<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.routerKeyQueue.then(fn, fn);
+    this.routerKeyQueue = run.catch(() => {});
+    return run;
+  }
+
+  private routerKeyQueue: Promise<unknown> = Promise.resolve();
+
+  /** Dev faucet (ROUTER_ENV=development with a chain; the route checks): durable-objects/pool-stake.ts grantFaucet. */
+  async faucet(address: string): Promise<FaucetOutcome> {
+    const cfg = backgroundChain(this.env);
+    if (!cfg) return { ok: false, error: { code: "not_found", message: "no chain is configured" } };
+    return grantFaucet(this.sql, this.env, cfg, address, (send) => this.withRouterKey(send));
+  }
+
+  private staleCheck(): void {
     const cutoff = Date.now() - 3 * this.heartbeatMs();
     for (const { ws, claims } of this.sockets.all()) {
       const row = this.sql
@@ -302,7 +368,6 @@ export class NodePool extends DurableObject<Env> {
         this.leave(ws);
       }
     }
-    await this.armStaleCheck();
   }
 
   // ── assignment ───────────────────────────────────────────────────────────────────────────────────────
@@ -364,11 +429,11 @@ export class NodePool extends DurableObject<Env> {
     const policy = this.policy();
     const out = new Set<string>();
     for (const r of this.sql.exec<MinerRow>(
-      `SELECT * FROM miners WHERE tasks >= ? OR stake - slashed < ?`,
+      `SELECT * FROM miners WHERE tasks >= ? OR stake - unsettled < ?`,
       policy.minTasks,
       policy.minStake,
     )) {
-      if (isBenched(Math.max(0, r.stake - r.slashed), reputation(r), policy)) out.add(r.address);
+      if (isBenched(stakeAtRisk(r), reputation(r), policy)) out.add(r.address);
     }
     return out;
   }
@@ -394,7 +459,12 @@ export class NodePool extends DurableObject<Env> {
   }
 
   private async armStaleCheck(): Promise<void> {
-    if (this.sockets.count() === 0) return;
-    if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(Date.now() + 2 * this.heartbeatMs());
+    if (this.sockets.count() > 0) await this.armAlarm(Date.now() + 2 * this.heartbeatMs());
+  }
+
+  /** The alarm at `at` at the latest (an earlier one stays). */
+  private async armAlarm(at: number): Promise<void> {
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || current > at) await this.ctx.storage.setAlarm(at);
   }
 }

@@ -1,5 +1,5 @@
 import { catalogCounts } from "./pool-catalog.ts";
-import { isBenched, type Policy, type RepCounters, type ReputationView, reputation } from "./reputation.ts";
+import { isBenched, type Policy, type RepCounters, type ReputationView, reputation, stakeAtRisk } from "./reputation.ts";
 import { seesSession } from "./tenancy.ts";
 
 // The NodePool's miner registry as the router shows it: pages of miners newest first (`before`: the last address
@@ -22,8 +22,13 @@ export interface MinerView {
   cpu_usage: number | null;
   memory_mb: number | null;
   tokens_per_s: number | null;
-  /** Stake still at risk: declared minus slashed. */
+  /**
+   * Stake still at risk, tUSD base units: the miner's active stake on chain (read at registration, refreshed) or,
+   * without a chain (development only), the declared one — less the slashes not yet reflected in that figure.
+   */
   stake: number;
+  /** Where `stake` comes from: the staking contract, or the miner's own declaration (development without a chain). */
+  stake_source: "chain" | "declared";
   reputation: ReputationView;
   /** Rewards minus slashes, tokens. */
   balance: number;
@@ -45,6 +50,11 @@ export interface MinerRow extends Record<string, SqlStorageValue>, RepCounters {
   stake: number;
   slashed: number;
   rewards: number;
+  stake_source: string;
+  stake_block: number;
+  stake_checked_at: number;
+  /** Slashes `stake` does not reflect yet (reputation.ts `stakeAtRisk`). */
+  unsettled: number;
 }
 
 /** Who is connected, and the bench rule. */
@@ -53,7 +63,7 @@ export interface Presence {
   policy: Policy;
 }
 
-const stakeOf = (r: MinerRow) => Math.max(0, r.stake - r.slashed);
+const stakeOf = (r: MinerRow) => stakeAtRisk(r);
 
 function statusOf(r: MinerRow, p: Presence): MinerView["status"] {
   if (!p.online.has(r.address)) return "offline";
@@ -94,6 +104,7 @@ function views(sql: SqlStorage, rows: MinerRow[], p: Presence, caller: string | 
     memory_mb: r.memory_mb,
     tokens_per_s: r.tokens_per_s,
     stake: stakeOf(r),
+    stake_source: r.stake_source === "chain" ? "chain" : "declared",
     reputation: reputation(r),
     balance: r.rewards - r.slashed,
   }));

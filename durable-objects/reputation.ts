@@ -1,6 +1,8 @@
 // Reputation, stake and the accounting ledger: the NodePool's storage for them and the rules that move them.
 // The SessionQueue reports one outcome per replica when a task ends; the NodePool applies them here.
 
+import type { JsonPrimitive, JsonValue } from "../shared/errors.ts";
+
 /** How one replica of a finished task ended, as far as its miner's record is concerned. */
 /** `cancelled`: its commit was in when the task's owner cancelled it — paid its share, no reputation either way. */
 export const OUTCOMES = ["agreed", "outlier", "rejected", "timed_out", "disconnected", "released", "cancelled"] as const;
@@ -20,6 +22,8 @@ export interface ReplicaOutcome {
   reward: number;
   at: number;
   block: number;
+  /** A slashable fault's proof (rejected replicas): the signed messages that conflict (durable-objects/slash-evidence.ts). */
+  evidence?: { [key: string]: JsonPrimitive };
 }
 
 export type LedgerKind = "reward" | "slash" | "penalty";
@@ -37,7 +41,21 @@ export interface LedgerEntry {
   reason: string;
   at: number;
   block: number;
+  /** Slashes only (null otherwise): durable-objects/slash-submitter.ts `SlashStatus`. */
+  status: SlashStatus | null;
+  /** The slash batch transaction that carries (or carried) this slash on chain. */
+  tx_hash: string | null;
+  /** keccak256 of the evidence's canonical JSON: its R2 key `evidence/<hash>.json`, and what the chain records. */
+  evidence_hash: string | null;
 }
+
+/**
+ * A slash's way to the chain. `local`: no chain is configured, the ledger is all there is; `pending`: written,
+ * not yet sent; `submitted`: its signed batch transaction is recorded (hash first, then sent); `confirmed`: mined;
+ * `failed`: the chain refused it too many times (it still counts against the miner here).
+ */
+export const SLASH_STATUSES = ["local", "pending", "submitted", "confirmed", "failed"] as const;
+export type SlashStatus = (typeof SLASH_STATUSES)[number];
 
 export interface ReputationView {
   score: number;
@@ -85,6 +103,23 @@ export function reputation(c: RepCounters): ReputationView {
     slashes: c.slashes,
     latency_ms: c.latency_ms === null ? null : Math.round(c.latency_ms),
   };
+}
+
+/**
+ * The stake at risk: the figure last read (or declared) less the slashes it does not reflect yet — every slash
+ * of a declared stake, and on chain those not confirmed before the block the figure was read at.
+ */
+export function stakeAtRisk(r: { stake: number; unsettled: number }): number {
+  return Math.max(0, r.stake - r.unsettled);
+}
+
+/** Recomputes a miner's `unsettled` from its ledger (after a stake read or a confirmation moved the line). */
+export function settleStake(sql: SqlStorage, miner: string): void {
+  sql.exec(
+    `UPDATE miners SET unsettled = (SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE ledger.miner = miners.address AND kind = 'slash'
+       AND NOT (status = 'confirmed' AND chain_block IS NOT NULL AND chain_block <= miners.stake_block)) WHERE address = ?`,
+    miner,
+  );
 }
 
 export interface Policy {
@@ -144,7 +179,47 @@ export const POOL_MIGRATIONS: string[][] = [
     `CREATE INDEX IF NOT EXISTS assignments_miner ON assignments (miner)`,
     `CREATE TABLE IF NOT EXISTS miner_channels (miner TEXT NOT NULL, session_id TEXT NOT NULL, PRIMARY KEY (miner, session_id))`,
   ],
+  // Stake from the chain (durable-objects/chain-stake.ts): where the figure came from, when and at which block it
+  // was read, and the slashes it does not reflect yet (`unsettled`); slashes on their way to the chain
+  // (durable-objects/slash-submitter.ts): status, batch transaction (signed before it is sent), evidence.
+  [
+    `ALTER TABLE miners ADD COLUMN stake_source TEXT NOT NULL DEFAULT 'declared'`,
+    `ALTER TABLE miners ADD COLUMN stake_block INTEGER NOT NULL DEFAULT 0`,
+    `ALTER TABLE miners ADD COLUMN stake_checked_at INTEGER NOT NULL DEFAULT 0`,
+    `ALTER TABLE miners ADD COLUMN unsettled INTEGER NOT NULL DEFAULT 0`,
+    `UPDATE miners SET unsettled = slashed`,
+    `ALTER TABLE ledger ADD COLUMN status TEXT`,
+    `ALTER TABLE ledger ADD COLUMN tx_hash TEXT`,
+    `ALTER TABLE ledger ADD COLUMN evidence_hash TEXT`,
+    `ALTER TABLE ledger ADD COLUMN evidence TEXT`,
+    `ALTER TABLE ledger ADD COLUMN chain_block INTEGER`,
+    `ALTER TABLE ledger ADD COLUMN tx_raw TEXT`,
+    `ALTER TABLE ledger ADD COLUMN tx_nonce INTEGER`,
+    `ALTER TABLE ledger ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0`,
+    `ALTER TABLE ledger ADD COLUMN next_try_at INTEGER NOT NULL DEFAULT 0`,
+    `ALTER TABLE ledger ADD COLUMN last_error TEXT`,
+    `UPDATE ledger SET status = 'local' WHERE kind = 'slash'`,
+    `CREATE INDEX IF NOT EXISTS ledger_slash_queue ON ledger (status, next_try_at) WHERE status IN ('pending', 'submitted')`,
+    // The development faucet's grants of the last hour (durable-objects/pool-stake.ts grantFaucet).
+    `CREATE TABLE IF NOT EXISTS faucet_grants (address TEXT NOT NULL, at INTEGER NOT NULL)`,
+    `CREATE INDEX IF NOT EXISTS faucet_grants_address ON faucet_grants (address, at)`,
+  ],
 ];
+
+/** What a slash's evidence file says: who, where, why, and the signed messages that prove it. */
+export function slashEvidence(o: ReplicaOutcome, reason: string, amount: number): { [key: string]: JsonValue } {
+  return {
+    kind: "slash",
+    session_id: o.session_id,
+    task_id: o.task_id,
+    miner: o.miner,
+    reason,
+    amount,
+    at: o.at,
+    block: o.block,
+    proof: o.evidence ?? null,
+  };
+}
 
 /**
  * Applies a batch of outcomes: counters, stake, ledger. Returns the miners it touched. Outcomes for
@@ -152,9 +227,9 @@ export const POOL_MIGRATIONS: string[][] = [
  */
 export function applyOutcomes(sql: SqlStorage, outcomes: ReplicaOutcome[], slashFraction = SLASH_FRACTION): Set<string> {
   const touched = new Set<string>();
-  const ledger = (o: ReplicaOutcome, kind: LedgerKind, amount: number, reason: string) =>
+  const ledger = (o: ReplicaOutcome, kind: LedgerKind, amount: number, reason: string, slash?: { status: SlashStatus; evidence: string }) =>
     sql.exec(
-      `INSERT INTO ledger (miner, session_id, task_id, owner, kind, amount, reason, at, block) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO ledger (miner, session_id, task_id, owner, kind, amount, reason, at, block, status, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       o.miner,
       o.session_id,
       o.task_id,
@@ -164,9 +239,16 @@ export function applyOutcomes(sql: SqlStorage, outcomes: ReplicaOutcome[], slash
       reason,
       o.at,
       o.block,
+      slash?.status ?? null,
+      slash?.evidence ?? null,
     );
   for (const o of outcomes) {
-    const row = sql.exec<{ stake: number; slashed: number }>(`SELECT stake, slashed FROM miners WHERE address = ?`, o.miner).toArray()[0];
+    const row = sql
+      .exec<{ stake: number; unsettled: number; stake_source: string }>(
+        `SELECT stake, unsettled, stake_source FROM miners WHERE address = ?`,
+        o.miner,
+      )
+      .toArray()[0];
     if (!row) continue;
     touched.add(o.miner);
     sql.exec(`UPDATE miners SET tasks = tasks + 1 WHERE address = ?`, o.miner);
@@ -189,9 +271,17 @@ export function applyOutcomes(sql: SqlStorage, outcomes: ReplicaOutcome[], slash
         ledger(o, "penalty", 0, o.reason ?? "outlier: result disagrees with consensus");
         break;
       case "rejected": {
-        const amount = Math.ceil(Math.max(0, row.stake - row.slashed) * slashFraction);
-        sql.exec(`UPDATE miners SET slashes = slashes + 1, slashed = slashed + ? WHERE address = ?`, amount, o.miner);
-        ledger(o, "slash", amount, o.reason ?? "provable fault");
+        const amount = Math.ceil(stakeAtRisk(row) * slashFraction);
+        sql.exec(
+          `UPDATE miners SET slashes = slashes + 1, slashed = slashed + ?, unsettled = unsettled + ? WHERE address = ?`,
+          amount,
+          amount,
+          o.miner,
+        );
+        const reason = o.reason ?? "provable fault";
+        // A stake read from the chain is slashed there too (batched by the NodePool's alarm); nothing to send for 0.
+        const status: SlashStatus = row.stake_source === "chain" && amount > 0 ? "pending" : "local";
+        ledger(o, "slash", amount, reason, { status, evidence: JSON.stringify(slashEvidence(o, reason, amount)) });
         break;
       }
       case "timed_out":

@@ -5,7 +5,7 @@ import type { PayloadDescriptor } from "../shared/payloads.ts";
 import { MAX_MINER_FRAME_CHARS, parseMessage, SessionMinerMessage, type SessionServerMessage } from "../shared/protocol.ts";
 import type { SigningDomain } from "../shared/signing.ts";
 import { canTransition, type ReplicaState, replicaIsLive } from "../shared/task-state.ts";
-import type { ConsensusView, SessionConfig, SessionUsage, TaskView } from "../shared/views.ts";
+import type { ConsensusView, DepositRecord, SessionConfig, SessionUsage, TaskView } from "../shared/views.ts";
 import { deploymentDomain } from "./deployment.ts";
 import { type MinerSocket, MinerSockets } from "./miner-sockets.ts";
 import { BlockClock } from "./oracle.ts";
@@ -15,8 +15,7 @@ import { AuditGate } from "./session-queue/audit-gate.ts";
 import { barrierOpen, holdCommit, isHeld, revealHeld, unpledged } from "./session-queue/barrier.ts";
 import { type CancelBill, cancelBill } from "./session-queue/cancel.ts";
 import { MinerChannels } from "./session-queue/channels.ts";
-import { precommitSignedBy, revealCommit } from "./session-queue/commit-checks.ts";
-import { withDefaults } from "./session-queue/config.ts";
+import { withDefaults, withDeposit } from "./session-queue/config.ts";
 import { refusedByEveryone } from "./session-queue/context.ts";
 import { nextDeadline, overdueReplicas } from "./session-queue/deadlines.ts";
 import { EmbeddingJobs, type EmbedOutcome, type EmbedRequest } from "./session-queue/embedding-jobs.ts";
@@ -50,6 +49,7 @@ import {
 import { createTask } from "./session-queue/task-create.ts";
 import { TaskStore } from "./session-queue/task-store.ts";
 import { Waiters } from "./session-queue/waiters.ts";
+import { checkCommit, checkPrecommit } from "./slash-evidence.ts";
 import { nodePool, oracle } from "./stubs.ts";
 
 type MinerMessage<T extends SessionMinerMessage["type"]> = Extract<SessionMinerMessage, { type: T }>;
@@ -188,16 +188,18 @@ export class SessionQueue extends DurableObject<Env> {
     return this.config ? accessFor(this.reads(), caller, taskId) : { ok: false, error: SESSION_NOT_FOUND };
   }
 
+  /** Adds a paid deposit (workers/lib/deposits.ts checked the payment) to the session's LLM tokens; null: no session. */
+  async addDeposit(entry: DepositRecord): Promise<SessionConfig | null> {
+    return this.config ? this.store.updateConfig((this.config = withDeposit(this.config, entry))) : null;
+  }
+
   /**
    * Reserves the next task id, so the router can store (and encrypt under the task key) a task's payload
    * before submitting it with that id. Checks the session and its owner first, like submit.
    */
   async reserveTaskId(owner: string): Promise<{ ok: true; task_id: number; config: SessionConfig } | { ok: false; error: Failure }> {
-    const config = this.config;
-    if (!config) return { ok: false, error: SESSION_NOT_FOUND };
-    const refused = ownerFailure(config, owner);
-    if (refused) return { ok: false, error: refused };
-    return { ok: true, task_id: this.open.reserveId(), config };
+    const refused = this.config ? ownerFailure(this.config, owner) : SESSION_NOT_FOUND;
+    return refused ? { ok: false, error: refused } : { ok: true, task_id: this.open.reserveId(), config: this.config! };
   }
 
   /** Gives back a reservation no task will use (the request failed before submit); false when it was not held. */
@@ -354,7 +356,7 @@ export class SessionQueue extends DurableObject<Env> {
 
   private async onPrecommit(task: OpenTask, replica: Replica, msg: MinerMessage<"precommit">, now: number): Promise<void> {
     if (replica.state === "precommitted") return;
-    const signed = await precommitSignedBy(this.config!.id, replica.miner, msg, this.domain);
+    const signed = await checkPrecommit(this.config!.id, replica, msg, this.domain);
     if (!this.open.has(task.id) || !replicaIsLive(replica.state)) return; // it ended (e.g. cancelled) while this was checked
     if (!signed) return this.dropReplica(task, replica, "rejected", "precommit signature does not recover to the miner's address");
     this.store.recordPrecommit(task.id, replica.miner, replica.acked_at ?? now, now, msg.hash, msg.signature);
@@ -368,7 +370,7 @@ export class SessionQueue extends DurableObject<Env> {
     if (replica.state !== "precommitted") return this.dropReplica(task, replica, "rejected", "commit arrived before a precommit");
     if (isHeld(replica)) return; // delivered again after a reconnect: it is in
     const scope = { session: this.config!.id, task: msg.task_id, miner: replica.miner };
-    const reveal = await revealCommit(this.env.PAYLOADS, scope, task, replica.commitment, msg);
+    const reveal = await checkCommit(this.env.PAYLOADS, scope, task, replica, msg);
     // R2 may have been awaited: a quorum may have closed the task meanwhile, making this replica a straggler.
     const straggler = this.stragglers.live(task.id, replica.miner);
     if (straggler?.replica === replica) return this.stragglers.onMessage(straggler.late, replica, msg);

@@ -16,3 +16,5 @@ export const keyRegistry = (env: Env) => env.KEY_REGISTRY.get(env.KEY_REGISTRY.i
 export const usageMeter = (env: Env, owner: string) => env.USAGE_METER.get(env.USAGE_METER.idFromName(owner));
 /** One client IP bucket's trial quota (durable-objects/trial-quota.ts). */
 export const trialQuota = (env: Env, bucket: string) => env.TRIAL_QUOTAS.get(env.TRIAL_QUOTAS.idFromName(`ip:${bucket}`));
+/** x402 authorizations, chain-paid deposits and serialized settlements (durable-objects/payments.ts): one object. */
+export const payments = (env: Env) => env.PAYMENTS.get(env.PAYMENTS.idFromName("payments"));

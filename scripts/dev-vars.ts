@@ -20,6 +20,8 @@ export function freshDevVars(): Record<string, string> {
     ADMIN_SECRET: randomBytes(32).toString("base64url"),
     // 32 random bytes are a valid secp256k1 key but for a 2^-128 chance (workers/lib/secrets.ts checks it).
     ROUTER_SIGNING_KEY: `0x${randomBytes(32).toString("hex")}`,
+    // Optional: the key the in-process x402 facilitator pays settlement gas with (`npm start` funds it on the local chain).
+    FACILITATOR_KEY: `0x${randomBytes(32).toString("hex")}`,
   };
 }
 

@@ -1,8 +1,11 @@
-// `npm start`: a whole local network — the router under `wrangler dev` (Durable Objects and R2 persisted in
-// .wrangler/state between restarts) plus one miner agent on the built-in model. Ctrl-C stops both.
+// `npm start`: a whole local network — a local EVM chain (ganache, contracts deployed, persisted in .wrangler/chain;
+// scripts/dev-chain.ts), the router under `wrangler dev` (Durable Objects and R2 persisted in .wrangler/state between
+// restarts) plus one miner agent on the built-in model. Ctrl-C stops all three. CHAIN_RPC_URL in the environment or
+// .dev.vars: use that chain instead of starting one.
 import { type ChildProcess, spawn } from "node:child_process";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import { startDevChain } from "./dev-chain.ts";
 import { ensureDevVars, firstApiKey } from "./dev-vars.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
@@ -38,6 +41,21 @@ function shutdown(code = 0): void {
 process.on("SIGINT", () => shutdown(0));
 process.on("SIGTERM", () => shutdown(0));
 
+// The chain first: the router is given its URL and contract addresses.
+const chain = await startDevChain(ROOT, devVars.vars, (line) => console.log(`[chain] ${line}`)).catch((err: Error) => {
+  console.error(`[chain] ${err.message}`);
+  process.exit(1);
+});
+if (chain.child) {
+  const child = chain.child;
+  children.push(child);
+  child.on("exit", (code, signal) => {
+    console.log(`[chain] exited (${signal ?? code})`);
+    if (!stopping) shutdown(1);
+  });
+}
+console.log(`[chain] ${chain.summary.split("\n")[0]}`);
+
 children.push(
   run("router", process.execPath, [
     join(ROOT, "node_modules/wrangler/bin/wrangler.js"),
@@ -46,6 +64,7 @@ children.push(
     String(PORT),
     "--persist-to",
     ".wrangler/state",
+    ...Object.entries(chain.vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
   ]),
 );
 
@@ -92,6 +111,8 @@ if (!stopping) {
       -d '{"prompt":"The edge network","max_tokens":32}'
 
   Streamed:  add "stream": true   ·   Status: curl -s ${URL}/api/v1/status -H 'Authorization: Bearer ${API_KEY}'
-  Ctrl-C stops the router and the miner.
+  Portal:    ${URL}/portal/  (sign in with the key above: the network live, sessions, tasks, a playground)
+  ${chain.summary.replace(/\n/g, "\n  ")}
+  Ctrl-C stops the router, the miner${chain.child ? " and the chain" : ""}.
 `);
 }

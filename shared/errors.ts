@@ -46,10 +46,14 @@ export const ERROR_STATUS = {
   task_finished: 409,
   /** The owner already holds the most open legacy MCP streams (GET /sse) a key may; one must close first. */
   mcp_stream_limit: 429,
+  /** x402: the route needs a payment, or the one sent was refused (requirements in PAYMENT-REQUIRED and details). */
+  payment_required: 402,
   /** A managed API key has used its token budget (nothing was submitted). */
   budget_exhausted: 402,
   /** A managed API key names (or would use) a model outside its allowed models. */
   model_not_allowed: 403,
+  /** The configured chain (CHAIN_RPC_URL) did not answer: e.g. a miner's stake could not be read, so it is not registered. */
+  chain_unavailable: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

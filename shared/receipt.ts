@@ -85,8 +85,27 @@ export const UnsignedReceipt = z.strictObject({
   /** Epoch milliseconds. */
   issued_at: uint,
   domain: ReceiptDomain,
+  /**
+   * x402 only: the payment that settled this answer (absent on every other receipt, whose signature covers the
+   * fields above exactly as before). The router re-signs the receipt with it once the settlement transaction is in.
+   */
+  payment: z
+    .strictObject({
+      scheme: z.string(),
+      /** CAIP-2, e.g. `eip155:31337`. */
+      network: z.string(),
+      asset: evmAddress,
+      /** Token base units, as a decimal string. */
+      amount: z.string().regex(/^\d{1,78}$/),
+      payer: evmAddress,
+      pay_to: evmAddress,
+      /** The settlement transaction's hash. */
+      transaction: hash32,
+    })
+    .optional(),
 });
 export type UnsignedReceipt = z.infer<typeof UnsignedReceipt>;
+export type ReceiptPayment = NonNullable<UnsignedReceipt["payment"]>;
 
 export const Receipt = UnsignedReceipt.extend({ signer: evmAddress, signature: z.string().regex(/^0x[0-9a-fA-F]+$/) as z.ZodType<Hex> });
 export type Receipt = z.infer<typeof Receipt>;
@@ -132,13 +151,43 @@ export const RECEIPT_TYPES = {
   ],
 } as const;
 
+/** A paid (x402) receipt's types: RECEIPT_TYPES with the payment appended to Receipt. */
+export const PAID_RECEIPT_TYPES = {
+  ...RECEIPT_TYPES,
+  Receipt: [...RECEIPT_TYPES.Receipt, { name: "payment", type: "Payment" }],
+  Payment: [
+    { name: "scheme", type: "string" },
+    { name: "network", type: "string" },
+    { name: "asset", type: "address" },
+    { name: "amount", type: "uint256" },
+    { name: "payer", type: "address" },
+    { name: "payTo", type: "address" },
+    { name: "transaction", type: "bytes32" },
+  ],
+} as const;
+
 /** The EIP-712 typed data a receipt's signature covers (its own domain unless `domain` is given). */
 export function receiptTypedData(r: UnsignedReceipt, domain: SigningDomain = r.domain) {
+  const p = r.payment;
+  const payment = p
+    ? {
+        payment: {
+          scheme: p.scheme,
+          network: p.network,
+          asset: p.asset,
+          amount: BigInt(p.amount),
+          payer: p.payer,
+          payTo: p.pay_to,
+          transaction: p.transaction,
+        },
+      }
+    : {};
   return {
     domain,
-    types: RECEIPT_TYPES,
+    types: (p ? PAID_RECEIPT_TYPES : RECEIPT_TYPES) as typeof RECEIPT_TYPES,
     primaryType: "Receipt" as const,
     message: {
+      ...payment,
       requestId: r.request_id,
       keyId: r.key_id,
       kind: r.kind,

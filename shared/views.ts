@@ -44,6 +44,22 @@ export interface SessionConfig {
   /** LLM tokens deposited for this session's tasks. */
   deposit: number;
   created_at: number;
+  /** Where the deposit came from: the grant at creation, then deposits paid on chain or via x402 (absent: the grant only). */
+  deposits?: DepositRecord[];
+}
+
+/** One deposit of a session's LLM tokens and its source. */
+export interface DepositRecord {
+  /** granted: given at creation (the owner's declared deposit); chain: a tUSD transfer to the router; x402: an x402 payment. */
+  source: "granted" | "chain" | "x402";
+  /** LLM tokens credited. */
+  tokens: number;
+  /** tUSD base units paid (chain, x402). */
+  amount?: string;
+  /** The transfer's or the settlement's transaction hash. */
+  tx_hash?: string;
+  payer?: string;
+  at: number;
 }
 
 export interface SessionUsage {

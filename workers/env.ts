@@ -43,6 +43,8 @@ export interface AppEnv {
     miner: string;
     /** A trial route's in-process request (routes/trial.ts): apiKeyAuth lets it through as owner `trial`. */
     trial: boolean;
+    /** The payer of a verified x402 payment (workers/x402/gate.ts): apiKeyAuth lets the request through as owner `x402`. */
+    x402Payer: string;
     /** The router's own fetch: MCP and A2A make their REST calls through it (lib/rest-call.ts). */
     restFetch: RestFetch;
   };

@@ -12,7 +12,9 @@ import { notFound, onError } from "./middleware/errors.ts";
 import { rateLimit } from "./middleware/rate-limit.ts";
 import { requestIdentity } from "./middleware/request-id.ts";
 import { requestLog } from "./middleware/request-log.ts";
+import { portalFeed } from "./portal/routes.ts";
 import { admin } from "./routes/admin.ts";
+import { chain } from "./routes/chain.ts";
 import { completions } from "./routes/completions.ts";
 import { offchainCompletions } from "./routes/completions-offchain.ts";
 import { delegate } from "./routes/delegate.ts";
@@ -31,12 +33,15 @@ import { tasks } from "./routes/tasks.ts";
 import { trial } from "./routes/trial.ts";
 import { usage } from "./routes/usage.ts";
 import { validate } from "./routes/validate.ts";
+import { x402 } from "./routes/x402.ts";
+import { gatewayPayment } from "./x402/gateway.ts";
 
 export { A2ATaskStore } from "../durable-objects/a2a-task-store.ts";
 export { KeyRegistry } from "../durable-objects/key-registry.ts";
 export { McpSession } from "../durable-objects/mcp-session.ts";
 export { NodePool } from "../durable-objects/node-pool.ts";
 export { Oracle } from "../durable-objects/oracle.ts";
+export { Payments } from "../durable-objects/payments.ts";
 export { SessionQueue } from "../durable-objects/session-queue.ts";
 export { TrialQuota } from "../durable-objects/trial-quota.ts";
 export { UsageMeter } from "../durable-objects/usage-meter.ts";
@@ -71,11 +76,14 @@ app.route("/api/v1/auth", payloadKeys); // API key or miner token, resolved per 
 app.route("/api/v3/offchain", offchain); // the same
 app.route("/", a2aPublic); // A2A agent cards and /api/v1/a2a/discovery: public discovery documents
 app.route("/admin", admin); // the key admin API: ADMIN_SECRET (middleware/admin-auth.ts)
+app.route("/api/v1", chain); // public: the chain's token, staking contract and rules; the development faucet
 app.route("/api", trial); // no key: a quota per client IP, then the REST route in-process as owner `trial`
+app.route("/api", x402); // no key: an x402 payment per request, then the REST route in-process as owner `x402`
 
 // Every other path under /api and /v1 needs an API key.
 app.use("/api/*", apiKeyAuth);
 app.use("/v1/*", apiKeyAuth);
+app.use("/openai/*", gatewayPayment); // no key and x402 on: paid per request (workers/x402/gateway.ts)
 app.use("/openai/*", apiKeyAuth);
 // MCP (workers/mcp/): the same API keys. Legacy HTTP+SSE: GET /sse or /mcp/legacy, POST /mcp/legacy/messages or /messages.
 // A 401 on an MCP path carries `WWW-Authenticate: Bearer` (mounted before the check so it sees the answer).
@@ -91,6 +99,7 @@ app.route("/mcp/messages", mcpEndpoint);
 app.route("/messages", mcpEndpoint);
 
 app.route("/api/v1", meta);
+app.route("/api/v1/network", portalFeed); // the portal's live network stream (SSE; pages: static /portal/)
 app.route("/api/v1/sessions", sessions);
 app.route("/api/v1/tasks", tasks);
 app.route("/api/v1/keys", keys); // an owner's own keys (self-service)

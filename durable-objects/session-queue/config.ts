@@ -1,4 +1,4 @@
-import type { SessionConfig } from "../../shared/views.ts";
+import type { DepositRecord, SessionConfig } from "../../shared/views.ts";
 import { DEFAULT_DISPERSION_THRESHOLD, DEFAULT_EMBEDDING_MODEL } from "../similarity.ts";
 
 // Session settings and their defaults, in one place: the router fills them when it creates a session, the
@@ -45,4 +45,18 @@ export function sharedSessionConfig(env: Env, id: string, name: string): Session
     deposit: Number(env.DEFAULT_SESSION_DEPOSIT) || 0,
     created_at: Date.now(),
   };
+}
+
+/** Deposit records a session keeps (its first, the grant, and the latest paid ones). */
+export const MAX_DEPOSIT_RECORDS = 100;
+
+/** The session's deposits so far: those recorded, else the grant it was created with. */
+export function depositsOf(c: SessionConfig): DepositRecord[] {
+  return c.deposits ?? [{ source: "granted", tokens: c.deposit, at: c.created_at }];
+}
+
+/** The config with a paid deposit added to its tokens and its record kept. */
+export function withDeposit(c: SessionConfig, entry: DepositRecord): SessionConfig {
+  const [grant, ...paid] = [...depositsOf(c), entry];
+  return { ...c, deposit: c.deposit + entry.tokens, deposits: [grant, ...paid.slice(-(MAX_DEPOSIT_RECORDS - 1))] };
 }

@@ -72,5 +72,6 @@ export function outcomeEntry(
     reward,
     at: stamp.at,
     block: stamp.block,
+    ...(outcome === "rejected" && r.evidence ? { evidence: r.evidence } : {}),
   };
 }

@@ -3,7 +3,7 @@ import type { SessionMinerMessage } from "../../shared/protocol.ts";
 import { replicaIsLive } from "../../shared/task-state.ts";
 import type { ConsensusView } from "../../shared/views.ts";
 import type { Outcome } from "../reputation.ts";
-import { precommitSignedBy, revealCommit } from "./commit-checks.ts";
+import { checkCommit, checkPrecommit } from "../slash-evidence.ts";
 import { outcomeEntry } from "./outcomes.ts";
 import type { QueueParts } from "./parts.ts";
 import { type Lingering, liveReplicas, type OpenTask, phaseDeadline, type Replica } from "./task.ts";
@@ -60,7 +60,7 @@ export class Stragglers {
       r.state = "acked";
       r.acked_at = now;
     } else if (msg.type === "precommit" && r.state !== "precommitted") {
-      if (!(await precommitSignedBy(this.parts.config().id, r.miner, msg, this.parts.domain))) {
+      if (!(await checkPrecommit(this.parts.config().id, r, msg, this.parts.domain))) {
         return this.end(late, r, "rejected", "precommit signature does not recover to the miner's address", now);
       }
       this.parts.store.recordPrecommit(late.task.id, r.miner, r.acked_at ?? now, now, msg.hash, msg.signature);
@@ -77,7 +77,7 @@ export class Stragglers {
     const { task, consensus } = late;
     if (r.state !== "precommitted") return this.end(late, r, "rejected", "commit arrived before a precommit", now);
     const scope = { session: this.parts.config().id, task: msg.task_id, miner: r.miner };
-    const reveal = await revealCommit(this.parts.payloads, scope, task, r.commitment, msg);
+    const reveal = await checkCommit(this.parts.payloads, scope, task, r, msg);
     if (!replicaIsLive(r.state)) return; // ended while R2 was awaited
     if (!reveal.ok) return this.end(late, r, "rejected", reveal.fault, now);
     const agreed = reveal.hash === consensus.hash;

@@ -51,6 +51,12 @@ export class TaskStore {
     this.sql.exec(`INSERT INTO meta (key, value) VALUES ('config', ?)`, JSON.stringify(config));
   }
 
+  /** Rewrites the settings of a created session (a paid deposit added: session-queue.ts addDeposit). */
+  updateConfig(config: SessionConfig): SessionConfig {
+    this.sql.exec(`UPDATE meta SET value = ? WHERE key = 'config'`, JSON.stringify(config));
+    return config;
+  }
+
   /** Tasks in all, or those `owner` submitted. */
   countTasks(owner?: string): number {
     const where = owner === undefined ? "" : " WHERE owner = ?";

@@ -1,4 +1,5 @@
 import type { Hex } from "viem";
+import type { JsonPrimitive } from "../../shared/errors.ts";
 import { type GenerationParams, isGreedy, type PromptSpec } from "../../shared/generation.ts";
 import type { PayloadDescriptor } from "../../shared/payloads.ts";
 import type { SessionMinerMessage, SessionServerMessage } from "../../shared/protocol.ts";
@@ -32,6 +33,10 @@ export interface Replica {
   committed_at?: number;
   /** Why the replica ended, when it ended badly (reported to the pool's ledger). */
   reason?: string;
+  /** Its precommit's signature (memory only): part of the slash evidence if its commit does not match. */
+  precommit_signature?: string;
+  /** A rejected replica's proof, sent with its slash (durable-objects/slash-evidence.ts). */
+  evidence?: { [key: string]: JsonPrimitive };
   /** Its off-chain result was written (one object per replica; memory only, R2 backs it after an eviction). */
   /** SHA-256 of the off-chain result object this replica wrote (one per task; a retry of the same bytes is fine). */
   result_claimed?: string;

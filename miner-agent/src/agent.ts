@@ -87,6 +87,11 @@ export class MinerAgent {
     return [...this.#sessions.keys()];
   }
 
+  /** Work counters (tasks done, decode speed) for the status line and the status file (status.ts). */
+  get stats(): Stats {
+    return this.#stats;
+  }
+
   /**
    * Registers (retrying while the router is unreachable) and opens the pool channel. Resolves once registered;
    * `ready` is logged when the pool confirms. Rejects on a registration error retrying cannot fix.

@@ -1,10 +1,12 @@
 import { readFileSync } from "node:fs";
 import { MinerAgent } from "./agent.ts";
+import { withConfigFile } from "./config-file.ts";
 import type { Engine, LoadEngineOptions } from "./engine-types.ts";
 import { createLogger, describeError, type Logger } from "./log.ts";
 import { type CliOptions, HELP, parseCliArgs, UsageError } from "./options.ts";
 import { createLoadReporter } from "./progress.ts";
 import { measureSpeed } from "./speed.ts";
+import { clearLiveLine, printStatus, startStatusReporter } from "./status.ts";
 import { Validator } from "./validator.ts";
 import { expandHome, loadOrCreateWallet, type Wallet, WalletError } from "./wallet.ts";
 
@@ -18,11 +20,23 @@ const DUPLICATE_SIGNAL_MS = 300;
 let agent: MinerAgent | null = null;
 let engine: Engine | null = null;
 let stopping = false;
+let status: ReturnType<typeof startStatusReporter> | null = null;
 
 async function main(argv: string[]): Promise<void> {
-  const opts = parseOrAnswer(argv);
+  // `doctor` and `status` take the same options (and config file) as a run; they start nothing.
+  const command = argv[0] === "doctor" || argv[0] === "status" ? argv[0] : "run";
+  const opts = parseOrAnswer(command === "run" ? argv : argv.slice(1));
   if (!opts) return;
-  const log = createLogger({ format: opts.logFormat, quiet: opts.quiet });
+  if (command !== "run") return exit(await runCommand(command, opts));
+  // A log line first clears the live status line (status.ts), which shares the terminal.
+  const log = createLogger({
+    format: opts.logFormat,
+    quiet: opts.quiet,
+    write: (line) => {
+      clearLiveLine();
+      process.stdout.write(line + "\n");
+    },
+  });
   installProcessHandlers(log);
 
   const wallet = await openWallet(opts.keyFile, log);
@@ -69,7 +83,31 @@ async function main(argv: string[]): Promise<void> {
   });
   if (opts.testDelayMs) log.warn(`TEST-ONLY: every precommit is held ${opts.testDelayMs} ms (slow miner)`);
   try {
+    // On a router with a chain the stake goes into the staking contract first (stake.ts); without one it is declared.
+    if (opts.stake > 0) {
+      const { ensureStake } = await import("./stake.ts");
+      const onChain = await ensureStake({
+        routerUrl: opts.router,
+        account: wallet.account,
+        target: BigInt(opts.stake),
+        rpcUrl: opts.chainRpc,
+        log,
+      });
+      if (onChain === null) log.info(`the router has no chain: stake ${opts.stake} is declared, not staked`);
+    }
     await agent.start();
+    status = startStatusReporter({
+      agent,
+      file: expandHome(opts.statusFile),
+      version: VERSION,
+      router: opts.router,
+      address: wallet.address,
+      model: loaded.model,
+      device: loaded.device,
+      apiKey: opts.apiKey,
+      log,
+      liveLine: Boolean(process.stderr.isTTY) && opts.logFormat === "text" && !opts.quiet,
+    });
   } catch (err) {
     if (stopping) return;
     log.error(`registration failed: ${describeError(err)}`);
@@ -82,7 +120,7 @@ async function main(argv: string[]): Promise<void> {
 function parseOrAnswer(argv: string[]): CliOptions | undefined {
   let opts: CliOptions;
   try {
-    opts = parseCliArgs(argv);
+    opts = parseCliArgs(withConfigFile(argv).argv);
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     process.stderr.write(`miner-agent: ${err.message}\nRun 'miner-agent --help' for usage.\n`);
@@ -95,6 +133,12 @@ function parseOrAnswer(argv: string[]): CliOptions | undefined {
     return undefined;
   }
   return opts;
+}
+
+async function runCommand(command: "doctor" | "status", opts: CliOptions): Promise<number> {
+  const out = (line: string) => void process.stdout.write(line + "\n");
+  if (command === "status") return printStatus(expandHome(opts.statusFile), opts.logFormat === "json", out);
+  return (await import("./doctor.ts")).runDoctor(opts, out);
 }
 
 async function openWallet(keyFile: string, log: Logger): Promise<Wallet | undefined> {
@@ -197,8 +241,10 @@ function installProcessHandlers(log: Logger): void {
 
 async function gracefulStop(log: Logger, signal: string): Promise<void> {
   try {
+    status?.stop("stopping");
     if (agent) await agent.shutdown();
     await disposeEngine(log);
+    status?.stop();
   } catch (err) {
     log.error(`error while stopping: ${describeError(err)}`);
   }

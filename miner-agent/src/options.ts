@@ -1,5 +1,5 @@
 import { homedir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { MIN_DECLARED_TOKENS_PER_S } from "../../shared/api.ts";
 import type { DeviceChoice } from "./engine-types.ts";
@@ -40,8 +40,13 @@ export interface CliOptions {
   keyFile: string;
   cacheDir: string;
   name: string | undefined;
-  /** Tokens declared at stake when registering (a router may require a minimum). */
+  /**
+   * Stake, tUSD base units (6 decimals: 1000000 = 1 tUSD). With a router that has a chain, the wallet's stake in
+   * the staking contract is topped up to this before registering (stake.ts); without one it is only declared.
+   */
   stake: number;
+  /** The chain's JSON-RPC URL, when the one the router names (GET /api/v1/chain) is not reachable from here. */
+  chainRpc: string | undefined;
   /** Decode speed to declare, tokens/s per task; undefined: measured at startup (cli.ts, speed.ts). */
   tokensPerS: number | undefined;
   drainMs: number;
@@ -49,6 +54,11 @@ export interface CliOptions {
   quiet: boolean;
   help: boolean;
   version: boolean;
+  // ── packaging (config file, status): see config-file.ts and status.ts ──
+  /** The running agent's status file, read by `miner-agent status`; default beside the key file. */
+  statusFile: string;
+  /** A client API key to read this miner's earnings and reputation from the router (status line, status file). */
+  apiKey: string | undefined;
   /** TEST ONLY (not in --help): lie in this way, for the cheat suite. */
   testDishonest: DishonestMode | undefined;
   /** TEST ONLY (not in --help): hold each result this long before precommitting (a slow miner). */
@@ -60,6 +70,8 @@ export class UsageError extends Error {
 }
 
 export const HELP = `Usage: miner-agent [options]
+       miner-agent doctor [options]   check Node, onnxruntime, the cache, the router and the wallet
+       miner-agent status [options]   show what the running agent is doing (its status file)
 
 Serve AI inference for an edge inference network router: registers a wallet, joins the sessions the router
 assigns and runs their tasks locally with transformers.js.
@@ -78,12 +90,23 @@ Options:
                          default ~/.miner-agent/key.json)
   --cache-dir <path>     model cache folder (env MINER_CACHE_DIR; default ~/.miner-agent/models)
   --name <label>         a label shown by the router (max 64 chars)
-  --stake <n>            tokens declared at stake when registering (default 0)
+  --stake <n>            stake in tUSD base units (6 decimals: 1000000 = 1 tUSD; default 0). With a
+                         router on a chain, the wallet stakes on chain until its stake is n (only the
+                         difference; the router's development faucet funds it when it is on), then
+                         registers; the router counts what the staking contract holds. Without a
+                         chain the number is only declared (development routers only)
+  --chain-rpc <url>      the chain's JSON-RPC URL (default: the one the router names)
   --tokens-per-s <n>     decode speed to declare, tokens/s per task at full concurrency; the router
                          budgets each precommit deadline from it (default: measured at startup)
   --drain-ms <ms>        on Ctrl-C, how long running tasks may finish (default 10000)
   --log-format <f>       text | json (json: one object per line) (default text)
   --quiet                only warnings, errors and essential notices
+  --config <path>        JSON file of options, long names as keys; flags override it (env
+                         MINER_CONFIG; default ~/.miner-agent/config.json when it exists)
+  --status-file <path>   where the running agent writes its status (default: status.json beside
+                         the key file)
+  --api-key <key>        a client API key, to show this miner's earnings and reputation (env
+                         MINER_API_KEY)
   -h, --help             show this help
   -v, --version          print the version
 
@@ -100,12 +123,17 @@ const OPTIONS = {
   "cache-dir": { type: "string" },
   name: { type: "string" },
   stake: { type: "string" },
+  "chain-rpc": { type: "string" },
   "tokens-per-s": { type: "string" },
   "drain-ms": { type: "string" },
   "log-format": { type: "string" },
   quiet: { type: "boolean", short: "q" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "v" },
+  // Packaging: config file (read by config-file.ts before parsing), status file, earnings key.
+  config: { type: "string" },
+  "status-file": { type: "string" },
+  "api-key": { type: "string" },
   // Test-only, deliberately left out of HELP: makes this miner cheat or slow (see dishonest.ts).
   "test-dishonest": { type: "string" },
   "test-delay-ms": { type: "string" },
@@ -166,12 +194,17 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
     cacheDir: values["cache-dir"] ?? (env.MINER_CACHE_DIR || join(homedir(), ".miner-agent", "models")),
     name,
     stake: intOption("--stake", values.stake, 0, 0, Number.MAX_SAFE_INTEGER),
+    chainRpc: urlOption("--chain-rpc", values["chain-rpc"] ?? (env.MINER_CHAIN_RPC || undefined)),
     tokensPerS: speedOption(values["tokens-per-s"]),
     drainMs: intOption("--drain-ms", values["drain-ms"], 10_000, 0, 24 * 3600_000),
     logFormat,
     quiet: values.quiet ?? false,
     help: values.help ?? false,
     version: values.version ?? false,
+    statusFile:
+      values["status-file"] ??
+      join(dirname(values["key-file"] ?? (env.MINER_KEY_FILE || join(homedir(), ".miner-agent", "key.json"))), "status.json"),
+    apiKey: values["api-key"] ?? (env.MINER_API_KEY || undefined),
     testDishonest: dishonest,
     testDelayMs: intOption("--test-delay-ms", values["test-delay-ms"] ?? (env.MINER_TEST_DELAY_MS || undefined), 0, 0, 600_000),
   };
@@ -185,6 +218,12 @@ function speedOption(raw: string | undefined): number | undefined {
     throw new UsageError(`--tokens-per-s: expected a number from ${MIN_DECLARED_TOKENS_PER_S} to 10000000, got ${raw}`);
   }
   return n;
+}
+
+function urlOption(flag: string, raw: string | undefined): string | undefined {
+  if (raw === undefined) return undefined;
+  if (!/^https?:\/\/\S+$/.test(raw)) throw new UsageError(`${flag}: expected an http:// or https:// URL, got ${raw}`);
+  return raw;
 }
 
 function intOption(flag: string, raw: string | undefined, def: number, min: number, max: number): number {

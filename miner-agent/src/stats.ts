@@ -10,6 +10,9 @@ export class Stats {
   #lastAt = process.hrtime.bigint();
   readonly #cores = Math.max(1, availableParallelism());
   readonly #recent: { tokens: number; ms: number }[] = [];
+  /** Tasks finished and their completion tokens since start (the status line and `miner-agent status`). */
+  tasksDone = 0;
+  tokensDone = 0;
 
   /** Process CPU since the previous call, in percent of all cores (0–100). */
   cpuPercent(): number {
@@ -29,6 +32,8 @@ export class Stats {
   }
 
   recordTask(completionTokens: number, inferenceMs: number): void {
+    this.tasksDone++;
+    this.tokensDone += completionTokens;
     this.#recent.push({ tokens: completionTokens, ms: inferenceMs });
     if (this.#recent.length > SPEED_WINDOW) this.#recent.shift();
   }

@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { signingDomain } from "../../shared/signing.ts";
+import { authoriseRouter, type LocalChain } from "./chain.ts";
 
 // Starts the real network for integration tests and benchmarks: the router under `wrangler dev` (workerd,
 // real Durable Objects and local R2) and miner-agent processes speaking the real protocol.
@@ -87,14 +88,15 @@ export interface Router {
 export type RateLimitName = "RATE_LIMIT_KEY" | "RATE_LIMIT_MINER" | "RATE_LIMIT_IP" | "RATE_LIMIT_AUTH_FAILURES";
 
 /**
- * wrangler.toml with other rate limits (they are bindings, not vars), written to a temporary folder: its `main`
- * points back at the repository, and no developer's .dev.vars sits beside it.
+ * wrangler.toml with other rate limits (they are bindings, not vars), written to a temporary folder, so no
+ * developer's .dev.vars sits beside it.
  */
 function configWithRateLimits(limits: Partial<Record<RateLimitName, number>>): string {
-  let toml = readFileSync(join(ROOT, "wrangler.toml"), "utf8").replace(
-    /^main = ".*"$/m,
-    `main = ${JSON.stringify(join(ROOT, "workers/index.ts"))}`,
-  );
+  // Paths in it are relative to its folder: point them (main, the portal's assets and build) back at the repository.
+  let toml = readFileSync(join(ROOT, "wrangler.toml"), "utf8")
+    .replace(/^main = ".*"$/m, `main = ${JSON.stringify(join(ROOT, "workers/index.ts"))}`)
+    .replace(/^directory = "(.*)"$/m, (_, dir: string) => `directory = ${JSON.stringify(join(ROOT, dir))}`)
+    .replace(/^watch_dir = "(.*)"$/m, (_, dir: string) => `watch_dir = ${JSON.stringify(join(ROOT, dir))}\ncwd = ${JSON.stringify(ROOT)}`);
   for (const [name, limit] of Object.entries(limits)) {
     const entry = new RegExp(`(name = "${name}"\\s*\\nnamespace_id = "\\d+"\\s*\\nsimple = \\{ limit = )\\d+`);
     if (!entry.test(toml)) throw new Error(`no [[ratelimits]] entry ${name} in wrangler.toml`);
@@ -115,6 +117,12 @@ export async function startRouter(
     rateLimits?: Partial<Record<RateLimitName, number>>;
     /** Return a router that answers 503 configuration_error (its secrets are unfit) instead of failing. */
     allowConfigError?: boolean;
+    /**
+     * A local chain (test/helpers/chain.ts startChain) the router uses: CHAIN_RPC_URL, TOKEN_ADDRESS, STAKING_ADDRESS
+     * and FACILITATOR_KEY (the chain's facilitator account) are set, and the router's ROUTER_SIGNING_KEY is funded
+     * with ETH and made a slasher and a minter before the router starts. `vars` still override all of them.
+     */
+    chain?: LocalChain;
   } = {},
 ): Promise<Router> {
   const port = opts.port ?? (await freePort());
@@ -122,7 +130,19 @@ export async function startRouter(
   const persistDir = opts.persistDir ?? tempDir("router-state");
   const args = ["dev", "--port", String(port), "--ip", "127.0.0.1", "--persist-to", persistDir, "--inspector-port", String(inspector)];
   if (opts.rateLimits) args.push("--config", configWithRateLimits(opts.rateLimits));
-  for (const [k, v] of Object.entries({ ...TEST_VARS, ...opts.vars })) args.push("--var", `${k}:${v}`);
+  const vars: Record<string, string> = { ...TEST_VARS, ...opts.vars };
+  if (opts.chain) {
+    const chainVars = {
+      CHAIN_RPC_URL: opts.chain.rpcUrl,
+      CHAIN_ID: String(opts.chain.chainId),
+      TOKEN_ADDRESS: opts.chain.token,
+      STAKING_ADDRESS: opts.chain.staking,
+      FACILITATOR_KEY: opts.chain.facilitator.privateKey,
+    };
+    Object.assign(vars, chainVars, opts.vars);
+    await authoriseRouter(opts.chain, vars.ROUTER_SIGNING_KEY as `0x${string}`);
+  }
+  for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
   // Under this Node (22), whatever PATH says: wrangler needs Node ≥ 22.
   const child = spawn(process.execPath, [join(ROOT, "node_modules/wrangler/bin/wrangler.js"), ...args], {
     cwd: ROOT,
@@ -185,11 +205,13 @@ export async function startMiner(
     threads?: number;
     args?: string[];
     env?: Record<string, string>;
+    /** Another miner-agent command instead of this repository's (an installed package: `npx miner-agent`). */
+    command?: { file: string; args: string[]; cwd: string };
   } = {},
 ): Promise<Miner> {
   const keyFile = opts.keyFile ?? join(tempDir("miner"), "key.json");
   const args = [
-    join(ROOT, "miner-agent/bin/miner-agent.js"),
+    ...(opts.command?.args ?? [join(ROOT, "miner-agent/bin/miner-agent.js")]),
     "--router",
     routerUrl,
     "--key-file",
@@ -206,8 +228,8 @@ export async function startMiner(
     ...(opts.model ? ["--model", opts.model] : []),
     ...(opts.args ?? []),
   ];
-  const child = spawn(process.execPath, args, {
-    cwd: ROOT,
+  const child = spawn(opts.command?.file ?? process.execPath, args, {
+    cwd: opts.command?.cwd ?? ROOT,
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, ...opts.env },

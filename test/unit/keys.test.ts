@@ -131,6 +131,9 @@ describe("admin API", () => {
     for (const body of [
       { owner: "*" },
       { owner: "a b" },
+      // The router runs its keyless routes as these owners: a key acting as one would see their sessions.
+      { owner: "trial" },
+      { owner: "x402" },
       { owner: "x", token_budget: -1 },
       { owner: "x", rate_limit: 0 },
       { owner: "x", extra: 1 },

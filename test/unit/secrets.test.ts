@@ -3,7 +3,9 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { DEFAULT_CHAIN_ID, deploymentDomain, deploymentProblems, routerIdentity } from "../../durable-objects/deployment.ts";
 import app from "../../workers/index.ts";
 import { secretProblems } from "../../workers/lib/secrets.ts";
+import { TRIAL_OWNER } from "../../workers/lib/trial.ts";
 import { runReplicas } from "../../workers/lib/work-sessions.ts";
+import { X402_OWNER } from "../../workers/x402/config.ts";
 import { env } from "./helpers.ts";
 
 // The rules a router's secrets must meet before it serves (workers/lib/secrets.ts), and what a replica that
@@ -79,6 +81,16 @@ describe("secret rules", () => {
       expect(secretProblems(withVars({ ROUTER_SIGNING_KEY })), ROUTER_SIGNING_KEY).toHaveLength(1);
     }
     expect(secretProblems(withVars({ ROUTER_SIGNING_KEY: hex(32).toUpperCase() }))).toEqual([]);
+  });
+
+  it("refuses the owner names the router's keyless routes run as (trial, x402), in development too", () => {
+    for (const owner of [TRIAL_OWNER, X402_OWNER]) {
+      for (const ROUTER_ENV of ["production", "development"]) {
+        expect(secretProblems(withVars({ ROUTER_ENV, API_KEYS: `${owner}:${"k".repeat(32)}` }))).toEqual([
+          `API_KEYS entry 1 uses the reserved owner name ${owner}`,
+        ]);
+      }
+    }
   });
 
   it("refuses the once-committed development values in production and accepts them only under ROUTER_ENV=development", () => {

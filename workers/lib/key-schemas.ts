@@ -1,6 +1,6 @@
 import { z } from "zod";
 import type { KeyRecord } from "../../durable-objects/key-registry.ts";
-import { OWNER } from "./secrets.ts";
+import { OWNER, RESERVED_OWNERS } from "./secrets.ts";
 
 // Bodies, queries and views of the key admin API (routes/admin.ts), self-service (routes/keys.ts) and usage
 // (routes/usage.ts). Times go out as unix seconds, as OpenAI's API writes them; they come in as unix seconds or
@@ -40,7 +40,10 @@ export const KeySettings = z.strictObject({
 export type KeySettings = z.infer<typeof KeySettings>;
 
 export const AdminKeyBody = KeySettings.extend({
-  owner: z.string().regex(OWNER, "owners are 1–64 letters, digits, '_', '.', '@' or '-', starting with a letter or digit"),
+  owner: z
+    .string()
+    .regex(OWNER, "owners are 1–64 letters, digits, '_', '.', '@' or '-', starting with a letter or digit")
+    .refine((o) => !RESERVED_OWNERS.has(o), "this owner name is reserved for the router's keyless routes (trial, x402)"),
 });
 
 /** An admin's change of a key's settings: a field set to null lifts that limit. */

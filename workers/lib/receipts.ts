@@ -7,6 +7,7 @@ import { oracle } from "../../durable-objects/stubs.ts";
 import {
   type Receipt,
   type ReceiptKind,
+  type ReceiptPayment,
   type ReceiptTask,
   receiptTypedData,
   type UnsignedReceipt,
@@ -225,4 +226,22 @@ export async function withReceipt(
     receiptHeaders(c);
   }
   return out;
+}
+
+/**
+ * An x402 answer's receipt with the payment that settled it (shared/receipt.ts `payment`), signed again and stored
+ * again under the same request id (the receipt without it, signed when the answer was built, is replaced).
+ */
+export async function withPaymentReceipt(c: Context<AppEnv>, receipt: Receipt, payment: ReceiptPayment): Promise<Receipt> {
+  const { signer: _signer, signature: _signature, ...unsigned } = receipt;
+  const paid: UnsignedReceipt = { ...unsigned, payment };
+  const account = receiptSigner(c.env);
+  const signed: Receipt = { ...paid, signer: account.address, signature: await account.signTypedData(receiptTypedData(paid)) };
+  const stored = storeReceipt(c, signed);
+  try {
+    c.executionCtx.waitUntil(stored);
+  } catch {
+    await stored;
+  }
+  return signed;
 }

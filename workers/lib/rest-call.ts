@@ -39,9 +39,24 @@ const outerOf = new WeakMap<Request, Context<AppEnv>>();
 /** The context of the request that made `req` through callRest, else undefined (a client's request). */
 export const outerContextOf = (req: Request): Context<AppEnv> | undefined => outerOf.get(req);
 
+/**
+ * The x402 variant of a REST route (routes/x402.ts; Cortensor's `_x402` route keys), where one exists: a call that
+ * carries a payment is made there, so the payment pays for it instead of the caller's key.
+ */
+const X402_PATHS: [RegExp, string][] = [
+  [/^\/api\/v1\/completions(?=\/|$)/, "/api/v1/x402/completions"],
+  [/^\/api\/(v1|v2)\/(delegate|validate)$/, "/api/$1/x402/$2"],
+  [/^\/api\/v1\/(factcheck|fact-check)$/, "/api/v1/x402/$1"],
+];
+
+export function x402PathOf(path: string): string | undefined {
+  for (const [re, to] of X402_PATHS) if (re.test(path)) return path.replace(re, to);
+  return undefined;
+}
+
 /** Makes one REST request as the caller of `c`. */
 export function callRest(c: Context<AppEnv>, call: RestCall): Promise<Response> {
-  const url = new URL(call.path, c.req.url);
+  const url = new URL((call.payment && x402PathOf(call.path)) || call.path, c.req.url);
   for (const [k, v] of Object.entries(call.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
   const headers = new Headers();
   for (const h of FORWARDED) {

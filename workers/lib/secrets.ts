@@ -42,6 +42,9 @@ export function isDevelopment(env: Env): boolean {
   return env.ROUTER_ENV === "development";
 }
 
+/** Owners the router itself runs keyless routes as (lib/trial.ts TRIAL_OWNER, x402/config.ts X402_OWNER): no key may act as them. */
+export const RESERVED_OWNERS: ReadonlySet<string> = new Set(["trial", "x402"]);
+
 function apiKeyProblems(raw: string | undefined, production: boolean): string[] {
   if (!raw?.trim()) return ["API_KEYS is not set (comma-separated `owner:key` pairs)"];
   const problems: string[] = [];
@@ -54,6 +57,7 @@ function apiKeyProblems(raw: string | undefined, production: boolean): string[] 
       problems.push(`API_KEYS entry ${i + 1} is not \`owner:key\` (owner: letters, digits, _.@-; key: printable, no ',' or spaces)`);
       return;
     }
+    if (RESERVED_OWNERS.has(owner)) problems.push(`API_KEYS entry ${i + 1} uses the reserved owner name ${owner}`);
     if (seen.has(key)) problems.push(`API_KEYS entry ${i + 1} repeats another entry's key`);
     seen.add(key);
     if (production && KNOWN_DEVELOPMENT_VALUES.has(key)) problems.push(`API_KEYS entry ${i + 1} (${owner}) is a published development key`);

@@ -199,7 +199,7 @@ const TOOLS = [
 export function registerCompletionTools(server: McpServer, c: Context<AppEnv>, hooks: TaskHooks): void {
   for (const tool of TOOLS) {
     const handler = async (args: z.output<typeof tool.input>, extra: CallExtra): Promise<CallToolResult> => {
-      const { body, payment } = restArgs(args);
+      const { body, payment } = restArgs(args, extra as { _meta?: Record<string, unknown> });
       const res = await callRest(c, { method: "POST", path: tool.path, body: { ...body, stream: true }, payment });
       if (!res.ok || !res.headers.get("content-type")?.startsWith("text/event-stream")) return restResult(res);
       return readCompletionStream(c, res, extra, hooks, body.max_tokens);

@@ -1,5 +1,5 @@
 import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import type { ToolAnnotations } from "@modelcontextprotocol/sdk/types.js";
+import type { CallToolResult, ToolAnnotations } from "@modelcontextprotocol/sdk/types.js";
 import type { Context } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../env.ts";
@@ -16,7 +16,9 @@ export const PAYMENT = {
     .min(1)
     .max(16_384)
     .optional()
-    .describe("A payment receipt (x402), forwarded to the REST route as the X-PAYMENT header"),
+    .describe(
+      'An x402 payment (base64 JSON, what the X-PAYMENT header carries; or pass it in _meta["x402/payment"]): the call then goes to the route\'s x402 variant where one exists (completions v1, delegate and validate v1/v2, factcheck) and is paid by it',
+    ),
 };
 
 /** A REST body schema with `payment_proof` added (refinements kept: `safeExtend`). */
@@ -24,10 +26,30 @@ export const withPayment = <Shape extends z.ZodRawShape>(schema: z.ZodObject<Sha
   // No REST body has a `payment_proof` field, so the extension cannot clash (the generic cannot show it).
   schema.safeExtend(PAYMENT as never) as unknown as z.ZodObject<Shape & typeof PAYMENT>;
 
-/** The arguments without `payment_proof`: what the REST route gets as its body. */
-export function restArgs<T extends { payment_proof?: string }>(args: T): { body: Omit<T, "payment_proof">; payment?: string } {
+/**
+ * The arguments without `payment_proof`: what the REST route gets as its body; and the payment, from
+ * `payment_proof` or MCP's x402 convention `_meta["x402/payment"]` (a payment payload object, sent on as base64 JSON).
+ * A paid call goes to the route's x402 variant where it has one (lib/rest-call.ts x402PathOf).
+ */
+export function restArgs<T extends { payment_proof?: string }>(
+  args: T,
+  extra?: { _meta?: Record<string, unknown> },
+): { body: Omit<T, "payment_proof">; payment?: string } {
   const { payment_proof, ...body } = args;
-  return { body, payment: payment_proof };
+  const meta = extra?._meta?.["x402/payment"];
+  const fromMeta = meta && typeof meta === "object" ? btoa(JSON.stringify(meta)) : typeof meta === "string" ? meta : undefined;
+  return { body, payment: payment_proof ?? fromMeta };
+}
+
+/** MCP's x402 convention: the settlement (PAYMENT-RESPONSE) in the result's `_meta["x402/payment-response"]`. */
+export function withPaymentMeta(result: CallToolResult, res: Response): CallToolResult {
+  const header = res.headers.get("payment-response");
+  if (!header) return result;
+  try {
+    return { ...result, _meta: { ...result._meta, "x402/payment-response": JSON.parse(atob(header)) } };
+  } catch {
+    return result;
+  }
 }
 
 export interface RestToolDef<S extends z.ZodObject> {
@@ -53,9 +75,10 @@ export function registerRestTool<S extends z.ZodObject>(server: McpServer, c: Co
       annotations: def.annotations,
     },
     // The SDK's generic callback type cannot follow a generic schema; the arguments are S's output.
-    (async (args: z.output<S> & { payment_proof?: string }, extra: { signal: AbortSignal }) => {
-      const { body, payment } = restArgs(args);
-      return restResult(await callRest(c, { ...def.request(body as Omit<z.output<S>, "payment_proof">), payment, signal: extra.signal }));
+    (async (args: z.output<S> & { payment_proof?: string }, extra: { signal: AbortSignal; _meta?: Record<string, unknown> }) => {
+      const { body, payment } = restArgs(args, extra);
+      const res = await callRest(c, { ...def.request(body as Omit<z.output<S>, "payment_proof">), payment, signal: extra.signal });
+      return withPaymentMeta(await restResult(res), res);
     }) as never,
   );
 }

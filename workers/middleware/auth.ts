@@ -5,6 +5,8 @@ import { bearerToken } from "../lib/credentials.ts";
 import { gateKey } from "../lib/key-gate.ts";
 import { resolveClientKey } from "../lib/keys.ts";
 import { isTrialRequest, TRIAL_OWNER } from "../lib/trial.ts";
+import { X402_OWNER } from "../x402/config.ts";
+import { paidBy } from "../x402/credential.ts";
 
 /**
  * Bearer API keys for clients (static `API_KEYS` or managed keys, lib/keys.ts); sets `owner`, `keyId` and
@@ -16,6 +18,9 @@ import { isTrialRequest, TRIAL_OWNER } from "../lib/trial.ts";
  */
 export const trialCredential = createMiddleware<AppEnv>(async (c, next) => {
   if (isTrialRequest(c.req.raw)) c.set("trial", true);
+  // An x402 route's in-process request (routes/x402.ts), its payment verified and held: the payer.
+  const payer = paidBy(c.req.raw);
+  if (payer !== undefined) c.set("x402Payer", payer);
   await next();
 });
 
@@ -24,6 +29,13 @@ export const apiKeyAuth = createMiddleware<AppEnv>(async (c, next) => {
   if (c.get("trial")) {
     c.set("owner", TRIAL_OWNER);
     c.set("keyId", TRIAL_OWNER);
+    c.set("allowedModels", undefined);
+    return next();
+  }
+  // Paid with x402 (workers/x402/gate.ts verified and holds the payment): the shared x402 owner, no key.
+  if (c.get("x402Payer") !== undefined) {
+    c.set("owner", X402_OWNER);
+    c.set("keyId", X402_OWNER);
     c.set("allowedModels", undefined);
     return next();
   }

@@ -41,6 +41,12 @@ export const FAMILIES: Family[] = [
       "GET /api/v1/miners/{address}/ledger": "api_key",
     },
   },
+  {
+    tag: "Chain",
+    description: "The chain stake and payments settle on: token, staking contract, minimum stake; the development faucet.",
+    paths: /^\/api\/v1\/chain(\/faucet)?$/,
+    auth: "public",
+  },
   { tag: "Sessions", description: "Sessions: a model, its miners, a deposit.", paths: /^\/api\/v1\/sessions(\/.*)?$/, auth: "api_key" },
   { tag: "Tasks", description: "A session's tasks: list, read, cancel.", paths: /^\/api\/v1\/tasks\//, auth: "api_key" },
   {
@@ -59,6 +65,13 @@ export const FAMILIES: Family[] = [
     tag: "Trial",
     description: "Completions, delegate, validate and fact-check without an API key: a quota per client IP (TRIAL_QUOTA), small caps.",
     paths: /^\/api\/v[12]\/trial\/(completions(\/\{sessionId\})?|delegate|validate|factcheck|fact-check)$/,
+    auth: "public",
+  },
+  {
+    tag: "x402",
+    description:
+      "Paid per request with x402 instead of an API key (402 with PAYMENT-REQUIRED, then PAYMENT-SIGNATURE or v1 X-PAYMENT; settlement in PAYMENT-RESPONSE and the receipt).",
+    paths: /^\/api\/v[12]\/x402\/(ping|completions(\/\{sessionId\})?|delegate|validate|factcheck|fact-check)$/,
     auth: "public",
   },
   {
@@ -83,6 +96,12 @@ export const FAMILIES: Family[] = [
   { tag: "Keys", description: "An owner's managed API keys.", paths: /^\/api\/v1\/keys(\/.*)?$/, auth: "api_key" },
   { tag: "Usage", description: "Metered usage of a key.", paths: /^\/api\/v1\/usage(\/.*)?$/, auth: "api_key" },
   { tag: "Receipts", description: "Signed receipts, again by request id.", paths: /^\/api\/v1\/receipts(\/.*)?$/, auth: "api_key" },
+  {
+    tag: "Portal",
+    description: "The portal's live network stream (Server-Sent Events); its pages are static files under /portal/.",
+    paths: /^\/api\/v1\/network\/events$/,
+    auth: "api_key",
+  },
   { tag: "Admin", description: "Key and usage administration (ADMIN_SECRET).", paths: /^\/admin(\/.*)?$/, auth: "admin" },
   {
     tag: "A2A",

@@ -7,6 +7,9 @@ export const SUMMARIES: Record<string, string> = {
   "GET /api/v1/about": "The router: name, version, API versions, endpoints",
   "GET /api/v1/info": "The router: sessions, miners, receipt signer and domain",
   "GET /api/v1/status": "Network status: miners, sessions, the oracle's block",
+  "GET /api/v1/chain": "The chain: token, staking contract, unbonding delay, minimum stake, faucet",
+  "POST /api/v1/chain/faucet": "Development only: fund a wallet with gas and tUSD from the router key (rate limited)",
+  "GET /api/v1/network/events": "The network live (SSE): miners, block, results per second, latency",
   "GET /openapi.json": "This OpenAPI 3.1 document",
   "GET /docs": "The API reference page",
 
@@ -21,6 +24,8 @@ export const SUMMARIES: Record<string, string> = {
   "GET /api/v1/sessions": "The caller's and shared sessions, paged",
   "POST /api/v1/sessions": "Create a session (model, miners, deposit)",
   "GET /api/v1/sessions/{sessionId}": "A session",
+  "POST /api/v1/sessions/{sessionId}/deposits": "Add a paid deposit: a tUSD transfer's tx_hash, or an amount paid with x402",
+  "GET /api/v1/x402/ping": "x402: a paid no-op (check a client's payments)",
   "GET /api/v1/tasks/{sessionId}": "A session's tasks, paged",
   "GET /api/v1/tasks/{sessionId}/{taskId}": "A task",
   "POST /api/v1/tasks/{sessionId}/{taskId}/cancel": "Cancel the caller's task",

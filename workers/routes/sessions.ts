@@ -1,7 +1,10 @@
 import { Hono } from "hono";
+import { z } from "zod";
+import { depositsOf } from "../../durable-objects/session-queue/config.ts";
 import { nodePool } from "../../durable-objects/stubs.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
+import { chainDeposit, x402Deposit } from "../lib/deposits.ts";
 import { jsonBody, params, query } from "../lib/request-validation.ts";
 import { CreateSessionBody, PageQuery, SessionParam } from "../lib/schemas.ts";
 import { createSession } from "../lib/sessions.ts";
@@ -30,5 +33,21 @@ sessions.get("/:sessionId", params(SessionParam), async (c) => {
   const detail = await (await catalogQueue(c.env, sessionId))?.describe(c.get("owner"));
   const summary = detail ? await nodePool(c.env).getSession(sessionId) : null;
   if (!summary || !detail) throw new ApiError("session_not_found", `unknown session ${sessionId}`);
-  return c.json({ ...summary, config: detail.config, usage: detail.usage });
+  return c.json({ ...summary, config: detail.config, usage: detail.usage, deposits: depositsOf(detail.config) });
+});
+
+/** A paid deposit: `tx_hash` of a tUSD transfer to the router, or `amount` (tUSD base units) paid with x402 (lib/deposits.ts). */
+const DepositBody = z.union([
+  z.strictObject({ tx_hash: z.string().regex(/^0x[0-9a-fA-F]{64}$/, "a 32-byte transaction hash") }),
+  z.strictObject({ amount: z.union([z.string().regex(/^[1-9]\d{0,20}$/), z.number().int().positive().max(Number.MAX_SAFE_INTEGER)]) }),
+]);
+
+sessions.post("/:sessionId/deposits", params(SessionParam), jsonBody(DepositBody), async (c) => {
+  const { sessionId } = c.req.valid("param");
+  const body = c.req.valid("json");
+  const paid =
+    "tx_hash" in body
+      ? await chainDeposit(c, sessionId, body.tx_hash as `0x${string}`)
+      : await x402Deposit(c, sessionId, BigInt(body.amount));
+  return c.json({ session_id: sessionId, deposit: paid.entry, total: paid.config.deposit, deposits: depositsOf(paid.config) }, 201);
 });
