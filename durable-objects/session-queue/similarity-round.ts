@@ -8,10 +8,11 @@ import type { OpenTask, Replica } from "./task.ts";
 import { eligibleValidators, type Panel, panelFor } from "./validators.ts";
 
 // The similarity round of a task whose committed outputs differ: validators (miners serving the session's
-// embedding model: outsiders only, or at least three of the task's own replicas when no outsider exists —
-// validators.ts) embed every output; the SessionQueue computes the cosine distances
-// itself, takes the element-wise median over validators and names outliers (similarity.ts). Rounds live in
-// memory; after an eviction the alarm finds the task with every replica reported and starts a new one.
+// embedding model: outsiders only, or at least three of the task's own replicas when no outsider exists, one of
+// them possibly a replica the task rejected or timed out — validators.ts) embed every output; the SessionQueue
+// computes the cosine distances itself, takes the element-wise median over validators and names outliers
+// (similarity.ts). Rounds live in memory; after an eviction the alarm finds the task with every replica
+// reported and starts a new one.
 
 /** How long a validator has to embed a task's outputs (the first call may load its embedding model). */
 export const VALIDATION_TIMEOUT_MS = 15_000;
@@ -27,6 +28,8 @@ interface Round {
   tried: Set<string>;
   /** Outsiders, or (when none exists) the task's own replicas, at least three answering (validators.ts). */
   panel: Panel;
+  /** The caught replicas (rejected or timed out) admitted to make up the three insiders: `panel.caught` of them. */
+  admitted: Set<string>;
   /** The embedding dimension of the first well-formed answer: every other validator's must match it. */
   dim?: number;
 }
@@ -79,14 +82,15 @@ export class SimilarityRounds {
   /** Asks validators to embed the committed outputs; null once asked, else why not (the task is judged on hashes). */
   start(task: OpenTask, committed: Replica[], now: number): string | null {
     const cfg = this.parts.config();
-    const { outsiders, insiders } = this.eligible(task);
-    const panel = panelFor(outsiders.length, cfg.validator_count);
-    if (panel.insiders && insiders.length < panel.need) {
+    const { outsiders, insiders, caught } = this.eligible(task);
+    const panel = panelFor(outsiders.length, cfg.validator_count, insiders.length, caught.length);
+    if (panel.insiders && insiders.length + panel.caught < panel.need) {
       return outsiders.length + insiders.length === 0
         ? `no validator serving ${cfg.embedding_model} is connected; fell back to exact hashes`
         : `every validator serving ${cfg.embedding_model} is a replica of this task and fewer than ${panel.need} are connected; fell back to exact hashes`;
     }
-    const round: Round = { miners: [], texts: [], asked: new Map(), answers: new Map(), tried: new Set(), panel };
+    const admitted = new Set(this.leastLoaded(caught, panel.caught).map((m) => m.claims.address));
+    const round: Round = { miners: [], texts: [], asked: new Map(), answers: new Map(), tried: new Set(), panel, admitted };
     for (const r of committed) {
       round.miners.push(r.miner);
       round.texts.push(this.parts.store.committedText(task.id, r.miner));
@@ -136,19 +140,24 @@ export class SimilarityRounds {
     return eligibleValidators(task, this.parts.sockets.connected(), model, (a) => this.parts.load.benched(a));
   }
 
+  private leastLoaded(miners: readonly MinerSocket[], count: number): MinerSocket[] {
+    return [...miners].sort((a, b) => this.parts.load.ratio(a) - this.parts.load.ratio(b)).slice(0, count);
+  }
+
   /**
    * Sends `embed` to up to `count` untried validators of the round's panel (outsiders, or the task's replicas
-   * when no outsider exists), the least loaded first.
+   * and the caught ones admitted when no outsider exists), the least loaded first.
    */
   private ask(task: OpenTask, round: Round, count: number, now: number): number {
     const model = this.parts.config().embedding_model;
     const deadline = Math.min(task.deadline_at, now + VALIDATION_TIMEOUT_MS);
     if (deadline <= now) return 0;
-    const { outsiders, insiders } = this.eligible(task);
-    const picked = (round.panel.insiders ? insiders : outsiders)
-      .filter((m) => !round.tried.has(m.claims.address))
-      .sort((a, b) => this.parts.load.ratio(a) - this.parts.load.ratio(b))
-      .slice(0, count);
+    const { outsiders, insiders, caught } = this.eligible(task);
+    const pool = round.panel.insiders ? [...insiders, ...caught.filter((m) => round.admitted.has(m.claims.address))] : outsiders;
+    const picked = this.leastLoaded(
+      pool.filter((m) => !round.tried.has(m.claims.address)),
+      count,
+    );
     for (const m of picked) {
       round.tried.add(m.claims.address);
       round.asked.set(m.claims.address, deadline);

@@ -1,5 +1,8 @@
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
+import type { MinerSocket } from "../../durable-objects/miner-sockets.ts";
+import type { OpenTask } from "../../durable-objects/session-queue/task.ts";
+import { eligibleValidators, panelFor } from "../../durable-objects/session-queue/validators.ts";
 import { favour } from "../../miner-agent/src/dishonest-validator.ts";
 import type { EmbedMessage, SessionMinerMessage } from "../../shared/protocol.ts";
 import app from "../../workers/index.ts";
@@ -46,6 +49,16 @@ const lying =
     const mine = m.texts.indexOf(own);
     return { type: "embeddings", task_id: m.task_id, model, vectors: mine < 0 ? vectors : favour(vectors, mine) };
   };
+
+/** A validator that says every output is as far from every other as can be (one-hot vectors): no two agree. */
+const apart =
+  (model: string) =>
+  (m: EmbedMessage): SessionMinerMessage => ({
+    type: "embeddings",
+    task_id: m.task_id,
+    model,
+    vectors: m.texts.map((_, i) => Array.from({ length: 64 }, (_, j) => (j === i ? 1 : 0))),
+  });
 
 describe("no answer without a quorum", () => {
   /** The issue's case: k = 3, the third replica times out with nobody to replace it, the two left disagree. */
@@ -219,6 +232,125 @@ describe("validators cannot be captured", () => {
     expect(body.consensus).toMatchObject({ method: "similarity", status: "agreed", outliers: [liar.address] });
     expect(new Set(body.consensus.similarity.validators)).toEqual(new Set([...ms, liar].map((m) => m.address)));
     expect(honest).toContain(body.choices[0].text);
+  });
+});
+
+describe("a replica caught in its task makes up the third validator", () => {
+  const socket = (address: string, models: string[]) => ({ ws: null, claims: { address, models } }) as unknown as MinerSocket;
+  const taskOf = (states: Record<string, string>) =>
+    ({ replicas: new Map(Object.entries(states).map(([miner, state]) => [miner, { miner, state }])) }) as unknown as OpenTask;
+
+  it("only to reach three insiders, never beside an outsider, and only while caught ones are a minority", () => {
+    const emb = "emb";
+    const all = ["a", "b", "c", "d", "e"].map((x) => socket(x, ["llm", emb]));
+    const task = taskOf({ a: "committed", b: "committed", c: "rejected", d: "timed_out", e: "released" });
+    const v = eligibleValidators(task, all, emb, () => false);
+    expect(v.insiders.map((m) => m.claims.address)).toEqual(["a", "b"]);
+    expect(v.caught.map((m) => m.claims.address)).toEqual(["c", "d"]);
+    expect(v.outsiders).toEqual([]);
+    // Benched, or not serving the embedding model: not caught-and-eligible either.
+    const notEligible = eligibleValidators(task, [...all.slice(0, 2), socket("c", ["llm"]), all[3]], emb, (a) => a === "d");
+    expect(notEligible.caught).toEqual([]);
+
+    // Two committed replicas and a caught one: it makes up the three (one of three), whatever validator_count says.
+    expect(panelFor(0, 1, 2, 1)).toEqual({ insiders: true, wanted: 3, need: 3, caught: 1 });
+    expect(panelFor(0, 5, 2, 2)).toEqual({ insiders: true, wanted: 5, need: 3, caught: 1 });
+    // Three committed: no caught validator. One committed: two caught would be a majority — none (and one
+    // output needs no round anyway). Nobody caught: fewer than three, exact hashes.
+    expect(panelFor(0, 1, 3, 1).caught).toBe(0);
+    expect(panelFor(0, 1, 1, 2).caught).toBe(0);
+    expect(panelFor(0, 1, 2, 0).caught).toBe(0);
+    // An outsider is connected: only outsiders validate.
+    expect(panelFor(1, 1, 2, 1)).toEqual({ insiders: false, wanted: 1, need: 1, caught: 0 });
+  });
+
+  async function oneCheater(
+    cheat: "commit_mismatch" | "bad_signature",
+    cheaterEmbed: (emb: string) => (m: EmbedMessage) => SessionMinerMessage,
+  ) {
+    const model = uniq("model");
+    const emb = uniq("embed");
+    const honest = ["red green blue sky", "red green blue sea"];
+    const ms: TestMiner[] = [];
+    for (const t of honest) ms.push(await miners.start({ models: [model, emb], text: () => t, embed: honestValidator(emb) }));
+    const cheater = await miners.start({
+      models: [model, emb],
+      text: () => "red green blue sun",
+      behaviour: cheat,
+      embed: cheaterEmbed(emb),
+    });
+    const sid = await createSession({
+      model,
+      redundancy: 3,
+      max_miners: 3,
+      embedding_model: emb,
+      consensus: "similarity",
+      dispersion_threshold: 0.5,
+      task_timeout: 30,
+    });
+    for (const m of [...ms, cheater]) await m.join(sid);
+    const res = await complete(sid, { prompt: "colours", temperature: 0.8 });
+    return { res, body: await json(res), ms, cheater, sid, honest };
+  }
+
+  it("a 3-miner similarity session with one rejected replica answers: a round runs and the honest samples agree", async () => {
+    // Before: the two honest samples differ, the rejected replica could not validate and two replicas may not
+    // judge each other, so every such task failed 409 no_consensus (bench:cheats, bad-commit: 0 % answered).
+    for (const cheat of ["commit_mismatch", "bad_signature"] as const) {
+      const { res, body, ms, cheater, sid, honest } = await oneCheater(cheat, honestValidator);
+      expect(res.status, `${cheat}: ${JSON.stringify(body)}`).toBe(200);
+      expect(body.consensus).toMatchObject({ method: "similarity", status: "agreed", outliers: [] });
+      expect(new Set(body.consensus.agreed)).toEqual(new Set(ms.map((m) => m.address)));
+      expect(new Set(body.consensus.similarity.validators)).toEqual(new Set([...ms, cheater].map((m) => m.address)));
+      expect(honest).toContain(body.choices[0].text);
+      expect(embedsTo(cheater, sid)).toHaveLength(1);
+      const task = await getTask(sid, body.task_id);
+      expect(task.replicas.find((r) => r.miner === cheater.address)?.state).toBe("rejected");
+    }
+  });
+
+  it("a rejected replica that lies as the third validator is outvoted by the median", async () => {
+    const { res, body, ms, cheater, honest } = await oneCheater("commit_mismatch", apart);
+    expect(res.status, JSON.stringify(body)).toBe(200);
+    // Its word alone would call the two samples apart (no quorum, no answer); the median of three does not.
+    expect(body.consensus).toMatchObject({ method: "similarity", status: "agreed", outliers: [] });
+    expect(new Set(body.consensus.agreed)).toEqual(new Set(ms.map((m) => m.address)));
+    expect(body.consensus.similarity.validators).toContain(cheater.address);
+    expect(body.consensus.similarity.distances[ms[0].address]).toBeLessThan(0.5);
+    expect(honest).toContain(body.choices[0].text);
+  });
+
+  it("two of three replicas rejected: one output, no validator asked, no answer", async () => {
+    const model = uniq("model");
+    const emb = uniq("embed");
+    const honest = await miners.start({ models: [model, emb], text: () => "red green blue sky", embed: honestValidator(emb) });
+    const cheaters: TestMiner[] = [];
+    for (let i = 0; i < 2; i++) {
+      cheaters.push(
+        await miners.start({ models: [model, emb], text: () => `junk ${i}`, behaviour: "commit_mismatch", embed: honestValidator(emb) }),
+      );
+    }
+    const sid = await createSession({
+      model,
+      redundancy: 3,
+      max_miners: 3,
+      embedding_model: emb,
+      consensus: "similarity",
+      dispersion_threshold: 0.5,
+      task_timeout: 3,
+    });
+    for (const m of [honest, ...cheaters]) await m.join(sid);
+    const res = await complete(sid, { prompt: "colours", temperature: 0.8 });
+    const body = await json(res);
+    // One committed output is no quorum and needs no round: nothing is judged, and with no slot left to fill the
+    // task fails at its deadline (504 timeout, as before this change); the lone output is not the answer.
+    expect(res.status, JSON.stringify(body)).toBe(504);
+    expect(body.error.code).toBe("timeout");
+    expect(JSON.stringify(body)).not.toContain("red green blue sky");
+    for (const m of [honest, ...cheaters]) expect(embedsTo(m, sid)).toHaveLength(0);
+    const task = await getTask(sid, body.error.details.task_id);
+    expect(task.status).toBe("failed");
+    expect(task.replicas.filter((r) => r.state === "rejected")).toHaveLength(2);
   });
 });
 
