@@ -47,9 +47,14 @@ const MAX_INIT_BYTES = 16 * 1024;
 
 export type PushResult = "ok" | "gone" | "too_large";
 
+/** How stale the stored last use may grow before a use writes it again. */
+const USE_WRITE_MS = 60_000;
+
 export class McpSession extends DurableObject<Env> {
   private meta: SessionMeta | null | undefined;
   private stream: SseWriter | null = null;
+  /** last_used_at as stored: a use writes it again only once it is USE_WRITE_MS old. */
+  private storedUse = 0;
 
   // ---- a session --------------------------------------------------------------------------------------------
 
@@ -75,8 +80,7 @@ export class McpSession extends DurableObject<Env> {
   async owner(): Promise<string | null> {
     const meta = await this.live();
     if (!meta) return null;
-    meta.last_used_at = Date.now();
-    await this.save(meta);
+    await this.touch(meta);
     return meta.owner;
   }
 
@@ -84,9 +88,17 @@ export class McpSession extends DurableObject<Env> {
   async use(owner: string): Promise<boolean> {
     const meta = await this.live();
     if (meta?.owner !== owner) return false;
-    meta.last_used_at = Date.now();
-    await this.save(meta);
+    await this.touch(meta);
     return true;
+  }
+
+  /**
+   * Marks the session used. Every request of a session passes here, so the write waits until the stored time is
+   * USE_WRITE_MS old: an eviction forgets at most that much of the idle clock (sessions idle out after minutes).
+   */
+  private async touch(meta: SessionMeta): Promise<void> {
+    meta.last_used_at = Date.now();
+    if (meta.last_used_at - this.storedUse >= USE_WRITE_MS) await this.save(meta);
   }
 
   /** Ends the session (its stream too); false when there was none. */
@@ -229,12 +241,16 @@ export class McpSession extends DurableObject<Env> {
   }
 
   private async load(): Promise<SessionMeta | null> {
-    if (this.meta === undefined) this.meta = (await this.ctx.storage.get<SessionMeta>("meta")) ?? null;
+    if (this.meta === undefined) {
+      this.meta = (await this.ctx.storage.get<SessionMeta>("meta")) ?? null;
+      this.storedUse = this.meta?.last_used_at ?? 0;
+    }
     return this.meta;
   }
 
   private async save(meta: SessionMeta): Promise<void> {
     this.meta = meta;
+    this.storedUse = meta.last_used_at;
     await this.ctx.storage.put("meta", meta);
   }
 

@@ -119,6 +119,24 @@ describe("McpSession: a session and its tool calls", () => {
   });
 });
 
+describe("McpSession: the idle clock's writes", () => {
+  it("writes a use at most once a minute (every request of a session passes here); an older stored use is written again", async () => {
+    const stub = mcpSession(env, uniq("s"));
+    await stub.open("alice", "streamable");
+    const stored = () =>
+      runInDurableObject(stub, async (_o, state) => (await state.storage.get<{ last_used_at: number }>("meta"))!.last_used_at);
+    const first = await stored();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(await stub.use("alice")).toBe(true);
+    expect(await stub.owner()).toBe("alice");
+    expect(await stored()).toBe(first); // used again within a minute of the stored use: nothing written
+    await age(stub, 60_000);
+    const aged = await stored();
+    expect(await stub.use("alice")).toBe(true);
+    expect(await stored()).toBeGreaterThanOrEqual(aged + 60_000);
+  });
+});
+
 describe("McpSession: the legacy stream", () => {
   async function openLegacy(owner: string) {
     const id = hexId();
