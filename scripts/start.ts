@@ -65,6 +65,9 @@ children.push(
     "--persist-to",
     ".wrangler/state",
     ...Object.entries(chain.vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
+    // wrangler dev takes from .dev.vars only the secrets named in [secrets].required; this optional one (x402's
+    // in-process facilitator) is passed on, or the x402 routes would be off.
+    ...(devVars.vars.FACILITATOR_KEY ? ["--var", `FACILITATOR_KEY:${devVars.vars.FACILITATOR_KEY}`] : []),
   ]),
 );
 
