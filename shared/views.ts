@@ -181,3 +181,20 @@ export interface EmbeddingJobView {
   /** The agreed vectors, one per text (single-task reads of a closed job; lists leave them out: null). */
   vectors: number[][] | null;
 }
+
+/**
+ * One event of the portal's live stream, GET /api/v1/network/events (workers/portal/network-feed.ts). `M` is the
+ * miner view: the router sends its whole MinerView, the portal (portal/src) reads the fields it shows.
+ */
+export interface NetworkEvent<M> {
+  at: number;
+  block: { height: number; interval_ms: number; at: number };
+  connected: number;
+  active_sessions: number;
+  total_sessions: number;
+  miners: M[];
+  /** Σ of every miner's reputation `tasks` (each scored replica result): viewers derive results per second from it. */
+  results_total: number;
+  /** Percentiles over the online miners' moving-average task latency (assignment to commit), ms; null: none yet. */
+  latency_ms: { p50: number | null; p90: number | null; p99: number | null };
+}

@@ -1,3 +1,4 @@
+import type { NetworkEvent as SharedNetworkEvent } from "../../shared/views.ts";
 import { ApiFailure, sse } from "./api.ts";
 
 // The router's live network stream (GET /api/v1/network/events), reopened when it ends (each stream has a lifetime)
@@ -27,16 +28,7 @@ export interface Miner {
   };
 }
 
-export interface NetworkEvent {
-  at: number;
-  block: { height: number; interval_ms: number; at: number };
-  connected: number;
-  active_sessions: number;
-  total_sessions: number;
-  miners: Miner[];
-  results_total: number;
-  latency_ms: { p50: number | null; p90: number | null; p99: number | null };
-}
+export type NetworkEvent = SharedNetworkEvent<Miner>;
 
 interface Subscriber {
   onEvent: (e: NetworkEvent) => void;

@@ -121,6 +121,18 @@ async function rpc(rpcUrl: string, method: string, params: unknown[]): Promise<u
  * blocks are `seconds` ahead of the wall clock (an x402 authorisation valid for minutes by the wall clock may then
  * be expired on chain — use a chain of its own for time travel).
  */
+/** EIP-3009 typed data: what a payer signs to authorise a TestUSD transfer (the x402 "exact" scheme). */
+export const TRANSFER_WITH_AUTHORIZATION_TYPES = {
+  TransferWithAuthorization: [
+    { name: "from", type: "address" },
+    { name: "to", type: "address" },
+    { name: "value", type: "uint256" },
+    { name: "validAfter", type: "uint256" },
+    { name: "validBefore", type: "uint256" },
+    { name: "nonce", type: "bytes32" },
+  ],
+} as const;
+
 export async function increaseTime(rpcUrl: string, seconds: number): Promise<void> {
   await rpc(rpcUrl, "evm_increaseTime", [seconds]);
   await rpc(rpcUrl, "evm_mine", []);

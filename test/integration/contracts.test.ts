@@ -5,23 +5,21 @@ import { createWalletClient, type Hex, hashDomain, http, keccak256, parseEventLo
 import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { caip2, minerStakingAbi, TOKEN_DOMAIN, testUsdAbi, viemChain } from "../../shared/chain.ts";
-import { type ChainAccount, chainClients, increaseTime, type LocalChain, startChain, tokenBalance } from "../helpers/chain.ts";
+import {
+  type ChainAccount,
+  chainClients,
+  increaseTime,
+  type LocalChain,
+  startChain,
+  TRANSFER_WITH_AUTHORIZATION_TYPES,
+  tokenBalance,
+} from "../helpers/chain.ts";
 
 // The project's contracts (chain/contracts) on the real local chain: TestUSD's EIP-3009 authorisations (what x402
 // settles with) and MinerStaking's stake, unbonding and slashing. One chain for the file; the EIP-3009 tests run
 // first because the staking tests move the chain's clock forward.
 
 const UNBONDING = 3600;
-const TRANSFER_TYPES = {
-  TransferWithAuthorization: [
-    { name: "from", type: "address" },
-    { name: "to", type: "address" },
-    { name: "value", type: "uint256" },
-    { name: "validAfter", type: "uint256" },
-    { name: "validBefore", type: "uint256" },
-    { name: "nonce", type: "bytes32" },
-  ],
-} as const;
 
 let chain: LocalChain;
 
@@ -56,7 +54,7 @@ async function authorise(
   };
   const signature = await privateKeyToAccount(signer.privateKey).signTypedData({
     domain: { ...TOKEN_DOMAIN, chainId: chain.chainId, verifyingContract: chain.token },
-    types: TRANSFER_TYPES,
+    types: TRANSFER_WITH_AUTHORIZATION_TYPES,
     primaryType: "TransferWithAuthorization",
     message,
   });

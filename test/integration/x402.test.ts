@@ -9,7 +9,7 @@ import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { testUsdAbi } from "../../shared/chain.ts";
 import { verifyReceipt } from "../../shared/receipt.ts";
-import { chainClients, type LocalChain, startChain, tokenBalance } from "../helpers/chain.ts";
+import { chainClients, type LocalChain, startChain, TRANSFER_WITH_AUTHORIZATION_TYPES, tokenBalance } from "../helpers/chain.ts";
 import { api, type Miner, type Router, startMiner, startRouter, until } from "../helpers/network.ts";
 
 // x402 through the real router (wrangler dev), a real miner and a real local chain (ganache, TestUSD with
@@ -67,16 +67,7 @@ async function signed(req: PaymentRequirements, o: { value?: bigint; validBefore
   };
   const signature = await account.signTypedData({
     domain: { name: "Test USD", version: "1", chainId: 31337, verifyingContract: o.asset ?? (req.asset as Address) },
-    types: {
-      TransferWithAuthorization: [
-        { name: "from", type: "address" },
-        { name: "to", type: "address" },
-        { name: "value", type: "uint256" },
-        { name: "validAfter", type: "uint256" },
-        { name: "validBefore", type: "uint256" },
-        { name: "nonce", type: "bytes32" },
-      ],
-    },
+    types: TRANSFER_WITH_AUTHORIZATION_TYPES,
     primaryType: "TransferWithAuthorization",
     message: {
       ...authorization,

@@ -1,23 +1,15 @@
 import type { MinerView } from "../../durable-objects/pool-miners.ts";
 import { nodePool, oracle } from "../../durable-objects/stubs.ts";
+import type { NetworkEvent as SharedNetworkEvent } from "../../shared/views.ts";
 
 // The portal's live network view (GET /api/v1/network/events). What one event carries: the miners as the caller may
 // see them (the same pool read as GET /api/v1/miners: its own and the shared sessions only, no prompts anywhere),
 // the oracle's block, and figures derived from the miners' public counters. One pool read per owner per interval
 // per isolate however many viewers watch (the cache below); the viewers per client IP are capped.
 
-export interface NetworkEvent {
-  at: number;
-  block: { height: number; interval_ms: number; at: number };
-  connected: number;
-  active_sessions: number;
-  total_sessions: number;
-  miners: MinerView[];
+/** What the router sends: the shared event with the pool's whole miner views and its overview's stats. */
+export interface NetworkEvent extends SharedNetworkEvent<MinerView> {
   stats: unknown;
-  /** Σ of every miner's reputation `tasks` (each scored replica result): viewers derive results per second from it. */
-  results_total: number;
-  /** Percentiles over the online miners' moving-average task latency (assignment to commit), ms; null: none yet. */
-  latency_ms: { p50: number | null; p90: number | null; p99: number | null };
 }
 
 const cache = new Map<string, { at: number; event: Promise<NetworkEvent> }>();
