@@ -20,7 +20,16 @@
 //                     (temperature 0.8 and max_tokens 48 unless given) and a validator miner embeds the outputs;
 //                     prints the cosine distances seen, to calibrate the dispersion threshold
 //   --temperature=T   sampling temperature (default 0, greedy; 0.8 with --consensus=similarity)
+//   --seed=N          the client pins task i's seed to N + i: honest replicas sample the same text, so (similarity)
+//                     validators judge cheaters against identical honest outputs rather than independent samples
+//   --consensus=verify  verified sampling at k = 1 (48 tokens at temperature 0.8 unless given): validators outside
+//                     the task re-score the one replica's output; prints the margins (bench/cheats-verify.ts).
+//                     Cheats: junk, wrong-model, perturbed-weights, copy, usage-inflate (run one at a time with
+//                     --only and --in-flight=3 so the cheater gets a third of the tasks)
+//   --verify-fraction=F  spot-check that share of positions instead of every one (verify)
+//   --cost=N          (verify) then N tasks each of verified k = 1, unverified k = 1 and exact k = 3: latency, miner CPU
 import { API_KEY, api, type Miner, type Router, startMiner, startRouter, until } from "../test/helpers/network.ts";
+import { type Margins, newMargins, noteVerification, printMargins, runCost, type VerificationView } from "./cheats-verify.ts";
 
 const MODES = [
   "junk",
@@ -32,6 +41,7 @@ const MODES = [
   "usage-inflate",
   "oversize",
   "lying-validator",
+  "perturbed-weights",
 ] as const;
 type Mode = (typeof MODES)[number];
 
@@ -40,11 +50,17 @@ const HONEST = Number(args.get("honest") ?? 200);
 const PER_CHEAT = Number(args.get("per-cheat") ?? 50);
 const CONSENSUS = args.get("consensus") ?? "auto";
 const SIMILARITY = CONSENSUS === "similarity";
-const MAX_TOKENS = Number(args.get("max-tokens") ?? (SIMILARITY ? 48 : 8));
-const TEMPERATURE = Number(args.get("temperature") ?? (SIMILARITY ? 0.8 : 0));
+const VERIFY = CONSENSUS === "verify";
+const MAX_TOKENS = Number(args.get("max-tokens") ?? (SIMILARITY || VERIFY ? 48 : 8));
+const TEMPERATURE = Number(args.get("temperature") ?? (SIMILARITY || VERIFY ? 0.8 : 0));
+/** Verified sampling runs one replica per task; the others, three. */
+const K = VERIFY ? 1 : 3;
+const VERIFY_FRACTION = args.has("verify-fraction") ? Number(args.get("verify-fraction")) : undefined;
+const COST = Number(args.get("cost") ?? 0);
 const IN_FLIGHT = Number(args.get("in-flight") ?? 2);
 const SETTLE_MS = Number(args.get("settle-ms") ?? 8000);
 const PRECOMMIT_TIMEOUT = args.has("precommit-timeout") ? Number(args.get("precommit-timeout")) : undefined;
+const SEED = args.has("seed") ? Number(args.get("seed")) : undefined;
 const only = args.get("only")?.split(",");
 /** REPUTATION_FLOOR for the router: 0 keeps every cheater in play, so each of its replicas is judged. */
 const FLOOR = args.get("reputation-floor");
@@ -74,7 +90,7 @@ const pct = (a: number, b: number) => (b === 0 ? "n/a" : `${((100 * a) / b).toFi
 
 async function session(router: Router, miners: Miner[]): Promise<string> {
   const res = await api(router, "/api/v1/sessions", {
-    body: { deposit: 1e8, redundancy: 3, max_miners: 3, mode: "dedicated", dedicated_miners: miners.map(addr), consensus: CONSENSUS },
+    body: { deposit: 1e8, redundancy: K, max_miners: 3, mode: "dedicated", dedicated_miners: miners.map(addr), consensus: CONSENSUS },
   });
   if (res.status !== 201) throw new Error(`session: ${JSON.stringify(res.body)}`);
   await until(
@@ -109,6 +125,8 @@ interface Report {
   // Similarity consensus: each replica's cosine distance to the chosen output, by who produced it.
   distances: Record<string, number[]>;
   methods: Record<string, number>;
+  /** Verified sampling: the verdicts' margins and evidence. */
+  margins: Margins;
   failures: Record<string, number>;
   failedViews: string[];
 }
@@ -124,6 +142,8 @@ interface TaskView {
     agreed: string[];
     outliers?: string[];
     similarity?: { distances?: Record<string, number> };
+    note?: string;
+    verification?: VerificationView;
   };
 }
 interface Network {
@@ -187,13 +207,16 @@ async function runJobs(router: Router, jobs: Job[]): Promise<void> {
   await Promise.all(
     Array.from({ length: IN_FLIGHT }, async () => {
       while (next < jobs.length) {
-        const job = jobs[next++]!;
+        const index = next++;
+        const job = jobs[index]!;
         const res = await api(router, `/api/v1/completions/${job.sid}`, {
           body: {
             prompt: job.prompt,
             max_tokens: MAX_TOKENS,
             temperature: TEMPERATURE,
+            ...(VERIFY_FRACTION === undefined ? {} : { verify: { fraction: VERIFY_FRACTION } }),
             ...(PRECOMMIT_TIMEOUT === undefined ? {} : { precommit_timeout: PRECOMMIT_TIMEOUT }),
+            ...(SEED === undefined ? {} : { seed: SEED + index }),
           },
         });
         job.status = res.status;
@@ -210,7 +233,15 @@ async function runJobs(router: Router, jobs: Job[]): Promise<void> {
 
 // Reads each job's task view, one after another, into the per-group tallies.
 async function judge(router: Router, jobs: Job[], net: Network): Promise<Report> {
-  const report: Report = { tally: new Map(), accusations: [], distances: {}, methods: {}, failures: {}, failedViews: [] };
+  const report: Report = {
+    tally: new Map(),
+    accusations: [],
+    distances: {},
+    methods: {},
+    margins: newMargins(),
+    failures: {},
+    failedViews: [],
+  };
   for (const job of jobs) await judgeJob(router, job, net, report);
   return report;
 }
@@ -248,6 +279,7 @@ async function judgeJob(router: Router, job: Job, net: Network, report: Report):
     );
   }
   noteConsensus(view, net, report);
+  if (VERIFY) noteVerification(report.margins, view.consensus);
   judgeReplicas(job, view, t, net, report);
 }
 
@@ -300,6 +332,7 @@ function printReport(report: Report): void {
   printHonest(report);
   console.log(`  consensus verdicts: ${JSON.stringify(report.methods)}`);
   printDistances(report.distances);
+  if (VERIFY) printMargins(report.margins);
   printDetection(report.tally);
 }
 
@@ -336,7 +369,9 @@ function printDistances(distances: Record<string, number[]>): void {
 }
 
 function printDetection(tally: Map<string, Tally>): void {
-  console.log("\ndetection at k = 3 (2 honest + 1 cheater per task)");
+  console.log(
+    `\ndetection at k = ${K} (${VERIFY ? "sessions of 2 honest miners + 1 cheater, one replica per task" : "2 honest + 1 cheater per task"})`,
+  );
   for (const mode of modes) {
     const t = tally.get(mode)!;
     const missed = Object.entries(t.missed)
@@ -363,7 +398,7 @@ function printCopies(copier: Miner, t: Tally): void {
 
 async function main(): Promise<void> {
   console.log(
-    `cheat bench: k = 3, ${runHonest ? HONEST : 0} honest tasks, ${PER_CHEAT} per cheat (${modes.join(", ")}), ` +
+    `cheat bench: k = ${K}, ${runHonest ? HONEST : 0} honest tasks, ${PER_CHEAT} per cheat (${modes.join(", ")}), ` +
       `max_tokens ${MAX_TOKENS}, temperature ${TEMPERATURE}, consensus ${CONSENSUS}`,
   );
   const router = await startRouter(FLOOR === undefined ? {} : { vars: { REPUTATION_FLOOR: FLOOR } });
@@ -375,6 +410,7 @@ async function main(): Promise<void> {
     const report = await judge(router, jobs, net);
     printReport(report);
     if (net.cheaters.has("copy")) printCopies(net.cheaters.get("copy")!, report.tally.get("copy")!);
+    if (VERIFY && COST > 0) await runCost(router, net.honest, COST, MAX_TOKENS, TEMPERATURE);
   } finally {
     await Promise.all(miners.map((m) => m.stop("SIGKILL")));
     await router.stop();

@@ -2,7 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import { type Hex, verifyMessage } from "viem";
 import type { MinerRegisterRequest, ModelContext } from "../shared/api.ts";
 import type { Failure } from "../shared/errors.ts";
-import { PoolMinerMessage, type PoolServerMessage, parseMessage } from "../shared/protocol.ts";
+import { POOL_PING, POOL_PONG, PoolMinerMessage, type PoolServerMessage, parseMessage } from "../shared/protocol.ts";
 import { type RouterIdentity, registrationMessage } from "../shared/signing.ts";
 import type { SessionConfig } from "../shared/views.ts";
 import { backgroundChain } from "./chain-stake.ts";
@@ -17,6 +17,7 @@ import {
   saveContexts,
 } from "./miner-credentials.ts";
 import { type MinerClaims, MinerSockets, upgradeClaims } from "./miner-sockets.ts";
+import { BlockClock } from "./oracle.ts";
 import { planAssignments, sessionsPerSlot } from "./pool-assignment.ts";
 import {
   activeSessions,
@@ -29,6 +30,7 @@ import {
   sessionSummary,
   setMinerCounts,
 } from "./pool-catalog.ts";
+import { PoolLiveness } from "./pool-liveness.ts";
 import {
   type MinerRow,
   type MinerStats,
@@ -39,7 +41,9 @@ import {
   networkOverview,
   type Presence,
 } from "./pool-miners.ts";
+import { benchedMiners, poolPolicy, reputationScores } from "./pool-policy.ts";
 import { type FaucetOutcome, grantFaucet, refreshStakes, registrationStake } from "./pool-stake.ts";
+import { Summary } from "./pool-summary.ts";
 import {
   applyOutcomes,
   isBenched,
@@ -60,6 +64,8 @@ export type { MinerView, SessionSummary };
 const CHALLENGE_TTL_MS = 5 * 60_000;
 /** A slash waits this long for others to share its batch transaction. */
 const SLASH_BATCH_MS = 1_000;
+/** Connects and leaves within this long share one rebalance (a mass reconnect costs O(miners) per batch, not per miner). */
+const REBALANCE_MS = 200;
 
 /**
  * The miner registry: wallet identity (proven by a signed challenge), models, device, capacity, heartbeats,
@@ -69,12 +75,36 @@ const SLASH_BATCH_MS = 1_000;
 export class NodePool extends DurableObject<Env> {
   private readonly sql: SqlStorage;
   private readonly sockets: MinerSockets<PoolServerMessage>;
+  /** Heartbeat figures and liveness in memory, written in batches (pool-liveness.ts). */
+  private readonly live: PoolLiveness;
+  private readonly stats = new Summary<MinerStats>();
+  private readonly figures = new Summary<ReturnType<typeof networkOverview>>();
+  /** Connected miners, kept as they come and go (seeded from the sockets after a wake). */
+  private connectedSet: Set<string> | null = null;
+  private readonly pending = {
+    exclude: new Set<string>(),
+    notify: new Set<string>(),
+    timer: undefined as ReturnType<typeof setTimeout> | undefined,
+  };
+  /** The block height from one oracle snapshot (heights follow from genesis and interval), not an oracle call per connect. */
+  private readonly clock: BlockClock;
+  private clockLoaded: Promise<void> | null = null;
+  private staleArmed = false;
+  /** When the alarm was due (null: not known since the wake). */
+  private alarmDue: number | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.sockets = new MinerSockets(ctx);
+    this.live = new PoolLiveness(ctx);
+    this.clock = new BlockClock(
+      () => oracle(env).snapshot(),
+      (p) => ctx.waitUntil(p),
+    );
     migrate(this.sql, POOL_MIGRATIONS);
+    // Liveness pings are answered by the runtime without waking this object; the stale check reads their times.
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(POOL_PING, POOL_PONG));
   }
 
   // ── registration ─────────────────────────────────────────────────────────────────────────────────────
@@ -173,6 +203,7 @@ export class NodePool extends DurableObject<Env> {
     const epoch = bumpEpoch(this.sql, miner);
     const sessions = channelSessions(this.sql, miner);
     for (const { ws } of this.sockets.all().filter((s) => s.claims.address === miner)) ws.close(4401, "token revoked");
+    this.online().delete(miner);
     this.rebalance({ exclude: miner });
     return { sessions, epoch };
   }
@@ -222,18 +253,29 @@ export class NodePool extends DurableObject<Env> {
     limit = 100,
     before?: string,
   ): Promise<{ nodes: MinerView[]; next_before: string | null; stats: MinerStats }> {
+    this.live.flush();
     const presence = this.presence();
-    return { ...minerPage(this.sql, presence, caller, limit, before), stats: minerStats(this.sql, presence) };
+    const page = minerPage(this.sql, presence, caller, limit, before);
+    const stats = this.stats.get(Date.now(), () => minerStats(this.sql, presence));
+    return { ...page, nodes: page.nodes.map((n) => this.withPing(n)), stats };
   }
 
   /** The named miners (no session ids unless `caller` is given). */
   async minerViews(addresses: string[], caller: string | null = null): Promise<MinerView[]> {
-    return minerViews(this.sql, this.presence(), addresses, caller);
+    this.live.flush();
+    return minerViews(this.sql, this.presence(), addresses, caller).map((n) => this.withPing(n));
   }
 
-  /** Catalog counts and the connected miners' figures, for /info and /status. */
+  /** Catalog counts and the connected miners' figures, for /info and /status (a summary at most a second old). */
   async overview(): Promise<ReturnType<typeof networkOverview>> {
-    return networkOverview(this.sql, this.presence());
+    this.live.flush();
+    return this.figures.get(Date.now(), () => networkOverview(this.sql, this.presence()));
+  }
+
+  /** last_seen counts the miner's latest liveness ping, which is written sparsely (pool-liveness.ts). */
+  private withPing(n: MinerView): MinerView {
+    const ping = n.status === "offline" ? 0 : this.live.lastPing(n.address);
+    return ping > (n.last_seen ?? 0) ? { ...n, last_seen: ping } : n;
   }
 
   // ── reputation, stake, ledger ────────────────────────────────────────────────────────────────────────
@@ -287,29 +329,63 @@ export class NodePool extends DurableObject<Env> {
       const error = { code: "unauthorized", message: "miner token revoked (the miner registered again or was revoked): register again" };
       return Response.json({ error }, { status: 401 });
     }
-    const { client, server } = this.sockets.accept(claims);
     const now = Date.now();
-    this.sql.exec(`UPDATE miners SET last_seen = ? WHERE address = ?`, now, claims.address);
-    const block = (await oracle(this.env).snapshot()).height;
-    this.sockets.send(server, { type: "registered", address: claims.address, heartbeat_ms: this.heartbeatMs(), block });
-    this.rebalance({ notify: claims.address });
+    // Shedding: a reconnect storm past the budget is told to come back (the agent retries with backoff).
+    if (!this.live.connects.admit(now)) {
+      const error = {
+        code: "rate_limited",
+        message: "the pool is taking more connects than it can: retry shortly",
+        details: { retry_after_s: 1 },
+      };
+      return Response.json({ error }, { status: 429, headers: { "Retry-After": "1" } });
+    }
+    const { client, server } = this.sockets.accept(claims);
+    this.live.touch(claims.address, now);
+    this.online().add(claims.address);
+    this.stats.changed(now);
+    this.figures.changed(now);
+    const registered = {
+      type: "registered",
+      address: claims.address,
+      heartbeat_ms: this.heartbeatMs(),
+      block: await this.block(),
+      ping: true,
+    } as const;
+    this.sockets.send(server, registered);
+    this.rebalanceSoon({ notify: claims.address });
     await this.armStaleCheck();
     return new Response(null, { status: 101, webSocket: client });
   }
 
+  /** A heartbeat updates memory only (pool-liveness.ts writes it in batches); past the frame budget it is shed. */
   override async webSocketMessage(ws: WebSocket, raw: string | ArrayBuffer): Promise<void> {
     const claims = this.sockets.claims(ws)!;
+    const now = Date.now();
+    if (!this.live.frames.admit(now)) return this.shed(ws, claims.address, now);
     const msg = parseMessage(PoolMinerMessage, raw);
     if (!msg) return this.sockets.send(ws, { type: "error", code: "invalid_message", message: "message does not match the protocol" });
-    this.sql.exec(
-      `UPDATE miners SET last_seen = ?, inflight = ?, cpu_usage = ?, memory_mb = ?, tokens_per_s = ? WHERE address = ?`,
-      Date.now(),
-      msg.inflight,
-      msg.cpu_usage,
-      msg.memory_mb,
-      msg.tokens_per_s ?? null,
-      claims.address,
-    );
+    const { inflight, cpu_usage, memory_mb } = msg;
+    this.live.heartbeat(claims.address, { inflight, cpu_usage, memory_mb, tokens_per_s: msg.tokens_per_s ?? null }, now);
+  }
+
+  /**
+   * Over the budget a frame is not parsed: the miner counts as alive, its figures wait for a later heartbeat.
+   * Once a minute it is told so, with a longer interval to send at (an agent that knows pings uses them).
+   */
+  private shed(ws: WebSocket, address: string, now: number): void {
+    this.live.touch(address, now);
+    if (!this.live.firstShed(address, now)) return;
+    const message = "pool overloaded: heartbeat figures dropped, liveness kept; send the liveness ping, heartbeat less often";
+    this.sockets.send(ws, { type: "error", code: "overloaded", message, heartbeat_ms: 2 * this.heartbeatMs() });
+  }
+
+  private async block(): Promise<number> {
+    this.clockLoaded ??= this.clock.load().catch((err) => {
+      this.clockLoaded = null;
+      throw err;
+    });
+    await this.clockLoaded;
+    return this.clock.height(Date.now());
   }
 
   override async webSocketClose(ws: WebSocket): Promise<void> {
@@ -325,7 +401,12 @@ export class NodePool extends DurableObject<Env> {
    * queue (durable-objects/slash-submitter.ts) and the refresh of connected miners' stake (older than STAKE_TTL_MS).
    */
   override async alarm(): Promise<void> {
-    this.staleCheck();
+    this.staleArmed = false;
+    // An alarm that runs late waited behind the same queue as the miners' frames: their silence is that lag.
+    const late = this.alarmDue === null ? 0 : Math.max(0, Date.now() - this.alarmDue);
+    this.alarmDue = null;
+    this.staleCheck(late);
+    if (this.pending.timer) this.rebalance();
     const cfg = backgroundChain(this.env);
     let next: number | null = null;
     if (cfg) {
@@ -336,7 +417,10 @@ export class NodePool extends DurableObject<Env> {
       const after = this.benched();
       if (before.size !== after.size || [...after].some((a) => !before.has(a))) this.rebalance();
     }
-    if (this.sockets.count() > 0) next = Math.min(next ?? Number.POSITIVE_INFINITY, Date.now() + 2 * this.heartbeatMs());
+    if (this.sockets.count() > 0) {
+      next = Math.min(next ?? Number.POSITIVE_INFINITY, Date.now() + 2 * this.heartbeatMs());
+      this.staleArmed = true;
+    }
     // An earlier alarm set meanwhile (a slash recorded while this one awaited the chain) stays.
     if (next !== null) await this.armAlarm(next);
   }
@@ -357,17 +441,17 @@ export class NodePool extends DurableObject<Env> {
     return grantFaucet(this.sql, this.env, cfg, address, (send) => this.withRouterKey(send));
   }
 
-  private staleCheck(): void {
-    const cutoff = Date.now() - 3 * this.heartbeatMs();
+  /** Closes the sockets heard from (ping, frame) three intervals ago or longer; no storage read per socket. */
+  private staleCheck(late: number): void {
+    const cutoff = Date.now() - 3 * this.heartbeatMs() - late;
+    const open: { ws: WebSocket; address: string }[] = [];
     for (const { ws, claims } of this.sockets.all()) {
-      const row = this.sql
-        .exec<{ last_seen: number | null }>(`SELECT last_seen FROM miners WHERE address = ?`, claims.address)
-        .toArray()[0];
-      if (!row?.last_seen || row.last_seen < cutoff) {
+      if (this.live.lastSeen(ws, claims.address) < cutoff) {
         ws.close(4008, "heartbeat missed");
         this.leave(ws);
-      }
+      } else open.push({ ws, address: claims.address });
     }
+    this.live.sweep(open);
   }
 
   // ── assignment ───────────────────────────────────────────────────────────────────────────────────────
@@ -375,8 +459,26 @@ export class NodePool extends DurableObject<Env> {
   private leave(ws: WebSocket): void {
     const claims = this.sockets.claims(ws);
     if (!claims || this.sockets.supersededBy(ws, claims.address)) return;
+    this.live.forget(claims.address);
     this.sql.exec(`UPDATE miners SET inflight = 0 WHERE address = ?`, claims.address);
-    this.rebalance({ exclude: claims.address });
+    this.online().delete(claims.address);
+    this.stats.changed(Date.now());
+    this.figures.changed(Date.now());
+    this.rebalanceSoon({ exclude: claims.address });
+  }
+
+  /** Queues a miner's arrival (`notify`: it is told its list) or departure for the next batched rebalance. */
+  private rebalanceSoon(change: { exclude?: string; notify?: string }): void {
+    const { exclude, notify } = this.pending;
+    if (change.notify) {
+      notify.add(change.notify);
+      exclude.delete(change.notify);
+    }
+    if (change.exclude) {
+      exclude.add(change.exclude);
+      notify.delete(change.exclude);
+    }
+    this.pending.timer ??= setTimeout(() => this.rebalance(), REBALANCE_MS);
   }
 
   /**
@@ -384,12 +486,26 @@ export class NodePool extends DurableObject<Env> {
    * then each owner's in turn, at most capacity × MINER_SESSIONS_PER_SLOT per miner). Miners whose set changed
    * (and `notify`) are told their full list; changed sessions' miner counts are written.
    */
-  private rebalance(opts: { exclude?: string; notify?: string } = {}): void {
+  private rebalance(change: { exclude?: string; notify?: string } = {}): void {
+    const { exclude, notify } = this.pending;
+    if (change.notify) notify.add(change.notify);
+    if (change.exclude) exclude.add(change.exclude);
+    clearTimeout(this.pending.timer);
+    this.pending.timer = undefined;
+    const opts = { exclude: new Set(exclude), notify: new Set(notify) };
+    exclude.clear();
+    notify.clear();
     const benched = this.benched();
-    const online = this.onlineMiners().filter((m) => m.address !== opts.exclude && !benched.has(m.address));
+    const online = this.onlineMiners().filter((m) => !opts.exclude.has(m.address) && !benched.has(m.address));
     const before = this.assignmentsByMiner();
     const sessions = activeSessions(this.sql);
-    const next = planAssignments({ sessions, miners: online, before, score: this.scores(), perSlot: sessionsPerSlot(this.env) });
+    const next = planAssignments({
+      sessions,
+      miners: online,
+      before,
+      score: reputationScores(this.sql),
+      perSlot: sessionsPerSlot(this.env),
+    });
     const models = new Map(sessions.map((s) => [s.id, s.model]));
     const changed = new Set<string>();
     for (const miner of new Set([...before.keys(), ...next.keys()])) {
@@ -397,7 +513,7 @@ export class NodePool extends DurableObject<Env> {
       const ids = next.get(miner) ?? [];
       for (const id of [...prev.filter((x) => !ids.includes(x)), ...ids.filter((x) => !prev.includes(x))]) changed.add(id);
       const same = prev.length === ids.length && ids.every((id) => prev.includes(id));
-      if (same && miner !== opts.notify) continue;
+      if (same && !opts.notify.has(miner)) continue;
       this.sql.exec(`DELETE FROM assignments WHERE miner = ?`, miner);
       for (const id of ids) this.sql.exec(`INSERT INTO assignments (session_id, miner) VALUES (?, ?)`, id, miner);
       this.sockets.sendTo(miner, { type: "sessions", sessions: ids.map((id) => ({ session_id: id, model: models.get(id)! })) });
@@ -408,34 +524,12 @@ export class NodePool extends DurableObject<Env> {
   }
 
   private policy(): Policy {
-    return {
-      minStake: Number(this.env.MIN_STAKE) || 0,
-      floor: Number(this.env.REPUTATION_FLOOR ?? 0.2),
-      minTasks: Number(this.env.REPUTATION_MIN_TASKS) || 10,
-    };
-  }
-
-  private scores(): Map<string, number> {
-    return new Map(
-      this.sql
-        .exec<MinerRow>(`SELECT * FROM miners WHERE tasks > 0`)
-        .toArray()
-        .map((r) => [r.address, reputation(r).score]),
-    );
+    return poolPolicy(this.env);
   }
 
   /** Addresses of miners that may not be given sessions. */
   private benched(): Set<string> {
-    const policy = this.policy();
-    const out = new Set<string>();
-    for (const r of this.sql.exec<MinerRow>(
-      `SELECT * FROM miners WHERE tasks >= ? OR stake - unsettled < ?`,
-      policy.minTasks,
-      policy.minStake,
-    )) {
-      if (isBenched(stakeAtRisk(r), reputation(r), policy)) out.add(r.address);
-    }
-    return out;
+    return benchedMiners(this.sql, this.policy());
   }
 
   private onlineMiners(): (MinerClaims & { ws: WebSocket })[] {
@@ -451,20 +545,29 @@ export class NodePool extends DurableObject<Env> {
   }
 
   private presence(): Presence {
-    return { online: new Set(this.onlineMiners().map((m) => m.address)), policy: this.policy() };
+    return { online: this.online(), policy: this.policy() };
+  }
+
+  private online(): Set<string> {
+    this.connectedSet ??= new Set(this.onlineMiners().map((m) => m.address));
+    return this.connectedSet;
   }
 
   private heartbeatMs(): number {
     return Number(this.env.HEARTBEAT_MS) || 5000;
   }
 
+  /** Arms the stale check once (not one storage read per connect): the alarm re-arms itself while miners are connected. */
   private async armStaleCheck(): Promise<void> {
-    if (this.sockets.count() > 0) await this.armAlarm(Date.now() + 2 * this.heartbeatMs());
+    if (this.staleArmed) return;
+    this.staleArmed = true;
+    await this.armAlarm(Date.now() + 2 * this.heartbeatMs());
   }
 
   /** The alarm at `at` at the latest (an earlier one stays). */
   private async armAlarm(at: number): Promise<void> {
     const current = await this.ctx.storage.getAlarm();
     if (current === null || current > at) await this.ctx.storage.setAlarm(at);
+    this.alarmDue = Math.min(current ?? at, at);
   }
 }

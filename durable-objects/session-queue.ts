@@ -12,15 +12,15 @@ import { BlockClock } from "./oracle.ts";
 import { OutcomeReporter } from "./outcome-reporter.ts";
 import { admissionFailure, ownerFailure } from "./session-queue/admission.ts";
 import { AuditGate } from "./session-queue/audit-gate.ts";
-import { barrierOpen, holdCommit, isHeld, revealHeld, unpledged } from "./session-queue/barrier.ts";
+import { barrierOpen, holdCommit, isHeld, revealHeld } from "./session-queue/barrier.ts";
 import { type CancelBill, cancelBill } from "./session-queue/cancel.ts";
 import { MinerChannels } from "./session-queue/channels.ts";
 import { withDefaults, withDeposit } from "./session-queue/config.ts";
 import { refusedByEveryone } from "./session-queue/context.ts";
-import { nextDeadline, overdueReplicas } from "./session-queue/deadlines.ts";
+import { nextDeadline } from "./session-queue/deadlines.ts";
 import { EmbeddingJobs, type EmbedOutcome, type EmbedRequest } from "./session-queue/embedding-jobs.ts";
 import { resendAssigns, restoreTasks } from "./session-queue/eviction.ts";
-import { type DeadlinePolicy, deadlinePolicy, endAtTaskDeadline, replicaWindows } from "./session-queue/fair-deadlines.ts";
+import { type DeadlinePolicy, deadlinePolicy, replicaWindows } from "./session-queue/fair-deadlines.ts";
 import { claimResultWrite, holdsTask } from "./session-queue/holdings.ts";
 import { checkedUsage, textByteCap } from "./session-queue/miner-input.ts";
 import { MinerLoad } from "./session-queue/miner-load.ts";
@@ -28,14 +28,16 @@ import { OpenTasks } from "./session-queue/open-tasks.ts";
 import { replicaOutcomes } from "./session-queue/outcomes.ts";
 import type { QueueParts } from "./session-queue/parts.ts";
 import { exactVerdict, largestHashGroup, quorumOf, quorumPhase, settleStep } from "./session-queue/quorum.ts";
-import { canRecruit, expiryFailure, quorumGate } from "./session-queue/quorum-gate.ts";
+import { canRecruit, quorumGate } from "./session-queue/quorum-gate.ts";
 import { type Access, accessFor, describeFor, type ReadState, type TaskRead, taskFor, tasksFor } from "./session-queue/reads.ts";
 import { Retention, retentionMs } from "./session-queue/retention.ts";
 import type { SubmitOutcome, SubmitRequest } from "./session-queue/rpc.ts";
+import { type SealedOutcome, SealedReservations } from "./session-queue/sealed-reservations.ts";
 import { servingFailure } from "./session-queue/serving.ts";
 import { canStillFill, SimilarityRounds } from "./session-queue/similarity-round.ts";
 import { Stragglers } from "./session-queue/stragglers.ts";
 import { extendStream } from "./session-queue/stream-prefix.ts";
+import { liveWorkOf, sweepTasks } from "./session-queue/sweep.ts";
 import {
   assignMessage,
   clientCutoff,
@@ -48,6 +50,7 @@ import {
 } from "./session-queue/task.ts";
 import { createTask } from "./session-queue/task-create.ts";
 import { TaskStore } from "./session-queue/task-store.ts";
+import { VerifyRounds } from "./session-queue/verify-round.ts";
 import { Waiters } from "./session-queue/waiters.ts";
 import { checkCommit, checkPrecommit } from "./slash-evidence.ts";
 import { nodePool, oracle } from "./stubs.ts";
@@ -69,11 +72,13 @@ export class SessionQueue extends DurableObject<Env> {
   /** Task outcomes on their way to the NodePool's ledger, batched. */
   private readonly outcomes: OutcomeReporter;
   private readonly rounds: SimilarityRounds;
+  private readonly verifies: VerifyRounds;
   private readonly embeds: EmbeddingJobs;
   private readonly stragglers: Stragglers;
   private readonly channels: MinerChannels;
   private readonly retention: Retention;
   private readonly audits = new AuditGate();
+  private readonly sealed = new SealedReservations();
   private config: SessionConfig | null;
   private readonly open: OpenTasks;
   private readonly load: MinerLoad;
@@ -94,19 +99,15 @@ export class SessionQueue extends DurableObject<Env> {
     const saved = this.store.loadSession();
     this.open = new OpenTasks(saved.lastTaskId);
     this.sockets = new MinerSockets(ctx);
-    this.clock = new BlockClock(
-      () => oracle(env).snapshot(),
-      (p) => ctx.waitUntil(p),
-    );
+    const pool = () => nodePool(env);
+    const waitUntil = (p: Promise<unknown>) => ctx.waitUntil(p);
+    this.clock = new BlockClock(() => oracle(env).snapshot(), waitUntil);
     this.load = new MinerLoad(
       (addresses) => nodePool(env).reputations(addresses),
       () => this.pump(),
     );
     // The pool answers a report with those miners' new standing: a bench takes effect here at once.
-    this.outcomes = new OutcomeReporter(
-      async (batch) => this.load.update(await nodePool(env).recordOutcomes(batch)),
-      (p) => ctx.waitUntil(p),
-    );
+    this.outcomes = new OutcomeReporter(async (batch) => this.load.update(await pool().recordOutcomes(batch)), waitUntil);
     const parts: QueueParts = {
       config: () => this.config!,
       store: this.store,
@@ -120,13 +121,10 @@ export class SessionQueue extends DurableObject<Env> {
     };
     this.stragglers = new Stragglers(parts);
     this.retention = new Retention(env.PAYLOADS, retentionMs(env), ctx.storage);
-    this.channels = new MinerChannels(
-      parts,
-      this.open,
-      this.stragglers,
-      () => this.config,
-      () => nodePool(env),
-    );
+    this.channels = new MinerChannels(parts, this.open, this.stragglers, () => this.config, pool);
+    // A replica validators failed stays `committed`, flagged, with its reason: the task is queued and judged again.
+    const retry = (task: OpenTask, r: Replica, reason: string) => this.dropReplica(task, r, "committed", reason);
+    this.verifies = new VerifyRounds(parts, { openTask: (id) => this.open.get(id), close: (...a) => this.close(...a), retry });
     this.rounds = new SimilarityRounds(parts, {
       openTask: (id) => this.open.get(id),
       sentText: (taskId) => this.waiters.sent(taskId),
@@ -207,12 +205,21 @@ export class SessionQueue extends DurableObject<Env> {
     return this.open.takeReservedId(taskId);
   }
 
+  /** Client-sealed prompts: an id bound to a token only its client gets, used once (session-queue/sealed-reservations.ts). */
+  async reserveSealed(owner: string): Promise<SealedOutcome> {
+    return this.sealed.reserve(await this.reserveTaskId(owner), (id) => this.open.takeReservedId(id));
+  }
+
+  async takeSealed(owner: string, taskId: number, token: string): Promise<Failure | null> {
+    return this.sealed.use(this.config ? ownerFailure(this.config, owner) : SESSION_NOT_FOUND, taskId, token);
+  }
+
   /**
    * Whether `miner` holds task `taskId` here (a live or reconnecting replica, of an open task or a straggler),
    * and the task's payload descriptor: the router's off-chain routes authorize miners with it.
    */
   async holdsTask(taskId: string, miner: string): Promise<{ held: boolean; payload: PayloadDescriptor | null }> {
-    return holdsTask(this.open, this.stragglers, taskId, miner);
+    return this.verifies.holding(holdsTask(this.open, this.stragglers, taskId, miner), taskId, miner); // validators read prompts
   }
 
   /** The miner's one off-chain result write of a payload task it holds (two racing writes cannot both pass). */
@@ -235,7 +242,7 @@ export class SessionQueue extends DurableObject<Env> {
     return true;
   }
 
-  // ── RPC: a completion; `embed`: an embedding job (session-queue/embedding-jobs.ts) ──────────────────────
+  // ── RPC: a completion; `embed`: an embedding job (session-queue/embedding-jobs.ts) ───────────────────
 
   async submit(req: SubmitRequest): Promise<SubmitOutcome> {
     const config = this.config;
@@ -302,6 +309,7 @@ export class SessionQueue extends DurableObject<Env> {
     const msg = parseMessage(SessionMinerMessage, raw, MAX_MINER_FRAME_CHARS);
     if (!msg) return this.refuse(ws, "invalid_message", "message does not match the protocol");
     if (msg.type === "embeddings" || msg.type === "embed_failed") return this.embeds.onAnswer(ws, claims.address, msg, this.rounds);
+    if (msg.type === "verification" || msg.type === "verify_failed") return this.verifies.onAnswer(ws, claims.address, msg);
     const task = this.open.get(Number(msg.task_id));
     const replica = task?.replicas.get(claims.address);
     if (!task || !replica) {
@@ -376,6 +384,8 @@ export class SessionQueue extends DurableObject<Env> {
     if (straggler?.replica === replica) return this.stragglers.onMessage(straggler.late, replica, msg);
     if (!this.open.has(task.id) || replica.state !== "precommitted" || isHeld(replica)) return;
     if (!reveal.ok) return this.dropReplica(task, replica, "rejected", reveal.fault);
+    const unverifiable = this.verifies.onCommit(task, replica, msg); // verified tasks: the token ids, counted
+    if (unverifiable) return this.dropReplica(task, replica, "rejected", unverifiable);
     // Checked and written, then held until every live replica has precommitted (session-queue/barrier.ts).
     holdCommit(this.store, task, replica, msg, reveal.hash, now);
     this.load.bump(replica.miner, -1);
@@ -409,12 +419,12 @@ export class SessionQueue extends DurableObject<Env> {
    * are not on the allowlist), which are judged on hashes alone.
    */
   private settle(task: OpenTask, now: number): void {
-    if (this.rounds.has(task.id) || !barrierOpen(task)) return; // the validators' answers close it; no reveal before every precommit
+    if (this.rounds.has(task.id) || this.verifies.has(task.id) || !barrierOpen(task)) return; // the validators' answers close it; no reveal before every precommit
     const mode = this.config!.consensus;
-    const committed = replicasOf(task).filter((r) => r.state === "committed");
+    const committed = replicasOf(task).filter((r) => r.state === "committed" && !r.verify_failed);
     if (committed.length <= (task.recruitingAt ?? 0)) return; // nothing new since it lacked a quorum
     const step = settleStep({
-      mode,
+      mode: mode === "verify" ? "exact" : mode, // replicas share the seed: hashes agree, validators re-score the chosen one
       redundancy: task.redundancy,
       committed: committed.length,
       best: largestHashGroup(committed)?.length ?? 0,
@@ -441,9 +451,10 @@ export class SessionQueue extends DurableObject<Env> {
     const cfg = this.config!;
     const recruit = canRecruit(task, this.unbenched(), cfg.consensus, now);
     const gate = quorumGate(verdict, { redundancy: task.redundancy, bestEffort: cfg.best_effort === true, canRecruit: recruit });
+    if ("close" in gate && this.verifies.intercept(task, chosen, gate.close, now)) return; // validators re-score it first
     if ("close" in gate) return this.close(task, chosen, gate.close, now);
     if ("fail" in gate) return this.fail(task, gate.fail.code, gate.fail.message, now);
-    task.recruitingAt = replicasOf(task).filter((r) => r.state === "committed").length;
+    task.recruitingAt = replicasOf(task).filter((r) => r.state === "committed" && !r.verify_failed).length;
     this.open.requeue(task.id); // the missing replicas are judged with the others once they commit
     this.pump();
   }
@@ -479,13 +490,14 @@ export class SessionQueue extends DurableObject<Env> {
   private finish(task: OpenTask): void {
     this.open.remove(task);
     this.rounds.drop(task.id); // cancelled mid-round: no verdict comes after it
+    this.verifies.drop(task.id);
     if (task.assign.payload) this.armAlarm(this.retention.written(Date.now())); // its R2 objects expire from now
     this.waiters.answer(task.id, () => this.view(task.id));
   }
 
+  /** Takes a replica out of the task (timeout, fault, hand-back, disconnect) and finds a replacement. */
   // ── replicas that end early ──────────────────────────────────────────────────────────────────────────
 
-  /** Takes a replica out of the task (timeout, fault, hand-back, disconnect) and finds a replacement. */
   private dropReplica(task: OpenTask, r: Replica, state: ReplicaState, reason: string): void {
     this.setReplicaState(task, r, state, reason);
     if (state === "rejected" || state === "timed_out" || state === "cancelled") {
@@ -533,10 +545,7 @@ export class SessionQueue extends DurableObject<Env> {
     const claims = this.sockets.claims(ws);
     // A newer socket for the same miner takes over its work; only a miner with no socket left is gone.
     if (!claims || this.sockets.supersededBy(ws, claims.address)) return;
-    for (const task of this.open.list()) {
-      const r = task.replicas.get(claims.address);
-      if (r && replicaIsLive(r.state) && !isHeld(r)) this.dropReplica(task, r, "disconnected", reason); // a held commit is in
-    }
+    for (const [task, r] of liveWorkOf(this.open.list(), claims.address)) this.dropReplica(task, r, "disconnected", reason);
     this.stragglers.minerGone(claims.address, reason, Date.now());
     this.embeds.minerGone(claims.address, reason);
   }
@@ -547,36 +556,25 @@ export class SessionQueue extends DurableObject<Env> {
     this.alarmAt = null;
     const now = Date.now();
     this.rounds.expire(now);
+    this.verifies.expire(now);
     this.embeds.expire(now);
     const connected = new Set(this.sockets.connected().map((m) => m.claims.address));
-    for (const task of this.open.list()) {
-      if (this.rounds.has(task.id)) continue; // bounded by validator deadlines, which end at the task's
-      // Every replica reported (e.g. before an eviction dropped a validation in flight): judge them now.
-      if (liveReplicas(task).length === 0) {
-        this.settle(task, now);
-        if (!this.open.has(task.id) || this.rounds.has(task.id)) continue;
-      }
-      if (task.deadline_at <= now) {
-        // Replicas that never precommitted miss it; the commits held for them may still settle the task.
-        for (const r of unpledged(task)) {
-          const end = endAtTaskDeadline(task, r); // blamed only past its own deadline (fair-deadlines.ts)
-          this.setReplicaState(task, r, end.state, end.reason);
-        }
-        this.reveal(task, now);
-        const expired = expiryFailure(task);
-        if (this.open.has(task.id)) this.fail(task, expired.code, expired.message, now, true);
-        continue;
-      }
-      const graceOver = now >= this.wokeAt + RECONNECT_GRACE_MS;
-      for (const o of overdueReplicas(task, now, connected, graceOver)) this.dropReplica(task, o.replica, o.state, o.reason);
-    }
+    sweepTasks(this.open.list(), now, connected, now >= this.wokeAt + RECONNECT_GRACE_MS, {
+      validating: (id) => this.rounds.has(id) || this.verifies.has(id),
+      isOpen: (id) => this.open.has(id),
+      settle: (task, at) => this.settle(task, at),
+      reveal: (task, at) => this.reveal(task, at),
+      fail: (task, code, message, at, expired) => this.fail(task, code, message, at, expired),
+      setReplicaState: (task, r, state, reason) => this.setReplicaState(task, r, state, reason),
+      dropReplica: (task, r, state, reason) => this.dropReplica(task, r, state, reason),
+    });
     this.stragglers.sweep(now);
     this.pump();
     this.armAlarm(
       nextDeadline(
         this.open.values(),
         this.stragglers.values(),
-        this.rounds.deadlines(),
+        [...this.rounds.deadlines(), ...this.verifies.deadlines()],
         this.config?.consensus === "similarity",
         Date.now(),
       ),

@@ -3,8 +3,13 @@
 // supplies numbers it can be checked on (other validators embed the same texts with the same model).
 
 export const DEFAULT_EMBEDDING_MODEL = "edge/tiny-embed";
-/** Calibrated on the builtin embedder (`npm run bench:cheats`); a sentence-embedding model such as MiniLM wants ~0.25. */
-export const DEFAULT_DISPERSION_THRESHOLD = 0.75;
+/**
+ * Calibrated on the builtin embedder and language model (models/embed/calibrate.ts, `npm run bench:cheats`):
+ * replicas that share a seed answer identically (distance 0) while junk and wrong-model outputs lie ≥ 0.74 away.
+ * Independent samples of the builtin language model are mostly unrelated text (p50 ~0.93), so no threshold tells
+ * them from junk: README "Similarity consensus".
+ */
+export const DEFAULT_DISPERSION_THRESHOLD = 0.5;
 
 /**
  * Bounds on a validator's vectors (wellFormed), so no distance can overflow, underflow or be NaN: components

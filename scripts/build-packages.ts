@@ -1,4 +1,4 @@
-import { rmSync } from "node:fs";
+import { cpSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { build } from "esbuild";
 
@@ -35,6 +35,8 @@ async function buildMinerAgent(): Promise<void> {
     splitting: true,
     chunkNames: "chunks/[name]-[hash]",
   });
+  // The builtin embedder's trained weights: miner-agent/src/model/embedding.ts builds its ONNX from them.
+  for (const f of ["manifest.json", "vocab.txt", "embeddings.bin"]) cpSync(join(ROOT, "models/embed", f), join(out, "models/embed", f));
 }
 
 async function buildSdk(): Promise<void> {

@@ -15,6 +15,10 @@ export type ConstraintSegment = z.infer<typeof ConstraintSegment>;
 export const GenerationConstraint = z.object({ segments: z.array(ConstraintSegment).min(1).max(32) });
 export type GenerationConstraint = z.infer<typeof GenerationConstraint>;
 
+/** What a verified task checks: every completion position (`fraction` 1), or a random share drawn after the commit. */
+export const VerifyOption = z.object({ fraction: z.number().gt(0).max(1) }).strict();
+export type VerifyOption = z.infer<typeof VerifyOption>;
+
 /** The most completion tokens a task may ask for. */
 export const MAX_TOKENS_LIMIT = 4096;
 
@@ -35,6 +39,11 @@ export const GenerationParams = z.object({
     .max(2 ** 31 - 1),
   /** Optional grammar the completion must follow (validation verdicts, scores). */
   constraint: GenerationConstraint.optional(),
+  /**
+   * Verified sampling (session consensus `verify`, or asked per request): validators re-score the output in one
+   * forward pass and check every token (`fraction` < 1: that share of positions, drawn after the commit).
+   */
+  verify: VerifyOption.optional(),
 });
 export type GenerationParams = z.infer<typeof GenerationParams>;
 

@@ -59,6 +59,11 @@ export const PayloadDescriptor = z.object({
   result_policy: z.enum(RESULT_POLICIES),
   /** A result longer than this many bytes goes off-chain whatever the policy. */
   inline_limit: z.number().int().min(0),
+  /**
+   * `client`: the client sealed the prompt (workers/lib/sealed-completion.ts) and the router opens neither it nor
+   * the result: a miner's result write names the plaintext's keccak256 itself (`result_hash`).
+   */
+  sealed_by: z.literal("client").optional(),
 });
 export type PayloadDescriptor = z.infer<typeof PayloadDescriptor>;
 
@@ -74,6 +79,11 @@ export const OffchainResultRequest = z.object({
   content_hash: Hex32,
   /** EIP-712 `OffchainResult` signature by the miner's wallet (shared/signing.ts). */
   signature: z.string().regex(/^0x[0-9a-fA-F]+$/),
+  /**
+   * keccak256 of the result's plaintext, when the content is an envelope: what the router records, unopened, for a
+   * task whose prompt the client sealed (others it opens and hashes itself).
+   */
+  result_hash: Hex32.optional(),
 });
 export type OffchainResultRequest = z.infer<typeof OffchainResultRequest>;
 

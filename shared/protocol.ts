@@ -53,6 +53,47 @@ export const EmbedMessage = z.object({
 });
 export type EmbedMessage = z.infer<typeof EmbedMessage>;
 
+/** A token id as the protocol carries it (vocabularies up to 2^24). */
+const TokenIds = z
+  .array(
+    z
+      .number()
+      .int()
+      .min(0)
+      .max(2 ** 24),
+  )
+  .max(MAX_TOKENS_LIMIT);
+
+/**
+ * Validation work for verified sampling: re-score `token_ids` (a replica's completion) after the prompt in one
+ * forward pass of `model` and re-run the task's decoding policy at `positions` (absent: every position).
+ * The validator answers `verification` (or `verify_failed`); durable-objects/session-queue/verify-round.ts.
+ */
+export const VerifyMessage = z.object({
+  type: z.literal("verify"),
+  session_id: SessionId,
+  task_id: TaskId,
+  model: z.string(),
+  input: PromptSpec,
+  params: GenerationParams,
+  /** Off-chain prompt: the validator fetches it like a replica (the router lets an asked validator). */
+  payload: PayloadDescriptor.optional(),
+  token_ids: TokenIds,
+  finish_reason: z.enum(["stop", "length"]),
+  positions: z.array(z.number().int().min(0)).max(MAX_TOKENS_LIMIT).optional(),
+  deadline: z.number(),
+});
+export type VerifyMessage = z.infer<typeof VerifyMessage>;
+
+/** One position a validator could not reproduce: `token` committed, `expected` recomputed (-1: none / stop). */
+export const VerifyFailure = z.object({
+  pos: z.number().int().min(-1),
+  token: z.number().int().min(-1),
+  expected: z.number().int().min(-1),
+  margin: z.number(),
+});
+export type VerifyFailure = z.infer<typeof VerifyFailure>;
+
 export const SessionServerMessage = z.discriminatedUnion("type", [
   z.object({
     type: z.literal("welcome"),
@@ -65,6 +106,7 @@ export const SessionServerMessage = z.discriminatedUnion("type", [
   AssignMessage,
   z.object({ type: z.literal("cancel"), task_id: TaskId, reason: z.string() }),
   EmbedMessage,
+  VerifyMessage,
   z.object({ type: z.literal("error"), code: z.string(), message: z.string(), task_id: TaskId.optional() }),
 ]);
 export type SessionServerMessage = z.infer<typeof SessionServerMessage>;
@@ -92,6 +134,8 @@ export const SessionMinerMessage = z.discriminatedUnion("type", [
     first_token_ms: z.number().min(0).optional(),
     /** The result was written off-chain (`POST /api/v3/offchain/result`); `text` is then empty. */
     result_urn: z.string().max(300).optional(),
+    /** Verified tasks: the completion's token ids (EOS included), which validators re-score. */
+    token_ids: TokenIds.optional(),
   }),
   /** A validator's answer to `embed`: one vector per text, in order. */
   z.object({
@@ -100,6 +144,22 @@ export const SessionMinerMessage = z.discriminatedUnion("type", [
     model: z.string(),
     vectors: z.array(z.array(z.number()).max(4096)).max(16),
   }),
+  /**
+   * A validator's answer to `verify`: the hash of the text the token ids decode to (stops applied), the prompt's
+   * token count, the positions checked, the failures (the first 64) and the margin statistics.
+   */
+  z.object({
+    type: z.literal("verification"),
+    task_id: TaskId,
+    text_hash: Hash,
+    prompt_tokens: z.number().int().min(0),
+    checked: z.number().int().min(0),
+    failed: z.number().int().min(0),
+    failures: z.array(VerifyFailure).max(64),
+    near_ties: z.number().int().min(0),
+    min_margin: z.number().nullable(),
+  }),
+  z.object({ type: z.literal("verify_failed"), task_id: TaskId, reason: z.string().max(500) }),
   /** A validator that cannot do the embedding (model unavailable, error); another is asked. */
   z.object({ type: z.literal("embed_failed"), task_id: TaskId, reason: z.string().max(500) }),
   /**
@@ -124,13 +184,16 @@ export const PoolServerMessage = z.discriminatedUnion("type", [
     address: z.string(),
     heartbeat_ms: z.number().int(),
     block: z.number().int(),
+    /** The pool answers POOL_PING without waking (absent: an older router; send the JSON heartbeat only). */
+    ping: z.boolean().optional(),
   }),
   /** The full list of sessions this miner should serve; the miner connects to new ones, leaves the rest. */
   z.object({
     type: z.literal("sessions"),
     sessions: z.array(z.object({ session_id: SessionId, model: z.string() })),
   }),
-  z.object({ type: z.literal("error"), code: z.string(), message: z.string() }),
+  /** `overloaded` (the pool sheds heartbeats) carries the longer interval to send at. */
+  z.object({ type: z.literal("error"), code: z.string(), message: z.string(), heartbeat_ms: z.number().int().optional() }),
 ]);
 export type PoolServerMessage = z.infer<typeof PoolServerMessage>;
 
@@ -140,6 +203,15 @@ export type PoolServerMessage = z.infer<typeof PoolServerMessage>;
  * 10 million tokens a second. A frame out of range gets the protocol error and changes nothing.
  */
 export const HEARTBEAT_LIMITS = { cpu_usage: 100, memory_mb: 16 * 1024 * 1024, inflight: 100_000, tokens_per_s: 10_000_000 } as const;
+
+/**
+ * Liveness that does not wake the pool: a miner sends POOL_PING every heartbeat interval and the runtime answers
+ * POOL_PONG itself (the NodePool's WebSocket auto-response), so no pool code runs for it. The JSON heartbeat
+ * with the figures follows when they change, and at least every HEARTBEAT_FULL_EVERY-th interval.
+ */
+export const POOL_PING = '{"type":"ping"}';
+export const POOL_PONG = '{"type":"pong"}';
+export const HEARTBEAT_FULL_EVERY = 12;
 
 export const PoolMinerMessage = z.discriminatedUnion("type", [
   z.object({

@@ -1,4 +1,4 @@
-import { type Address, encodeAbiParameters, type Hex, keccak256, toBytes } from "viem";
+import { type Address, concat, domainSeparator, encodeAbiParameters, type Hex, hashStruct, keccak256, toBytes } from "viem";
 
 // EIP-712 typed data for the miner's commit-reveal. The hash is signed before the result is revealed; the
 // SessionQueue checks the revealed text hashes to it and that the signature recovers the miner's address.
@@ -62,6 +62,24 @@ export function precommitTypedData(fields: PrecommitFields, domain: SigningDomai
     primaryType: "Precommit" as const,
     message: fields,
   };
+}
+
+/** Domain separators by domain: a deployment has one, and hashing it again for every precommit is wasted work. */
+const separators = new Map<string, Hex>();
+
+/**
+ * The EIP-712 digest of a precommit — what viem's `hashTypedData(precommitTypedData(…))` computes — with the
+ * domain separator computed once per domain. The miner signs it and the SessionQueue recovers from it on the
+ * hot path (one signature per replica of every task).
+ */
+export function precommitDigest(fields: PrecommitFields, domain: SigningDomain): Hex {
+  const key = `${domain.name}\u0000${domain.version}\u0000${domain.chainId}\u0000${domain.verifyingContract ?? ""}`;
+  let separator = separators.get(key);
+  if (!separator) {
+    separator = domainSeparator({ domain });
+    if (separators.size < 64) separators.set(key, separator);
+  }
+  return keccak256(concat(["0x1901", separator, hashStruct({ data: fields, primaryType: "Precommit", types: PRECOMMIT_TYPES })]));
 }
 
 /**

@@ -12,7 +12,7 @@ export type SessionMode = "ephemeral" | "dedicated";
  * quorum of hashes agrees, validators compare embeddings. `similarity`: as auto, and sampled replicas each draw
  * their own seed (independent samples, as in proof-of-inference by embedding distance).
  */
-export type ConsensusMode = "auto" | "exact" | "similarity";
+export type ConsensusMode = "auto" | "exact" | "similarity" | "verify";
 
 export interface SessionConfig {
   id: string;
@@ -115,8 +115,30 @@ export interface EmbeddingEvidence {
   distances: { [miner: string]: number };
 }
 
+/**
+ * A verified task's evidence (durable-objects/session-queue/verify-round.ts): validators re-scored the output in
+ * one teacher-forced forward pass and re-ran the seeded sampler at every checked position.
+ */
+export interface VerificationEvidence {
+  /** Share of completion positions checked: 1, or the spot-check fraction. */
+  fraction: number;
+  /** Validators whose verdicts on the chosen output counted. */
+  validators: string[];
+  /** Positions checked of the chosen output, and of its completion tokens. */
+  checked: number;
+  tokens: number;
+  /** Probability that a spot check catches an output with one wrong token among `tokens` (1 when full). */
+  detection: number;
+  /** Positions accepted although the recomputed choice differed, its draw or logit gap within the tolerance. */
+  near_ties: number;
+  /** The smallest distance of a recomputed decision from its boundary (probability units; greedy: logit gap). */
+  min_margin: number | null;
+  /** Replicas that failed verification: the first failing positions (completion-token index; -1: decode or usage) and how many. */
+  failed: { [miner: string]: { positions: number[]; count: number; reason: string } };
+}
+
 export interface ConsensusView {
-  method: "exact" | "single" | "similarity" | "embedding";
+  method: "exact" | "single" | "similarity" | "embedding" | "verify";
   status: "agreed" | "no_quorum";
   quorum: number;
   /** Hash of the chosen output. */
@@ -125,6 +147,7 @@ export interface ConsensusView {
   outliers: string[];
   similarity?: SimilarityEvidence;
   embedding?: EmbeddingEvidence;
+  verification?: VerificationEvidence;
   /** Why consensus fell back (e.g. no validator answered). */
   note?: string;
   /** The answer was given without a quorum because the session opted into best_effort (status is no_quorum). */

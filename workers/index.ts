@@ -17,6 +17,7 @@ import { admin } from "./routes/admin.ts";
 import { chain } from "./routes/chain.ts";
 import { completions } from "./routes/completions.ts";
 import { offchainCompletions } from "./routes/completions-offchain.ts";
+import { sealedCompletions, sealedReservations } from "./routes/completions-sealed.ts";
 import { delegate } from "./routes/delegate.ts";
 import { embeddings } from "./routes/embeddings.ts";
 import { factcheck } from "./routes/factcheck.ts";
@@ -101,6 +102,7 @@ app.route("/messages", mcpEndpoint);
 app.route("/api/v1", meta);
 app.route("/api/v1/network", portalFeed); // the portal's live network stream (SSE; pages: static /portal/)
 app.route("/api/v1/sessions", sessions);
+app.route("/api/v1/sessions", sealedReservations); // /:sid/reservations: a task id and its key, to seal a prompt
 app.route("/api/v1/tasks", tasks);
 app.route("/api/v1/keys", keys); // an owner's own keys (self-service)
 app.route("/api/v1/usage", usage); // an owner's own usage
@@ -110,6 +112,7 @@ app.route("/api/v1/embeddings", embeddings); // texts embedded by the session's 
 app.route("/api/v1/receipts", receipts); // a receipt again by request id, its owner's only (routes/receipts.ts)
 // v2/v3 completions: off-chain and private payloads.
 app.route("/api/v2/completions", offchainCompletions);
+app.route("/api/v3/completions", sealedCompletions); // a private prompt sealed on the client: /:sid/sealed
 app.route("/api/v3/completions", offchainCompletions);
 // Delegate / validate (v1–v3) and factcheck (v1) carry their versioned paths themselves.
 app.route("/api", delegate);

@@ -1,8 +1,8 @@
-import { type Address, type Hex, recoverTypedDataAddress } from "viem";
+import { type Address, type Hex, recoverAddress } from "viem";
 import type { Failure } from "../../shared/errors.ts";
 import { type PayloadDescriptor, parseUrn } from "../../shared/payloads.ts";
 import type { SessionMinerMessage } from "../../shared/protocol.ts";
-import { commitmentHash, precommitTypedData, resultHash, type SigningDomain } from "../../shared/signing.ts";
+import { commitmentHash, precommitDigest, resultHash, type SigningDomain } from "../../shared/signing.ts";
 import { inputFault, textByteCap } from "./miner-input.ts";
 import type { OpenTask } from "./task.ts";
 
@@ -17,8 +17,9 @@ type Commit = Extract<SessionMinerMessage, { type: "commit" }>;
 
 /** Whether a precommit's EIP-712 signature, made for this deployment's domain, recovers to the miner that sent it. */
 export async function precommitSignedBy(sessionId: string, miner: string, msg: Precommit, domain: SigningDomain): Promise<boolean> {
-  const signer = await recoverTypedDataAddress({
-    ...precommitTypedData({ session: sessionId, task: msg.task_id, miner: miner as Hex, hash: msg.hash as Hex }, domain),
+  // The digest with the deployment's domain separator cached (shared/signing.ts), then plain recovery.
+  const signer = await recoverAddress({
+    hash: precommitDigest({ session: sessionId, task: msg.task_id, miner: miner as Hex, hash: msg.hash as Hex }, domain),
     signature: msg.signature as Hex,
   }).catch(() => null);
   return signer?.toLowerCase() === miner.toLowerCase();

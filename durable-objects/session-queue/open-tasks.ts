@@ -1,7 +1,7 @@
 import type { OpenTask } from "./task.ts";
 
 /** A reservation the router neither used nor gave back (it failed between the calls) lapses after this. */
-const RESERVATION_TTL_MS = 10 * 60_000;
+export const RESERVATION_TTL_MS = 10 * 60_000;
 
 // A SessionQueue's open tasks in memory: the tasks themselves, the queue of those still short of replicas
 // (oldest first), the deposit tokens they hold, and task ids — this object is their only writer, so the next id

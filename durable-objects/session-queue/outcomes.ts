@@ -19,6 +19,8 @@ function outcomeOf(
   agreed: Set<string>,
   timedOutAt: number | null,
 ): [Outcome, string | null] | null {
+  // Failed verification: an outlier whatever became of the task, its failing positions the reason.
+  if (r.verify_failed) return ["outlier", r.reason ?? "verification failed"];
   if (r.state === "committed" && consensus?.status === "agreed") {
     return agreed.has(r.miner) ? ["agreed", r.reason ?? null] : ["outlier", "result disagrees with consensus"];
   }

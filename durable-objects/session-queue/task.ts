@@ -40,6 +40,10 @@ export interface Replica {
   /** Its off-chain result was written (one object per replica; memory only, R2 backs it after an eviction). */
   /** SHA-256 of the off-chain result object this replica wrote (one per task; a retry of the same bytes is fine). */
   result_claimed?: string;
+  /** Verified tasks: the completion's token ids from its commit (memory only), which validators re-score. */
+  token_ids?: number[];
+  /** Validators failed its output (verify-round.ts): an outlier that no longer counts toward the task. */
+  verify_failed?: true;
 }
 
 /** A commit that passed its checks and waits for the barrier (written to its replica's row, `held_at`). */
@@ -97,7 +101,7 @@ export const liveReplicas = (task: OpenTask): Replica[] => replicasOf(task).filt
 
 /** Replicas that count toward the task: still working, or done. */
 export const countingReplicas = (task: OpenTask): Replica[] =>
-  replicasOf(task).filter((r) => replicaIsLive(r.state) || r.state === "committed");
+  replicasOf(task).filter((r) => replicaIsLive(r.state) || (r.state === "committed" && !r.verify_failed));
 
 /** When a live replica's current router-set phase runs out (missing it costs reputation). */
 export const phaseDeadline = (r: Replica): number => (r.state === "assigned" ? r.ack_deadline : r.commit_deadline);
@@ -128,6 +132,8 @@ export function newTask(
 ): { task: OpenTask; request: StoredRequest } {
   // The seed defaults to the task id so every replica of a sampled task draws the same numbers.
   const params: GenerationParams = { ...req.params, seed: req.params.seed ?? id };
+  // A verify session verifies every task (every position unless the request asked for a spot check).
+  if (config.consensus === "verify") params.verify ??= { fraction: 1 };
   // A similarity session samples independently per replica unless the client pinned the seed.
   const independentSeeds = config.consensus === "similarity" && !isGreedy(params) && req.params.seed === undefined;
   const payload = req.payload ? { payload: req.payload } : {};

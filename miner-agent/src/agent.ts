@@ -10,6 +10,7 @@ import { SessionConnection } from "./session-connection.ts";
 import { Stats } from "./stats.ts";
 import { TaskRunner, type TaskRunnerApi, type TaskRunnerOptions } from "./task-runner.ts";
 import type { ValidatorApi } from "./validator.ts";
+import { type VerifyHandler, verifierFor } from "./verifier.ts";
 import type { Wallet } from "./wallet.ts";
 
 // Wires one running miner together: registration → pool channel → one session channel per session the pool
@@ -47,6 +48,7 @@ export class MinerAgent {
   #registration: Registration | null = null;
   #pool: PoolConnection | null = null;
   #stopping: Promise<void> | null = null;
+  readonly #verify: VerifyHandler | undefined;
 
   constructor(opts: MinerAgentOptions) {
     this.#opts = opts;
@@ -58,6 +60,17 @@ export class MinerAgent {
       if (!router) throw new Error("not registered yet: no router to sign for");
       return signingDomain(router);
     };
+    // Tokens come from the registration once start() made it; payload calls only happen after that.
+    const payloads = new PayloadClient({
+      baseUrl: this.#client.baseUrl,
+      account: opts.wallet.account,
+      domain,
+      fetch: opts.fetch,
+      tokens: {
+        token: () => (this.#registration ? this.#registration.token() : Promise.reject(new Error("not registered yet"))),
+        invalidate: (t) => this.#registration?.invalidate(t),
+      },
+    });
     this.#runner = createRunner({
       engine: opts.engine,
       account: opts.wallet.account,
@@ -65,18 +78,10 @@ export class MinerAgent {
       concurrency: opts.concurrency,
       log: opts.log,
       stats: this.#stats,
-      // Tokens come from the registration once start() made it; payload calls only happen after that.
-      payloads: new PayloadClient({
-        baseUrl: this.#client.baseUrl,
-        account: opts.wallet.account,
-        domain,
-        fetch: opts.fetch,
-        tokens: {
-          token: () => (this.#registration ? this.#registration.token() : Promise.reject(new Error("not registered yet"))),
-          invalidate: (t) => this.#registration?.invalidate(t),
-        },
-      }),
+      payloads,
     });
+    // Verified sampling: this miner re-scores other replicas' outputs with its own model (verifier.ts).
+    this.#verify = verifierFor(opts.engine, payloads, opts.log);
   }
 
   get runner(): TaskRunnerApi {
@@ -181,6 +186,7 @@ export class MinerAgent {
         tokens: this.#registration!,
         runner: this.#runner,
         validator: this.#opts.validator,
+        verify: this.#verify,
         log,
       });
       this.#sessions.set(s.session_id, conn);

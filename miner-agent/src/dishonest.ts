@@ -3,6 +3,7 @@ import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { type AssignMessage, MAX_RESULT_TEXT, type SessionMinerMessage, TEXT_BYTES_PER_TOKEN } from "../../shared/protocol.ts";
 import { type CopyContext, copyTask } from "./dishonest-copy.ts";
 import { junkEmbeddings, lyingValidator, OwnOutputs, recordCommits } from "./dishonest-validator.ts";
+import { junkTokenIds, perturbEngine } from "./dishonest-verify.ts";
 import type { Engine, GenerateRequest, GenerateResult } from "./engine-types.ts";
 import type { Logger } from "./log.ts";
 import type { DishonestMode } from "./options.ts";
@@ -31,6 +32,10 @@ import type { ValidatorApi } from "./validator.ts";
 //                     output look central (dishonest-validator.ts)
 //   junk-embeddings   runs its tasks honestly but answers every `embed` (embedding jobs, validation) with random
 //                     unit vectors of the true dimension, running no embedding model (dishonest-validator.ts)
+//   perturbed-weights runs the declared model with perturbed logits, as a quantized or perturbed copy would
+//                     (dishonest-verify.ts)
+// On verified tasks (params.verify) junk commits random token ids, and usage-inflate claims 16 prompt tokens more
+// than it read (a huge claim is refused before any validator sees it), so validators have something to catch.
 
 export { DISHONEST_MODES, type DishonestMode, isDishonestMode } from "./options.ts";
 
@@ -78,7 +83,7 @@ export async function prepareTestMiner(test: TestMiner & { model: string; cacheD
   const own = new OwnOutputs();
   return {
     loadModel,
-    engine: (loaded) => (loadModel ? disguiseEngine(loaded, model) : loaded),
+    engine: (loaded) => (loadModel ? disguiseEngine(loaded, model) : mode === "perturbed-weights" ? perturbEngine(loaded) : loaded),
     createRunner: (opts) =>
       createTestRunner(opts, { mode: test.mode, delayMs: test.delayMs, routerUrl: test.routerUrl, copyApiKey: test.copyApiKey, own }),
     validator: (honest) =>
@@ -126,6 +131,9 @@ function cheatFor(mode: DishonestMode, own = new OwnOutputs()): Cheat {
     case "junk-embeddings":
       // Only its validator cheats (prepareTestMiner); its tasks are honest.
       return {};
+    case "perturbed-weights":
+      // The engine's logits are perturbed at load (prepareTestMiner, dishonest-verify.ts); the task path stays honest.
+      return {};
     case "silent-after-ack":
       return { silentAfterAck: true };
     case "context-refusal":
@@ -133,7 +141,7 @@ function cheatFor(mode: DishonestMode, own = new OwnOutputs()): Cheat {
     case "copy":
       return { copy: true };
     case "usage-inflate":
-      return { sink: (honest) => rewriteCommits(honest, (c) => ({ ...c, usage: { prompt_tokens: HUGE, completion_tokens: HUGE } })) };
+      return { sink: (honest) => rewriteCommits(honest, inflateUsage) };
     case "lying-validator":
       // Junk as a replica (so a fair judgement names it), its commits remembered for its validator to favour.
       return { engine: (honest) => ({ model: honest.model, generate: junkGenerate }), sink: (honest) => recordCommits(honest, own) };
@@ -257,6 +265,12 @@ type Commit = Extract<SessionMinerMessage, { type: "commit" }>;
 /** usage-inflate: what it claims for every count. */
 const HUGE = Number.MAX_SAFE_INTEGER;
 
+/** usage-inflate: 2^53 − 1 of everything; on a verified task (it carries token ids) 16 prompt tokens more. */
+function inflateUsage(c: Commit): Commit {
+  if (c.token_ids) return { ...c, usage: { ...c.usage, prompt_tokens: c.usage.prompt_tokens + 16 } };
+  return { ...c, usage: { prompt_tokens: HUGE, completion_tokens: HUGE } };
+}
+
 /** oversize: the honest text, then padding to 100 × what max_tokens allows (within the protocol's frame bound). */
 function oversize(result: GenerateResult, req: GenerateRequest): GenerateResult {
   const target = Math.min(100 * req.params.max_tokens * TEXT_BYTES_PER_TOKEN, MAX_RESULT_TEXT);
@@ -287,12 +301,8 @@ async function junkGenerate(req: GenerateRequest): Promise<GenerateResult> {
     text += piece;
     req.onToken?.(piece);
   }
-  return {
-    text,
-    finish_reason: "length",
-    usage: { prompt_tokens: Math.max(1, Math.ceil(req.input.prompt.length / 4)), completion_tokens: n },
-    inference_ms: 0,
-  };
+  const usage = { prompt_tokens: Math.max(1, Math.ceil(req.input.prompt.length / 4)), completion_tokens: n };
+  return junkTokenIds({ text, finish_reason: "length", usage, inference_ms: 0 }, !!req.params.verify);
 }
 
 /** Presents an engine running some other model as the declared one (wrong-model). */

@@ -16,6 +16,8 @@ export interface GenerateResult {
   usage: { prompt_tokens: number; completion_tokens: number };
   /** Wall time spent in the engine for this request, ms. */
   inference_ms: number;
+  /** The completion's token ids: only when the task is verified (params.verify), which commits them. */
+  token_ids?: number[];
 }
 
 /** What the model can read (declared at registration: shared/api.ts ModelContext, less the model id). */

@@ -6,6 +6,7 @@ import {
   AutoModelForCausalLM,
   AutoTokenizer,
   BaseStreamer,
+  type LogitsProcessor,
   LogitsProcessorList,
   type PreTrainedModel,
   type PreTrainedTokenizer,
@@ -27,6 +28,18 @@ import { BUILTIN_MODEL_ID, ensureBuiltinModel } from "./model/build.ts";
 import { CompiledConstraint, ConstraintProcessor } from "./model/constrained.ts";
 import { DecodingPolicy } from "./model/sampling.ts";
 import { IncrementalDetokenizer, StopMatcher } from "./model/text-stream.ts";
+import { ZERO_COST_MODEL, ZeroCostEngine } from "./zero-cost-engine.ts";
+
+/** A teacher-forced pass (TransformersEngine.rescore): the logits that predict each completion token. */
+export interface Rescored {
+  promptIds: number[];
+  logits: Float32Array;
+  vocab: number;
+  eos: number[];
+  decode(ids: number[]): string;
+  /** The model's positions (Infinity: unknown): generation stops where prompt + completion fill them. */
+  context: number;
+}
 
 /** GenerateResult plus the completion's token ids (for tests and benchmarks). */
 export interface DetailedResult extends GenerateResult {
@@ -78,6 +91,8 @@ export class TransformersEngine implements Engine {
   // interleaving would only add contention (and make timings meaningless).
   private tail: Promise<unknown> = Promise.resolve();
   private disposed = false;
+  /** TEST ONLY (dishonest-verify.ts `perturbed-weights`): processors run on the raw logits before the decoding policy. */
+  readonly testProcessors: LogitsProcessor[] = [];
 
   constructor(model: string, device: "cpu" | "webgpu", lm: PreTrainedModel, tokenizer: PreTrainedTokenizer) {
     this.model = model;
@@ -97,7 +112,34 @@ export class TransformersEngine implements Engine {
   }
 
   generate(req: GenerateRequest): Promise<GenerateResult> {
+    // A verified task commits its token ids (validators re-score them: verifier.ts).
+    if (req.params.verify) return this.generateDetailed(req);
     return this.generateDetailed(req).then(({ token_ids: _, ...result }) => result);
+  }
+
+  /**
+   * Verified sampling (verifier.ts): one teacher-forced forward pass over prompt + completion, in the same queue as
+   * generation. Row i of `logits` (each `vocab` wide) is what the model predicts for completion token i.
+   */
+  rescore(input: GenerateRequest["input"], ids: readonly number[]): Promise<Rescored> {
+    const run = async (): Promise<Rescored> => {
+      const promptIds = this.encodePrompt(input);
+      const seq = [...promptIds, ...ids.slice(0, -1)];
+      if (ids.length === 0 || seq.length > this.contextLimit) throw new ContextLengthError(`${seq.length + 1} tokens do not fit`);
+      const n = seq.length;
+      const out = (await this.lm({
+        input_ids: new Tensor("int64", BigInt64Array.from(seq, BigInt), [1, n]),
+        attention_mask: new Tensor("int64", new BigInt64Array(n).fill(1n), [1, n]),
+      })) as { logits: Tensor };
+      const vocab = out.logits.dims[2];
+      const all = out.logits.data as Float32Array;
+      const logits = all.slice((promptIds.length - 1) * vocab, n * vocab);
+      const decode = (t: number[]) => this.tokenizer.decode(t, { skip_special_tokens: true, clean_up_tokenization_spaces: false });
+      return { promptIds, logits, vocab, eos: [...this.eos], decode, context: this.contextLimit };
+    };
+    const result = this.tail.then(run, run);
+    this.tail = result.catch(() => {});
+    return result;
   }
 
   /** Same as generate(), also returning the completion's token ids. */
@@ -156,6 +198,7 @@ export class TransformersEngine implements Engine {
     });
     const processors = new LogitsProcessorList();
     if (constraint) processors.push(constraint); // masks first: penalties and sampling see allowed tokens only
+    for (const p of this.testProcessors) processors.push(p);
     processors.push(new DecodingPolicy(params, promptIds.length));
 
     const n = promptIds.length;
@@ -339,4 +382,6 @@ export async function loadTransformersEngine(opts: LoadEngineOptions): Promise<T
   throw lastErr;
 }
 
-export const loadEngine: (opts: LoadEngineOptions) => Promise<Engine> = loadTransformersEngine;
+/** The zero-cost bench engine for its own model id (options.ts `--test-engine`), else transformers.js. */
+export const loadEngine = async (opts: LoadEngineOptions): Promise<Engine> =>
+  opts.model === ZERO_COST_MODEL ? new ZeroCostEngine() : loadTransformersEngine(opts);

@@ -20,6 +20,7 @@ export const DISHONEST_MODES = [
   "oversize",
   "lying-validator",
   "junk-embeddings",
+  "perturbed-weights",
 ] as const;
 export type DishonestMode = (typeof DISHONEST_MODES)[number];
 
@@ -63,6 +64,8 @@ export interface CliOptions {
   testDishonest: DishonestMode | undefined;
   /** TEST ONLY (not in --help): hold each result this long before precommitting (a slow miner). */
   testDelayMs: number;
+  /** BENCH ONLY (not in --help): "zero-cost" runs zero-cost-engine.ts (model bench/zero-cost, no inference). */
+  testEngine: "zero-cost" | undefined;
 }
 
 export class UsageError extends Error {
@@ -137,6 +140,7 @@ const OPTIONS = {
   // Test-only, deliberately left out of HELP: makes this miner cheat or slow (see dishonest.ts).
   "test-dishonest": { type: "string" },
   "test-delay-ms": { type: "string" },
+  "test-engine": { type: "string" },
 } as const;
 
 function parseOptions(argv: string[]) {
@@ -173,8 +177,14 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
   if (name !== undefined && (name.length === 0 || name.length > 64)) {
     throw new UsageError("--name: 1 to 64 characters");
   }
-  const model = values.model;
+  let model = values.model;
   if (model !== undefined && model.trim() === "") throw new UsageError("--model: empty");
+  // BENCH ONLY: the zero-cost engine is chosen here, by this miner's operator, and nowhere else; it serves its
+  // own model id (bench/…), which `--model` cannot name, so no real model's tasks ever reach it.
+  const testEngine = values["test-engine"] ?? (env.MINER_TEST_ENGINE || undefined);
+  if (testEngine !== undefined && testEngine !== "zero-cost") throw new UsageError(`--test-engine: expected zero-cost, got ${testEngine}`);
+  if (model?.startsWith("bench/")) throw new UsageError("--model: bench/ models are served only by --test-engine");
+  if (testEngine) model = "bench/zero-cost";
   // The builtin embedder's id (model/embedding.ts), spelled out so parsing options loads no model code.
   const embeddingModel = values["embedding-model"] ?? "edge/tiny-embed";
   if (embeddingModel.trim() === "") throw new UsageError("--embedding-model: empty");
@@ -186,10 +196,11 @@ export function parseCliArgs(argv: string[], env: NodeJS.ProcessEnv = process.en
   return {
     router: url.href.replace(/\/+$/, ""),
     model,
+    testEngine,
     device,
     concurrency: intOption("--concurrency", values.concurrency, 1, 1, 256),
     threads: intOption("--threads", values.threads, 0, 0, 256),
-    embeddingModel: embeddingModel === "none" ? null : embeddingModel,
+    embeddingModel: embeddingModel === "none" || testEngine ? null : embeddingModel,
     keyFile: values["key-file"] ?? (env.MINER_KEY_FILE || join(homedir(), ".miner-agent", "key.json")),
     cacheDir: values["cache-dir"] ?? (env.MINER_CACHE_DIR || join(homedir(), ".miner-agent", "models")),
     name,

@@ -99,7 +99,15 @@ export class PayloadClient {
     const res = await this.#call(
       "POST",
       "/api/v3/offchain/result",
-      { session_id: sessionId, task_id: assign.task_id, content: toBase64(content), content_hash: contentHash, signature },
+      {
+        session_id: sessionId,
+        task_id: assign.task_id,
+        content: toBase64(content),
+        content_hash: contentHash,
+        signature,
+        // A client-sealed task's router records this unopened (the precommit binds us to it all the same).
+        ...(payload.encrypted ? { result_hash: resultHash(text) } : {}),
+      },
       signal,
     );
     const body = OffchainResultResponse.parse(await res.json());

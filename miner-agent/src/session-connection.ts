@@ -4,6 +4,7 @@ import type { Backoff } from "./backoff.ts";
 import type { Logger } from "./log.ts";
 import type { TaskRunnerApi, TaskSink } from "./task-runner.ts";
 import type { ValidatorApi } from "./validator.ts";
+import type { VerifyHandler } from "./verifier.ts";
 import { ReconnectingSocket, type TokenSource } from "./ws-channel.ts";
 
 // One session channel (miner ↔ that session's SessionQueue). It feeds assigns/cancels to the task runner and
@@ -20,6 +21,8 @@ export interface SessionConnectionOptions {
   runner: TaskRunnerApi;
   /** Answers `embed` requests (similarity consensus); without one they are declined. */
   validator?: ValidatorApi;
+  /** Answers `verify` requests (verified sampling: verifier.ts); without one they are declined. */
+  verify?: VerifyHandler;
   log: Logger;
   backoff?: Backoff;
   /** Most undelivered messages kept; the oldest go first beyond it. */
@@ -176,6 +179,15 @@ export class SessionConnection implements TaskSink {
           return;
         }
         void validator.handle(msg).then((reply) => this.deliver(reply));
+        return;
+      }
+      case "verify": {
+        const { verify } = this.#opts;
+        if (!verify || msg.session_id !== sid) {
+          this.deliver({ type: "verify_failed", task_id: msg.task_id, reason: "this miner does no verification work here" });
+          return;
+        }
+        void verify(msg).then((reply) => this.deliver(reply));
         return;
       }
       case "error":

@@ -1,6 +1,6 @@
 import type { PrivateKeyAccount } from "viem/accounts";
 import type { AssignMessage, SessionMinerMessage } from "../../shared/protocol.ts";
-import { commitmentHash, precommitTypedData, resultHash, type SigningDomain } from "../../shared/signing.ts";
+import { commitmentHash, precommitDigest, precommitTypedData, resultHash, type SigningDomain } from "../../shared/signing.ts";
 import { ContextLengthError, type Engine, type GenerateResult } from "./engine-types.ts";
 import { describeError, type Logger } from "./log.ts";
 import { PayloadClient, PayloadError } from "./payloads.ts";
@@ -24,8 +24,11 @@ export interface TaskSink {
   dropTask(taskId: string): void;
 }
 
-/** Names the miner in each precommit and signs it (the miner's wallet account). */
-export type PrecommitSigner = Pick<PrivateKeyAccount, "address" | "signTypedData">;
+/**
+ * Names the miner in each precommit and signs it (the miner's wallet account). With `sign` (a local key) the
+ * digest is signed directly (shared/signing.ts `precommitDigest`: the same signature, less hashing).
+ */
+export type PrecommitSigner = Pick<PrivateKeyAccount, "address" | "signTypedData"> & Partial<Pick<PrivateKeyAccount, "sign">>;
 
 type AbortCause = "cancel" | "session" | "shutdown";
 
@@ -45,7 +48,12 @@ interface Task {
   firstTokenPerf?: number;
   /** It could not start on arrival (all slots busy), so its deadline may have passed meanwhile. */
   waited: boolean;
+  /** BENCH ONLY (MINER_BENCH_TRACE=1): performance.now() around signing and at delivery, for bench/router.ts. */
+  trace?: { signStart: number; signEnd: number; delivered: number };
 }
+
+/** BENCH ONLY: task_done carries this miner's per-stage timestamps (bench/router.ts's breakdown). */
+const BENCH_TRACE = process.env.MINER_BENCH_TRACE === "1";
 
 type Precommit = Extract<SessionMinerMessage, { type: "precommit" }>;
 type Commit = Extract<SessionMinerMessage, { type: "commit" }>;
@@ -269,11 +277,15 @@ export class TaskRunner {
         miner: account.address,
         result: resultHash(result.text),
       });
-      const signature = await account.signTypedData(
-        precommitTypedData({ session: sink.sessionId, task: assign.task_id, miner: account.address, hash }, this.#opts.domain()),
-      );
+      const signStart = performance.now();
+      const fields = { session: sink.sessionId, task: assign.task_id, miner: account.address, hash };
+      const signature = account.sign
+        ? await account.sign({ hash: precommitDigest(fields, this.#opts.domain()) })
+        : await account.signTypedData(precommitTypedData(fields, this.#opts.domain()));
       if (task.abortCause) return;
+      const signEnd = performance.now();
       if (!(await this.#deliverResult(task, result, { type: "precommit", task_id: assign.task_id, hash, signature }))) return;
+      if (BENCH_TRACE) task.trace = { signStart, signEnd, delivered: performance.now() };
       this.#logDone(task, result, hash, startedAt);
     } catch (err) {
       if (task.abortCause) return; // cancelled, session left, or released for shutdown: already handled
@@ -315,6 +327,8 @@ export class TaskRunner {
       inference_ms: Math.max(0, result.inference_ms),
       // Lets the router report its own share of time-to-first-token.
       ...(first !== undefined ? { first_token_ms: Math.max(0, first - task.arrivedPerf) } : {}),
+      // Verified tasks: validators re-score these (a private task's ids would reveal its text: never sent).
+      ...(assign.params.verify && result.token_ids && !assign.payload?.encrypted ? { token_ids: result.token_ids } : {}),
     };
     if (!resultUrn) sink.deliver(precommit);
     sink.deliver(commit);
@@ -340,6 +354,7 @@ export class TaskRunner {
         prompt_tokens: result.usage.prompt_tokens,
         streamed: task.assign.stream,
         hash,
+        ...(task.trace ? { trace: benchTrace(task) } : {}),
       }),
     );
   }
@@ -374,6 +389,13 @@ export class TaskRunner {
     const max = this.#opts.finishedCacheSize ?? 64;
     while (this.#finished.size > max) this.#finished.delete(this.#finished.keys().next().value!);
   }
+}
+
+/** BENCH ONLY: the task's timestamps as epoch ms with sub-ms precision (one clock with the bench's). */
+function benchTrace(task: Task): Record<string, number> {
+  const epoch = (perf: number) => performance.timeOrigin + perf;
+  const t = task.trace!;
+  return { arrived: epoch(task.arrivedPerf), sign_start: epoch(t.signStart), sign_end: epoch(t.signEnd), delivered: epoch(t.delivered) };
 }
 
 function taskKey(sessionId: string, taskId: string): string {

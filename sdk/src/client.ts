@@ -2,12 +2,11 @@ import type { Address } from "viem";
 import type { SigningDomain } from "../../shared/signing.ts";
 import { EdgeApiError, VerificationError } from "./errors.ts";
 import { Http, type RetryOptions } from "./http.ts";
-import { PrivatePayloads } from "./private.ts";
+import { checkOpenedResult, PrivatePayloads, type TaskKeyHolder } from "./private.ts";
 import { sseJson } from "./sse.ts";
 import type {
   Completion,
   CompletionChunk,
-  CompletionRequest,
   CreateSessionRequest,
   EmbeddingsRequest,
   OffchainCompletionRequest,
@@ -50,6 +49,12 @@ export interface CallOptions {
 export interface CompletionOptions extends CallOptions {
   /** 1 (default): `/api/v1/completions`; 2 or 3: the off-chain routes (private payloads, result URNs). */
   version?: 1 | 2 | 3;
+  /**
+   * With `private: true` (default true): seal the prompt here under a reserved task's key and send only the
+   * ciphertext (`/api/v1/sessions/:sid/reservations`, then `…/sealed`; needs `session_id`). `false`: send the prompt
+   * to the v2/v3 route, which seals it on the router.
+   */
+  sealPromptLocally?: boolean;
 }
 
 /** A streamed completion: iterate for chunks (`for await`), or `text()` for the rest as one string. */
@@ -117,20 +122,34 @@ export class EdgeClient {
      * here with the task key; `text` is the plaintext.
      */
     create: async (body: OffchainCompletionRequest, opts: CompletionOptions = {}): Promise<Completion> => {
-      const { body: answer } = await this.http.json<Completion>(completionPath(opts.version ?? 1, body.session_id), {
-        body: { ...body, stream: false },
-        signal: opts.signal,
-      });
+      const sealed = body.private === true && opts.sealPromptLocally !== false;
+      const { answer, task } = sealed
+        ? await this.#sealedCompletion(body, opts)
+        : {
+            answer: (
+              await this.http.json<Completion>(completionPath(opts.version ?? 1, body.session_id), {
+                body: { ...body, stream: false },
+                signal: opts.signal,
+              })
+            ).body,
+            task: undefined,
+          };
       let text = answer.choices?.[0]?.text ?? "";
       const urn = answer.offchain?.result_urn;
-      if (urn && text === "") text = await this.payloads.openResult(answer.session_id, answer.task_id, urn);
+      if (urn && text === "") text = await this.payloads.openResult(answer.session_id, answer.task_id, urn, task);
+      if (urn && task) checkOpenedResult(answer, urn, text);
       const done: Completion = { ...answer, text };
       if (this.#verifying(opts)) await this.#check(done.receipt, text, done.request_id);
       return done;
     },
-    /** A streamed completion as an async iterator of chunks; verified (when asked) once the stream ends. */
-    stream: (body: CompletionRequest, opts: CompletionOptions = {}): CompletionStream =>
-      this.#stream(completionPath(opts.version ?? 1, body.session_id), { ...body, stream: true }, opts),
+    /**
+     * A streamed completion as an async iterator of chunks; verified (when asked) once the stream ends. A private
+     * one is sealed here as `create` seals it and answered whole: the stream yields that one answer, its text opened.
+     */
+    stream: (body: OffchainCompletionRequest, opts: CompletionOptions = {}): CompletionStream =>
+      body.private === true && opts.sealPromptLocally !== false
+        ? this.#stream("", null, opts, undefined, () => this.completions.create(body, opts))
+        : this.#stream(completionPath(opts.version ?? 1, body.session_id), { ...body, stream: true }, opts),
   };
 
   readonly embeddings = {
@@ -245,6 +264,7 @@ export class EdgeClient {
     body: unknown,
     opts: CallOptions,
     textOf: (c: CompletionChunk) => string = (c) => c.choices?.[0]?.text ?? "",
+    whole?: () => Promise<Completion>,
   ): CompletionStream {
     const client = this;
     let final: CompletionChunk | undefined;
@@ -253,6 +273,14 @@ export class EdgeClient {
     async function* chunks(): AsyncGenerator<CompletionChunk> {
       if (started) throw new Error("a completion stream can be read once");
       started = true;
+      if (whole) {
+        // Sealed and opened (and verified when asked) by create(): one chunk carrying the opened text.
+        const answer = await whole();
+        final = { ...answer, choices: answer.choices.map((c, i) => (i === 0 ? { ...c, text: answer.text } : c)) };
+        textSoFar = answer.text;
+        yield final;
+        return;
+      }
       const res = await client.http.response(path, { body, signal: opts.signal, raw: true });
       const requestId = res.headers.get("x-request-id") ?? undefined;
       if (!(res.headers.get("content-type") ?? "").includes("text/event-stream")) {
@@ -299,6 +327,43 @@ export class EdgeClient {
         })();
       },
     };
+  }
+
+  /**
+   * A private completion whose prompt is sealed here: reserve a task id (with its key), seal the prompt spec under
+   * it, send the envelope. A reservation the router forgot (its queue restarted) is 409: reserved and sealed again,
+   * once.
+   */
+  async #sealedCompletion(
+    body: OffchainCompletionRequest,
+    opts: CompletionOptions,
+    again = true,
+  ): Promise<{ answer: Completion; task: TaskKeyHolder }> {
+    const sessionId = body.session_id;
+    if (!sessionId) throw new Error("a prompt sealed on the client needs session_id (a private session of your own)");
+    const {
+      prompt,
+      prompt_type,
+      prompt_template,
+      private: _p,
+      payload_policy: _pp,
+      result_policy: _rp,
+      session_id: _s,
+      stream: _st,
+      ...params
+    } = body as OffchainCompletionRequest & { stream?: boolean };
+    const task = await this.payloads.reserve(sessionId, opts.signal);
+    const envelope = await this.payloads.seal(sessionId, task, { prompt, prompt_type, prompt_template });
+    try {
+      const { body: answer } = await this.http.json<Completion>(`/api/v3/completions/${enc(sessionId)}/sealed`, {
+        body: { ...params, task_id: task.task_id, reservation: task.reservation, envelope },
+        signal: opts.signal,
+      });
+      return { answer, task };
+    } catch (err) {
+      if (!again || !(err instanceof EdgeApiError) || err.code !== "conflict") throw err;
+      return this.#sealedCompletion(body, opts, false);
+    }
   }
 
   #mcp: Promise<{ request(method: string, params: unknown): Promise<unknown> }> | null = null;

@@ -37,6 +37,23 @@ export interface OffchainCompletionRequest extends CompletionRequest {
   result_policy?: "inline" | "offchain";
 }
 
+/** `POST /api/v1/sessions/:sid/reservations`: a task id for a client-sealed prompt, and that task's key. */
+export interface SealedReservation {
+  object: "sealed_reservation";
+  session_id: string;
+  task_id: string;
+  /** The token the sealed submit presents (usable once). */
+  reservation: string;
+  /** Unix seconds after which the reservation lapses. */
+  expires_at: number;
+  /** The task key, hex: it seals this task's prompt and opens its result, and no other task's payload. */
+  key: string;
+  key_version: number;
+  algorithm: "AES-256-GCM";
+  aad: string;
+  max_envelope_bytes: number;
+}
+
 export interface MinerEvidence {
   address: string;
   latency_ms: number | null;
@@ -75,7 +92,15 @@ export interface Completion {
   cost?: Cost;
   receipt?: Receipt;
   /** v2/v3: where prompt and result are stored. */
-  offchain?: { prompt_urn: string | null; result_urn: string | null; encrypted: boolean; key_version?: number; result_policy: string };
+  offchain?: {
+    prompt_urn: string | null;
+    result_urn: string | null;
+    encrypted: boolean;
+    key_version?: number | null;
+    result_policy: string;
+    /** `client`: the prompt was sealed by the SDK and the router received only its envelope. */
+    sealed_by?: "client";
+  };
   streaming_disabled?: boolean;
   /** The SDK's: the completion's text (the first choice; a private result opened locally). */
   text: string;

@@ -115,7 +115,9 @@ async function openStream(body: Record<string, unknown>) {
 
 beforeAll(async () => {
   router = await startRouter({ vars: { API_KEYS: `alice:${ALICE},bob:${BOB}` } });
-  miner = await startMiner(router.url, { name: "a2a", concurrency: 2 });
+  // The built-in model writes hundreds of tokens in well under a second: each result is held 1.5 s before its
+  // precommit so the cancel tests find their tasks still running.
+  miner = await startMiner(router.url, { name: "a2a", concurrency: 2, args: ["--test-delay-ms", "1500"] });
   await miner.waitFor("ready", undefined, 180_000);
 }, 240_000);
 

@@ -79,7 +79,9 @@ function expectCompleted(data: string[]) {
 
 beforeAll(async () => {
   router = await startRouter({ vars: { API_KEYS: `alice:${ALICE},bob:${BOB}` } });
-  miner = await startMiner(router.url, { name: "cancel", concurrency: 2 });
+  // The built-in model writes 200 tokens in well under a second: each result is held 2 s before its precommit so
+  // the tasks are still running while this file cancels them.
+  miner = await startMiner(router.url, { name: "cancel", concurrency: 2, args: ["--test-delay-ms", "2000"] });
   await miner.waitFor("ready", undefined, 120_000);
   const res = await call(ALICE, "/api/v1/sessions", { body: { deposit: 1_000_000, redundancy: 1 } });
   expect(res.status, JSON.stringify(res.body)).toBe(201);

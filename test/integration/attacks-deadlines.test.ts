@@ -44,7 +44,9 @@ const settled = () => sleep(1_500);
 
 beforeAll(async () => {
   router = await startRouter();
-  miner = await startMiner(router.url, { name: "honest" });
+  // Each result is held 400 ms (well inside the miner's own precommit window: ack window + prefill + tokens at
+  // its declared speed), so a flood at the floor deadline outruns it even when the trained model stops early.
+  miner = await startMiner(router.url, { name: "honest", args: ["--test-delay-ms", "400"] });
   await miner.waitFor("ready", undefined, 120_000);
   address = miner.address()!.toLowerCase();
 });

@@ -1,6 +1,9 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EMBEDDING_TOLERANCE, replicaDistance } from "../../durable-objects/session-queue/embedding-consensus.ts";
 import { type Embedder, loadEmbedder } from "../../miner-agent/src/embedder.ts";
+import { embedWeightsDir } from "../../miner-agent/src/model/embedding.ts";
 import { api, type Miner, MODEL_CACHE, type Router, startMiner, startRouter, until } from "../helpers/network.ts";
 
 // POST /api/v1/embeddings end to end: real wrangler dev, real miner processes embedding with the built-in
@@ -60,10 +63,12 @@ const TEXTS = [
   "ünïcödé ✓ — and some digits: 31337",
 ];
 
+/** The builtin model's dimension, as models/embed/manifest.json (the committed weights) says. */
+const DIM: number = JSON.parse(readFileSync(join(embedWeightsDir(), "manifest.json"), "utf8")).hidden_size;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 describe("embeddings served by real miners", () => {
-  it("k = 3 honest miners: the vectors equal the embedder's own, 512-dimensional, in input order", async () => {
+  it("k = 3 honest miners: the vectors equal the embedder's own, of the model's dimension, in input order", async () => {
     const sid = await session(honest);
     const res = await embed(sid, TEXTS);
     expect(res.status, JSON.stringify(res.body)).toBe(200);
@@ -71,10 +76,10 @@ describe("embeddings served by real miners", () => {
     expect(res.body.model).toBe("edge/tiny-embed");
     expect(res.body.data.map((d: any) => d.index)).toEqual([0, 1, 2, 3]);
     const vectors = res.body.data.map((d: any) => d.embedding as number[]);
-    for (const v of vectors) expect(v).toHaveLength(512);
+    for (const v of vectors) expect(v).toHaveLength(DIM);
     // Each text's vector is the in-process vector of that same text (distance within the tolerance) ...
     expect(replicaDistance(vectors, mine)).toBeLessThanOrEqual(EMBEDDING_TOLERANCE);
-    for (let i = 0; i < TEXTS.length; i++) for (let k = 0; k < 512; k += 64) expect(vectors[i][k]).toBeCloseTo(mine[i][k], 5);
+    for (let i = 0; i < TEXTS.length; i++) for (let k = 0; k < DIM; k += 32) expect(vectors[i][k]).toBeCloseTo(mine[i][k], 5);
     // ... and not another text's: the order is kept.
     expect(replicaDistance([vectors[0]], [mine[1]])).toBeGreaterThan(0.5);
     expect(res.body.consensus).toMatchObject({ method: "embedding", status: "agreed", outliers: [] });

@@ -60,10 +60,15 @@ describe("builtin model", () => {
     expect(modelDir).toBe(join(cacheDir, BUILTIN_MODEL_ID));
     for (const f of MODEL_FILES) expect(existsSync(join(modelDir, f))).toBe(true);
     const config = JSON.parse(await readFile(join(modelDir, "config.json"), "utf8"));
-    expect(config).toMatchObject({ model_type: "gpt2", n_layer: BUILTIN_CONFIG.n_layer, n_embd: BUILTIN_CONFIG.n_embd, vocab_size: 1024 });
+    expect(config).toMatchObject({
+      model_type: "gpt2",
+      n_layer: BUILTIN_CONFIG.n_layer,
+      n_embd: BUILTIN_CONFIG.n_embd,
+      vocab_size: BUILTIN_CONFIG.vocab_size,
+    });
     const tok = JSON.parse(await readFile(join(modelDir, "tokenizer.json"), "utf8"));
     expect(tok.model.type).toBe("BPE");
-    expect(Object.keys(tok.model.vocab)).toHaveLength(1024);
+    expect(Object.keys(tok.model.vocab)).toHaveLength(BUILTIN_CONFIG.vocab_size);
     expect(tok.model.vocab["<|endoftext|>"]).toBe(config.eos_token_id);
 
     const mtime = statSync(join(modelDir, "onnx/model.onnx")).mtimeMs;
@@ -146,7 +151,11 @@ describe("engine", () => {
     expect(a.pieces.join("")).toBe(a.text);
     expect(a.text.length).toBeGreaterThan(0);
     expect(a.text).toBe(tokenizer.decode(a.token_ids, { skip_special_tokens: true, clean_up_tokenization_spaces: false }));
-    expect(new Set(a.token_ids).size).toBeGreaterThan(a.token_ids.length / 3); // varied, not one token over and over
+    // Not one token over and over (a tiny trained model may loop over a phrase under greedy decoding, never one token).
+    const counts = new Map<number, number>();
+    for (const id of a.token_ids) counts.set(id, (counts.get(id) ?? 0) + 1);
+    expect(counts.size).toBeGreaterThan(4);
+    expect(Math.max(...counts.values())).toBeLessThanOrEqual(a.token_ids.length / 3);
     expect(a.inference_ms).toBeGreaterThan(0);
 
     const other = await loadTransformersEngine({ model: BUILTIN_MODEL_ID, device: "cpu", cacheDir });

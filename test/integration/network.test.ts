@@ -209,7 +209,10 @@ describe("faults", () => {
     const res = await pending;
     expect(res.status).toBe(200);
     expect(res.body.miners[0].address).not.toBe(victim);
-    expect(res.body.usage.completion_tokens).toBe(400);
+    // The whole completion, from the survivor: 400 tokens, or fewer when the trained model ends its text (EOS).
+    const { finish_reason } = res.body.choices[0];
+    if (finish_reason === "length") expect(res.body.usage.completion_tokens).toBe(400);
+    else expect(finish_reason).toBe("stop");
     const task = await api(router, `/api/v1/tasks/${sid}/${res.body.task_id}`);
     const dead = task.body.replicas.find((r: { miner: string }) => r.miner === victim);
     expect(dead.state).toBe("disconnected");

@@ -242,8 +242,9 @@ describe("sdk package", () => {
       { session_id: sessionId, prompt: "A secret", max_tokens: 6, timeout: 30, private: true },
       { version: 3 },
     );
-    // The router answered only the URN: the text was fetched as ciphertext and opened here, and verifies.
-    expect(answer.offchain).toMatchObject({ encrypted: true, result_urn: expect.stringMatching(/^urn:edge:result:/) });
+    // The prompt was sealed here (the router got only its envelope); the router answered only the URN: the text
+    // was fetched as ciphertext and opened here, and verifies.
+    expect(answer.offchain).toMatchObject({ encrypted: true, sealed_by: "client", result_urn: expect.stringMatching(/^urn:edge:result:/) });
     expect(answer.choices[0].text).toBe("");
     const plain = await api(router, `/api/v3/offchain/result/${encodeURIComponent(answer.offchain!.result_urn!)}?decrypt=true`);
     expect(answer.text).toBe(plain.body);

@@ -1,10 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { api, type Miner, type Router, startMiner, startRouter, until } from "../helpers/network.ts";
 
-// Similarity consensus end to end: real miner processes sample independently (a `similarity` session gives each
-// replica its own seed), one of them is a junk miner, and the validator is a real miner running the builtin
-// embedding model (transformers.js feature extraction on edge/tiny-embed). Honest samples must agree within the
-// default dispersion threshold; the junk replica must be the named outlier, task after task.
+// Similarity consensus end to end: real miner processes sample at temperature 0.8, one of them is a junk miner,
+// and the validators are real miners running the builtin embedding model (transformers.js feature extraction on
+// edge/tiny-embed). The client pins the seed, so the honest replicas sample the same text while the junk one
+// differs by hash: the validators' distances must agree the honest pair (0 apart) and name the junk replica the
+// outlier (beyond the default threshold), task after task. (Without a pinned seed each replica samples on its own,
+// and the builtin language model's independent samples are mostly unrelated text, as far apart as junk: README
+// "Similarity consensus", models/embed/calibrate.ts.)
 
 const TASKS = 4;
 let router: Router;
@@ -49,7 +52,7 @@ describe("similarity consensus with real miners and the builtin embedding model"
 
     for (let i = 0; i < TASKS; i++) {
       const res = await api(router, `/api/v1/completions/${sid}`, {
-        body: { prompt: `The children walked to the river and ${i}`, max_tokens: 48, temperature: 0.8, top_p: 0.95 },
+        body: { prompt: `The children walked to the river and ${i}`, max_tokens: 48, temperature: 0.8, top_p: 0.95, seed: 1000 + i },
       });
       expect(res.status, JSON.stringify(res.body)).toBe(200);
       const c = res.body.consensus;
@@ -63,10 +66,11 @@ describe("similarity consensus with real miners and the builtin embedding model"
       expect(new Set(c.similarity.validators)).toEqual(new Set([...honest, junk].map(addr)));
       expect(c.similarity.distances[addr(junk)]).toBeGreaterThan(threshold);
       for (const h of honest) expect(c.similarity.distances[addr(h)]).toBeLessThanOrEqual(threshold);
-      // The two honest samples really differ (independent seeds), so exact hashing alone could not agree.
+      // The honest pair sampled the same text from the pinned seed; the junk replica's differs, so validators judged.
       const task = (await api(router, `/api/v1/tasks/${sid}/${res.body.task_id}`)).body;
       const honestHashes = new Set(task.replicas.filter((r: any) => r.miner !== addr(junk)).map((r: any) => r.hash));
-      expect(honestHashes.size).toBe(2);
+      expect(honestHashes.size).toBe(1);
+      expect(task.replicas.find((r: any) => r.miner === addr(junk)).hash).not.toBe([...honestHashes][0]);
       // The answer is the central honest sample, never the junk.
       expect(res.body.choices[0].text).toBe(task.result.text);
       expect(honest.map(addr)).toContain(task.result.miner);

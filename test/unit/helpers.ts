@@ -8,6 +8,7 @@ import {
   parseMessage,
   type SessionMinerMessage,
   SessionServerMessage,
+  type VerifyMessage,
 } from "../../shared/protocol.ts";
 import {
   commitmentHash,
@@ -219,6 +220,10 @@ export interface MinerOptions {
   tokensPerS?: number;
   /** How this miner answers `embed` (validation work); null stays silent. Absent: silent. */
   embed?: (msg: EmbedMessage) => SessionMinerMessage | null;
+  /** How this miner answers `verify` (verified sampling); null stays silent. Absent: silent. */
+  verify?: (msg: VerifyMessage) => SessionMinerMessage | null;
+  /** The token ids a verified task's commit carries (default: one per character, as many as the usage claims). */
+  tokenIds?: (a: AssignMessage, text: string) => number[];
 }
 
 /** A deterministic bag-of-words vector (64 hashed buckets): a stand-in embedder for test validators. */
@@ -255,6 +260,8 @@ type SessionMsg = SessionServerMessage;
 type Commit = Extract<SessionMinerMessage, { type: "commit" }>;
 
 export const defaultText = (a: AssignMessage) => `answer to ${a.input.prompt}`;
+/** Test token ids: a character's code each (test validators decode them back with String.fromCharCode). */
+export const charIds = (_a: AssignMessage, text: string) => [...text].map((c) => c.codePointAt(0)!);
 const defaultChunks = (text: string) => text.match(/.{1,4}/gs) ?? [text];
 /** At most a token per prompt character, at most max_tokens: what the router accepts from a miner (miner-input.ts). */
 const defaultUsage = (a: AssignMessage, text: string) => ({
@@ -456,13 +463,18 @@ export class TestMiner {
 
   commit(sid: string, tid: string, text: string, extra: Partial<Omit<Commit, "type" | "task_id" | "text">> = {}): void {
     const a = this.assigns.find((x) => x.sid === sid && x.task_id === tid);
+    const usage = extra.usage ?? (a ? (this.opts.usage ?? defaultUsage)(a, text) : { prompt_tokens: 1, completion_tokens: 1 });
+    // A verified task's commit carries its token ids (verify-round.ts checks their count against the usage).
+    const ids =
+      extra.token_ids ?? (a?.params.verify ? (this.opts.tokenIds ?? charIds)(a, text).slice(0, usage.completion_tokens) : undefined);
     this.send(sid, {
       type: "commit",
       task_id: tid,
       text,
       finish_reason: extra.finish_reason ?? this.opts.finishReason ?? "stop",
-      usage: extra.usage ?? (a ? (this.opts.usage ?? defaultUsage)(a, text) : { prompt_tokens: 1, completion_tokens: 1 }),
+      usage,
       inference_ms: extra.inference_ms ?? 5,
+      ...(ids ? { token_ids: ids } : {}),
     });
   }
 
@@ -497,6 +509,11 @@ export class TestMiner {
     if (msg.type === "cancel") this.cancelled.add(`${sid}/${msg.task_id}`);
     if (msg.type === "embed") {
       const reply = this.opts.embed?.(msg);
+      if (reply) this.send(sid, reply);
+      return;
+    }
+    if (msg.type === "verify") {
+      const reply = this.opts.verify?.(msg);
       if (reply) this.send(sid, reply);
       return;
     }

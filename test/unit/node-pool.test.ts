@@ -97,9 +97,12 @@ describe("NodePool: presence and session assignment", () => {
     const m = await miners.start({ models: [model] });
     const sid = await createSession({ model });
     await waitFor(async () => (await node(m.address))?.sessions.includes(sid), "the miner to be assigned");
-    // Its last heartbeat was long ago: more than three heartbeat intervals.
-    await runInDurableObject(poolStub(), (_, state) => {
-      state.storage.sql.exec(`UPDATE miners SET last_seen = ? WHERE address = ?`, Date.now() - 60_000, m.address);
+    // Its last heartbeat was long ago: more than three heartbeat intervals (liveness is kept in memory,
+    // durable-objects/pool-liveness.ts), and the pool did not just wake up.
+    await runInDurableObject(poolStub(), (pool) => {
+      const live = (pool as unknown as { live: { seen: Map<string, number>; wokeAt: number } }).live;
+      live.seen.set(m.address, Date.now() - 60_000);
+      live.wokeAt = 0;
     });
     expect(await runDurableObjectAlarm(poolStub())).toBe(true);
     const n = await node(m.address);

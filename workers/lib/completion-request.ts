@@ -29,6 +29,7 @@ export function completionRequest(body: CompletionBody, owner: string): SubmitRe
       frequency_penalty: body.frequency_penalty,
       stop: body.stop ?? [],
       seed: body.seed,
+      ...(body.verify ? { verify: body.verify } : {}),
     },
     stream: body.stream,
     timeout_s: body.timeout,

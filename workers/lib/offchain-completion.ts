@@ -126,7 +126,7 @@ async function dropPrompt(env: Env, p: Plan): Promise<void> {
 }
 
 /** The chosen replica's result URN, if its result went off-chain. */
-function resultUrnOf(task: TaskView): string | null {
+export function resultUrnOf(task: TaskView): string | null {
   const miner = task.result?.miner;
   return task.replicas.find((r) => r.miner === miner)?.result_urn ?? null;
 }

@@ -89,7 +89,7 @@ const ANSWER_FORM = "Answer as:\nVERDICT: <label>\nSCORE: <0-10>\nCONFIDENCE: <0
 /**
  * Shares a byte budget fairly among pieces of material: short pieces keep all they have, long ones split
  * what is left evenly. The budget bounds the material's tokens, so the prompt fits a small model's context
- * (the built-in model has 512 positions; the fixed rubric text takes at most ~300 tokens).
+ * (the built-in model has 512 positions; the fixed rubric text takes about 180 tokens of the trained model).
  */
 export function fitMaterial(pieces: string[], budget: number): string[] {
   const out = new Array<string>(pieces.length);

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { VerifyOption } from "../../shared/generation.ts";
 import { TaskId } from "../../shared/task-id.ts";
 
 // Request bodies at the route edge. Field names follow what Cortensor clients send.
@@ -40,6 +41,11 @@ export const CompletionBody = z.object({
     .max(2 ** 31 - 1)
     .optional(),
   client_reference: z.string().max(256).optional(),
+  /** Verified sampling for this task: `true` checks every token, `{fraction}` spot-checks that share (README). */
+  verify: z
+    .union([z.boolean(), VerifyOption])
+    .optional()
+    .transform((v) => (v === true ? { fraction: 1 } : v || undefined)),
   max_miners: z.number().int().min(1).max(64).optional(),
   model: z.string().max(200).optional(),
 });
@@ -68,7 +74,7 @@ export const CreateSessionBody = z
     /** Validators asked to embed outputs for similarity consensus (0 means one). */
     validator_count: z.number().int().min(0).max(16).default(0),
     /** exact: identical hashes only; auto: exact, else similarity; similarity: independent samples judged by embeddings. */
-    consensus: z.enum(["auto", "exact", "similarity"]).default("auto"),
+    consensus: z.enum(["auto", "exact", "similarity", "verify"]).default("auto"),
     /** Answer a redundant task without a quorum (flagged best_effort) instead of failing it 409 no_consensus. */
     best_effort: z.boolean().default(false),
     /** Cosine distance from the consensus output beyond which a replica is an outlier. */

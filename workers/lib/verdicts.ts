@@ -6,7 +6,7 @@ import type { Judgement, WorkResult } from "./work.ts";
 
 /** UTF-8 bytes of material (claim, result, context, sources…) one rubric prompt carries in all. */
 export function materialLimit(env: Env): number {
-  return Number(env.RUBRIC_MAX_INPUT_BYTES) || 200;
+  return Number(env.RUBRIC_MAX_INPUT_BYTES) || 240;
 }
 
 /** Reads a rubric answer; an answer outside the grammar makes the replica fail with `invalid_output`. */

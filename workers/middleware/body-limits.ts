@@ -18,6 +18,8 @@ interface Rule {
 }
 
 const RULES: Rule[] = [
+  // A client-sealed prompt (routes/completions-sealed.ts): its envelope of up to PAYLOAD_MAX_BYTES, in base64.
+  { path: /^\/api\/v3\/completions\/[^/]+\/sealed$/, max: (env) => Math.ceil((payloadMax(env) + 64) / 3) * 4 + ENVELOPE },
   // v2/v3 completions: prompts up to PAYLOAD_MAX_BYTES (8 MiB by default), which go to R2.
   { path: /^\/api\/v[23]\/completions(\/|$)/, max: (env) => payloadMax(env) + ENVELOPE },
   // A miner's signed off-chain result write (base64 content).

@@ -25,7 +25,8 @@ import { catalogQueue } from "../lib/tenancy.ts";
 //                       signature recovers to the token's miner, the content hashes to what was signed, the
 //                       miner holds the task, and a private task's content is an envelope that opens with the
 //                       task key. The router records keccak256(plaintext) with the object; the SessionQueue
-//                       compares it with the miner's precommit when the commit names the URN.
+//                       compares it with the miner's precommit when the commit names the URN. A client-sealed
+//                       task's envelope is not opened: the miner names that hash (`result_hash`).
 //   GET /payload/:urn   miner token (holding that task), or the session owner's API key: the stored bytes.
 //   GET /result/:urn    the session owner's API key: the stored bytes (ciphertext for private tasks, which
 //                       the client opens with its task key), or `?decrypt=true` for the plaintext.
@@ -145,6 +146,54 @@ const minerFirst = createMiddleware<AppEnv>(async (c, next) => {
   await next();
 });
 
+/**
+ * keccak256 of the result's plaintext, which the router records with the object: hashed here (opened with the task
+ * key when private), or — for a task whose prompt the client sealed — the miner's `result_hash`, unopened: the
+ * router reads nothing of such a task. The miner's precommit binds it to that hash all the same, and the client
+ * checks the text it opens against it.
+ */
+async function recordedHash(
+  env: Env,
+  body: OffchainResultRequest,
+  payload: PayloadDescriptor,
+  content: Uint8Array,
+  who: { miner: string; sha: string },
+): Promise<{ resultHash: Hex; keyVersion?: number }> {
+  if (!payload.encrypted) return { resultHash: keccak256(utf8Checked(content)) };
+  // R2 holds ciphertext only for private tasks: the content must be this task's result envelope.
+  const info = envelopeInfo(content);
+  if (!info) throw new ApiError("invalid_request", "this task is private: its result must be an encryption envelope");
+  if (payload.sealed_by === "client") {
+    if (info.scope !== "task" || info.version !== payload.key_version) {
+      throw new ApiError("invalid_request", `the result must be an envelope under the task key of version ${payload.key_version}`);
+    }
+    if (!body.result_hash) {
+      throw new ApiError("invalid_request", "the client sealed this task: name the result's keccak256 in result_hash", [
+        { path: "result_hash", message: "required for a client-sealed task" },
+      ]);
+    }
+    return { resultHash: body.result_hash as Hex, keyVersion: info.version };
+  }
+  let plain: Uint8Array;
+  try {
+    const urn = { kind: "result" as const, session: body.session_id, task: body.task_id, miner: who.miner, sha256: who.sha, key: "" };
+    plain = await decryptObject(env, urn, content);
+  } catch (err) {
+    if (err instanceof ApiError) throw err;
+    throw new ApiError("invalid_request", "result envelope does not open with this task's key");
+  }
+  return { resultHash: keccak256(utf8Checked(plain)), keyVersion: info.version };
+}
+
+function utf8Checked(bytes: Uint8Array): Uint8Array {
+  try {
+    utf8(bytes);
+  } catch {
+    throw new ApiError("invalid_request", "result is not UTF-8 text");
+  }
+  return bytes;
+}
+
 offchain.post("/result", minerFirst, jsonBody(OffchainResultRequest), async (c) => {
   const miner = c.get("miner");
   const body = c.req.valid("json");
@@ -173,30 +222,7 @@ offchain.post("/result", minerFirst, jsonBody(OffchainResultRequest), async (c) 
   }
   const payload = await claimResultWrite(c, miner, scope, sha);
   const encrypted = payload.encrypted;
-  let plain = content;
-  let keyVersion: number | undefined;
-  if (encrypted) {
-    // R2 holds ciphertext only for private tasks: the content must be this task's result envelope.
-    const info = envelopeInfo(content);
-    if (!info) throw new ApiError("invalid_request", "this task is private: its result must be an encryption envelope");
-    keyVersion = info.version;
-    try {
-      plain = await decryptObject(
-        c.env,
-        { kind: "result", session: body.session_id, task: body.task_id, miner, sha256: sha, key: "" },
-        content,
-      );
-    } catch (err) {
-      if (err instanceof ApiError) throw err;
-      throw new ApiError("invalid_request", "result envelope does not open with this task's key");
-    }
-  }
-  try {
-    utf8(plain);
-  } catch {
-    throw new ApiError("invalid_request", "result is not UTF-8 text");
-  }
-  const resultHash = keccak256(plain);
+  const { resultHash, keyVersion } = await recordedHash(c.env, body, payload, content, { miner, sha });
   const urn = await storeResult(c.env, {
     sessionId: body.session_id,
     taskId: body.task_id,

@@ -1,35 +1,36 @@
 // Writes the builtin model (a small GPT-2 with KV cache, its tokenizer and configs) as a local
-// Hugging Face model folder that transformers.js loads like any other: no model hub needed.
+// Hugging Face model folder that transformers.js loads like any other: no model hub needed. The weights and
+// tokenizer are the trained ones committed in data/ (models/README.md: corpus, training, figures); the ONNX
+// graph is written here from them, deterministically, so every miner holds a byte-identical model.
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { endianness } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { CORPUS } from "./corpus.ts";
-import { buildGpt2Graph, type Gpt2Config } from "./gpt2-graph.ts";
+import { buildGpt2Graph, type Gpt2Config, type Gpt2Weights } from "./gpt2-graph.ts";
+import { LM_BPE_FILE, loadLmBpe, loadLmWeights, modelDataPath } from "./lm-data.ts";
 import { encodeModel } from "./onnx-proto.ts";
-import { isPrintableToken, tokenizerConfigJson, tokenizerJson, trainBpe } from "./tokenizer.ts";
-import { type InitScales, initGpt2Weights } from "./weights.ts";
+import { isPrintableToken, tokenizerConfigJson, tokenizerJson } from "./tokenizer.ts";
+import { type InitScales, initGpt2Weights, perturbWeights } from "./weights.ts";
 
 export const BUILTIN_MODEL_ID = "edge/tiny-gpt2";
 
-/** Bump whenever the builder's code changes its output (config/seed/scale changes are caught anyway). */
-export const BUILDER_VERSION = 2;
+/** Bump whenever the builder's code changes its output (config, variant and data changes are caught anyway). */
+export const BUILDER_VERSION = 3;
 
-// Sized so one decode step costs ~4–5 ms on 2 CPU cores: transformers.js' generate() loop adds a
-// fixed ~0.1–0.3 ms of JS per token, which must stay well under 5% of the step (the engine vs
-// bare-loop benchmark); at n_layer 6 the margin was thin. Still ~150–220 tokens/s on 2 cores.
+// The trained model's shape (checked against the committed weights' header at build time). Small enough to
+// train in ~30 minutes on 2 shared CPU cores (models/train.py); one decode step costs well under a millisecond.
 export const BUILTIN_CONFIG: Readonly<Gpt2Config> = Object.freeze({
-  vocab_size: 1024,
+  vocab_size: 4096,
   n_positions: 512,
-  n_embd: 512,
-  n_layer: 8,
-  n_head: 8,
+  n_embd: 128,
+  n_layer: 4,
+  n_head: 4,
   layer_norm_epsilon: 1e-5,
 });
+/** Seed base for random-weight look-alikes (BuildVariant.seed): the wrong-model cheat's second model. */
 export const BUILTIN_SEED = 20240607;
-const SEED = BUILTIN_SEED;
-// Chosen by looking at greedy output: varied, mostly printable word pieces rather than one repeated token.
+// Random look-alikes only. Chosen by looking at greedy output: varied, mostly printable word pieces.
 const SCALES: InitScales = { embd: 0.25, pos: 1.5, gain: 3, priorEmbd: 1, priorBias: 3, lnfGain: -1 };
 
 /** Files that make a model folder complete (model file name is what transformers.js loads for fp32). */
@@ -41,13 +42,29 @@ export interface BuildProgress {
   progress: number;
 }
 
-/** Everything the output depends on: a cached folder built from anything else is rebuilt. */
-const fingerprint = (seed: number) => JSON.stringify({ builder_version: BUILDER_VERSION, config: BUILTIN_CONFIG, seed, scales: SCALES });
-
-/** Builds a look-alike of the builtin model: same shapes and tokenizer, other weights (test-only cheats). */
+/**
+ * A look-alike of the builtin model (same shapes and tokenizer, other weights) for test-only cheats and tests
+ * that need a second, different model. Absent fields: the trained model itself.
+ */
 export interface BuildVariant {
-  /** Weight seed (default: the builtin model's). */
+  /** Random weights from this seed instead of the trained ones (the wrong-model cheat). */
   seed?: number;
+  /** The trained weights plus seeded noise: each tensor gets Gaussian-like noise of std `scale` × that tensor's
+   * own std (a slightly perturbed model: same behaviour mostly, different logits). Ignored when `seed` is set. */
+  perturb?: { scale: number; seed: number };
+}
+
+/** sha256 of the committed data the model is built from: a changed file rebuilds every cached copy. */
+async function dataDigest(): Promise<string> {
+  const h = createHash("sha256");
+  for (const file of [LM_BPE_FILE, "lm-weights.bin"]) h.update(await readFile(modelDataPath(file)));
+  return h.digest("hex");
+}
+
+/** Everything the output depends on: a cached folder built from anything else is rebuilt. */
+async function fingerprint(variant: BuildVariant): Promise<string> {
+  const v = variant.seed !== undefined ? { seed: variant.seed, scales: SCALES } : variant.perturb ? { perturb: variant.perturb } : {};
+  return JSON.stringify({ builder_version: BUILDER_VERSION, config: BUILTIN_CONFIG, data: await dataDigest(), variant: v });
 }
 
 async function isComplete(dir: string, files: readonly string[], fp: string): Promise<boolean> {
@@ -71,8 +88,7 @@ export async function ensureBuiltinModel(
   onProgress?: (p: BuildProgress) => void,
   variant: BuildVariant = {},
 ): Promise<string> {
-  const seed = variant.seed ?? SEED;
-  return ensureBuiltFolder(cacheDir, id, MODEL_FILES, fingerprint(seed), (tmp) => writeModel(tmp, id, seed, onProgress));
+  return ensureBuiltFolder(cacheDir, id, MODEL_FILES, await fingerprint(variant), (tmp) => writeModel(tmp, id, variant, onProgress));
 }
 
 /**
@@ -110,20 +126,31 @@ export async function ensureBuiltFolder(
   }
 }
 
-async function writeModel(out: string, id: string, seed: number, onProgress?: (p: BuildProgress) => void): Promise<string> {
+/** The weights a variant asks for (see BuildVariant), checked against BUILTIN_CONFIG. */
+async function variantWeights(variant: BuildVariant, tokens: string[]): Promise<Gpt2Weights> {
+  const cfg = BUILTIN_CONFIG;
+  if (variant.seed !== undefined) {
+    // Prior: none for raw/control bytes and <|endoftext|>, more for whole words (" river") than fragments.
+    const prior = [...tokens.map((t) => (!isPrintableToken(t) ? 0 : /^\u0120[a-zA-Z]+$/.test(t) ? 1.5 : 1)), 0];
+    return initGpt2Weights(cfg, variant.seed, SCALES, prior);
+  }
+  const { config, weights } = await loadLmWeights();
+  if (JSON.stringify(config) !== JSON.stringify(cfg))
+    throw new Error(`committed weights are for ${JSON.stringify(config)}, not BUILTIN_CONFIG`);
+  return variant.perturb ? perturbWeights(weights, variant.perturb.seed, variant.perturb.scale) : weights;
+}
+
+async function writeModel(out: string, id: string, variant: BuildVariant, onProgress?: (p: BuildProgress) => void): Promise<string> {
   if (endianness() !== "LE") throw new Error("model builder needs a little-endian host (ONNX raw_data is little-endian)");
   const report = (progress: number) => onProgress?.({ status: "building", progress });
   const cfg = BUILTIN_CONFIG;
   report(0);
 
-  const bpe = trainBpe(CORPUS, cfg.vocab_size - 1); // last id is <|endoftext|>
-  if (bpe.tokens.length !== cfg.vocab_size - 1) throw new Error(`corpus too small for ${cfg.vocab_size} tokens`);
-  const eosId = bpe.tokens.length;
+  const bpe = await loadLmBpe();
+  if (bpe.tokens.length !== cfg.vocab_size - 1) throw new Error(`tokenizer has ${bpe.tokens.length + 1} tokens, not ${cfg.vocab_size}`);
+  const eosId = bpe.tokens.length; // last id is <|endoftext|>
   report(20);
-
-  // Prior: none for raw/control bytes and <|endoftext|>, more for whole words (" river") than fragments.
-  const prior = [...bpe.tokens.map((t) => (!isPrintableToken(t) ? 0 : /^\u0120[a-zA-Z]+$/.test(t) ? 1.5 : 1)), 0];
-  const weights = initGpt2Weights(cfg, seed, SCALES, prior);
+  const weights = await variantWeights(variant, bpe.tokens);
   report(50);
   const onnx = encodeModel(buildGpt2Graph(cfg, weights));
   report(80);

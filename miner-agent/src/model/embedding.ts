@@ -1,112 +1,154 @@
-// Writes the builtin embedding model `edge/tiny-embed`: a small transformer encoder that transformers.js
-// runs as a `feature-extraction` pipeline (mean pooling, L2-normalised), used by miners acting as
-// validators to compare redundant sampled outputs. No hub is reachable, so it is built like the language
-// model, deterministically, from the same embedded corpus and the same tokenizer.
-//
-// Without training data the weights are constructed, not learned: each token's embedding is a random
-// (nearly orthogonal) unit direction, and the encoder blocks add a small contextual mix on top of that
-// residual stream. The sentence vector is therefore close to a bag of tokens: cosine similarity measures lexical overlap, which is what
-// separates two samples of one model from junk or another model's output. Where a hub is reachable, any
-// real sentence-embedding model (e.g. Xenova/all-MiniLM-L6-v2) can be used instead (--embedding-model).
+// Writes the builtin embedding model `edge/tiny-embed` as a local Hugging Face folder that transformers.js runs
+// as a `feature-extraction` pipeline (mean pooling, L2-normalised), used by validators to compare redundant
+// sampled outputs and by embedding jobs. No hub is reachable, so the ONNX is built here, deterministically, from
+// weights trained by models/embed/train.py and committed in models/embed/: a lower-cased WordPiece vocabulary
+// (vocab.txt) and one 4-bit vector per token (a rank-240 projection) with a float32 scale (embeddings.bin, checked against
+// manifest.json's sha256). The model is those token vectors, mean-pooled: trained contrastively on WordNet
+// paraphrases, so distances follow meaning rather than shared tokens (models/embed/README.md has the figures).
+// Where a hub is reachable, any sentence-embedding model (e.g. Xenova/all-MiniLM-L6-v2) can be used instead.
 import { createHash } from "node:crypto";
-import { mkdir, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { endianness } from "node:os";
 import { join } from "node:path";
-import { BUILTIN_CONFIG, ensureBuiltFolder } from "./build.ts";
-import { CORPUS } from "./corpus.ts";
-import { buildEncoderGraph, type EncoderConfig, type EncoderLayer } from "./encoder-graph.ts";
+import { fileURLToPath } from "node:url";
+import { ensureBuiltFolder } from "./build.ts";
+import { buildEncoderGraph, type EncoderConfig } from "./encoder-graph.ts";
 import { encodeModel } from "./onnx-proto.ts";
-import { EOS_TOKEN, tokenizerConfigJson, tokenizerJson, trainBpe } from "./tokenizer.ts";
-import { rng } from "./weights.ts";
 
 export const BUILTIN_EMBEDDING_MODEL_ID = "edge/tiny-embed";
-const EMBEDDER_VERSION = 1;
-const SEED = 20241111;
+/** Bump whenever this builder's code changes its output (new weights are caught by their hash anyway). */
+const EMBEDDER_VERSION = 2;
+const MAX_LENGTH = 512;
+const PAD = "[PAD]";
+const UNK = "[UNK]";
 
-export const EMBEDDING_CONFIG: Readonly<EncoderConfig> = Object.freeze({
-  vocab_size: BUILTIN_CONFIG.vocab_size, // the language model's tokenizer, so every output token is known
-  max_position_embeddings: BUILTIN_CONFIG.n_positions,
-  hidden_size: 512,
-  num_hidden_layers: 2,
-  num_attention_heads: 4,
-  intermediate_size: 1024,
-  layer_norm_eps: 1e-5,
-});
-// Block output scale relative to a token's own embedding: context nudges a vector, it does not replace it.
-const SCALES = { position: 0.002, attn: 1, mix: 0.004 };
-
-const FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "onnx/model.onnx"];
-const fingerprint = () => JSON.stringify({ embedder_version: EMBEDDER_VERSION, config: EMBEDDING_CONFIG, seed: SEED, scales: SCALES });
-
-export async function ensureBuiltinEmbeddingModel(cacheDir: string, id: string = BUILTIN_EMBEDDING_MODEL_ID): Promise<string> {
-  return ensureBuiltFolder(cacheDir, id, FILES, fingerprint(), (tmp) => writeEmbedder(tmp, id));
+/** What models/embed/manifest.json promises about embeddings.bin. */
+export interface EmbeddingManifest {
+  /** Bits per stored value: 4 (two per byte, even column in the low nibble) or 8. */
+  bits: 4 | 8;
+  vocab_size: number;
+  hidden_size: number;
+  sha256: string;
 }
 
-async function writeEmbedder(out: string, id: string): Promise<string> {
-  const cfg = EMBEDDING_CONFIG;
-  const E = cfg.hidden_size;
-  const bpe = trainBpe(CORPUS, cfg.vocab_size - 1);
-  const eosId = bpe.tokens.length;
-  const rand = rng(SEED);
-  const SQRT3 = 1.7320508075688772;
-  const uniform = (n: number, std: number): Float32Array => {
-    const a = std * SQRT3;
-    const v = new Float32Array(n);
-    for (let i = 0; i < n; i++) v[i] = (rand() * 2 - 1) * a;
-    return v;
+// The weights folder in the repository (this file is miner-agent/src/model/) and in the published package
+// (scripts/build-packages.ts copies them to miner-agent/dist/models/embed/; this code lands in dist/ or dist/chunks/).
+const CANDIDATES = ["../../../models/embed/", "../models/embed/", "./models/embed/"];
+
+/** The folder holding the committed embedder weights. */
+export function embedWeightsDir(): string {
+  for (const rel of CANDIDATES) {
+    const dir = fileURLToPath(new URL(rel, import.meta.url));
+    if (existsSync(join(dir, "manifest.json"))) return dir;
+  }
+  throw new Error("embedding model weights (models/embed/manifest.json) not found beside the miner agent");
+}
+
+const FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "onnx/model.onnx"];
+
+export async function ensureBuiltinEmbeddingModel(cacheDir: string, id: string = BUILTIN_EMBEDDING_MODEL_ID): Promise<string> {
+  const dir = embedWeightsDir();
+  const [manifestText, vocabText] = await Promise.all([
+    readFile(join(dir, "manifest.json"), "utf8"),
+    readFile(join(dir, "vocab.txt"), "utf8"),
+  ]);
+  const fingerprint = JSON.stringify({
+    embedder_version: EMBEDDER_VERSION,
+    manifest: createHash("sha256").update(manifestText).digest("hex"),
+    vocab: createHash("sha256").update(vocabText).digest("hex"),
+  });
+  return ensureBuiltFolder(cacheDir, id, FILES, fingerprint, (tmp) => writeEmbedder(tmp, id, dir, JSON.parse(manifestText), vocabText));
+}
+
+/** The committed rows as float32 [vocab_size, hidden_size]: row i = scale[i] × q[i], q signed 4- or 8-bit integers. */
+export async function loadTokenVectors(dir: string, m: EmbeddingManifest): Promise<Float32Array> {
+  if (endianness() !== "LE") throw new Error("embedding builder needs a little-endian host (weights and ONNX are little-endian)");
+  const blob = await readFile(join(dir, "embeddings.bin"));
+  if (createHash("sha256").update(blob).digest("hex") !== m.sha256)
+    throw new Error("models/embed/embeddings.bin does not match its manifest");
+  const V = m.vocab_size;
+  const E = m.hidden_size;
+  if ((m.bits !== 4 && m.bits !== 8) || E % 2 !== 0 || blob.length !== V * 4 + (V * E * m.bits) / 8)
+    throw new Error("models/embed/embeddings.bin has the wrong size for its manifest");
+  const scale = new Float32Array(blob.buffer.slice(blob.byteOffset, blob.byteOffset + V * 4));
+  const packed = blob.subarray(V * 4);
+  // A 4-bit value v (two's complement in a nibble) is (v ^ 8) - 8.
+  const q = (i: number) => (m.bits === 8 ? (packed[i] << 24) >> 24 : (((i & 1 ? packed[i >> 1] >> 4 : packed[i >> 1]) & 0xf) ^ 8) - 8);
+  const word = new Float32Array(V * E);
+  for (let i = 0; i < V * E; i++) word[i] = scale[Math.floor(i / E)] * q(i);
+  return word;
+}
+
+async function writeEmbedder(out: string, id: string, dir: string, m: EmbeddingManifest, vocabText: string): Promise<string> {
+  const vocab = vocabText.split("\n").filter((t) => t !== "");
+  if (vocab.length !== m.vocab_size || vocab[0] !== PAD || vocab[1] !== UNK)
+    throw new Error("models/embed/vocab.txt does not match its manifest");
+  const cfg: EncoderConfig = {
+    vocab_size: m.vocab_size,
+    max_position_embeddings: MAX_LENGTH,
+    hidden_size: m.hidden_size,
+    num_hidden_layers: 0,
+    num_attention_heads: 1,
+    intermediate_size: 0,
+    layer_norm_eps: 1e-5,
   };
-  const fill = (n: number, v: number) => new Float32Array(n).fill(v);
-
-  // Token rows: random, nearly orthogonal unit directions. (An IDF-like length falling with corpus frequency
-  // was tried: it pulled two samples of one model further apart, not junk.) <|endoftext|> has length 0:
-  // padding or an end marker means nothing.
-  const word = uniform(cfg.vocab_size * E, 1);
-  for (let t = 0; t < cfg.vocab_size; t++) {
-    let n2 = 0;
-    for (let i = 0; i < E; i++) n2 += word[t * E + i] * word[t * E + i];
-    const f = t === eosId ? 0 : 1 / Math.sqrt(n2);
-    for (let i = 0; i < E; i++) word[t * E + i] *= f;
-  }
-  const position = uniform(cfg.max_position_embeddings * E, SCALES.position);
-  const layers: EncoderLayer[] = [];
-  for (let l = 0; l < cfg.num_hidden_layers; l++) {
-    layers.push({
-      ln1_g: fill(E, 1),
-      ln1_b: fill(E, 0),
-      qkv_w: uniform(E * 3 * E, SCALES.attn / Math.sqrt(E)),
-      qkv_b: fill(3 * E, 0),
-      proj_w: uniform(E * E, SCALES.mix / Math.sqrt(E)),
-      proj_b: fill(E, 0),
-      ln2_g: fill(E, 1),
-      ln2_b: fill(E, 0),
-      fc_w: uniform(E * cfg.intermediate_size, 1 / Math.sqrt(E)),
-      fc_b: fill(cfg.intermediate_size, 0),
-      out_w: uniform(cfg.intermediate_size * E, SCALES.mix / Math.sqrt(cfg.intermediate_size)),
-      out_b: fill(E, 0),
-    });
-  }
-  const onnx = encodeModel(buildEncoderGraph(cfg, { word, position, layers }));
-
+  const onnx = encodeModel(buildEncoderGraph(cfg, { word: await loadTokenVectors(dir, m), layers: [] }));
   const config = {
     _name_or_path: id,
     architectures: ["BertModel"],
-    // transformers.js picks the encoder-only code path by model_type; the graph's own layout is above.
+    // transformers.js picks the encoder-only code path by model_type; the graph's own layout is in encoder-graph.ts.
     model_type: "bert",
     vocab_size: cfg.vocab_size,
-    hidden_size: E,
-    num_hidden_layers: cfg.num_hidden_layers,
-    num_attention_heads: cfg.num_attention_heads,
-    intermediate_size: cfg.intermediate_size,
-    max_position_embeddings: cfg.max_position_embeddings,
-    layer_norm_eps: cfg.layer_norm_eps,
-    pad_token_id: eosId,
+    hidden_size: cfg.hidden_size,
+    num_hidden_layers: 0,
+    num_attention_heads: 1,
+    max_position_embeddings: MAX_LENGTH,
+    pad_token_id: 0,
     "transformers.js_config": { dtype: "fp32", use_external_data_format: false },
   };
-  const tokenizerConfig = { ...tokenizerConfigJson(eosId, cfg.max_position_embeddings), pad_token: EOS_TOKEN, padding_side: "right" };
+  const special = (content: string, id: number) => ({
+    id,
+    content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  });
+  // Lower-case, split into words and single punctuation marks, then greedy longest-match WordPiece: exactly
+  // what models/embed/data.py's Tokenizer does in training. No [CLS]/[SEP]: the mean is over the text alone.
+  const tokenizer = {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: [special(PAD, 0), special(UNK, 1)],
+    normalizer: { type: "Lowercase" },
+    pre_tokenizer: { type: "BertPreTokenizer" },
+    post_processor: null,
+    decoder: { type: "WordPiece", prefix: "##", cleanup: true },
+    model: {
+      type: "WordPiece",
+      unk_token: UNK,
+      continuing_subword_prefix: "##",
+      max_input_chars_per_word: 100,
+      vocab: Object.fromEntries(vocab.map((t, i) => [t, i])),
+    },
+  };
+  const tokenizerConfig = {
+    tokenizer_class: "BertTokenizer",
+    do_lower_case: true,
+    pad_token: PAD,
+    unk_token: UNK,
+    padding_side: "right",
+    model_max_length: MAX_LENGTH,
+    clean_up_tokenization_spaces: true,
+  };
   const json = (v: unknown) => JSON.stringify(v, null, 2) + "\n";
   await mkdir(join(out, "onnx"), { recursive: true });
   await Promise.all([
     writeFile(join(out, "config.json"), json(config)),
-    writeFile(join(out, "tokenizer.json"), json(tokenizerJson(bpe))),
+    writeFile(join(out, "tokenizer.json"), json(tokenizer)),
     writeFile(join(out, "tokenizer_config.json"), json(tokenizerConfig)),
     writeFile(join(out, "onnx/model.onnx"), onnx),
   ]);

@@ -1,7 +1,8 @@
 // A small transformer encoder as an ONNX graph, laid out the way transformers.js drives an encoder-only
 // (BERT-family) model for feature extraction: inputs input_ids and attention_mask [batch, seq]; output
 // last_hidden_state [batch, seq, hidden]. Pre-LN blocks with no final LayerNorm, so the residual stream keeps
-// each token's embedding norm (its weight in the mean-pooled sentence vector).
+// each token's embedding norm (its weight in the mean-pooled sentence vector). With no blocks and no position
+// table it is a token-vector lookup: the pipeline's mean pooling then gives a static sentence embedding.
 
 import { f32, graphNodes, IR_VERSION, i64, OPSET, scalarF32 } from "./gpt2-graph.ts";
 import { DataType, type ModelDef, type TensorInit, type ValueInfo } from "./onnx-proto.ts";
@@ -33,7 +34,8 @@ export interface EncoderLayer {
 
 export interface EncoderWeights {
   word: Float32Array; // [V, E]
-  position: Float32Array; // [P, E]
+  /** [P, E]; none: the output does not depend on word order. */
+  position?: Float32Array;
   layers: EncoderLayer[];
 }
 
@@ -59,19 +61,18 @@ export function buildEncoderGraph(cfg: EncoderConfig, w: EncoderWeights): ModelD
     { name: "c_1s", dataType: DataType.INT64, dims: [], raw: new Uint8Array(new BigInt64Array([1n]).buffer) },
   );
   inits.push(f32("embeddings.word_embeddings.weight", [cfg.vocab_size, E], w.word));
-  inits.push(f32("embeddings.position_embeddings.weight", [cfg.max_position_embeddings, E], w.position));
+  let h = op("Gather", ["embeddings.word_embeddings.weight", "input_ids"]);
+  if (w.position) {
+    inits.push(f32("embeddings.position_embeddings.weight", [cfg.max_position_embeddings, E], w.position));
+    // Positions 0..S-1 (right padding, as tokenizers pad for encoders).
+    const sLen = op("Gather", [op("Shape", ["input_ids"]), "c_1s"], { axis: { kind: "int", v: 0 } });
+    const positions = op("Unsqueeze", [op("Range", ["c_0s", sLen, "c_1s"]), "c_0"]); // [1, S]
+    h = op("Add", [h, op("Gather", ["embeddings.position_embeddings.weight", positions])]);
+  }
 
-  // Positions 0..S-1 (right padding, as tokenizers pad for encoders).
-  const sLen = op("Gather", [op("Shape", ["input_ids"]), "c_1s"], { axis: { kind: "int", v: 0 } });
-  const positions = op("Unsqueeze", [op("Range", ["c_0s", sLen, "c_1s"]), "c_0"]); // [1, S]
-  let h = op("Add", [
-    op("Gather", ["embeddings.word_embeddings.weight", "input_ids"]),
-    op("Gather", ["embeddings.position_embeddings.weight", positions]),
-  ]);
-
-  // Bidirectional attention; padded keys are hidden: bias [B, 1, 1, S].
-  const keep = op("Unsqueeze", [op("Cast", ["attention_mask"], { to: { kind: "int", v: DataType.BOOL } }), "c_axes12"]);
-  const bias = op("Where", [keep, "c_zero", "c_neg"]);
+  // Bidirectional attention; padded keys are hidden: bias [B, 1, 1, S]. (Pooling masks padding itself.)
+  const keep = (): string => op("Unsqueeze", [op("Cast", ["attention_mask"], { to: { kind: "int", v: DataType.BOOL } }), "c_axes12"]);
+  const bias = cfg.num_hidden_layers > 0 ? op("Where", [keep(), "c_zero", "c_neg"]) : "";
   const toHeads = (x: string): string => op("Transpose", [op("Reshape", [x, "c_heads"])], { perm: { kind: "ints", v: [0, 2, 1, 3] } });
   const eps = { kind: "float", v: cfg.layer_norm_eps } as const;
 

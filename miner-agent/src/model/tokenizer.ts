@@ -1,81 +1,13 @@
-// Byte-level BPE tokenizer in the GPT-2 format: 256 byte tokens, merges learned deterministically
-// from the embedded corpus, and <|endoftext|> as bos/eos. Emits Hugging Face tokenizer.json and
-// tokenizer_config.json objects.
+// Byte-level BPE tokenizer in the GPT-2 format: 256 byte tokens, the merges models/bpe.py learned from the
+// training corpus (committed in data/lm-bpe.json), and <|endoftext|> as bos/eos. Emits Hugging Face
+// tokenizer.json and tokenizer_config.json objects.
 
 export const EOS_TOKEN = "<|endoftext|>";
-
-// GPT-2 pre-tokenization regex (same pattern as the ByteLevel pre-tokenizer).
-const PRETOKENIZE = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
-
-/** GPT-2's byte → printable-character table, in GPT-2 vocabulary order. */
-function byteTable(): { bytes: number[]; chars: string[] } {
-  const bytes: number[] = [];
-  for (let b = 33; b <= 126; b++) bytes.push(b);
-  for (let b = 161; b <= 172; b++) bytes.push(b);
-  for (let b = 174; b <= 255; b++) bytes.push(b);
-  const chars = bytes.map((b) => String.fromCharCode(b));
-  let n = 0;
-  for (let b = 0; b < 256; b++) {
-    if (!bytes.includes(b)) {
-      bytes.push(b);
-      chars.push(String.fromCharCode(256 + n++));
-    }
-  }
-  return { bytes, chars };
-}
 
 export interface TrainedBpe {
   /** Token strings by id (byte-level alphabet), without the special token. */
   tokens: string[];
   merges: [string, string][];
-}
-
-/** Learns merges until the vocabulary holds `vocabSize` tokens (or no pair is left to merge). */
-export function trainBpe(corpus: string, vocabSize: number): TrainedBpe {
-  const { bytes, chars } = byteTable();
-  const byteChar = new Array<string>(256);
-  for (const [i, b] of bytes.entries()) byteChar[b] = chars[i];
-  const enc = new TextEncoder();
-
-  const counts = new Map<string, number>();
-  for (const piece of corpus.match(PRETOKENIZE) ?? []) {
-    const mapped = Array.from(enc.encode(piece), (b) => byteChar[b]).join("");
-    counts.set(mapped, (counts.get(mapped) ?? 0) + 1);
-  }
-  const words = [...counts.entries()].map(([w, c]) => ({ syms: Array.from(w), count: c }));
-
-  const tokens = [...chars];
-  const known = new Set(tokens);
-  const merges: [string, string][] = [];
-  while (tokens.length < vocabSize) {
-    const pairs = new Map<string, number>();
-    for (const w of words) {
-      for (let i = 0; i + 1 < w.syms.length; i++) {
-        const key = w.syms[i] + " " + w.syms[i + 1]; // symbols never contain a space (byte-level alphabet)
-        pairs.set(key, (pairs.get(key) ?? 0) + w.count);
-      }
-    }
-    // Most frequent pair; ties broken by the pair's string so the result never depends on Map order.
-    let best = "";
-    let bestCount = 0;
-    for (const [k, c] of pairs) {
-      if (c > bestCount || (c === bestCount && k < best)) [best, bestCount] = [k, c];
-    }
-    if (bestCount === 0) break;
-    const [a, b] = best.split(" ") as [string, string];
-    merges.push([a, b]);
-    const merged = a + b;
-    if (!known.has(merged)) {
-      known.add(merged);
-      tokens.push(merged);
-    }
-    for (const w of words) {
-      for (let i = 0; i + 1 < w.syms.length; i++) {
-        if (w.syms[i] === a && w.syms[i + 1] === b) w.syms.splice(i, 2, merged);
-      }
-    }
-  }
-  return { tokens, merges };
 }
 
 /** tokenizer.json (Hugging Face tokenizers format) with <|endoftext|> appended as the last id. */

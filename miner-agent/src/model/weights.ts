@@ -84,3 +84,35 @@ export function initGpt2Weights(cfg: Gpt2Config, seed: number, scales: InitScale
   for (let i = 0; i < E; i++) lnf_b[i] = scales.priorBias * dir[i];
   return { wte, wpe, layers, lnf_g: fill(E, scales.lnfGain), lnf_b };
 }
+
+/** Approximately standard-normal noise (Irwin–Hall: four uniforms), from + − × only, so it is bit-identical everywhere. */
+function gaussianish(rand: () => number): number {
+  const SQRT3 = 1.7320508075688772; // the sum of 4 uniforms has variance 1/3
+  return (rand() + rand() + rand() + rand() - 2) * SQRT3;
+}
+
+function perturbTensor(t: Float32Array, rand: () => number, scale: number): Float32Array {
+  let mean = 0;
+  for (const x of t) mean += x;
+  mean /= t.length;
+  let v = 0;
+  for (const x of t) v += (x - mean) * (x - mean);
+  // A constant tensor (a fresh LayerNorm gain) gets noise relative to its magnitude instead of its zero spread.
+  const std = Math.sqrt(v / t.length) || Math.abs(mean);
+  const out = new Float32Array(t.length);
+  for (let i = 0; i < t.length; i++) out[i] = t[i] + scale * std * gaussianish(rand);
+  return out;
+}
+
+/** The same model with seeded noise of `scale` × each tensor's own std added to every tensor (tests' perturbed model). */
+export function perturbWeights(w: Gpt2Weights, seed: number, scale: number): Gpt2Weights {
+  if (scale === 0) return w; // bit-identical (adding 0 would turn -0 into +0)
+  const rand = rng(seed);
+  const p = (t: Float32Array) => perturbTensor(t, rand, scale);
+  const layers = w.layers.map((l) => {
+    const out = {} as Gpt2Layer;
+    for (const k of Object.keys(l) as (keyof Gpt2Layer)[]) out[k] = p(l[k]);
+    return out;
+  });
+  return { wte: p(w.wte), wpe: p(w.wpe), layers, lnf_g: p(w.lnf_g), lnf_b: p(w.lnf_b) };
+}
