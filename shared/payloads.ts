@@ -116,3 +116,22 @@ export const PayloadKeyResponse = z.object({
   kdf: z.string(),
 });
 export type PayloadKeyResponse = z.infer<typeof PayloadKeyResponse>;
+
+/** `POST /api/v1/sessions/:sid/reservations`: a task id for a prompt the client seals itself, and that task's key. */
+export interface SealedReservation {
+  object: "sealed_reservation";
+  session_id: string;
+  task_id: string;
+  /** The token the sealed submit presents (usable once). */
+  reservation: string;
+  /** Unix seconds after which the reservation lapses. */
+  expires_at: number;
+  /** This task's key (32 bytes, hex): it seals the prompt and opens the result, and no other task's payload. */
+  key: string;
+  key_version: number;
+  algorithm: "AES-256-GCM";
+  /** What the envelope's additional data names after its header. */
+  aad: string;
+  /** The largest envelope (decoded bytes) the sealed route takes. */
+  max_envelope_bytes: number;
+}

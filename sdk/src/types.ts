@@ -37,22 +37,7 @@ export interface OffchainCompletionRequest extends CompletionRequest {
   result_policy?: "inline" | "offchain";
 }
 
-/** `POST /api/v1/sessions/:sid/reservations`: a task id for a client-sealed prompt, and that task's key. */
-export interface SealedReservation {
-  object: "sealed_reservation";
-  session_id: string;
-  task_id: string;
-  /** The token the sealed submit presents (usable once). */
-  reservation: string;
-  /** Unix seconds after which the reservation lapses. */
-  expires_at: number;
-  /** The task key, hex: it seals this task's prompt and opens its result, and no other task's payload. */
-  key: string;
-  key_version: number;
-  algorithm: "AES-256-GCM";
-  aad: string;
-  max_envelope_bytes: number;
-}
+export type { SealedReservation } from "../../shared/payloads.ts";
 
 export interface MinerEvidence {
   address: string;

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { ENVELOPE_HEADER_BYTES, envelopeInfo, fromBase64, sha256Hex, toHex } from "../../shared/payload-crypto.ts";
-import { type PayloadDescriptor, parseUrn, promptUrn } from "../../shared/payloads.ts";
+import { type PayloadDescriptor, parseUrn, promptUrn, type SealedReservation } from "../../shared/payloads.ts";
 import { parseTaskId, TaskId } from "../../shared/task-id.ts";
 import { ApiError } from "./api-error.ts";
 import { completionRequest } from "./completion-request.ts";
@@ -48,23 +48,6 @@ export const SealedCompletionBody = CompletionBody.omit({
   })
   .strict();
 export type SealedCompletionBody = z.infer<typeof SealedCompletionBody>;
-
-export interface SealedReservation {
-  object: "sealed_reservation";
-  session_id: string;
-  task_id: string;
-  reservation: string;
-  /** Unix seconds after which the reservation lapses. */
-  expires_at: number;
-  /** This task's key (32 bytes, hex): it seals the prompt and opens the result, and no other task's payload. */
-  key: string;
-  key_version: number;
-  algorithm: "AES-256-GCM";
-  /** What the envelope's additional data names after its header. */
-  aad: string;
-  /** The largest envelope (decoded bytes) the sealed route takes. */
-  max_envelope_bytes: number;
-}
 
 const maxEnvelope = (env: Env) => payloadMax(env) + ENVELOPE_HEADER_BYTES + TAG_BYTES;
 
