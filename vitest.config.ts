@@ -31,7 +31,14 @@ export default defineConfig({
             miniflare: {
               // Test miners answer in milliseconds: a small prefill and per-token allowance keep the floor of client
               // deadlines (session-queue/fair-deadlines.ts) low enough for sub-second timeout tests.
-              bindings: { BLOCK_INTERVAL_MS: "200", MIN_STAKE: "100", DEADLINE_PREFILL_MS: "100", DEADLINE_TOKEN_MS: "2", ...UNIT_SECRETS },
+              bindings: {
+                BLOCK_INTERVAL_MS: "200",
+                MIN_STAKE: "100",
+                DEADLINE_PREFILL_MS: "100",
+                DEADLINE_TOKEN_MS: "2",
+                VERIFY_TIMEOUT_MS: "3000",
+                ...UNIT_SECRETS,
+              },
               ratelimits: {
                 RATE_LIMIT_KEY: unlimited("1101"),
                 RATE_LIMIT_MINER: unlimited("1102"),
@@ -50,6 +57,8 @@ export default defineConfig({
           // The fuzz test imports the router's Hono app to list its routes; in Node the Workers runtime module is a stub.
           alias: { "cloudflare:workers": resolve(import.meta.dirname, "test/helpers/workers-runtime-stub.ts") },
           pool: "forks",
+          // The portal is built once here, not by wrangler before each of the run's ~45 router starts.
+          globalSetup: ["test/helpers/global-setup.ts"],
           // One wrangler + miners at a time: the machine has two cores.
           fileParallelism: false,
           testTimeout: 120_000,

@@ -4,7 +4,9 @@ import { api, type Miner, type Router, until } from "../test/helpers/network.ts"
 // The verified-sampling parts of `npm run bench:cheats -- --consensus=verify` (bench/cheats.ts): the margin
 // statistics of the verdicts, and the cost comparison (`--cost=N`): end-to-end latency and total miner CPU of a
 // verified k = 1 task, an unverified k = 1 task and a k = 3 exact-consensus task (one shared seed, so the three
-// replicas agree), N of each, interleaved, one at a time, on the same three honest miners in the same run.
+// replicas agree) — and with --verify-fraction a spot-checked k = 1 task — N of each, interleaved, one at a time,
+// on the same three honest miners in the same run; plus the validators' own time per check (their
+// verification_done events: the forward pass over the positions re-scored, and the replay).
 
 /** What the bench reads of a verdict's `verification`. */
 export interface VerificationView {
@@ -84,40 +86,69 @@ async function costSession(router: Router, miners: Miner[], redundancy: number, 
   return res.body.id as string;
 }
 
-/** `--cost=N`: latency and miner CPU per task of verified k = 1, unverified k = 1 and exact k = 3. */
-export async function runCost(router: Router, honest: Miner[], n: number, maxTokens: number, temperature: number): Promise<void> {
-  const kinds = [
-    { name: "verified k = 1", sid: await costSession(router, honest, 1, "verify") },
+interface CostKind {
+  name: string;
+  sid: string;
+  extra?: Record<string, unknown>;
+}
+
+/** The validators' verification_done events so far, across the honest miners. */
+const checks = (honest: Miner[]) => honest.flatMap((m) => m.events.filter((e) => e.event === "verification_done"));
+
+/**
+ * `--cost=N`: latency and miner CPU per task of verified k = 1, unverified k = 1 and exact k = 3 (and, given a
+ * spot-check fraction, spot-checked k = 1), with the validators' time and positions re-scored per check.
+ */
+export async function runCost(router: Router, honest: Miner[], n: number, maxTokens: number, temperature: number, fraction?: number) {
+  const verifySid = await costSession(router, honest, 1, "verify");
+  const kinds: CostKind[] = [
+    { name: "verified k = 1", sid: verifySid },
+    ...(fraction ? [{ name: `spot-checked k = 1 (${fraction})`, sid: verifySid, extra: { verify: { fraction } } }] : []),
     { name: "unverified k = 1", sid: await costSession(router, honest, 1, "auto") },
     { name: "exact k = 3 (shared seed)", sid: await costSession(router, honest, 3, "exact") },
   ];
-  const stats = kinds.map(() => ({ ms: [] as number[], cpu: 0, failed: 0, methods: {} as Record<string, number> }));
+  const stats = kinds.map(() => ({
+    ms: [] as number[],
+    cpu: 0,
+    failed: 0,
+    methods: {} as Record<string, number>,
+    checkMs: [] as number[],
+    rescored: 0,
+  }));
   const cpu = () => honest.reduce((s, m) => s + cpuSeconds(m), 0);
   for (let i = 0; i < n; i++) {
     for (const [k, kind] of kinds.entries()) {
       const c0 = cpu();
+      const seen = checks(honest).length;
       const t0 = performance.now();
       const res = await api(router, `/api/v1/completions/${kind.sid}`, {
-        body: { prompt: `cost ${i} the river and the stone`, max_tokens: maxTokens, temperature },
+        body: { prompt: `cost ${i} the river and the stone`, max_tokens: maxTokens, temperature, ...kind.extra },
       });
       stats[k]!.ms.push(performance.now() - t0);
       // A verification answer may land just after the client's answer: the validator's CPU is counted by waiting.
       await new Promise((r) => setTimeout(r, 20));
       stats[k]!.cpu += cpu() - c0;
+      for (const e of checks(honest).slice(seen)) {
+        stats[k]!.checkMs.push(Number(e.ms));
+        stats[k]!.rescored += Number(e.rescored);
+      }
       if (res.status !== 200) stats[k]!.failed++;
       const method = String(res.body.consensus?.method);
       stats[k]!.methods[method] = (stats[k]!.methods[method] ?? 0) + 1;
     }
   }
   console.log(`\ncost: ${n} tasks of each kind, interleaved, one at a time, ${maxTokens} tokens at temperature ${temperature}`);
-  const base = stats[1]!;
+  const base = stats[kinds.findIndex((k) => k.name === "unverified k = 1")]!;
   for (const [k, kind] of kinds.entries()) {
     const s = stats[k]!;
     const p50 = q(s.ms, 0.5);
+    const check = s.checkMs.length
+      ? `; validator ${q(s.checkMs, 0.5).toFixed(1)} ms p50 per check, ${(s.rescored / s.checkMs.length).toFixed(1)} positions re-scored`
+      : "";
     console.log(
-      `  ${kind.name.padEnd(26)} latency p50 ${p50.toFixed(1)} ms, p95 ${q(s.ms, 0.95).toFixed(1)} ms ` +
+      `  ${kind.name.padEnd(30)} latency p50 ${p50.toFixed(1)} ms, p95 ${q(s.ms, 0.95).toFixed(1)} ms ` +
         `(${(p50 / q(base.ms, 0.5)).toFixed(2)}× unverified); miner CPU ${((1000 * s.cpu) / n).toFixed(1)} ms/task ` +
-        `(${(s.cpu / base.cpu).toFixed(2)}×); failed ${s.failed}; verdicts ${JSON.stringify(s.methods)}`,
+        `(${(s.cpu / base.cpu).toFixed(2)}×)${check}; failed ${s.failed}; verdicts ${JSON.stringify(s.methods)}`,
     );
   }
 }

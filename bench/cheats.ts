@@ -28,6 +28,12 @@
 //                     --only and --in-flight=3 so the cheater gets a third of the tasks)
 //   --verify-fraction=F  spot-check that share of positions instead of every one (verify)
 //   --cost=N          (verify) then N tasks each of verified k = 1, unverified k = 1 and exact k = 3: latency, miner CPU
+//                     (with --verify-fraction also spot-checked k = 1, and the validators' time per check)
+//   --cheaters=N      cheating miners per mode (default 1), all in the mode's session with two honest miners: at
+//                     k = 1 a task goes to whichever miner is free, so N cheaters get about N / (N + 2) of the tasks
+//                     (copy holds each task until its deadline: give it --in-flight well above N)
+//   --target-cheats=N stop submitting once each mode's cheaters report N finished tasks (their own task_done or
+//                     copy events; the figures still come from the task views); --per-cheat then only caps the run
 import { API_KEY, api, type Miner, type Router, startMiner, startRouter, until } from "../test/helpers/network.ts";
 import { type Margins, newMargins, noteVerification, printMargins, runCost, type VerificationView } from "./cheats-verify.ts";
 
@@ -42,6 +48,7 @@ const MODES = [
   "oversize",
   "lying-validator",
   "perturbed-weights",
+  "quantized",
 ] as const;
 type Mode = (typeof MODES)[number];
 
@@ -61,6 +68,8 @@ const IN_FLIGHT = Number(args.get("in-flight") ?? 2);
 const SETTLE_MS = Number(args.get("settle-ms") ?? 8000);
 const PRECOMMIT_TIMEOUT = args.has("precommit-timeout") ? Number(args.get("precommit-timeout")) : undefined;
 const SEED = args.has("seed") ? Number(args.get("seed")) : undefined;
+const CHEATERS = Number(args.get("cheaters") ?? 1);
+const TARGET = args.has("target-cheats") ? Number(args.get("target-cheats")) : undefined;
 const only = args.get("only")?.split(",");
 /** REPUTATION_FLOOR for the router: 0 keeps every cheater in play, so each of its replicas is judged. */
 const FLOOR = args.get("reputation-floor");
@@ -90,7 +99,14 @@ const pct = (a: number, b: number) => (b === 0 ? "n/a" : `${((100 * a) / b).toFi
 
 async function session(router: Router, miners: Miner[]): Promise<string> {
   const res = await api(router, "/api/v1/sessions", {
-    body: { deposit: 1e8, redundancy: K, max_miners: 3, mode: "dedicated", dedicated_miners: miners.map(addr), consensus: CONSENSUS },
+    body: {
+      deposit: 1e8,
+      redundancy: K,
+      max_miners: Math.max(3, miners.length),
+      mode: "dedicated",
+      dedicated_miners: miners.map(addr),
+      consensus: CONSENSUS,
+    },
   });
   if (res.status !== 201) throw new Error(`session: ${JSON.stringify(res.body)}`);
   await until(
@@ -148,7 +164,7 @@ interface TaskView {
 }
 interface Network {
   honest: Miner[];
-  cheaters: Map<Mode, Miner>;
+  cheaters: Map<Mode, Miner[]>;
   honestSet: Set<string>;
   cheaterOf: Map<string, Mode>;
 }
@@ -156,21 +172,20 @@ interface Network {
 // Starts three honest miners and one cheater per mode; every miner goes into `miners` (for the caller to stop).
 async function startMiners(router: Router, miners: Miner[]): Promise<Network> {
   const honest = await Promise.all(["h1", "h2", "h3"].map((name) => startMiner(router.url, { name })));
-  const cheaters = new Map<Mode, Miner>();
+  const cheaters = new Map<Mode, Miner[]>();
   for (const mode of modes) {
     // copy reads with the session owner's API key: the worst case.
     const env = mode === "copy" ? { env: { MINER_TEST_COPY_API_KEY: API_KEY } } : {};
     // A cheater that holds its tasks (silent-after-ack, copy) would be busy, and so skipped, at most assignments:
     // it gets a slot for every task in flight so each of its tasks judges it.
-    cheaters.set(
-      mode,
-      await startMiner(router.url, { name: `cheat-${mode}`, concurrency: IN_FLIGHT, args: ["--test-dishonest", mode], ...env }),
-    );
+    const start = (i: number) =>
+      startMiner(router.url, { name: `cheat-${mode}-${i}`, concurrency: IN_FLIGHT, args: ["--test-dishonest", mode], ...env });
+    cheaters.set(mode, await Promise.all(Array.from({ length: CHEATERS }, (_, i) => start(i))));
   }
-  miners.push(...honest, ...cheaters.values());
+  miners.push(...honest, ...[...cheaters.values()].flat());
   await Promise.all(miners.map((m) => m.waitFor("ready", undefined, 180_000)));
   const honestSet = new Set(honest.map(addr));
-  const cheaterOf = new Map([...cheaters].map(([mode, m]) => [addr(m), mode]));
+  const cheaterOf = new Map([...cheaters].flatMap(([mode, ms]) => ms.map((m) => [addr(m), mode] as const)));
   return { honest, cheaters, honestSet, cheaterOf };
 }
 
@@ -181,8 +196,8 @@ async function buildJobs(router: Router, { honest, cheaters }: Network): Promise
     const sid = await session(router, honest);
     for (let i = 0; i < HONEST; i++) jobs.push({ group: "honest", sid, prompt: prompt(i) });
   }
-  for (const [mode, m] of cheaters) {
-    const sid = await session(router, [honest[0]!, honest[1]!, m]);
+  for (const [mode, ms] of cheaters) {
+    const sid = await session(router, [honest[0]!, honest[1]!, ...ms]);
     for (let i = 0; i < PER_CHEAT; i++) jobs.push({ group: mode, sid, prompt: prompt(10_000 + i) });
   }
   shuffle(jobs);
@@ -199,8 +214,22 @@ function shuffle(jobs: Job[]): void {
   }
 }
 
+/** Finished tasks a mode's cheaters report themselves (task_done; copy: its dishonest events). */
+function cheats(ms: Miner[]): number {
+  const counted = (e: { event: string; dishonest?: unknown; mode?: unknown }) =>
+    (e.event === "task_done" && !!e.dishonest) || (e.event === "dishonest" && e.mode === "copy");
+  return ms.reduce((n, m) => n + m.events.filter(counted).length, 0);
+}
+
+/** --target-cheats: a job is skipped once its mode's cheaters have reported enough (honest jobs run while any mode runs). */
+function skip(job: Job, net: Network): boolean {
+  if (TARGET === undefined) return false;
+  const enough = (mode: Mode) => cheats(net.cheaters.get(mode) ?? []) >= TARGET;
+  return job.group === "honest" ? modes.every(enough) : enough(job.group);
+}
+
 // Submits the jobs IN_FLIGHT at a time, recording each one's status, task id and error; then lets stragglers settle.
-async function runJobs(router: Router, jobs: Job[]): Promise<void> {
+async function runJobs(router: Router, jobs: Job[], net: Network): Promise<void> {
   const t0 = performance.now();
   let next = 0;
   let done = 0;
@@ -209,6 +238,7 @@ async function runJobs(router: Router, jobs: Job[]): Promise<void> {
       while (next < jobs.length) {
         const index = next++;
         const job = jobs[index]!;
+        if (skip(job, net)) continue;
         const res = await api(router, `/api/v1/completions/${job.sid}`, {
           body: {
             prompt: job.prompt,
@@ -227,7 +257,8 @@ async function runJobs(router: Router, jobs: Job[]): Promise<void> {
     }),
   );
   const elapsed = (performance.now() - t0) / 1000;
-  console.log(`ran ${jobs.length} tasks in ${elapsed.toFixed(1)} s; letting stragglers settle for ${SETTLE_MS} ms`);
+  const ran = jobs.filter((j) => j.status !== undefined).length;
+  console.log(`ran ${ran} of ${jobs.length} tasks in ${elapsed.toFixed(1)} s; letting stragglers settle for ${SETTLE_MS} ms`);
   await new Promise((r) => setTimeout(r, SETTLE_MS));
 }
 
@@ -242,7 +273,7 @@ async function judge(router: Router, jobs: Job[], net: Network): Promise<Report>
     failures: {},
     failedViews: [],
   };
-  for (const job of jobs) await judgeJob(router, job, net, report);
+  for (const job of jobs) if (job.status !== undefined) await judgeJob(router, job, net, report);
   return report;
 }
 
@@ -321,7 +352,11 @@ function judgeReplicas(job: Job, view: TaskView, t: Tally, { honestSet, cheaterO
       t.cheaterAssigned++;
       if (accused(r)) t.caught++;
       else {
-        const how = LIVE.has(r.state) ? `left ${r.state} (after the quorum closed the task)` : `${r.state}, agreed=${r.agreed}`;
+        // Verified sampling: a cheater's output that passed a real check differs from one closed unverified (a note).
+        const verdict = VERIFY
+          ? `, ${view.consensus?.note ? `unverified: ${view.consensus.note}` : (view.consensus?.method ?? "no verdict")}`
+          : "";
+        const how = LIVE.has(r.state) ? `left ${r.state} (after the quorum closed the task)` : `${r.state}, agreed=${r.agreed}${verdict}`;
         t.missed[how] = (t.missed[how] ?? 0) + 1;
       }
     }
@@ -370,7 +405,7 @@ function printDistances(distances: Record<string, number[]>): void {
 
 function printDetection(tally: Map<string, Tally>): void {
   console.log(
-    `\ndetection at k = ${K} (${VERIFY ? "sessions of 2 honest miners + 1 cheater, one replica per task" : "2 honest + 1 cheater per task"})`,
+    `\ndetection at k = ${K} (sessions of 2 honest miners + ${CHEATERS} cheater${CHEATERS > 1 ? "s" : ""}${VERIFY ? ", one replica per task" : ""})`,
   );
   for (const mode of modes) {
     const t = tally.get(mode)!;
@@ -387,10 +422,12 @@ function printDetection(tally: Map<string, Tally>): void {
 }
 
 // copy: what its own log says it found before it had to precommit, and how many copies were judged agreeing.
-function printCopies(copier: Miner, t: Tally): void {
-  const tries = copier.events.filter((e) => e.event === "dishonest" && e.mode === "copy");
+function printCopies(copiers: Miner[], t: Tally): void {
+  const tries = copiers.flatMap((c) => c.events.filter((e) => e.event === "dishonest" && e.mode === "copy"));
   const found = tries.filter((e) => e.copied === true).length;
-  const agreed = t.missed["committed, agreed=true"] ?? 0;
+  const agreed = Object.entries(t.missed)
+    .filter(([how]) => how.startsWith("committed, agreed=true"))
+    .reduce((n, [, k]) => n + k, 0);
   console.log(
     `  copy: ${tries.length} attempts, ${found} found another replica's text to copy; SUCCESSFUL COPIES (judged agreeing): ${agreed}`,
   );
@@ -399,18 +436,19 @@ function printCopies(copier: Miner, t: Tally): void {
 async function main(): Promise<void> {
   console.log(
     `cheat bench: k = ${K}, ${runHonest ? HONEST : 0} honest tasks, ${PER_CHEAT} per cheat (${modes.join(", ")}), ` +
-      `max_tokens ${MAX_TOKENS}, temperature ${TEMPERATURE}, consensus ${CONSENSUS}`,
+      `max_tokens ${MAX_TOKENS}, temperature ${TEMPERATURE}, consensus ${CONSENSUS}, ${CHEATERS} cheater(s) per mode` +
+      `${TARGET === undefined ? "" : `, until ${TARGET} cheating tasks per mode`}`,
   );
   const router = await startRouter(FLOOR === undefined ? {} : { vars: { REPUTATION_FLOOR: FLOOR } });
   const miners: Miner[] = [];
   try {
     const net = await startMiners(router, miners);
     const jobs = await buildJobs(router, net);
-    await runJobs(router, jobs);
+    await runJobs(router, jobs, net);
     const report = await judge(router, jobs, net);
     printReport(report);
     if (net.cheaters.has("copy")) printCopies(net.cheaters.get("copy")!, report.tally.get("copy")!);
-    if (VERIFY && COST > 0) await runCost(router, net.honest, COST, MAX_TOKENS, TEMPERATURE);
+    if (VERIFY && COST > 0) await runCost(router, net.honest, COST, MAX_TOKENS, TEMPERATURE, VERIFY_FRACTION);
   } finally {
     await Promise.all(miners.map((m) => m.stop("SIGKILL")));
     await router.stop();

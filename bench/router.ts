@@ -5,7 +5,7 @@
 // and against the mock directly, in the same run. Prints figures beside the machine's load; asserts nothing.
 import { api, freePort } from "../test/helpers/network.ts";
 import { signatureLever } from "./lib/levers.ts";
-import { call, closedLoop, fx, type LoadResult, pct, streamed, type Target } from "./lib/load.ts";
+import { call, closedLoop, fx, type LoadResult, pct, setAcceptEncoding, streamed, type Target } from "./lib/load.ts";
 import { type Peer, portkeyHeaders, startMock, startPortkey } from "./lib/peers.ts";
 import { cpuMs, cpuOf, loadLine } from "./lib/proc.ts";
 import { startProfiler } from "./lib/profile.ts";
@@ -21,6 +21,7 @@ const CONCURRENCY = Number(args.get("miner-concurrency") ?? 64);
 const N_STREAM = Number(args.get("stream-n") ?? 150);
 const N_K = Number(args.get("k-n") ?? 150);
 const PERSIST = (args.get("persist") ?? "disk,memory").split(",") as ("disk" | "memory")[];
+if (args.has("gzip")) setAcceptEncoding("gzip, deflate");
 
 const epoch = () => performance.timeOrigin + performance.now();
 const summary: string[] = [];
@@ -49,13 +50,16 @@ function targets(stack: Stack, mock: Peer, portkey: Peer): { ours: Target; portk
   };
 }
 
+/** One of our timed requests: its task, its request id (the Worker's log line) and the client's clock. */
+type Timed = { id: string; requestId: string; sent: number; received: number };
+
 /**
  * Sequential latency, the three targets interleaved request by request so they share the machine's moods; ours
  * also keeps (send, receive, task id) for the per-stage breakdown.
  */
-async function latency(t: ReturnType<typeof targets>, tag: string): Promise<{ id: string; sent: number; received: number }[]> {
+async function latency(t: ReturnType<typeof targets>, tag: string): Promise<Timed[]> {
   const times: Record<string, number[]> = { ours: [], portkey: [], direct: [], ping: [] };
-  const ours: { id: string; sent: number; received: number }[] = [];
+  const ours: Timed[] = [];
   for (let i = -30; i < N_LATENCY; i++) {
     for (const key of ["direct", "portkey", "ping", "ours"] as const) {
       const sent = epoch();
@@ -63,7 +67,7 @@ async function latency(t: ReturnType<typeof targets>, tag: string): Promise<{ id
       if (a.status !== 200) throw new Error(`${key}: ${a.status} ${JSON.stringify(a.body).slice(0, 400)}`);
       if (i < 0) continue;
       times[key].push(a.ms);
-      if (key === "ours") ours.push({ id: a.body.task_id, sent, received: sent + a.ms });
+      if (key === "ours") ours.push({ id: a.body.task_id, requestId: a.body.request_id, sent, received: sent + a.ms });
     }
   }
   console.log(`\n[${tag}] latency: ${N_LATENCY} sequential requests per target, interleaved, max_tokens 1`);
@@ -81,18 +85,33 @@ async function latency(t: ReturnType<typeof targets>, tag: string): Promise<{ id
   return ours;
 }
 
+/** When the Worker built each answer, by request id, from its request-log lines (bench/lib/stages.ts `served`). */
+function servedAt(log: string): Map<string, number> {
+  const at = new Map<string, number>();
+  for (const line of log.split("\n")) {
+    if (!line.startsWith('{"msg":"request"')) continue;
+    try {
+      const l = JSON.parse(line) as { request_id: string; ts: string; latency_ms: number };
+      at.set(l.request_id, Date.parse(l.ts) + l.latency_ms);
+    } catch {}
+  }
+  return at;
+}
+
 /** Joins our timed requests with their task views and the miners' traces. */
-async function breakdown(stack: Stack, ours: { id: string; sent: number; received: number }[], tag: string): Promise<void> {
+async function breakdown(stack: Stack, ours: Timed[], tag: string): Promise<void> {
   const traces = new Map<string, TaskSample["trace"]>();
   for (const m of stack.miners) {
     for (const e of m.events)
       if (e.event === "task_done" && e.session_id === "default" && e.trace) traces.set(e.task_id as string, e.trace as TaskSample["trace"]);
   }
+  const served = servedAt(stack.router.log());
   const samples: TaskSample[] = [];
   for (const o of ours.slice(-200)) {
     const view = await api(stack.router, `/api/v1/tasks/default/${o.id}`);
     const trace = traces.get(o.id);
-    if (view.status === 200 && trace && view.body.replicas?.[0]?.committed_at) samples.push({ ...o, view: view.body, trace });
+    if (view.status === 200 && trace && view.body.replicas?.[0]?.committed_at)
+      samples.push({ ...o, view: view.body, trace, served: served.get(o.requestId) });
   }
   console.log(`\n[${tag}] where the time goes: ${samples.length} sequential k = 1 tasks`);
   for (const line of stageTable(samples)) console.log(line);
@@ -210,6 +229,9 @@ async function run(persist: "disk" | "memory", peers: { mock: Peer; portkey: Pee
 }
 
 console.log(`bench:router on ${process.platform} ${process.arch}, node ${process.version}, ${loadLine()}`);
+console.log(
+  `clients ask for ${args.has("gzip") ? "gzip (Miniflare compresses our answers in workerd)" : "no compression (identity; --gzip for gzip)"}`,
+);
 console.log(`\nsignature lever (Node, ${loadLine()}):`);
 for (const l of await signatureLever()) {
   summary.push(l);

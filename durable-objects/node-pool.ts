@@ -1,26 +1,16 @@
 import { DurableObject } from "cloudflare:workers";
-import { type Hex, verifyMessage } from "viem";
 import type { MinerRegisterRequest, ModelContext } from "../shared/api.ts";
 import type { Failure } from "../shared/errors.ts";
 import { POOL_PING, POOL_PONG, PoolMinerMessage, type PoolServerMessage, parseMessage } from "../shared/protocol.ts";
-import { type RouterIdentity, registrationMessage } from "../shared/signing.ts";
+import type { RouterIdentity } from "../shared/signing.ts";
 import type { SessionConfig } from "../shared/views.ts";
 import { backgroundChain } from "./chain-stake.ts";
-import {
-  bumpEpoch,
-  channelSessions,
-  contextFor,
-  contextsOf,
-  epochIsCurrent,
-  joinAnswer,
-  type SessionJoin,
-  saveContexts,
-} from "./miner-credentials.ts";
+import { bumpEpoch, channelSessions, contextFor, contextsOf, epochIsCurrent, joinAnswer, type SessionJoin } from "./miner-credentials.ts";
 import { type MinerClaims, MinerSockets, upgradeClaims } from "./miner-sockets.ts";
 import { BlockClock } from "./oracle.ts";
-import { planAssignments, sessionsPerSlot } from "./pool-assignment.ts";
+import { type CatalogSession, sessionsPerSlot } from "./pool-assignment.ts";
 import {
-  activeSessions,
+  catalogCounts,
   claimSession,
   insertSession,
   releaseClaim,
@@ -28,8 +18,8 @@ import {
   sessionPage,
   sessionQuota,
   sessionSummary,
-  setMinerCounts,
 } from "./pool-catalog.ts";
+import { ShardDirectory, type ShardSummary } from "./pool-directory.ts";
 import { PoolLiveness } from "./pool-liveness.ts";
 import {
   type MinerRow,
@@ -42,7 +32,12 @@ import {
   type Presence,
 } from "./pool-miners.ts";
 import { benchedMiners, poolPolicy, reputationScores } from "./pool-policy.ts";
-import { type FaucetOutcome, grantFaucet, refreshStakes, registrationStake } from "./pool-stake.ts";
+import { applyRebalance } from "./pool-rebalance.ts";
+import { type Challenge, issueChallenge, registerMiner } from "./pool-registration.ts";
+import { ShardLink } from "./pool-shard-link.ts";
+import { activeCount, hostSession, setShares, shardSummary } from "./pool-shard-summary.ts";
+import { poolShard, poolShards } from "./pool-shards.ts";
+import { type FaucetOutcome, grantFaucet, refreshStakes } from "./pool-stake.ts";
 import { Summary } from "./pool-summary.ts";
 import {
   applyOutcomes,
@@ -52,7 +47,6 @@ import {
   type Policy,
   type ReplicaOutcome,
   reputation,
-  settleStake,
   stakeAtRisk,
 } from "./reputation.ts";
 import { migrate } from "./session-schema.ts";
@@ -61,7 +55,6 @@ import { oracle } from "./stubs.ts";
 
 export type { MinerView, SessionSummary };
 
-const CHALLENGE_TTL_MS = 5 * 60_000;
 /** A slash waits this long for others to share its batch transaction. */
 const SLASH_BATCH_MS = 1_000;
 /** Connects and leaves within this long share one rebalance (a mass reconnect costs O(miners) per batch, not per miner). */
@@ -70,7 +63,9 @@ const REBALANCE_MS = 200;
 /**
  * The miner registry: wallet identity (proven by a signed challenge), models, device, capacity, heartbeats,
  * and the session catalog. It decides which sessions each miner serves and tells miners over their pool
- * WebSocket. It is not on the task hot path.
+ * WebSocket. It is not on the task hot path. With POOL_SHARDS > 1 (pool-shards.ts) one class, two roles: each
+ * shard "pool-k" holds its miners and a replica of the sessions with its share of them; "pool" holds the
+ * catalog and the shards' summaries (pool-directory.ts).
  */
 export class NodePool extends DurableObject<Env> {
   private readonly sql: SqlStorage;
@@ -92,6 +87,9 @@ export class NodePool extends DurableObject<Env> {
   private staleArmed = false;
   /** When the alarm was due (null: not known since the wake). */
   private alarmDue: number | null = null;
+  /** With POOL_SHARDS > 1: the directory's state (this object is "pool") or the link to it (a shard). */
+  private readonly directory: ShardDirectory;
+  private readonly shard: ShardLink;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -103,6 +101,17 @@ export class NodePool extends DurableObject<Env> {
       (p) => ctx.waitUntil(p),
     );
     migrate(this.sql, POOL_MIGRATIONS);
+    const shards = poolShards(env);
+    this.directory = new ShardDirectory(ctx.storage, shards);
+    this.shard = new ShardLink(ctx, env, shards, {
+      someMiner: () => this.sql.exec<{ address: string }>(`SELECT address FROM miners LIMIT 1`).toArray()[0]?.address ?? null,
+      summary: (now) => this.summarize(now),
+      sessions: () => activeCount(this.sql),
+      catchUp: (catalog) => {
+        for (const { config, share } of catalog) hostSession(this.sql, config, share, Date.now());
+        this.rebalance();
+      },
+    });
     // Liveness pings are answered by the runtime without waking this object; the stale check reads their times.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(POOL_PING, POOL_PONG));
   }
@@ -110,16 +119,8 @@ export class NodePool extends DurableObject<Env> {
   // ── registration ─────────────────────────────────────────────────────────────────────────────────────
 
   /** A one-time nonce and the message to sign for it, naming this deployment (`router`: its identity and origin). */
-  async challenge(
-    address: string,
-    router: RouterIdentity,
-  ): Promise<{ address: string; nonce: string; message: string; expires_at: number; router: RouterIdentity }> {
-    const now = Date.now();
-    const nonce = crypto.randomUUID().replaceAll("-", "");
-    const expires_at = now + CHALLENGE_TTL_MS;
-    this.sql.exec(`DELETE FROM challenges WHERE expires_at < ?`, now);
-    this.sql.exec(`INSERT INTO challenges (nonce, address, expires_at) VALUES (?, ?, ?)`, nonce, address.toLowerCase(), expires_at);
-    return { address, nonce, message: registrationMessage(address as Hex, nonce, router), expires_at, router };
+  async challenge(address: string, router: RouterIdentity): Promise<Challenge> {
+    return issueChallenge(this.sql, address, router);
   }
 
   /** Verifies the signed challenge (each nonce works once, signed for this deployment) and records the miner. */
@@ -127,65 +128,7 @@ export class NodePool extends DurableObject<Env> {
     req: MinerRegisterRequest,
     router: RouterIdentity,
   ): Promise<{ ok: true; claims: MinerClaims } | { ok: false; error: Failure }> {
-    const address = req.address.toLowerCase();
-    const row = this.sql
-      .exec<{ address: string; expires_at: number }>(`SELECT address, expires_at FROM challenges WHERE nonce = ?`, req.nonce)
-      .toArray()[0];
-    if (!row || row.address !== address || row.expires_at < Date.now()) {
-      return { ok: false, error: { code: "unauthorized", message: "unknown, expired or foreign challenge nonce" } };
-    }
-    const valid = await verifyMessage({
-      address: req.address as Hex,
-      message: registrationMessage(req.address as Hex, req.nonce, router),
-      signature: req.signature as Hex,
-    }).catch(() => false);
-    if (!valid) return { ok: false, error: { code: "unauthorized", message: "signature does not prove the address" } };
-    this.sql.exec(`DELETE FROM challenges WHERE nonce = ?`, req.nonce);
-    const known = this.sql.exec<MinerRow>(`SELECT * FROM miners WHERE address = ?`, address).toArray()[0];
-    const figure = await registrationStake(this.sql, this.env, {
-      address,
-      declared: req.stake ?? 0,
-      known,
-      minStake: this.policy().minStake,
-    });
-    if (!figure.ok) return figure;
-    const { minStake } = this.policy();
-    // Slashes stick to the address: registering again undoes none (the ones the chain has taken are in its figure).
-    const atRisk = stakeAtRisk(figure);
-    if (atRisk < minStake) {
-      return {
-        ok: false,
-        error: {
-          code: "forbidden",
-          message: `stake ${atRisk} is below the pool minimum of ${minStake}${figure.source === "chain" ? " (read from the staking contract; stake more from this wallet)" : ""}`,
-          details: { stake: atRisk, staked: figure.stake, unsettled_slashes: figure.unsettled, min_stake: minStake, source: figure.source },
-        },
-      };
-    }
-    this.sql.exec(
-      `INSERT INTO miners (address, name, version, models, device, capacity, registered_at, stake, stake_source, stake_block, stake_checked_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (address) DO UPDATE SET name = excluded.name, version = excluded.version, models = excluded.models,
-         device = excluded.device, capacity = excluded.capacity, stake = excluded.stake, stake_source = excluded.stake_source,
-         stake_block = excluded.stake_block, stake_checked_at = excluded.stake_checked_at`,
-      address,
-      req.name ?? null,
-      req.version ?? null,
-      JSON.stringify(req.models),
-      req.device,
-      req.capacity,
-      Date.now(),
-      figure.stake,
-      figure.source,
-      figure.block,
-      figure.checkedAt,
-    );
-    settleStake(this.sql, address);
-    saveContexts(this.sql, address, req.contexts);
-    // A new registration revokes every older token of this miner (they still verify, but no longer connect).
-    const epoch = bumpEpoch(this.sql, address);
-    const speed = req.tokens_per_s === undefined ? {} : { tokens_per_s: req.tokens_per_s };
-    return { ok: true, claims: { address, capacity: req.capacity, models: req.models, device: req.device, epoch, ...speed } };
+    return registerMiner(this.sql, this.env, req, router, this.policy());
   }
 
   /** Whether a token of this epoch is still the miner's current one (miner HTTP calls check it). */
@@ -225,10 +168,79 @@ export class NodePool extends DurableObject<Env> {
     releaseClaim(this.sql, id);
   }
 
-  /** Adds a session to the catalog and assigns miners to it. */
+  /** Adds a session to the catalog and assigns miners to it (sharded: each shard its share of max_miners). */
   async addSession(config: SessionConfig): Promise<void> {
     insertSession(this.sql, config, Date.now());
+    if (poolShards(this.env) === 1) return this.rebalance();
+    const shares = await this.directory.sharesFor(config);
+    await Promise.all(shares.map((share, k) => poolShard(this.env, k).hostSession(config, share)));
+  }
+
+  // ── a sharded pool (pool-shards.ts): the directory's side, then the shards' ─────────────────────────
+
+  /** A shard's summary (pool-directory.ts); answers the catalog's active sessions so a shard that missed one asks. */
+  async shardSummary(k: number, summary: ShardSummary): Promise<{ sessions: number }> {
+    const changed = await this.directory.record(k, summary, Date.now());
+    for (const [shard, shares] of changed) {
+      this.ctx.waitUntil(
+        poolShard(this.env, shard)
+          .setShares(shares)
+          .catch((err) => console.error(`shares for shard ${shard}: ${String(err)}`)),
+      );
+    }
+    return { sessions: catalogCounts(this.sql).active };
+  }
+
+  async shardCatalog(k: number): Promise<{ config: CatalogSession; share: number }[]> {
+    return this.directory.catalogFor(k);
+  }
+
+  async shardedServing(model: string): Promise<{ miners: number; contexts: (ModelContext | null)[] }> {
+    return this.directory.serving(model);
+  }
+
+  async shardedStats(): Promise<MinerStats> {
+    return this.directory.stats();
+  }
+
+  async shardedOverview(): Promise<ReturnType<typeof networkOverview>> {
+    return this.directory.overview();
+  }
+
+  /** The router-key lease: take (true: granted) or give back. */
+  async routerKey(holder: string, take: boolean): Promise<boolean> {
+    if (take) return this.directory.acquire(holder, Date.now());
+    this.directory.release(holder);
+    return false;
+  }
+
+  /** A shard takes a session with its share of max_miners (pool-shard-summary.ts), or a new share. */
+  async hostSession(config: CatalogSession, share: number): Promise<void> {
+    hostSession(this.sql, config, share, Date.now());
     this.rebalance();
+  }
+
+  async setShares(shares: Record<string, number>): Promise<void> {
+    if (setShares(this.sql, shares)) this.rebalance();
+  }
+
+  /** The miners this shard assigns to a session. */
+  async sessionMembers(sessionId: string): Promise<string[]> {
+    return this.sql
+      .exec<{ miner: string }>(`SELECT miner FROM assignments WHERE session_id = ?`, sessionId)
+      .toArray()
+      .map((r) => r.miner);
+  }
+
+  private summarize(now: number): ShardSummary {
+    this.live.flush();
+    const benched = this.benched();
+    return shardSummary(
+      this.sql,
+      this.presence(),
+      this.onlineMiners().filter((m) => !benched.has(m.address)),
+      now,
+    );
   }
 
   /** A page of the sessions `caller` sees, newest first (pool-catalog.ts). */
@@ -258,6 +270,13 @@ export class NodePool extends DurableObject<Env> {
     const page = minerPage(this.sql, presence, caller, limit, before);
     const stats = this.stats.get(Date.now(), () => minerStats(this.sql, presence));
     return { ...page, nodes: page.nodes.map((n) => this.withPing(n)), stats };
+  }
+
+  /** A page without the figures: a sharded listing takes those from the directory (pool-shards.ts). */
+  async minerPage(caller: string, limit = 100, before?: string): Promise<{ nodes: MinerView[]; next_before: string | null }> {
+    this.live.flush();
+    const page = minerPage(this.sql, this.presence(), caller, limit, before);
+    return { ...page, nodes: page.nodes.map((n) => this.withPing(n)) };
   }
 
   /** The named miners (no session ids unless `caller` is given). */
@@ -411,12 +430,16 @@ export class NodePool extends DurableObject<Env> {
     let next: number | null = null;
     if (cfg) {
       const before = this.benched();
-      const pumped = await this.withRouterKey(() => pumpSlashes(this.sql, this.env, cfg, this.env.PAYLOADS));
+      // Another shard holding the router key: this one's slashes wait for its next pass.
+      const pumped = await this.withRouterKey(() => pumpSlashes(this.sql, this.env, cfg, this.env.PAYLOADS)).catch(() => ({
+        next: Date.now() + SLASH_BATCH_MS,
+      }));
       next = pumped.next;
       await refreshStakes(this.sql, cfg, [...this.presence().online]);
       const after = this.benched();
       if (before.size !== after.size || [...after].some((a) => !before.has(a))) this.rebalance();
     }
+    this.ctx.waitUntil(this.shard.push().catch((err) => console.error(`pool shard summary not pushed: ${String(err)}`)));
     if (this.sockets.count() > 0) {
       next = Math.min(next ?? Number.POSITIVE_INFINITY, Date.now() + 2 * this.heartbeatMs());
       this.staleArmed = true;
@@ -425,9 +448,10 @@ export class NodePool extends DurableObject<Env> {
     if (next !== null) await this.armAlarm(next);
   }
 
-  /** Transactions from the router key one at a time (nonces), whoever sends them: slash batches, faucet grants. */
+  /** Transactions from the router key one at a time (nonces), whoever sends them: slash batches, faucet grants; across shards under the directory's lease. */
   private withRouterKey<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.routerKeyQueue.then(fn, fn);
+    const send = () => this.shard.leased(fn);
+    const run = this.routerKeyQueue.then(send, send);
     this.routerKeyQueue = run.catch(() => {});
     return run;
   }
@@ -497,30 +521,9 @@ export class NodePool extends DurableObject<Env> {
     notify.clear();
     const benched = this.benched();
     const online = this.onlineMiners().filter((m) => !opts.exclude.has(m.address) && !benched.has(m.address));
-    const before = this.assignmentsByMiner();
-    const sessions = activeSessions(this.sql);
-    const next = planAssignments({
-      sessions,
-      miners: online,
-      before,
-      score: reputationScores(this.sql),
-      perSlot: sessionsPerSlot(this.env),
-    });
-    const models = new Map(sessions.map((s) => [s.id, s.model]));
-    const changed = new Set<string>();
-    for (const miner of new Set([...before.keys(), ...next.keys()])) {
-      const prev = before.get(miner) ?? [];
-      const ids = next.get(miner) ?? [];
-      for (const id of [...prev.filter((x) => !ids.includes(x)), ...ids.filter((x) => !prev.includes(x))]) changed.add(id);
-      const same = prev.length === ids.length && ids.every((id) => prev.includes(id));
-      if (same && !opts.notify.has(miner)) continue;
-      this.sql.exec(`DELETE FROM assignments WHERE miner = ?`, miner);
-      for (const id of ids) this.sql.exec(`INSERT INTO assignments (session_id, miner) VALUES (?, ?)`, id, miner);
-      this.sockets.sendTo(miner, { type: "sessions", sessions: ids.map((id) => ({ session_id: id, model: models.get(id)! })) });
-    }
-    const counts = new Map([...changed].map((id) => [id, 0]));
-    for (const ids of next.values()) for (const id of ids) if (counts.has(id)) counts.set(id, counts.get(id)! + 1);
-    setMinerCounts(this.sql, counts, Date.now());
+    const score = reputationScores(this.sql);
+    applyRebalance(this.sql, this.sockets, { online, notify: opts.notify, score, perSlot: sessionsPerSlot(this.env) });
+    this.shard.pushSoon();
   }
 
   private policy(): Policy {
@@ -534,14 +537,6 @@ export class NodePool extends DurableObject<Env> {
 
   private onlineMiners(): (MinerClaims & { ws: WebSocket })[] {
     return this.sockets.connected().map((m) => ({ ...m.claims, ws: m.ws }));
-  }
-
-  private assignmentsByMiner(): Map<string, string[]> {
-    const out = new Map<string, string[]>();
-    for (const r of this.sql.exec<{ session_id: string; miner: string }>(`SELECT session_id, miner FROM assignments`)) {
-      out.set(r.miner, [...(out.get(r.miner) ?? []), r.session_id]);
-    }
-    return out;
   }
 
   private presence(): Presence {

@@ -264,7 +264,8 @@ export function applyOutcomes(sql: SqlStorage, outcomes: ReplicaOutcome[], slash
     switch (o.outcome) {
       case "agreed":
         sql.exec(`UPDATE miners SET agreed = agreed + 1, rewards = rewards + ? WHERE address = ?`, o.reward, o.miner);
-        if (o.reward > 0) ledger(o, "reward", o.reward, "in consensus");
+        // A reason on an agreed replica says how it got there (e.g. a disputed verification: verify-dispute.ts).
+        if (o.reward > 0) ledger(o, "reward", o.reward, o.reason ? `in consensus: ${o.reason}` : "in consensus");
         break;
       case "outlier":
         sql.exec(`UPDATE miners SET outliers = outliers + 1 WHERE address = ?`, o.miner);

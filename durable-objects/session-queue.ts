@@ -10,6 +10,7 @@ import { deploymentDomain } from "./deployment.ts";
 import { type MinerSocket, MinerSockets } from "./miner-sockets.ts";
 import { BlockClock } from "./oracle.ts";
 import { OutcomeReporter } from "./outcome-reporter.ts";
+import { poolFor } from "./pool-shards.ts";
 import { admissionFailure, ownerFailure } from "./session-queue/admission.ts";
 import { AuditGate } from "./session-queue/audit-gate.ts";
 import { barrierOpen, holdCommit, isHeld, revealHeld } from "./session-queue/barrier.ts";
@@ -53,7 +54,7 @@ import { TaskStore } from "./session-queue/task-store.ts";
 import { VerifyRounds } from "./session-queue/verify-round.ts";
 import { Waiters } from "./session-queue/waiters.ts";
 import { checkCommit, checkPrecommit } from "./slash-evidence.ts";
-import { nodePool, oracle } from "./stubs.ts";
+import { oracle } from "./stubs.ts";
 
 type MinerMessage<T extends SessionMinerMessage["type"]> = Extract<SessionMinerMessage, { type: T }>;
 
@@ -99,11 +100,11 @@ export class SessionQueue extends DurableObject<Env> {
     const saved = this.store.loadSession();
     this.open = new OpenTasks(saved.lastTaskId);
     this.sockets = new MinerSockets(ctx);
-    const pool = () => nodePool(env);
+    const pool = () => poolFor(env);
     const waitUntil = (p: Promise<unknown>) => ctx.waitUntil(p);
     this.clock = new BlockClock(() => oracle(env).snapshot(), waitUntil);
     this.load = new MinerLoad(
-      (addresses) => nodePool(env).reputations(addresses),
+      (addresses) => pool().reputations(addresses),
       () => this.pump(),
     );
     // The pool answers a report with those miners' new standing: a bench takes effect here at once.
@@ -124,7 +125,8 @@ export class SessionQueue extends DurableObject<Env> {
     this.channels = new MinerChannels(parts, this.open, this.stragglers, () => this.config, pool);
     // A replica validators failed stays `committed`, flagged, with its reason: the task is queued and judged again.
     const retry = (task: OpenTask, r: Replica, reason: string) => this.dropReplica(task, r, "committed", reason);
-    this.verifies = new VerifyRounds(parts, { openTask: (id) => this.open.get(id), close: (...a) => this.close(...a), retry });
+    const verifyHost = { openTask: (id: number) => this.open.get(id), close: this.close.bind(this), retry };
+    this.verifies = new VerifyRounds(parts, verifyHost, Number(env.VERIFY_TIMEOUT_MS) || undefined);
     this.rounds = new SimilarityRounds(parts, {
       openTask: (id) => this.open.get(id),
       sentText: (taskId) => this.waiters.sent(taskId),
@@ -134,7 +136,7 @@ export class SessionQueue extends DurableObject<Env> {
       used: () => this.usedTokens,
       setUsed: (used) => void (this.usedTokens = used),
       unbenched: () => this.unbenched(),
-      poolServes: async (model) => (await nodePool(env).serving(model)).miners > 0,
+      poolServes: async (model) => (await pool().serving(model)).miners > 0,
     });
     this.config = saved.config ? withDefaults(saved.config, env) : null;
     this.usedTokens = saved.used;
@@ -251,7 +253,7 @@ export class SessionQueue extends DurableObject<Env> {
     const reservedId = req.task_id !== undefined && this.open.takeReservedId(req.task_id);
     const refused = admissionFailure(config, req, { used: this.usedTokens, reserved: this.open.reservedTokens });
     if (refused) return { ok: false, error: refused };
-    const unservable = await servingFailure(config, req, this.unbenched(), (model) => nodePool(this.env).serving(model), this.deadlines);
+    const unservable = await servingFailure(config, req, this.unbenched(), (model) => poolFor(this.env).serving(model), this.deadlines);
     if (unservable) return { ok: false, error: unservable };
     if (req.task_id !== undefined && !reservedId) {
       return { ok: false, error: { code: "conflict", message: `task id ${req.task_id} is not reserved here (any more)` } };

@@ -64,6 +64,14 @@ const MIGRATIONS: string[][] = [
   ],
   // Embedding jobs (session-queue/embedding-jobs.ts) are tasks of kind 'embedding'; completions keep NULL.
   [`ALTER TABLE tasks ADD COLUMN kind TEXT`],
+  // Verified sampling (session-queue/verify-round.ts): an open task's committed token ids (uint32 little-endian, or
+  // a private task's sealed ones; cleared when the task finishes) and a replica's failed verification (JSON
+  // evidence), so a round survives an eviction.
+  [
+    `ALTER TABLE replicas ADD COLUMN token_ids BLOB`,
+    `ALTER TABLE replicas ADD COLUMN token_ids_sealed TEXT`,
+    `ALTER TABLE replicas ADD COLUMN verify_failed TEXT`,
+  ],
 ];
 
 /** Runs the migrations this storage has not seen yet (the NodePool passes its own list). */
@@ -125,4 +133,7 @@ export interface ReplicaRow extends Record<string, SqlStorageValue> {
   reason: string | null;
   commitment: string | null;
   held_at: number | null;
+  token_ids: ArrayBuffer | null;
+  token_ids_sealed: string | null;
+  verify_failed: string | null;
 }

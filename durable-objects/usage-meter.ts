@@ -3,8 +3,9 @@ import { DurableObject } from "cloudflare:workers";
 // The usage of one API-key owner (`usageMeter(env, owner)` in stubs.ts): per key × model × time bucket (a minute
 // and a day), the requests, charged tokens, cost, latency and failures. One object per owner, so a tenant's
 // reads and writes never meet another's and one busy tenant cannot slow the others' metering. The Worker sends
-// one `record` per request after the answer (waitUntil); each is written to SQLite before it returns, so what a
-// crash can lose is only the records still in flight from a crashing isolate, never acknowledged ones.
+// its requests' events after their answers (waitUntil), in batches (`recordMany`, workers/lib/usage-batch.ts);
+// each batch is written to SQLite in one transaction before it returns, so what a crash can lose is only the
+// events still in flight from a crashing isolate (up to 5 ms of them, unsent), never acknowledged ones.
 
 export type Bucket = "minute" | "day";
 
@@ -91,6 +92,16 @@ export class UsageMeter extends DurableObject<Env> {
       this.prunedAt = e.at;
       this.sql.exec(`DELETE FROM usage WHERE bucket = 'minute' AND start < ?`, e.at - MINUTE_RETENTION_MS);
     }
+  }
+
+  /**
+   * Adds a batch of requests (workers/lib/usage-batch.ts: what one isolate finished within a few milliseconds): one
+   * call and one write transaction for them all, applied in full or not at all.
+   */
+  recordMany(events: UsageEvent[]): void {
+    this.ctx.storage.transactionSync(() => {
+      for (const e of events) this.record(e);
+    });
   }
 
   /** Rows whose bucket starts in [from, to), oldest first. */

@@ -20,7 +20,8 @@ export const PAYLOAD_KDF_SALT = "edge-inference-network/payload-keys/v1";
 const MAGIC = [0x45, 0x50, 0x45, 0x31]; // "EPE1"
 export const ENVELOPE_HEADER_BYTES = 21;
 export type KeyScope = "session" | "task";
-export type PayloadKind = "prompt" | "result";
+/** What an envelope holds; `token_ids`: a private verified task's completion ids (uint32 little-endian). */
+export type PayloadKind = "prompt" | "result" | "token_ids";
 
 const enc = new TextEncoder();
 

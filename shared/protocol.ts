@@ -65,6 +65,12 @@ const TokenIds = z
   .max(MAX_TOKENS_LIMIT);
 
 /**
+ * A private verified task's token ids, sealed under the task key (uint32 little-endian, kind `token_ids`), base64:
+ * the router passes them to allowlisted validators without reading them.
+ */
+const SealedTokenIds = z.string().max(Math.ceil(((4 * MAX_TOKENS_LIMIT + 64) * 4) / 3));
+
+/**
  * Validation work for verified sampling: re-score `token_ids` (a replica's completion) after the prompt in one
  * forward pass of `model` and re-run the task's decoding policy at `positions` (absent: every position).
  * The validator answers `verification` (or `verify_failed`); durable-objects/session-queue/verify-round.ts.
@@ -78,7 +84,10 @@ export const VerifyMessage = z.object({
   params: GenerationParams,
   /** Off-chain prompt: the validator fetches it like a replica (the router lets an asked validator). */
   payload: PayloadDescriptor.optional(),
-  token_ids: TokenIds,
+  /** The completion's ids; a private task's come sealed instead, with the count the replica claimed. */
+  token_ids: TokenIds.optional(),
+  token_ids_sealed: SealedTokenIds.optional(),
+  completion_tokens: z.number().int().min(0).max(MAX_TOKENS_LIMIT).optional(),
   finish_reason: z.enum(["stop", "length"]),
   positions: z.array(z.number().int().min(0)).max(MAX_TOKENS_LIMIT).optional(),
   deadline: z.number(),
@@ -136,6 +145,8 @@ export const SessionMinerMessage = z.discriminatedUnion("type", [
     result_urn: z.string().max(300).optional(),
     /** Verified tasks: the completion's token ids (EOS included), which validators re-score. */
     token_ids: TokenIds.optional(),
+    /** Private verified tasks: the same ids sealed under the task key, for allowlisted validators only. */
+    token_ids_sealed: SealedTokenIds.optional(),
   }),
   /** A validator's answer to `embed`: one vector per text, in order. */
   z.object({

@@ -73,13 +73,34 @@ const separators = new Map<string, Hex>();
  * hot path (one signature per replica of every task).
  */
 export function precommitDigest(fields: PrecommitFields, domain: SigningDomain): Hex {
+  return typedDataDigest({ domain, types: PRECOMMIT_TYPES, primaryType: "Precommit", message: fields });
+}
+
+/**
+ * The EIP-712 digest of typed data — what viem's `hashTypedData` computes, so `account.sign({hash})` gives the
+ * signature `signTypedData` would — with the domain separator cached per domain. For the signatures made or checked
+ * per task (precommits, receipts); the struct itself is still hashed by viem's `hashStruct`.
+ */
+export function typedDataDigest(data: {
+  domain: SigningDomain;
+  types: Record<string, readonly { name: string; type: string }[]>;
+  primaryType: string;
+  message: object;
+}): Hex {
+  const { domain } = data;
   const key = `${domain.name}\u0000${domain.version}\u0000${domain.chainId}\u0000${domain.verifyingContract ?? ""}`;
   let separator = separators.get(key);
   if (!separator) {
     separator = domainSeparator({ domain });
     if (separators.size < 64) separators.set(key, separator);
   }
-  return keccak256(concat(["0x1901", separator, hashStruct({ data: fields, primaryType: "Precommit", types: PRECOMMIT_TYPES })]));
+  return keccak256(
+    concat([
+      "0x1901",
+      separator,
+      hashStruct({ data: data.message as Record<string, unknown>, primaryType: data.primaryType, types: data.types }),
+    ]),
+  );
 }
 
 /**

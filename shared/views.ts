@@ -135,6 +135,11 @@ export interface VerificationEvidence {
   min_margin: number | null;
   /** Replicas that failed verification: the first failing positions (completion-token index; -1: decode or usage) and how many. */
   failed: { [miner: string]: { positions: number[]; count: number; reason: string } };
+  /**
+   * Accusations not confirmed: a replica validators failed whose token ids the chosen replica (never shown them)
+   * reproduced exactly with the same seed. Its evidence, and the validators that failed it; neither is punished.
+   */
+  disputed?: { [miner: string]: { positions: number[]; count: number; reason: string; by: string[]; reproduced_by: string } };
 }
 
 export interface ConsensusView {

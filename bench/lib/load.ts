@@ -16,6 +16,17 @@ export interface Answer {
   body: any;
 }
 
+/**
+ * The `Accept-Encoding` of every request. "identity" by default: Miniflare's entry worker compresses JSON and SSE
+ * answers as Cloudflare's edge (FL) would, but inside the router's own workerd process, on the same core as the
+ * router; in production that compression happens on Cloudflare's front line, not in the Worker. The peers never
+ * compress, so this changes only our figures (`bench:router --gzip` measures with gzip).
+ */
+let acceptEncoding = "identity";
+export function setAcceptEncoding(value: string): void {
+  acceptEncoding = value;
+}
+
 /** One non-streamed request: the time until its whole body has been read and parsed. */
 export async function call(t: Target, i: number): Promise<Answer> {
   const t0 = performance.now();
@@ -23,8 +34,12 @@ export async function call(t: Target, i: number): Promise<Answer> {
   const res = await fetch(
     t.url,
     sent === null
-      ? { headers: t.headers }
-      : { method: "POST", headers: { "content-type": "application/json", ...t.headers }, body: JSON.stringify(sent) },
+      ? { headers: { "accept-encoding": acceptEncoding, ...t.headers } }
+      : {
+          method: "POST",
+          headers: { "content-type": "application/json", "accept-encoding": acceptEncoding, ...t.headers },
+          body: JSON.stringify(sent),
+        },
   );
   const text = await res.text();
   const ms = performance.now() - t0;
@@ -52,6 +67,12 @@ export interface LoadResult {
   firstFailure?: string;
 }
 
+/** A failed fetch, with its cause (undici's "fetch failed" says nothing without it). */
+function failure(err: unknown): string {
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+  return cause ? `${String(err)}: ${cause.code ?? ""} ${cause.message ?? ""}` : String(err);
+}
+
 /** `clients` closed-loop clients for `seconds`: each sends its next request when the last one answered. */
 export async function closedLoop(t: Target, clients: number, seconds: number): Promise<LoadResult> {
   let ok = 0;
@@ -63,7 +84,7 @@ export async function closedLoop(t: Target, clients: number, seconds: number): P
   await Promise.all(
     Array.from({ length: clients }, async (_, c) => {
       for (let i = 0; performance.now() < until; i++) {
-        const a = await call(t, c * 1_000_000 + i).catch((err: unknown) => ({ status: 0, ms: 0, body: String(err) }));
+        const a = await call(t, c * 1_000_000 + i).catch((err: unknown) => ({ status: 0, ms: 0, body: failure(err) }));
         if (a.status === 200) {
           ok++;
           latencies.push(a.ms);
@@ -83,7 +104,7 @@ export async function streamed(t: Target, i: number, textMark: string): Promise<
   const t0 = performance.now();
   const res = await fetch(t.url, {
     method: "POST",
-    headers: { "content-type": "application/json", ...t.headers },
+    headers: { "content-type": "application/json", "accept-encoding": acceptEncoding, ...t.headers },
     body: JSON.stringify(t.body(i)),
   });
   if (res.status !== 200) throw new Error(`${t.name}: streamed request answered ${res.status}: ${await res.text()}`);

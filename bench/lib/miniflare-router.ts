@@ -46,15 +46,29 @@ async function bundleWorker(): Promise<string> {
 
 /** The workerd processes started by this process (Miniflare's runtime is a child of the Node process). */
 export function childWorkerd(): number | undefined {
+  return childWorkerds()[0];
+}
+
+function childWorkerds(): number[] {
+  const pids: number[] = [];
   for (const entry of readdirSync("/proc")) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (stat.includes("(workerd)") && Number(fields[1]) === process.pid) return Number(entry);
+      if (stat.includes("(workerd)") && Number(fields[1]) === process.pid) pids.push(Number(entry));
     } catch {}
   }
-  return undefined;
+  return pids;
+}
+
+/** This router's own workerd (one process may run several routers, e.g. an A/B pair); after a restart, the new one. */
+function ownWorkerd(others: Set<number>): () => number | undefined {
+  let pid: number | undefined;
+  return () => {
+    if (pid === undefined || childWorkerds().indexOf(pid) < 0) pid = childWorkerds().find((p) => !others.has(p));
+    return pid;
+  };
 }
 
 export async function startMiniflareRouter(
@@ -103,6 +117,7 @@ export async function startMiniflareRouter(
       stderr.on("data", (d) => (output += d));
     },
   } as MiniflareOptions;
+  const others = new Set(childWorkerds());
   const mf = new Miniflare(options);
   const url = (await mf.ready).origin;
   const res = await fetch(`${url}/api/v1/ping`);
@@ -111,7 +126,7 @@ export async function startMiniflareRouter(
     url,
     persist,
     bundlePath: scriptPath,
-    workerdPid: childWorkerd,
+    workerdPid: ownWorkerd(others),
     restart: () => mf.setOptions(options),
     log: () => output,
     stop: () => mf.dispose(),

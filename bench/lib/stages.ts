@@ -13,6 +13,12 @@ export interface TaskSample {
     replicas: { assigned_at: number; acked_at: number | null; precommitted_at: number | null; committed_at: number | null }[];
   };
   trace: { arrived: number; sign_start: number; sign_end: number; delivered: number };
+  /**
+   * The Worker's request-log line (middleware/request-log.ts): start + latency_ms is workerd's Date.now() when the
+   * route's answer was built. workerd's clock moves only at I/O, so that is when the queue's RPC answer arrived (or
+   * a later I/O): the receipt's signing and the JSON after it are not in it.
+   */
+  served?: number;
 }
 
 const STAGES: [string, (s: TaskSample) => number][] = [
@@ -29,9 +35,16 @@ const STAGES: [string, (s: TaskSample) => number][] = [
   ["commit → client: checks, close write, RPC back, response", (s) => s.received - s.view.replicas[0].committed_at!],
 ];
 
+/** The last stage split at the Worker's clock, when every sample has its request-log line. */
+const SPLIT: [string, (s: TaskSample) => number][] = [
+  ["  of which commit → Worker has the answer: close write, output gate, RPC back", (s) => s.served! - s.view.replicas[0].committed_at!],
+  ["  of which → client has read it: receipt, JSON, response out, client wake-up", (s) => s.received - s.served!],
+];
+
 /** Mean and p50 per stage (they add up to the mean end-to-end time); printed as a table. */
 export function stageTable(samples: TaskSample[]): string[] {
-  const rows = STAGES.map(([name, f]) => {
+  const split = samples.length > 0 && samples.every((s) => s.served !== undefined) ? SPLIT : [];
+  const rows = [...STAGES, ...split].map(([name, f]) => {
     const xs = samples.map(f);
     return `  ${name.padEnd(80)} ${fx(mean(xs)).padStart(7)} ${fx(pct(xs, 50)).padStart(7)}`;
   });

@@ -1,5 +1,6 @@
 import type { MinerSocket } from "../miner-sockets.ts";
 import type { OpenTask } from "./task.ts";
+import { sawFailedOutput } from "./verify-dispute.ts";
 
 // Which connected miners a SessionQueue gives work to: never a benched one; among those with spare capacity,
 // the least loaded (per unit of capacity) first, then the most reputable. Load counts live replicas here;
@@ -49,12 +50,14 @@ export class MinerLoad {
     return now - this.reputationAt > REPUTATION_TTL_MS;
   }
 
-  /** Up to `need` miners for more replicas of the task, best first. */
+  /** Up to `need` miners for more replicas of the task, best first (a validator of a failed output of it last: verify-dispute.ts). */
   pick(task: OpenTask, miners: readonly MinerSocket[], need: number): MinerSocket[] {
     const score = (m: MinerSocket) => this.reputation.get(m.claims.address)?.score ?? 1;
+    const seen = sawFailedOutput(task);
+    const saw = (m: MinerSocket) => (seen.has(m.claims.address) ? 1 : 0);
     return miners
       .filter((m) => !task.replicas.has(m.claims.address) && (this.load.get(m.claims.address) ?? 0) < m.claims.capacity)
-      .sort((a, b) => this.ratio(a) - this.ratio(b) || score(b) - score(a))
+      .sort((a, b) => saw(a) - saw(b) || this.ratio(a) - this.ratio(b) || score(b) - score(a))
       .slice(0, need);
   }
 

@@ -24,6 +24,8 @@ export interface SubmitRequest {
   task_id?: number;
   /** v2/v3 off-chain: UTF-8 bytes of the prompt as the model reads it (session-queue/context.ts), from the router. */
   prompt_read_bytes?: number;
+  /** Private tasks: the miners allowlisted for the task key when it was submitted, the only ones that may verify it. */
+  verify_validators?: string[];
 }
 
 export type SubmitOutcome =

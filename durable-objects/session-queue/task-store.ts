@@ -176,6 +176,31 @@ export class TaskStore {
     );
   }
 
+  /** A verified task's committed token ids (verify-round.ts), kept until the task finishes (clearTokenIds). */
+  saveTokenIds(taskId: number, miner: string, ids: { plain?: readonly number[]; sealed?: string }): void {
+    const blob = ids.plain ? Uint32Array.from(ids.plain).buffer : null; // little-endian on every Workers host
+    this.sql.exec(
+      `UPDATE replicas SET token_ids = ?, token_ids_sealed = ? WHERE task_id = ? AND miner = ?`,
+      blob,
+      ids.sealed ?? null,
+      taskId,
+      miner,
+    );
+  }
+
+  clearTokenIds(taskId: number): void {
+    this.sql.exec(
+      `UPDATE replicas SET token_ids = NULL, token_ids_sealed = NULL WHERE task_id = ? AND (token_ids IS NOT NULL OR token_ids_sealed IS NOT NULL)`,
+      taskId,
+    );
+  }
+
+  /** A replica's failed verification (its evidence), or null once a dispute lifted it. */
+  saveVerifyFailed(taskId: number, miner: string, evidence: Replica["verify_failed"] | null): void {
+    const json = evidence ? JSON.stringify(evidence) : null;
+    this.sql.exec(`UPDATE replicas SET verify_failed = ? WHERE task_id = ? AND miner = ?`, json, taskId, miner);
+  }
+
   /** The committed text of one replica (inline results; "" for off-chain ones). */
   committedText(taskId: number, miner: string): string {
     return (
@@ -269,6 +294,7 @@ export class TaskStore {
         precommit_ms: row.deadline_at - row.created_at,
         replicas: new Map(),
         independentSeeds: request.independent_seeds === true,
+        ...(request.verify_validators ? { verifyValidators: request.verify_validators } : {}),
       };
       for (const r of this.sql.exec<ReplicaRow>(`SELECT * FROM replicas WHERE task_id = ?`, row.id))
         task.replicas.set(r.miner, restored(r));
@@ -372,6 +398,9 @@ function restored(r: ReplicaRow): Replica {
     streamed: "",
     ...(revealed && r.usage ? { usage: JSON.parse(r.usage) as Replica["usage"] } : {}),
     ...(held ? { held: { msg: commitOf(r), at: r.held_at!, hash: r.hash as Hex } } : {}),
+    ...(revealed && r.token_ids ? { token_ids: [...new Uint32Array(r.token_ids)] } : {}),
+    ...(revealed && r.token_ids_sealed ? { token_ids_sealed: r.token_ids_sealed } : {}),
+    ...(r.verify_failed ? { verify_failed: JSON.parse(r.verify_failed) as Replica["verify_failed"] } : {}),
   };
 }
 

@@ -40,10 +40,23 @@ export interface Replica {
   /** Its off-chain result was written (one object per replica; memory only, R2 backs it after an eviction). */
   /** SHA-256 of the off-chain result object this replica wrote (one per task; a retry of the same bytes is fine). */
   result_claimed?: string;
-  /** Verified tasks: the completion's token ids from its commit (memory only), which validators re-score. */
+  /** Verified tasks: the completion's token ids from its commit, which validators re-score (also in SQLite until the task ends). */
   token_ids?: number[];
+  /** Private verified tasks: the ids sealed under the task key (the router never opens them). */
+  token_ids_sealed?: string;
   /** Validators failed its output (verify-round.ts): an outlier that no longer counts toward the task. */
-  verify_failed?: true;
+  verify_failed?: VerifyFailed;
+}
+
+/** Why a replica failed verification, and who saw its token ids (never a replica whose identical output disputes it). */
+export interface VerifyFailed {
+  positions: number[];
+  count: number;
+  reason: string;
+  /** The validators that failed it. */
+  by: string[];
+  /** Every validator it was sent to. */
+  seen_by: string[];
 }
 
 /** A commit that passed its checks and waits for the barrier (written to its replica's row, `held_at`). */
@@ -65,7 +78,12 @@ export interface StoredRequest {
   /** Similarity sessions: each replica of a sampled task draws its own seed (independent samples). */
   independent_seeds?: boolean;
   payload?: PayloadDescriptor;
+  /** Private tasks: the miners allowlisted for its key (lower case), the only validators it may have. */
+  verify_validators?: string[];
 }
+
+/** The most allowlisted validators a private task keeps. */
+export const MAX_VERIFY_VALIDATORS = 64;
 
 export interface OpenTask {
   id: number;
@@ -87,6 +105,8 @@ export interface OpenTask {
   contextRefusals?: Set<string>;
   /** Committed replicas when a verdict found no quorum: judged again once more have committed (quorum-gate.ts). */
   recruitingAt?: number;
+  /** Private tasks: the miners allowlisted for its key, the only ones that may verify it (verify-round.ts). */
+  verifyValidators?: string[];
 }
 
 /** A closed task whose slower replicas are still live: they are judged against its consensus when they report. */
@@ -137,6 +157,9 @@ export function newTask(
   // A similarity session samples independently per replica unless the client pinned the seed.
   const independentSeeds = config.consensus === "similarity" && !isGreedy(params) && req.params.seed === undefined;
   const payload = req.payload ? { payload: req.payload } : {};
+  const validators = req.payload?.encrypted
+    ? [...new Set((req.verify_validators ?? []).map((a) => a.toLowerCase()))].slice(0, MAX_VERIFY_VALIDATORS)
+    : [];
   const deadline = now + Math.round((req.timeout_s ?? config.task_timeout) * 1000);
   const task: OpenTask = {
     id,
@@ -160,8 +183,16 @@ export function newTask(
     precommit_ms: Math.round((req.precommit_timeout_s ?? req.timeout_s ?? config.task_timeout) * 1000),
     replicas: new Map(),
     independentSeeds,
+    ...(validators.length ? { verifyValidators: validators } : {}),
   };
-  return { task, request: { input: req.input, params, ...(independentSeeds ? { independent_seeds: true } : {}), ...payload } };
+  const request: StoredRequest = {
+    input: req.input,
+    params,
+    ...(independentSeeds ? { independent_seeds: true } : {}),
+    ...payload,
+    ...(validators.length ? { verify_validators: validators } : {}),
+  };
+  return { task, request };
 }
 
 /**

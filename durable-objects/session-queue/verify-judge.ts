@@ -23,7 +23,8 @@ export interface Judged {
 
 /** One validator's verdict on the replica; null when it checked fewer positions than asked (not counted). */
 export function judgeAnswer(r: Replica, msg: Verification, positions?: readonly number[]): Judged | null {
-  const want = positions ? positions.length : (r.token_ids?.length ?? 0);
+  // A private task's ids are sealed: the count its replica claimed (the validator checked they match).
+  const want = positions ? positions.length : (r.token_ids?.length ?? r.usage?.completion_tokens ?? 0);
   if (msg.checked < want) return null;
   const base = { checked: msg.checked, nearTies: msg.near_ties, minMargin: msg.min_margin };
   const faults: string[] = [];
@@ -31,7 +32,15 @@ export function judgeAnswer(r: Replica, msg: Verification, positions?: readonly 
   if (msg.failed > 0) {
     const listed = msg.failures
       .slice(0, 4)
-      .map((f) => (f.expected >= 0 ? `${f.pos} (${f.token}, expected ${f.expected})` : `${f.pos} (generation had to end there)`));
+      .map((f) =>
+        f.pos === -1
+          ? f.token < 0
+            ? "-1 (sealed token ids that do not open with the task key)"
+            : `-1 (${f.token} token ids for ${f.expected} completion tokens claimed)`
+          : f.expected >= 0
+            ? `${f.pos} (${f.token}, expected ${f.expected})`
+            : `${f.pos} (generation had to end there)`,
+      );
     faults.push(
       `${msg.failed} of ${msg.checked} checked tokens differ from what the seeded sampler selects: positions ${listed.join(", ")}`,
     );

@@ -3,8 +3,9 @@ import type { SessionMinerMessage } from "../../shared/protocol.ts";
 import type { ConsensusView, VerificationEvidence } from "../../shared/views.ts";
 import type { MinerSocket } from "../miner-sockets.ts";
 import type { QueueParts } from "./parts.ts";
-import { type OpenTask, type Replica, replicaSeed } from "./task.ts";
+import { type OpenTask, type Replica, replicaSeed, type VerifyFailed } from "./task.ts";
 import { eligibleValidators } from "./validators.ts";
+import { disputedBy, disputeVerdict, failedEvidence } from "./verify-dispute.ts";
 import { type Judged, judgeAnswer, spotDetection, spotPositions } from "./verify-judge.ts";
 
 // Verified sampling (session consensus `verify`, or a request's `verify` option). Once a task's verdict would
@@ -14,10 +15,21 @@ import { type Judged, judgeAnswer, spotDetection, spotPositions } from "./verify
 // completion in one forward pass and re-runs the seeded sampler at every position, or at a random share of them
 // drawn here, after the commit (spot check). A replica they fail is an outlier with the failing positions as
 // evidence, and the task goes to another miner while its deadline allows; a replica they pass closes the task.
-// Fallbacks, each said in `consensus.note`: a private task (its token ids would reveal the text: no replica
-// sends them), constrained decoding, token ids lost in an eviction, no validator outside the task, no answer.
+// The token ids and a failed replica's evidence are written with the replica (task-store.ts), so a round cut by an
+// eviction starts again on the restored queue. A falsely failed honest output would fail again on the next miner
+// (same seed): when the next replica's ids are identical and it never saw them, the accusation is disputed
+// instead (verify-dispute.ts).
+// A private task is verified only by miners its owner allowlisted for its key (the list its submit carried:
+// task.ts verifyValidators); its replica seals the ids under the task key (the router would read the text in plain
+// ids), and the validators open them as they open its prompt and check their count themselves.
+// Fallbacks, each said in `consensus.note`: a private task with no allowlisted validator (no replica sends ids),
+// constrained decoding, no validator outside the task (for a private task: none allowlisted), no answer.
 
-/** How long a validator has to answer (the first call may load the model; a forward pass takes milliseconds). */
+/**
+ * How long a validator has to answer before another is asked (the first call may load the model; a forward pass
+ * takes milliseconds). VERIFY_TIMEOUT_MS overrides it. With nobody else to ask, a late answer still counts until the
+ * task's own deadline: busy validators must not let a replica's output through unverified.
+ */
 export const VERIFY_TIMEOUT_MS = 15_000;
 
 type Answer = Extract<SessionMinerMessage, { type: "verification" | "verify_failed" }>;
@@ -29,9 +41,15 @@ interface Round {
   fraction: number;
   positions?: number[];
   asked: Map<string, number>;
+  /** Validators past their answer time: their answer still counts while the round is open. */
+  late: Set<string>;
+  /** Nothing judged and nobody left to ask: waiting for a late answer until the task's deadline. */
+  waitUntil?: number;
   judged: Map<string, Judged>;
   tried: Set<string>;
   wanted: number;
+  /** A dispute (verify-dispute.ts): the failed replicas whose output this one reproduced exactly. */
+  accused?: Replica[];
 }
 
 /** What a round needs of its SessionQueue. */
@@ -49,11 +67,16 @@ export function verifyOptionOf(task: OpenTask, consensus: string): VerifyOption 
 }
 
 /**
- * A verified task's commit must carry its token ids (not a private one's), as many as the completion tokens it
- * claims: the router checks the count itself, so inflated completion usage never reaches a validator.
+ * A verified task's commit must carry its token ids, as many as the completion tokens it claims: the router checks
+ * the count itself, so inflated completion usage never reaches a validator. A private task with allowlisted
+ * validators carries them sealed under the task key instead (the validators check the count); without any, it is
+ * not verified and carries none.
  */
 export function commitFault(task: OpenTask, consensus: string, msg: Extract<SessionMinerMessage, { type: "commit" }>): string | null {
-  if (!verifyOptionOf(task, consensus) || task.assign.payload?.encrypted || task.assign.params.constraint) return null;
+  if (!verifyOptionOf(task, consensus) || task.assign.params.constraint) return null;
+  if (task.assign.payload?.encrypted) {
+    return task.verifyValidators?.length && !msg.token_ids_sealed ? "verified private task: the commit carries no sealed token ids" : null;
+  }
   if (!msg.token_ids) return "verified task: the commit carries no token ids";
   if (msg.token_ids.length !== msg.usage.completion_tokens)
     return `usage claims ${msg.usage.completion_tokens} completion tokens; the commit carries ${msg.token_ids.length} token ids`;
@@ -62,28 +85,34 @@ export function commitFault(task: OpenTask, consensus: string, msg: Extract<Sess
 
 export class VerifyRounds {
   private readonly rounds = new Map<number, Round>();
-  /** Replicas of open tasks that failed verification: the evidence the final verdict carries. */
-  private readonly failed = new Map<number, VerificationEvidence["failed"]>();
+  /** Open tasks with token ids in SQLite (cleared when they finish; a restored task is added when verified). */
+  private readonly stored = new Set<number>();
   private readonly parts: QueueParts;
   private readonly host: VerifyHost;
 
-  constructor(parts: QueueParts, host: VerifyHost) {
+  private readonly timeoutMs: number;
+
+  constructor(parts: QueueParts, host: VerifyHost, timeoutMs = VERIFY_TIMEOUT_MS) {
     this.parts = parts;
     this.host = host;
+    this.timeoutMs = timeoutMs;
   }
 
   has(taskId: number): boolean {
     return this.rounds.has(taskId);
   }
 
-  /** The task finished: its round (if any) and its evidence go. */
+  /** The task finished: its round (if any) and its stored token ids go. */
   drop(taskId: number): void {
     this.rounds.delete(taskId);
-    this.failed.delete(taskId);
+    if (this.stored.delete(taskId)) this.parts.store.clearTokenIds(taskId);
   }
 
   *deadlines(): Iterable<number> {
-    for (const r of this.rounds.values()) yield* r.asked.values();
+    for (const r of this.rounds.values()) {
+      yield* r.asked.values();
+      if (r.waitUntil !== undefined) yield r.waitUntil;
+    }
   }
 
   /** SessionQueue.holdsTask: a validator asked to verify the task reads its off-chain prompt as a replica does. */
@@ -94,8 +123,19 @@ export class VerifyRounds {
   /** A checked commit: why a verified task must reject it (commitFault), else its token ids are kept. */
   onCommit(task: OpenTask, r: Replica, msg: Extract<SessionMinerMessage, { type: "commit" }>): string | null {
     const fault = commitFault(task, this.parts.config().consensus, msg);
-    if (!fault && msg.token_ids) r.token_ids = msg.token_ids;
-    return fault;
+    if (fault || !verifyOptionOf(task, this.parts.config().consensus)) return fault;
+    // A private task's plain ids would reveal its text to the router: only sealed ones are kept.
+    if (task.assign.payload?.encrypted) {
+      if (!msg.token_ids_sealed || !task.verifyValidators?.length) return null;
+      r.token_ids_sealed = msg.token_ids_sealed;
+      this.parts.store.saveTokenIds(task.id, r.miner, { sealed: msg.token_ids_sealed });
+      this.stored.add(task.id);
+    } else if (msg.token_ids) {
+      r.token_ids = msg.token_ids;
+      this.parts.store.saveTokenIds(task.id, r.miner, { plain: msg.token_ids });
+      this.stored.add(task.id);
+    }
+    return null;
   }
 
   /**
@@ -105,8 +145,14 @@ export class VerifyRounds {
   intercept(task: OpenTask, chosen: string, consensus: ConsensusView, now: number): boolean {
     const opt = verifyOptionOf(task, this.parts.config().consensus);
     if (!opt) return false;
-    const note = this.start(task, chosen, consensus, opt, now);
-    if (note !== null) this.host.close(task, chosen, { ...consensus, note }, now);
+    this.stored.add(task.id); // restored after an eviction: its ids are in SQLite too
+    const r = task.replicas.get(chosen);
+    const accused = r ? disputedBy(task, r) : [];
+    const note = this.start(task, chosen, consensus, opt, now, accused);
+    if (note === null) return true;
+    // A reproduced failed output that no fresh validator can settle: the accusation stands for it too.
+    if (r && accused.length > 0) this.failAs(task, r, accused[0], note);
+    else this.host.close(task, chosen, { ...consensus, note }, now);
     return true;
   }
 
@@ -114,15 +160,18 @@ export class VerifyRounds {
    * Starts verifying the chosen replica of a verdict that would close the task; null once validators are asked,
    * else why the task closes unverified (the note its consensus carries).
    */
-  start(task: OpenTask, chosen: string, consensus: ConsensusView, opt: VerifyOption, now: number): string | null {
+  start(task: OpenTask, chosen: string, consensus: ConsensusView, opt: VerifyOption, now: number, accused: Replica[] = []): string | null {
     const r = task.replicas.get(chosen);
     const cfg = this.parts.config();
-    if (task.assign.payload?.encrypted) return "private task: its token ids never leave the replica, so it was not verified";
+    const sealed = !!task.assign.payload?.encrypted;
+    if (sealed && !task.verifyValidators?.length)
+      return "private task: no miner is allowlisted for its key to verify it, and its token ids never leave the replica; not verified";
     if (task.assign.params.constraint) return "constrained decoding is not verified";
-    if (!r?.token_ids) return "the replica's token ids were lost (the session restarted); not verified";
-    const outsiders = this.outsiders(task);
-    if (outsiders.length === 0) return `no validator outside the task serves ${cfg.model}; not verified`;
-    const n = r.token_ids.length;
+    if (!r || !(sealed ? r.token_ids_sealed : r.token_ids))
+      return "the replica's token ids are not on record (committed before the session upgraded); not verified";
+    if (this.outsiders(task).length === 0)
+      return `no ${sealed ? "allowlisted " : ""}validator outside the task serves ${cfg.model}; not verified`;
+    const n = r.token_ids?.length ?? r.usage?.completion_tokens ?? 0;
     const positions = opt.fraction < 1 ? spotPositions(n, opt.fraction) : undefined;
     const round: Round = {
       miner: chosen,
@@ -130,11 +179,17 @@ export class VerifyRounds {
       fraction: opt.fraction,
       ...(positions ? { positions } : {}),
       asked: new Map(),
+      late: new Set(),
       judged: new Map(),
-      tried: new Set(),
+      // A dispute is settled by validators that never saw the failed output (not its accusers).
+      tried: new Set(accused.flatMap((a) => a.verify_failed?.seen_by ?? [])),
       wanted: Math.max(1, cfg.validator_count),
+      ...(accused.length ? { accused } : {}),
     };
-    if (this.ask(task, round, round.wanted, now) === 0) return "the task's deadline leaves no time for verification; not verified";
+    if (this.ask(task, round, round.wanted, now) === 0)
+      return accused.length
+        ? "no validator that never saw it is left; not verified"
+        : "the task's deadline leaves no time for verification; not verified";
     this.rounds.set(task.id, round);
     return null;
   }
@@ -142,7 +197,7 @@ export class VerifyRounds {
   onAnswer(ws: WebSocket, miner: string, msg: Answer): void {
     const task = this.host.openTask(Number(msg.task_id));
     const round = this.rounds.get(Number(msg.task_id));
-    if (!task || !round?.asked.has(miner)) {
+    if (!task || !(round?.asked.has(miner) || round?.late.has(miner))) {
       return this.parts.sockets.send(ws, {
         type: "error",
         code: "unknown_task",
@@ -151,6 +206,7 @@ export class VerifyRounds {
       });
     }
     round.asked.delete(miner);
+    round.late.delete(miner);
     const r = task.replicas.get(round.miner);
     if (msg.type === "verify_failed") {
       console.warn(`session ${this.parts.config().id} task ${task.id}: validator ${miner} could not verify: ${msg.reason}`);
@@ -165,22 +221,33 @@ export class VerifyRounds {
   /** Alarm: validators past their deadline are given up on. */
   expire(now: number): void {
     for (const [id, round] of [...this.rounds]) {
-      for (const [miner, deadline] of [...round.asked]) if (deadline <= now) round.asked.delete(miner);
+      for (const [miner, deadline] of [...round.asked]) {
+        if (deadline > now) continue;
+        round.asked.delete(miner);
+        round.late.add(miner);
+      }
       const task = this.host.openTask(id);
       if (task) this.continue(task, round, now);
     }
   }
 
+  /** Miners outside the task that may verify it: for a private task, only those allowlisted for its key. */
   private outsiders(task: OpenTask): MinerSocket[] {
     const cfg = this.parts.config();
-    return eligibleValidators(task, this.parts.sockets.connected(), cfg.model, (a) => this.parts.load.benched(a)).outsiders;
+    const all = eligibleValidators(task, this.parts.sockets.connected(), cfg.model, (a) => this.parts.load.benched(a)).outsiders;
+    if (!task.assign.payload?.encrypted) return all;
+    const allowed = new Set(task.verifyValidators ?? []);
+    return all.filter((m) => allowed.has(m.claims.address.toLowerCase()));
   }
 
   /** Sends `verify` to up to `count` untried outsiders, the least loaded first. */
   private ask(task: OpenTask, round: Round, count: number, now: number): number {
-    const deadline = Math.min(task.deadline_at, now + VERIFY_TIMEOUT_MS);
+    const deadline = Math.min(task.deadline_at, now + this.timeoutMs);
     const r = task.replicas.get(round.miner);
-    if (deadline <= now || !r?.token_ids) return 0;
+    const ids = r?.token_ids_sealed
+      ? { token_ids_sealed: r.token_ids_sealed, completion_tokens: r.usage?.completion_tokens ?? 0 }
+      : r?.token_ids && { token_ids: r.token_ids };
+    if (deadline <= now || !r || !ids) return 0;
     const picked = this.outsiders(task)
       .filter((m) => !round.tried.has(m.claims.address))
       .sort((a, b) => this.parts.load.ratio(a) - this.parts.load.ratio(b))
@@ -199,7 +266,7 @@ export class VerifyRounds {
         // The replica's own seed where replicas sample independently (a similarity session): what it drew from.
         params: task.independentSeeds ? { ...params, seed: replicaSeed(params.seed, r.miner) } : params,
         ...(payload ? { payload } : {}),
-        token_ids: r.token_ids,
+        ...ids,
         finish_reason: this.parts.store.resultOf(task.id, r.miner).finish_reason,
         ...(round.positions ? { positions: round.positions } : {}),
         deadline,
@@ -221,6 +288,10 @@ export class VerifyRounds {
     if (votes.length < round.wanted && this.ask(task, round, round.wanted - votes.length, now) > 0) return;
     if (fails === 1 && passes === 0 && this.ask(task, round, 1, now) > 0) return;
     if (fails > 0 && fails === passes && this.ask(task, round, 1, now) > 0) return;
+    if (votes.length === 0 && round.late.size > 0 && now < task.deadline_at) {
+      round.waitUntil = task.deadline_at;
+      return this.parts.armAlarm(task.deadline_at);
+    }
     this.rounds.delete(task.id);
     const r = task.replicas.get(round.miner);
     if (!r) return;
@@ -228,26 +299,50 @@ export class VerifyRounds {
       const note = "no validator answered in time; not verified";
       return this.host.close(task, round.miner, { ...round.consensus, note }, now);
     }
-    if (fails > passes) return this.fail(task, r, votes);
+    if (fails > passes) return this.fail(task, round, r);
+    if (round.accused) return this.settleDispute(task, round, r, votes, now);
     this.host.close(task, round.miner, this.passed(task, round, votes), now);
   }
 
-  private fail(task: OpenTask, r: Replica, votes: Judged[]): void {
-    const worst = votes.filter((v) => !v.ok).sort((a, b) => b.count - a.count)[0];
-    const failed = this.failed.get(task.id) ?? {};
-    failed[r.miner] = { positions: worst.positions, count: worst.count, reason: worst.reason };
-    this.failed.set(task.id, failed);
+  /** Fresh validators passed a reproduced failed output: the accusation is lifted, both replicas agree. */
+  private settleDispute(task: OpenTask, round: Round, r: Replica, votes: Judged[], now: number): void {
+    const accused = round.accused!;
+    const verdict = disputeVerdict(task, r, accused, this.passed(task, round, votes));
+    for (const x of [...accused, r]) {
+      this.parts.store.saveVerifyFailed(task.id, x.miner, null);
+      this.parts.store.setReplicaState(task.id, x.miner, x.state, x.reason ?? "", x.acked_at);
+    }
+    this.host.close(task, r.miner, verdict, now);
+  }
+
+  /** `r` reproduced `a`'s failed output and nobody fresh could check it: it fails with `a`'s evidence. */
+  private failAs(task: OpenTask, r: Replica, a: Replica, why: string): void {
+    const f = a.verify_failed!;
+    const reason = `it reproduced exactly an output validators failed (${f.reason}), and ${why.replace(/; not verified$/, "")} to settle it`;
+    r.verify_failed = { ...f, reason };
+    this.parts.store.saveVerifyFailed(task.id, r.miner, r.verify_failed);
+    task.recruitingAt = undefined;
+    this.host.retry(task, r, `verification failed: ${reason}`);
+  }
+
+  private fail(task: OpenTask, round: Round, r: Replica): void {
+    const against = [...round.judged].filter(([, v]) => !v.ok);
+    const worst = against.map(([, v]) => v).sort((a, b) => b.count - a.count)[0];
+    const by = against.map(([m]) => m);
+    const evidence: VerifyFailed = { positions: worst.positions, count: worst.count, reason: worst.reason, by, seen_by: [...round.tried] };
     // An outlier (outcomes.ts) that no longer counts (task.ts countingReplicas); its row says why.
-    r.verify_failed = true;
+    r.verify_failed = evidence;
+    this.parts.store.saveVerifyFailed(task.id, r.miner, evidence);
     task.recruitingAt = undefined;
     this.host.retry(task, r, `verification failed: ${worst.reason}`);
   }
 
   private passed(task: OpenTask, round: Round, votes: Judged[]): ConsensusView {
     const ok = votes.filter((v) => v.ok);
-    const failed = this.failed.get(task.id) ?? {};
+    const failed = failedEvidence(task);
     const margins = ok.map((v) => v.minMargin).filter((m): m is number => m !== null);
-    const tokens = task.replicas.get(round.miner)?.token_ids?.length ?? 0;
+    const chosen = task.replicas.get(round.miner);
+    const tokens = chosen?.token_ids?.length ?? chosen?.usage?.completion_tokens ?? 0;
     const checked = ok[0]?.checked ?? 0;
     const verification: VerificationEvidence = {
       fraction: round.fraction,

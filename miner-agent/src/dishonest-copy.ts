@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomInt } from "node:crypto";
 import type { Hex } from "viem";
 import type { AssignMessage, SessionMinerMessage } from "../../shared/protocol.ts";
 import { commitmentHash, precommitTypedData, resultHash, type SigningDomain } from "../../shared/signing.ts";
@@ -11,7 +11,7 @@ import type { PrecommitSigner, TaskSink } from "./task-runner.ts";
 // list, the result objects they name — with the API key in MINER_TEST_COPY_API_KEY (tests give it the session
 // owner's: the worst case). Text it finds, it precommits (its own commitment over that text) and commits; a
 // commitment without text, it precommits verbatim (reuse) and commits the nearest text it has; nothing by
-// shortly before its deadline, it commits a guess. Its `dishonest` events say which, so tests count copies.
+// shortly before its deadline, it commits a guess (on a verified task with a made-up token id). Its `dishonest` events say which, so tests count copies.
 
 const POLL_MS = 50;
 /** How long before its commit deadline the copier stops waiting and answers with what it has. */
@@ -70,8 +70,10 @@ export async function copyTask(ctx: CopyContext, sink: TaskSink, assign: AssignM
     task_id: assign.task_id,
     text,
     finish_reason: "length",
-    usage: { prompt_tokens: 1, completion_tokens: Math.min(assign.params.max_tokens, 1) },
+    usage: { prompt_tokens: 1, completion_tokens: 1 },
     inference_ms: 1,
+    // A verified task wants token ids: one made-up id, so validators (not the router's count check) judge it.
+    ...(assign.params.verify ? { token_ids: [randomInt(256)] } : {}),
   };
   sink.deliver({ type: "precommit", task_id: assign.task_id, hash, signature });
   sink.deliver(commit);

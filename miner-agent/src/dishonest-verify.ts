@@ -1,39 +1,34 @@
 import { randomInt } from "node:crypto";
-import { LogitsProcessor, random, type Tensor } from "@huggingface/transformers";
-import type { Engine, GenerateResult } from "./engine-types.ts";
+import type { GenerateResult } from "./engine-types.ts";
+import type { BuildVariant } from "./model/build.ts";
 
 // TEST ONLY. The cheats verified sampling is measured against (dishonest.ts wires them):
-//   perturbed-weights  runs the declared model with its logits perturbed, as a quantized or perturbed-weights copy
-//                      would produce: seeded Gaussian noise of σ PERTURB_SIGMA (MINER_TEST_PERTURB_SIGMA) on every
-//                      logit, a deterministic function of the context (its seed is the position and the last
-//                      token). An emulation at the logits: the builder has no weight perturbation (BuildVariant
-//                      has only a seed), and a logit-level change is what a verifier sees of one either way.
+//   perturbed-weights  runs a perturbed copy of the declared model: the built-in model's trained weights plus seeded
+//                      noise of PERTURB_SCALE × each tensor's std (MINER_TEST_PERTURB_SCALE), built by the
+//                      model builder (BuildVariant.perturb) and loaded under the declared id. At that scale it still
+//                      writes the same kind of text: held-out perplexity 128.9 vs 126.9, the same greedy token at
+//                      84 % of positions (bench/cheats-models.ts).
+//   quantized          the built-in model with every matrix rounded to QUANTIZE_BITS-bit integers per row
+//                      (MINER_TEST_QUANTIZE_BITS; BuildVariant.quantize): a cheaper copy a miner might run instead.
 //   junk (verified)    random byte-level token ids with its random words, so validators get ids to check.
+// The look-alikes are loaded as wrong-model's is (disguised: no rescore), so a cheater never validates others.
 
-/** Default σ of the logit noise (logit units; the built-in model's top logits are a few units apart). */
-export const PERTURB_SIGMA = 0.5;
+/** Default noise of the perturbed copy, in units of each weight tensor's std. */
+export const PERTURB_SCALE = 0.1;
+/** Default width of the quantized copy's integers. */
+export const QUANTIZE_BITS = 4;
 
-class LogitNoise extends LogitsProcessor {
-  readonly #sigma: number;
-  constructor(sigma: number) {
-    super();
-    this.#sigma = sigma;
+/** The look-alike model a verify cheat runs instead of the built-in one, and the folder id it is built under. */
+export function lookAlikeOf(mode: string): { id: string; variant: BuildVariant } | null {
+  if (mode === "perturbed-weights") {
+    const scale = Number(process.env.MINER_TEST_PERTURB_SCALE) || PERTURB_SCALE;
+    return { id: `edge/tiny-gpt2-perturbed-${scale}`, variant: { perturb: { scale, seed: 1 } } };
   }
-  override _call(inputIds: bigint[][], logits: Tensor): Tensor {
-    const ids = inputIds[0];
-    const rng = new random.Random(ids.length * 1_000_003 + Number(ids[ids.length - 1] ?? 0n));
-    const data = logits.data as Float32Array;
-    for (let i = 0; i < data.length; i++) data[i] += this.#sigma * rng.gauss(0, 1);
-    return logits;
+  if (mode === "quantized") {
+    const bits = Number(process.env.MINER_TEST_QUANTIZE_BITS) || QUANTIZE_BITS;
+    return { id: `edge/tiny-gpt2-int${bits}`, variant: { quantize: { bits } } };
   }
-}
-
-/** perturbed-weights: the loaded engine, its logits perturbed before the decoding policy on every task. */
-export function perturbEngine(engine: Engine, sigma = Number(process.env.MINER_TEST_PERTURB_SIGMA) || PERTURB_SIGMA): Engine {
-  const seam = (engine as { testProcessors?: LogitsProcessor[] }).testProcessors;
-  if (!seam) throw new Error("--test-dishonest perturbed-weights needs the transformers.js engine");
-  seam.push(new LogitNoise(sigma));
-  return engine;
+  return null;
 }
 
 /** junk on a verified task: one random byte-level token id per word (ids every byte-level BPE vocabulary has). */

@@ -3,7 +3,7 @@ import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { type AssignMessage, MAX_RESULT_TEXT, type SessionMinerMessage, TEXT_BYTES_PER_TOKEN } from "../../shared/protocol.ts";
 import { type CopyContext, copyTask } from "./dishonest-copy.ts";
 import { junkEmbeddings, lyingValidator, OwnOutputs, recordCommits } from "./dishonest-validator.ts";
-import { junkTokenIds, perturbEngine } from "./dishonest-verify.ts";
+import { junkTokenIds, lookAlikeOf } from "./dishonest-verify.ts";
 import type { Engine, GenerateRequest, GenerateResult } from "./engine-types.ts";
 import type { Logger } from "./log.ts";
 import type { DishonestMode } from "./options.ts";
@@ -32,8 +32,9 @@ import type { ValidatorApi } from "./validator.ts";
 //                     output look central (dishonest-validator.ts)
 //   junk-embeddings   runs its tasks honestly but answers every `embed` (embedding jobs, validation) with random
 //                     unit vectors of the true dimension, running no embedding model (dishonest-validator.ts)
-//   perturbed-weights runs the declared model with perturbed logits, as a quantized or perturbed copy would
-//                     (dishonest-verify.ts)
+//   perturbed-weights serves a perturbed copy of the builtin model (trained weights plus seeded noise) under the
+//                     declared id (dishonest-verify.ts)
+//   quantized         serves a 4-bit per-row quantized copy of the builtin model under the declared id
 // On verified tasks (params.verify) junk commits random token ids, and usage-inflate claims 16 prompt tokens more
 // than it read (a huge claim is refused before any validator sees it), so validators have something to catch.
 
@@ -48,6 +49,8 @@ export const WRONG_MODEL_SEED_OFFSET = 1;
 export interface TestMiner {
   mode?: DishonestMode;
   delayMs?: number;
+  /** Only results of tasks asking for at least this many tokens are held (MINER_TEST_DELAY_MIN_TOKENS; default all). */
+  delayMinTokens?: number;
   /** copy: the router it reads from and the API key it reads with (MINER_TEST_COPY_API_KEY). */
   routerUrl?: string;
   copyApiKey?: string;
@@ -70,22 +73,23 @@ export interface TestMinerSetup {
 /** Warns that this miner is test-only and, for wrong-model, builds the look-alike model it will load instead. */
 export async function prepareTestMiner(test: TestMiner & { model: string; cacheDir: string; log: Logger }): Promise<TestMinerSetup> {
   test.copyApiKey ??= process.env.MINER_TEST_COPY_API_KEY || undefined;
+  test.delayMinTokens ??= minTokensFromEnv(process.env.MINER_TEST_DELAY_MIN_TOKENS);
   const { mode, model, cacheDir, log } = test;
   if (mode) log.warn(`TEST-ONLY DISHONEST MODE: ${mode} (this miner cheats on purpose; never use outside tests)`, { dishonest: mode });
   let loadModel: string | undefined;
-  if (mode === "wrong-model") {
+  // wrong-model, perturbed-weights, quantized: a look-alike of the builtin model, loaded under the declared id.
+  const lookAlike = mode === "wrong-model" ? null : mode && lookAlikeOf(mode);
+  if (mode === "wrong-model" || lookAlike) {
     const build = await import("./model/build.ts");
-    if (model !== build.BUILTIN_MODEL_ID) throw new Error("--test-dishonest wrong-model needs the builtin model");
-    loadModel = await build.ensureBuiltinModel(cacheDir, WRONG_MODEL_VARIANT_ID, undefined, {
-      seed: build.BUILTIN_SEED + WRONG_MODEL_SEED_OFFSET,
-    });
+    if (model !== build.BUILTIN_MODEL_ID) throw new Error(`--test-dishonest ${mode} needs the builtin model`);
+    const { id, variant } = lookAlike || { id: WRONG_MODEL_VARIANT_ID, variant: { seed: build.BUILTIN_SEED + WRONG_MODEL_SEED_OFFSET } };
+    loadModel = await build.ensureBuiltinModel(cacheDir, id, undefined, variant);
   }
   const own = new OwnOutputs();
   return {
     loadModel,
-    engine: (loaded) => (loadModel ? disguiseEngine(loaded, model) : mode === "perturbed-weights" ? perturbEngine(loaded) : loaded),
-    createRunner: (opts) =>
-      createTestRunner(opts, { mode: test.mode, delayMs: test.delayMs, routerUrl: test.routerUrl, copyApiKey: test.copyApiKey, own }),
+    engine: (loaded) => (loadModel ? disguiseEngine(loaded, model) : loaded),
+    createRunner: (opts) => createTestRunner(opts, { ...test, own }),
     validator: (honest) =>
       mode === "lying-validator" ? lyingValidator(honest, own, log) : mode === "junk-embeddings" ? junkEmbeddings(honest, log) : honest,
   };
@@ -132,7 +136,8 @@ function cheatFor(mode: DishonestMode, own = new OwnOutputs()): Cheat {
       // Only its validator cheats (prepareTestMiner); its tasks are honest.
       return {};
     case "perturbed-weights":
-      // The engine's logits are perturbed at load (prepareTestMiner, dishonest-verify.ts); the task path stays honest.
+    case "quantized":
+      // A look-alike model is loaded instead (prepareTestMiner, dishonest-verify.ts); the task path stays honest.
       return {};
     case "silent-after-ack":
       return { silentAfterAck: true };
@@ -159,13 +164,13 @@ class TestRunner implements TaskRunnerApi {
   /** copy: the tasks being copied, stopped on cancel. */
   readonly #copying = new Map<string, AbortController>();
 
-  constructor(opts: TaskRunnerOptions, { mode, delayMs = 0, routerUrl = "", copyApiKey, own }: TestMiner) {
+  constructor(opts: TaskRunnerOptions, { mode, delayMs = 0, delayMinTokens = 0, routerUrl = "", copyApiKey, own }: TestMiner) {
     this.#cheat = mode ? cheatFor(mode, own) : {};
     this.#log = opts.log;
     this.#copy = { routerUrl, apiKey: copyApiKey, account: opts.account, domain: opts.domain, log: opts.log };
     this.#runner = new TaskRunner({
       ...opts,
-      engine: holdResults(this.#cheat.engine?.(opts.engine) ?? opts.engine, delayMs),
+      engine: holdResults(this.#cheat.engine?.(opts.engine) ?? opts.engine, delayMs, delayMinTokens),
       account: this.#cheat.account?.(opts.account) ?? opts.account,
       log: mode ? tagTaskDone(opts.log, mode) : opts.log,
     });
@@ -230,18 +235,29 @@ class TestRunner implements TaskRunnerApi {
   }
 }
 
-/** `--test-delay-ms`: each result is held this long before the runner precommits it (a slow miner). */
-function holdResults(engine: TaskRunnerOptions["engine"], ms: number): TaskRunnerOptions["engine"] {
+/**
+ * `--test-delay-ms`: each result (of a task asking for at least `minTokens` tokens) is held this long before the
+ * runner precommits it (a slow miner). The threshold lets one test miner be slow for a file's cancel tests and
+ * quick for its many short completions.
+ */
+function holdResults(engine: TaskRunnerOptions["engine"], ms: number, minTokens: number): TaskRunnerOptions["engine"] {
   if (!ms) return engine;
   return {
     model: engine.model,
     generate: async (req) => {
       const result = await engine.generate(req);
       // A stopped task is dropped by the runner at once; only a result about to be precommitted is held.
-      if (!req.signal?.aborted) await new Promise((r) => setTimeout(r, ms));
+      if (!req.signal?.aborted && req.params.max_tokens >= minTokens) await new Promise((r) => setTimeout(r, ms));
       return result;
     },
   };
+}
+
+/** MINER_TEST_DELAY_MIN_TOKENS: a whole number of tokens, or unset (every result is held). */
+function minTokensFromEnv(raw: string | undefined): number {
+  if (!raw) return 0;
+  if (!/^\d+$/.test(raw)) throw new Error(`MINER_TEST_DELAY_MIN_TOKENS: expected a whole number of tokens, got ${raw}`);
+  return Number(raw);
 }
 
 /** Every `task_done` event of a cheating runner names its mode. */

@@ -6,7 +6,6 @@ import {
   AutoModelForCausalLM,
   AutoTokenizer,
   BaseStreamer,
-  type LogitsProcessor,
   LogitsProcessorList,
   type PreTrainedModel,
   type PreTrainedTokenizer,
@@ -91,8 +90,6 @@ export class TransformersEngine implements Engine {
   // interleaving would only add contention (and make timings meaningless).
   private tail: Promise<unknown> = Promise.resolve();
   private disposed = false;
-  /** TEST ONLY (dishonest-verify.ts `perturbed-weights`): processors run on the raw logits before the decoding policy. */
-  readonly testProcessors: LogitsProcessor[] = [];
 
   constructor(model: string, device: "cpu" | "webgpu", lm: PreTrainedModel, tokenizer: PreTrainedTokenizer) {
     this.model = model;
@@ -198,7 +195,6 @@ export class TransformersEngine implements Engine {
     });
     const processors = new LogitsProcessorList();
     if (constraint) processors.push(constraint); // masks first: penalties and sampling see allowed tokens only
-    for (const p of this.testProcessors) processors.push(p);
     processors.push(new DecodingPolicy(params, promptIds.length));
 
     const n = promptIds.length;

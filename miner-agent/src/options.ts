@@ -21,6 +21,7 @@ export const DISHONEST_MODES = [
   "lying-validator",
   "junk-embeddings",
   "perturbed-weights",
+  "quantized",
 ] as const;
 export type DishonestMode = (typeof DISHONEST_MODES)[number];
 

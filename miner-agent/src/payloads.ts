@@ -1,6 +1,6 @@
 import type { PrivateKeyAccount } from "viem/accounts";
 import { PromptSpec } from "../../shared/generation.ts";
-import { fromHex, openPayload, sealPayload, sha256Hex, toBase64 } from "../../shared/payload-crypto.ts";
+import { fromBase64, fromHex, openPayload, sealPayload, sha256Hex, toBase64 } from "../../shared/payload-crypto.ts";
 import { OffchainResultResponse, type PayloadDescriptor, PayloadKeyResponse, parseUrn } from "../../shared/payloads.ts";
 import type { AssignMessage } from "../../shared/protocol.ts";
 import { offchainResultTypedData, resultHash, type SigningDomain } from "../../shared/signing.ts";
@@ -114,6 +114,31 @@ export class PayloadClient {
     // The router hashed the plaintext it stored: it must be the result we precommit.
     if (body.result_hash !== resultHash(text)) throw new PayloadError("router recorded another result hash", res.status, "bad_response");
     return body.urn;
+  }
+
+  /** A private verified task's token ids, sealed under the task key for allowlisted validators (base64). */
+  async sealTokenIds(sessionId: string, assign: AssignMessage, ids: readonly number[], signal?: AbortSignal): Promise<string> {
+    const payload = assign.payload!;
+    const key = await this.#taskKey(sessionId, assign.task_id, payload, signal);
+    const bytes = new Uint8Array(Uint32Array.from(ids).buffer); // little-endian, as the protocol says
+    const info = { scope: "task" as const, version: payload.key_version ?? 1 };
+    return toBase64(await sealPayload(key, bytes, info, { kind: "token_ids", sessionId, taskId: assign.task_id }));
+  }
+
+  /** A validator's side: opens a private task's sealed token ids with the task key (allowlisted miners only get it). */
+  async openTokenIds(
+    sessionId: string,
+    taskId: string,
+    payload: PayloadDescriptor,
+    sealed: string,
+    signal?: AbortSignal,
+  ): Promise<number[]> {
+    const key = await this.#taskKey(sessionId, taskId, payload, signal);
+    // With the key in hand, ids that do not open are the replica's doing (bad_sealed_ids), not the validator's.
+    const bytes = await openPayload(key, fromBase64(sealed), { kind: "token_ids", sessionId, taskId }).catch(() => null);
+    if (!bytes || bytes.length % 4 !== 0)
+      throw new PayloadError("sealed token ids do not open with the task key", undefined, "bad_sealed_ids");
+    return [...new Uint32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length))];
   }
 
   #taskKey(sessionId: string, taskId: string, payload: PayloadDescriptor, signal?: AbortSignal): Promise<Uint8Array> {

@@ -317,6 +317,12 @@ export class TaskRunner {
       if (task.abortCause) return false;
     }
     const first = task.firstTokenPerf;
+    // A private verified task's ids go sealed under its key, for allowlisted validators only (verify-round.ts).
+    const sealedIds =
+      assign.params.verify && result.token_ids && assign.payload?.encrypted && this.#opts.payloads
+        ? await this.#opts.payloads.sealTokenIds(sink.sessionId, assign, result.token_ids, task.controller.signal)
+        : undefined;
+    if (task.abortCause) return false;
     const commit: Commit = {
       type: "commit",
       task_id: assign.task_id,
@@ -329,6 +335,7 @@ export class TaskRunner {
       ...(first !== undefined ? { first_token_ms: Math.max(0, first - task.arrivedPerf) } : {}),
       // Verified tasks: validators re-score these (a private task's ids would reveal its text: never sent).
       ...(assign.params.verify && result.token_ids && !assign.payload?.encrypted ? { token_ids: result.token_ids } : {}),
+      ...(sealedIds ? { token_ids_sealed: sealedIds } : {}),
     };
     if (!resultUrn) sink.deliver(precommit);
     sink.deliver(commit);

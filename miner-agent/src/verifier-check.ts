@@ -211,3 +211,13 @@ export function checkCompletion(
     min_margin: minMargin,
   };
 }
+
+/**
+ * A private task's ids came sealed, so the router could not count them: the validator checks they are as many as
+ * the completion tokens the replica claimed (a failure at -1, as the router reports its own checks).
+ */
+export function countFault(c: Check, ids: readonly number[], claimed: number | undefined): Check {
+  if (claimed === undefined || claimed === ids.length) return c;
+  const failures = [...c.failures, { pos: -1, token: ids.length, expected: claimed, margin: 0 }].slice(0, MAX_LISTED);
+  return { ...c, failed: c.failed + 1, failures };
+}

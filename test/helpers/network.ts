@@ -89,11 +89,14 @@ export type RateLimitName = "RATE_LIMIT_KEY" | "RATE_LIMIT_MINER" | "RATE_LIMIT_
 
 /**
  * wrangler.toml with other rate limits (they are bindings, not vars), written to a temporary folder, so no
- * developer's .dev.vars sits beside it.
+ * developer's .dev.vars sits beside it. With `prebuilt`, without its [build] step: wrangler would rebuild the
+ * portal before every router start.
  */
-function configWithRateLimits(limits: Partial<Record<RateLimitName, number>>): string {
+function testConfig(limits: Partial<Record<RateLimitName, number>>, prebuilt: boolean): string {
+  let toml = readFileSync(join(ROOT, "wrangler.toml"), "utf8");
+  if (prebuilt) toml = toml.replace(/^\[build\]\n(?:[^[\n].*\n)*\n*/m, "");
   // Paths in it are relative to its folder: point them (main, the portal's assets and build) back at the repository.
-  let toml = readFileSync(join(ROOT, "wrangler.toml"), "utf8")
+  toml = toml
     .replace(/^main = ".*"$/m, `main = ${JSON.stringify(join(ROOT, "workers/index.ts"))}`)
     .replace(/^directory = "(.*)"$/m, (_, dir: string) => `directory = ${JSON.stringify(join(ROOT, dir))}`)
     .replace(/^watch_dir = "(.*)"$/m, (_, dir: string) => `watch_dir = ${JSON.stringify(join(ROOT, dir))}\ncwd = ${JSON.stringify(ROOT)}`);
@@ -129,7 +132,9 @@ export async function startRouter(
   const inspector = await freePort();
   const persistDir = opts.persistDir ?? tempDir("router-state");
   const args = ["dev", "--port", String(port), "--ip", "127.0.0.1", "--persist-to", persistDir, "--inspector-port", String(inspector)];
-  if (opts.rateLimits) args.push("--config", configWithRateLimits(opts.rateLimits));
+  // The integration tests' global setup (test/helpers/global-setup.ts) builds the portal once for the whole run.
+  const prebuilt = process.env.TEST_PORTAL_PREBUILT === "1";
+  if (opts.rateLimits || prebuilt) args.push("--config", testConfig(opts.rateLimits ?? {}, prebuilt));
   const vars: Record<string, string> = { ...TEST_VARS, ...opts.vars };
   if (opts.chain) {
     const chainVars = {
@@ -148,7 +153,8 @@ export async function startRouter(
     cwd: ROOT,
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true", NO_COLOR: "1" },
+    // No Request.cf download (the router reads none): offline it is a failed fetch per start, then the fallback.
+    env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true", NO_COLOR: "1", CLOUDFLARE_CF_FETCH_ENABLED: "false" },
   });
   let output = "";
   child.stdout!.on("data", (d) => (output += d));

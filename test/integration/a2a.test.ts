@@ -115,9 +115,15 @@ async function openStream(body: Record<string, unknown>) {
 
 beforeAll(async () => {
   router = await startRouter({ vars: { API_KEYS: `alice:${ALICE},bob:${BOB}` } });
-  // The built-in model writes hundreds of tokens in well under a second: each result is held 1.5 s before its
-  // precommit so the cancel tests find their tasks still running.
-  miner = await startMiner(router.url, { name: "a2a", concurrency: 2, args: ["--test-delay-ms", "1500"] });
+  // The built-in model writes hundreds of tokens in well under a second: each result of a task asking for 48 tokens
+  // or more is held 1.5 s before its precommit, so the cancel, non-blocking and durability tests find their tasks
+  // still running; the many short completions (the latency test's 40 among them) are answered at once.
+  miner = await startMiner(router.url, {
+    name: "a2a",
+    concurrency: 2,
+    args: ["--test-delay-ms", "1500"],
+    env: { MINER_TEST_DELAY_MIN_TOKENS: "48" },
+  });
   await miner.waitFor("ready", undefined, 180_000);
 }, 240_000);
 

@@ -142,9 +142,15 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 beforeAll(async () => {
   router = await startRouter({ vars: { API_KEYS: `alice:${ALICE},bob:${BOB},carol:${CAROL}` } });
-  // The built-in model writes hundreds of tokens in well under a second: each result is held 1.5 s before its
-  // precommit so the cancel tests find their tasks still running.
-  miner = await startMiner(router.url, { name: "mcp-legacy", concurrency: 2, args: ["--test-delay-ms", "1500"] });
+  // The built-in model writes hundreds of tokens in well under a second: each result of a task asking for 200
+  // tokens or more (the cancel tests' 400) is held 1.5 s before its precommit so those tasks are still running
+  // when cancelled; the short completions are answered at once.
+  miner = await startMiner(router.url, {
+    name: "mcp-legacy",
+    concurrency: 2,
+    args: ["--test-delay-ms", "1500"],
+    env: { MINER_TEST_DELAY_MIN_TOKENS: "200" },
+  });
   await miner.waitFor("ready", undefined, 120_000);
   ({ client: alice } = await connect(ALICE));
 }, 240_000);

@@ -34,6 +34,8 @@ const TOOLS = [
 ];
 
 let router: Router;
+/** A second router with a per-key limit of 10 requests per 10 s (the last describe), started beside the first. */
+let limited: Router;
 let miner: Miner;
 let alice: Client;
 let bob: Client;
@@ -83,10 +85,19 @@ const INIT = {
 };
 
 beforeAll(async () => {
-  router = await startRouter({ vars: { API_KEYS: `alice:${ALICE},bob:${BOB}` } });
-  // The built-in model writes hundreds of tokens in well under a second: each result is held 1.5 s before its
-  // precommit so the cancel tests find their tasks still running.
-  miner = await startMiner(router.url, { name: "mcp", concurrency: 2, args: ["--test-delay-ms", "1500"] });
+  [router, limited] = await Promise.all([
+    startRouter({ vars: { API_KEYS: `alice:${ALICE},bob:${BOB}` } }),
+    startRouter({ rateLimits: { RATE_LIMIT_KEY: 10 } }),
+  ]);
+  // The built-in model writes hundreds of tokens in well under a second: each result of a task asking for 200
+  // tokens or more (the cancel tests' 400) is held 1.5 s before its precommit so those tasks are still running
+  // when cancelled; the short completions are answered at once.
+  miner = await startMiner(router.url, {
+    name: "mcp",
+    concurrency: 2,
+    args: ["--test-delay-ms", "1500"],
+    env: { MINER_TEST_DELAY_MIN_TOKENS: "200" },
+  });
   await miner.waitFor("ready", undefined, 120_000);
   ({ client: alice } = await connect(ALICE));
   ({ client: bob } = await connect(BOB));
@@ -95,7 +106,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all([alice?.close(), bob?.close()]);
   await miner?.stop("SIGKILL");
-  await router?.stop();
+  await Promise.all([router?.stop(), limited?.stop()]);
 });
 
 describe("MCP over Streamable HTTP", () => {
@@ -416,12 +427,6 @@ describe("MCP adversaries", () => {
 });
 
 describe("MCP and the per-key rate limit", () => {
-  let limited: Router;
-  beforeAll(async () => {
-    limited = await startRouter({ rateLimits: { RATE_LIMIT_KEY: 10 } });
-  }, 120_000);
-  afterAll(async () => limited?.stop());
-
   it("counts a tool call once, not once for MCP and once for its REST call", async () => {
     const transport = new StreamableHTTPClientTransport(new URL(`${limited.url}/mcp`), {
       requestInit: { headers: { Authorization: "Bearer dev-key" } },

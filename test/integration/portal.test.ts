@@ -5,8 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { API_KEY, api, type Miner, ROOT, type Router, startMiner, startRouter, until } from "../helpers/network.ts";
 
 // The portal (static pages under /portal/ and GET /api/v1/network/events) in headless Chromium — Debian's
-// `chromium`, driven by playwright-core, which downloads no browser — against the real router (wrangler dev, which
-// runs `npm run build:portal` first) and a real miner process. In order: a wrong key is refused; the owner signs in
+// `chromium`, driven by playwright-core, which downloads no browser — against the real router (wrangler dev; the
+// integration tests' global setup runs `npm run build:portal` first) and a real miner process. In order: a wrong key is refused; the owner signs in
 // with the keyboard and watches the miner appear live; a playground prompt streams and its receipt verifies in the
 // browser; the task's timeline shows; another tenant sees none of it; the miner's going away shows live. Each page's
 // screenshot is saved under .cache/screenshots (git-ignored).

@@ -1,5 +1,5 @@
 import type { Context } from "hono";
-import { nodePool } from "../../durable-objects/stubs.ts";
+import { minerShard } from "../../durable-objects/pool-shards.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "./api-error.ts";
 import { resolveClientKey } from "./keys.ts";
@@ -31,7 +31,7 @@ export async function caller(c: Context<AppEnv>): Promise<Caller> {
   const claims = await verifyMinerToken(c.env.MINER_TOKEN_SECRET, token);
   if (!claims) throw new ApiError("unauthorized", "unknown API key or invalid/expired miner token");
   // The registry's word on revocation: a token older than the miner's latest registration is refused.
-  if (!(await nodePool(c.env).tokenCurrent(claims.address, claims.epoch))) {
+  if (!(await minerShard(c.env, claims.address).tokenCurrent(claims.address, claims.epoch))) {
     throw new ApiError("unauthorized", "miner token revoked (the miner registered again or was revoked): register again");
   }
   return { kind: "miner", address: claims.address.toLowerCase() };

@@ -120,6 +120,12 @@ export async function minerAllowed(env: Env, sessionId: string, taskId: string |
   return taskId !== null && (stored.tasks[taskId] ?? []).includes(addr);
 }
 
+/** The miners allowlisted for one task's key (session or task scope): who may verify it (verify-round.ts). */
+export async function taskKeyHolders(env: Env, sessionId: string, taskId: string): Promise<string[]> {
+  const { session, tasks } = await effectiveAllowlist(env, sessionId);
+  return [...new Set([...session, ...(tasks[taskId] ?? [])])];
+}
+
 /** The effective allowlist of a session: configured and stored entries. */
 export async function effectiveAllowlist(
   env: Env,

@@ -13,7 +13,7 @@ import {
   type UnsignedReceipt,
   ZERO_HASH,
 } from "../../shared/receipt.ts";
-import type { SigningDomain } from "../../shared/signing.ts";
+import { type SigningDomain, typedDataDigest } from "../../shared/signing.ts";
 import type { TaskView } from "../../shared/views.ts";
 import type { AppEnv } from "../env.ts";
 import { type Cost, type ModelPrice, priceForModel, priceOf } from "../gateway/model-map.ts";
@@ -175,7 +175,8 @@ export async function signReceipt(c: Context<AppEnv>, facts: ReceiptFacts): Prom
     domain: receiptDomain(c.env),
   };
   const account = receiptSigner(c.env);
-  const signature = await account.signTypedData(receiptTypedData(unsigned));
+  // Over the digest with the domain separator cached (shared/signing.ts): the signature signTypedData would make.
+  const signature = await account.sign({ hash: typedDataDigest(receiptTypedData(unsigned)) });
   return { cost, receipt: { ...unsigned, signer: account.address, signature } };
 }
 
@@ -236,7 +237,11 @@ export async function withPaymentReceipt(c: Context<AppEnv>, receipt: Receipt, p
   const { signer: _signer, signature: _signature, ...unsigned } = receipt;
   const paid: UnsignedReceipt = { ...unsigned, payment };
   const account = receiptSigner(c.env);
-  const signed: Receipt = { ...paid, signer: account.address, signature: await account.signTypedData(receiptTypedData(paid)) };
+  const signed: Receipt = {
+    ...paid,
+    signer: account.address,
+    signature: await account.sign({ hash: typedDataDigest(receiptTypedData(paid)) }),
+  };
   const stored = storeReceipt(c, signed);
   try {
     c.executionCtx.waitUntil(stored);

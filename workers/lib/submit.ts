@@ -5,6 +5,7 @@ import { sessionNotFound } from "../../durable-objects/tenancy.ts";
 import type { Failure } from "../../shared/errors.ts";
 import type { SessionConfig } from "../../shared/views.ts";
 import { ApiError } from "./api-error.ts";
+import { taskKeyHolders } from "./payload-keys.ts";
 import { ensureConfiguredSession } from "./sessions.ts";
 import { inCatalog } from "./tenancy.ts";
 
@@ -38,8 +39,11 @@ async function onSession<T extends { ok: true } | { ok: false; error: Failure }>
 }
 
 /** Submits one task; `name` is what a configured session created here is for. */
-export function submitTask(env: Env, target: Target, req: SubmitRequest, name = "default"): Promise<SubmitOutcome> {
-  return onSession<SubmitOutcome>(env, target, name, (queue) => queue.submit(req));
+export async function submitTask(env: Env, target: Target, req: SubmitRequest, name = "default"): Promise<SubmitOutcome> {
+  // A private task may be verified only by miners allowlisted for its key (session-queue/verify-round.ts).
+  const sealed = req.payload?.encrypted && req.task_id !== undefined;
+  const full = sealed ? { ...req, verify_validators: await taskKeyHolders(env, target.session_id, String(req.task_id)) } : req;
+  return onSession<SubmitOutcome>(env, target, name, (queue) => queue.submit(full));
 }
 
 /** Runs one embedding job (durable-objects/session-queue/embedding-jobs.ts) on the session, like a task. */

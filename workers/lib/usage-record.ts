@@ -1,13 +1,14 @@
 import type { Context } from "hono";
-import { keyRegistry, usageMeter } from "../../durable-objects/stubs.ts";
+import { keyRegistry } from "../../durable-objects/stubs.ts";
 import type { AppEnv, Metered } from "../env.ts";
 import type { ClientKey } from "./keys.ts";
 import { outerContextOf } from "./rest-call.ts";
+import { meterUsage } from "./usage-batch.ts";
 
 // What one request did, from its first middleware (middleware/request-log.ts) to the end of its answer: its
 // key, its budget reservation, and the work it reports (`c.set("metered", …)`, workers/env.ts). At the end the
-// key's usage is recorded (UsageMeter, per owner) and its budget settled (KeyRegistry), both in waitUntil so
-// that metering never delays an answer.
+// key's usage is recorded (UsageMeter, per owner, in batches: lib/usage-batch.ts) and its budget settled
+// (KeyRegistry), both in waitUntil so that metering never delays an answer.
 //
 // An in-process request (an MCP tool call's or the gateway's REST request, lib/rest-call.ts) is part of its
 // outer request: its work is credited to the outer request, which is the one counted and recorded (its own
@@ -97,6 +98,5 @@ export function finishRequest(c: Context<AppEnv>, status: number, latency: numbe
     waitUntil(c, keyRegistry(c.env).settle(key.id, st.reservation, charged));
   }
   if (st.outer || (work.length === 0 && !isWork(c))) return;
-  const meter = usageMeter(c.env, key.owner);
-  waitUntil(c, Promise.all(usageEvents(c, st, key, status, latency).map((e) => meter.record(e))));
+  waitUntil(c, meterUsage(c.env, key.owner, usageEvents(c, st, key, status, latency)));
 }

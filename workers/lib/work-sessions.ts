@@ -1,5 +1,5 @@
+import { minerViews } from "../../durable-objects/pool-shards.ts";
 import type { SubmitRequest } from "../../durable-objects/session-queue/rpc.ts";
-import { nodePool } from "../../durable-objects/stubs.ts";
 import type { Failure } from "../../shared/errors.ts";
 import type { TaskView } from "../../shared/views.ts";
 import { ApiError } from "./api-error.ts";
@@ -144,7 +144,7 @@ export function resultMiners(task: TaskView | null): string[] {
 
 /** Per-replica weight for the `weighted` strategy: the mean reputation score or stake of its miners. */
 export async function replicaWeights(env: Env, runs: ReplicaRun[], by: "reputation" | "stake"): Promise<number[]> {
-  const miners = await nodePool(env).minerViews([...new Set(runs.flatMap((r) => resultMiners(r.task)))]);
+  const miners = await minerViews(env, [...new Set(runs.flatMap((r) => resultMiners(r.task)))]);
   const byAddress = new Map(miners.map((m) => [m.address.toLowerCase(), by === "stake" ? m.stake : m.reputation.score]));
   return runs.map((r) => {
     const ws = resultMiners(r.task).map((a) => byAddress.get(a.toLowerCase()) ?? 0);

@@ -1,5 +1,6 @@
 import type { MinerView } from "../../durable-objects/pool-miners.ts";
-import { nodePool, oracle } from "../../durable-objects/stubs.ts";
+import { listMiners, overview } from "../../durable-objects/pool-shards.ts";
+import { oracle } from "../../durable-objects/stubs.ts";
 import type { NetworkEvent as SharedNetworkEvent } from "../../shared/views.ts";
 
 // The portal's live network view (GET /api/v1/network/events). What one event carries: the miners as the caller may
@@ -23,17 +24,16 @@ export function percentile(xs: number[], p: number): number | null {
 }
 
 async function read(env: Env, owner: string): Promise<NetworkEvent> {
-  const pool = nodePool(env);
-  const [page, overview, clock] = await Promise.all([pool.listMiners(owner, 100), pool.overview(), oracle(env).snapshot()]);
+  const [page, figures, clock] = await Promise.all([listMiners(env, owner, 100), overview(env), oracle(env).snapshot()]);
   const latencies = page.nodes
     .filter((m) => m.status !== "offline" && m.reputation.latency_ms !== null)
     .map((m) => m.reputation.latency_ms!);
   return {
     at: Date.now(),
     block: { height: clock.height, interval_ms: clock.interval_ms, at: clock.at },
-    connected: overview.connected,
-    active_sessions: overview.sessions.active,
-    total_sessions: overview.sessions.total,
+    connected: figures.connected,
+    active_sessions: figures.sessions.active,
+    total_sessions: figures.sessions.total,
     miners: page.nodes,
     stats: page.stats,
     results_total: page.nodes.reduce((n, m) => n + m.reputation.tasks, 0),

@@ -1,7 +1,7 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { chainFacts, configFailure, FAUCET_ETH, FAUCET_TOKENS, routerChain } from "../../durable-objects/chain-stake.ts";
-import { nodePool } from "../../durable-objects/stubs.ts";
+import { minerShard } from "../../durable-objects/pool-shards.ts";
 import { TOKEN_DECIMALS, TOKEN_DOMAIN, TOKEN_SYMBOL } from "../../shared/chain.ts";
 import type { AppEnv } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
@@ -73,7 +73,8 @@ chain.use("/chain/faucet", async (c, next) => {
 });
 
 chain.post("/chain/faucet", jsonBody(FaucetBody), async (c) => {
-  const outcome = await nodePool(c.env).faucet(c.req.valid("json").address);
+  const { address } = c.req.valid("json");
+  const outcome = await minerShard(c.env, address).faucet(address);
   if (!outcome.ok) {
     const retry = (outcome.error.details as { retry_after?: number } | undefined)?.retry_after;
     if (retry) c.header("Retry-After", String(retry));

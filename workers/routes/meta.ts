@@ -1,5 +1,6 @@
 import { Hono } from "hono";
-import { nodePool, oracle } from "../../durable-objects/stubs.ts";
+import { listMiners, minerShard, minerViews, overview } from "../../durable-objects/pool-shards.ts";
+import { oracle } from "../../durable-objects/stubs.ts";
 import { type AppEnv, VERSION } from "../env.ts";
 import { ApiError } from "../lib/api-error.ts";
 import { receiptDomain, receiptSigner } from "../lib/receipts.ts";
@@ -32,7 +33,7 @@ export const meta = new Hono<AppEnv>();
 
 // Counts come from the pool (durable-objects/pool-miners.ts `networkOverview`): no route reads every session or miner.
 meta.get("/info", async (c) => {
-  const o = await nodePool(c.env).overview();
+  const o = await overview(c.env);
   // Benched miners are connected, just given no sessions.
   return c.json({
     active_sessions: o.sessions.active,
@@ -47,7 +48,7 @@ meta.get("/info", async (c) => {
 });
 
 meta.get("/status", async (c) => {
-  const [o, clock] = await Promise.all([nodePool(c.env).overview(), oracle(c.env).snapshot()]);
+  const [o, clock] = await Promise.all([overview(c.env), oracle(c.env).snapshot()]);
   return c.json({
     active_sessions: o.sessions.active,
     connected_miners: o.connected,
@@ -68,7 +69,7 @@ meta.get("/status", async (c) => {
  */
 meta.get("/miners", query(PageQuery), async (c) => {
   const { limit, before } = c.req.valid("query");
-  const { nodes, stats, next_before } = await nodePool(c.env).listMiners(c.get("owner"), limit, before);
+  const { nodes, stats, next_before } = await listMiners(c.env, c.get("owner"), limit, before);
   return c.json({ nodes, stats, next_before });
 });
 
@@ -79,8 +80,7 @@ meta.get("/miners", query(PageQuery), async (c) => {
 meta.get("/miners/:address/ledger", params(AddressParam), query(ListQuery), async (c) => {
   const address = c.req.valid("param").address.toLowerCase();
   const { limit, before } = c.req.valid("query");
-  const pool = nodePool(c.env);
-  const [[miner], entries] = await Promise.all([pool.minerViews([address]), pool.ledger(address, limit, before)]);
+  const [[miner], entries] = await Promise.all([minerViews(c.env, [address]), minerShard(c.env, address).ledger(address, limit, before)]);
   if (!miner) throw new ApiError("not_found", `no miner ${address} is registered`);
   const lines = ledgerSeenBy(entries, c.get("owner"));
   return c.json({ address, stake: miner.stake, balance: miner.balance, reputation: miner.reputation, count: lines.length, entries: lines });

@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import { routerIdentity } from "../../durable-objects/deployment.ts";
-import { nodePool } from "../../durable-objects/stubs.ts";
+import { minerShard } from "../../durable-objects/pool-shards.ts";
 import { MinerChallengeRequest, MinerRegisterRequest } from "../../shared/api.ts";
 import type { ErrorCode, JsonValue } from "../../shared/errors.ts";
 import type { AppEnv } from "../env.ts";
@@ -20,27 +20,29 @@ export const miners = new Hono<AppEnv>();
 // request's origin, so a signature a miner made for another router (or another origin) does not verify here.
 miners.post("/miners/challenge", jsonBody(MinerChallengeRequest), async (c) => {
   const router = routerIdentity(c.env, new URL(c.req.url).origin);
-  return c.json(await nodePool(c.env).challenge(c.req.valid("json").address, router));
+  const { address } = c.req.valid("json");
+  return c.json(await minerShard(c.env, address).challenge(address, router));
 });
 
 miners.post("/miners/register", jsonBody(MinerRegisterRequest), async (c) => {
   const router = routerIdentity(c.env, new URL(c.req.url).origin);
-  const outcome = await nodePool(c.env).register(c.req.valid("json"), router);
+  const body = c.req.valid("json");
+  const outcome = await minerShard(c.env, body.address).register(body, router);
   if (!outcome.ok) throw ApiError.from(outcome.error);
   const { token, expires_at } = await issueMinerToken(c.env.MINER_TOKEN_SECRET, outcome.claims, tokenTtlSeconds(c.env));
   const heartbeat_ms = Number(c.env.HEARTBEAT_MS) || 5000;
   return c.json({ address: outcome.claims.address, token, expires_at, heartbeat_ms, router });
 });
 
-/** Checks the upgrade and the miner token, then hands the request, with verified claims, to a Durable Object. */
-async function minerUpgrade(req: Request, secret: string): Promise<Request> {
+/** Checks the upgrade and the miner token; the request, with verified claims, is for a Durable Object. */
+async function minerUpgrade(req: Request, secret: string): Promise<{ request: Request; address: string }> {
   if (req.headers.get("Upgrade") !== "websocket") throw new ApiError("invalid_request", "expected a WebSocket upgrade");
   const token = bearerToken(req.headers.get("Authorization"));
   const claims = token ? await verifyMinerToken(secret, token) : null;
   if (!claims) throw new ApiError("unauthorized", "missing, invalid or expired miner token");
   const headers = new Headers(req.headers);
   headers.set("X-Miner-Claims", JSON.stringify(claims));
-  return new Request(req, { headers });
+  return { request: new Request(req, { headers }), address: claims.address };
 }
 
 /** A Durable Object's answer to a miner's upgrade: the socket, or its refusal as the router's error body. */
@@ -51,7 +53,9 @@ async function upgraded(res: Response): Promise<Response> {
 }
 
 miners.get("/miners/connect", async (c) => {
-  return upgraded(await nodePool(c.env).fetch(await minerUpgrade(c.req.raw, c.env.MINER_TOKEN_SECRET)));
+  // The miner's own shard: it reconnects there after any restart (same address, same shard).
+  const { request, address } = await minerUpgrade(c.req.raw, c.env.MINER_TOKEN_SECRET);
+  return upgraded(await minerShard(c.env, address).fetch(request));
 });
 
 /**
@@ -62,14 +66,14 @@ miners.get("/miners/connect", async (c) => {
  */
 miners.post("/miners/revoke", async (c) => {
   const address = await minerCaller(c);
-  const { sessions, epoch } = await nodePool(c.env).revoke(address);
+  const { sessions, epoch } = await minerShard(c.env, address).revoke(address);
   await Promise.all(sessions.map(async (id) => (await catalogQueue(c.env, id))?.revokeMiner(address, epoch)));
   return c.json({ address, revoked: true, sessions_closed: sessions.length });
 });
 
 miners.get("/sessions/:sessionId/connect", params(SessionParam), async (c) => {
   const { sessionId } = c.req.valid("param");
-  const upgrade = await minerUpgrade(c.req.raw, c.env.MINER_TOKEN_SECRET);
+  const { request: upgrade } = await minerUpgrade(c.req.raw, c.env.MINER_TOKEN_SECRET);
   // Only sessions in the catalog: a made-up id creates no Durable Object.
   const queue = await catalogQueue(c.env, sessionId);
   if (!queue) throw new ApiError("session_not_found", `unknown session ${sessionId}`);

@@ -11,7 +11,7 @@ import { buildGpt2Graph, type Gpt2Config, type Gpt2Weights } from "./gpt2-graph.
 import { LM_BPE_FILE, loadLmBpe, loadLmWeights, modelDataPath } from "./lm-data.ts";
 import { encodeModel } from "./onnx-proto.ts";
 import { isPrintableToken, tokenizerConfigJson, tokenizerJson } from "./tokenizer.ts";
-import { type InitScales, initGpt2Weights, perturbWeights } from "./weights.ts";
+import { type InitScales, initGpt2Weights, perturbWeights, quantizeWeights } from "./weights.ts";
 
 export const BUILTIN_MODEL_ID = "edge/tiny-gpt2";
 
@@ -52,6 +52,9 @@ export interface BuildVariant {
   /** The trained weights plus seeded noise: each tensor gets Gaussian-like noise of std `scale` × that tensor's
    * own std (a slightly perturbed model: same behaviour mostly, different logits). Ignored when `seed` is set. */
   perturb?: { scale: number; seed: number };
+  /** The trained weights with every matrix rounded to `bits`-bit integers per row (a quantized copy; after any
+   * perturbation). Ignored when `seed` is set. */
+  quantize?: { bits: number };
 }
 
 /** sha256 of the committed data the model is built from: a changed file rebuilds every cached copy. */
@@ -63,7 +66,7 @@ async function dataDigest(): Promise<string> {
 
 /** Everything the output depends on: a cached folder built from anything else is rebuilt. */
 async function fingerprint(variant: BuildVariant): Promise<string> {
-  const v = variant.seed !== undefined ? { seed: variant.seed, scales: SCALES } : variant.perturb ? { perturb: variant.perturb } : {};
+  const v = variant.seed !== undefined ? { seed: variant.seed, scales: SCALES } : { perturb: variant.perturb, quantize: variant.quantize };
   return JSON.stringify({ builder_version: BUILDER_VERSION, config: BUILTIN_CONFIG, data: await dataDigest(), variant: v });
 }
 
@@ -137,7 +140,8 @@ async function variantWeights(variant: BuildVariant, tokens: string[]): Promise<
   const { config, weights } = await loadLmWeights();
   if (JSON.stringify(config) !== JSON.stringify(cfg))
     throw new Error(`committed weights are for ${JSON.stringify(config)}, not BUILTIN_CONFIG`);
-  return variant.perturb ? perturbWeights(weights, variant.perturb.seed, variant.perturb.scale) : weights;
+  const perturbed = variant.perturb ? perturbWeights(weights, variant.perturb.seed, variant.perturb.scale) : weights;
+  return variant.quantize ? quantizeWeights(perturbed, cfg, variant.quantize.bits) : perturbed;
 }
 
 async function writeModel(out: string, id: string, variant: BuildVariant, onProgress?: (p: BuildProgress) => void): Promise<string> {

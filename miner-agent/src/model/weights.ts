@@ -116,3 +116,32 @@ export function perturbWeights(w: Gpt2Weights, seed: number, scale: number): Gpt
   });
   return { wte: p(w.wte), wpe: p(w.wpe), layers, lnf_g: p(w.lnf_g), lnf_b: p(w.lnf_b) };
 }
+
+/** Each row of `t` (`cols` wide) rounded to signed `bits`-bit integers times one scale per row (max |x| / (2^(bits−1) − 1)). */
+function quantizeRows(t: Float32Array, cols: number, bits: number): Float32Array {
+  const levels = 2 ** (bits - 1) - 1;
+  const out = new Float32Array(t.length);
+  for (let r = 0; r < t.length; r += cols) {
+    let max = 0;
+    for (let i = r; i < r + cols; i++) max = Math.max(max, Math.abs(t[i]));
+    const scale = max / levels;
+    for (let i = r; i < r + cols; i++) out[i] = scale === 0 ? 0 : Math.max(-levels - 1, Math.min(levels, Math.round(t[i] / scale))) * scale;
+  }
+  return out;
+}
+
+/**
+ * The same model as a `bits`-bit per-row quantized copy would run it (tests' quantized model): every matrix
+ * (embeddings and linear layers) rounded row by row; LayerNorm parameters and biases kept, as quantizers do.
+ */
+export function quantizeWeights(w: Gpt2Weights, cfg: Gpt2Config, bits: number): Gpt2Weights {
+  const E = cfg.n_embd;
+  const layers = w.layers.map((l) => ({
+    ...l,
+    attn_w: quantizeRows(l.attn_w, 3 * E, bits),
+    proj_w: quantizeRows(l.proj_w, E, bits),
+    fc_w: quantizeRows(l.fc_w, 4 * E, bits),
+    out_w: quantizeRows(l.out_w, E, bits),
+  }));
+  return { ...w, wte: quantizeRows(w.wte, E, bits), wpe: quantizeRows(w.wpe, E, bits), layers };
+}

@@ -1,0 +1,84 @@
+import type { CatalogSession } from "./pool-assignment.ts";
+import type { ShardSummary } from "./pool-directory.ts";
+import { DIRECTORY, poolDirectory, shardOf } from "./pool-shards.ts";
+
+// A pool shard's link to the directory (POOL_SHARDS > 1; with one shard every method is a no-op): it pushes
+// the shard's summary at most once a PUSH_MS while miners come and go and on each stale-check alarm, catches
+// up on sessions it missed, and holds the directory's router-key lease around chain transactions, so slash
+// batches and faucet grants from every shard go out one at a time (the router key's nonces are serial).
+
+export const PUSH_MS = 1_000;
+/** How long a transaction waits for another shard's to finish before trying at its next pass. */
+const LEASE_WAIT_MS = 10_000;
+const LEASE_POLL_MS = 200;
+
+export interface ShardHooks {
+  /** Any miner registered here (its address names the shard), or null. */
+  someMiner(): string | null;
+  summary(now: number): ShardSummary;
+  /** How many active sessions this shard holds. */
+  sessions(): number;
+  /** Sessions the directory has and this shard may lack, with this shard's share. */
+  catchUp(catalog: { config: CatalogSession; share: number }[]): void;
+}
+
+export class ShardLink {
+  /** This object is a shard of a sharded pool (not the directory, not the only pool). */
+  readonly active: boolean;
+  private readonly env: Env;
+  private readonly ctx: DurableObjectState;
+  private readonly shards: number;
+  private readonly hooks: ShardHooks;
+  private index: number | null = null;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(ctx: DurableObjectState, env: Env, shards: number, hooks: ShardHooks) {
+    this.ctx = ctx;
+    this.env = env;
+    this.shards = shards;
+    this.hooks = hooks;
+    this.active = shards > 1 && !ctx.id.equals(env.NODE_POOL.idFromName(DIRECTORY));
+  }
+
+  /** This shard's number, from any address it holds (every one hashes here); null while it holds none. */
+  private shard(): number | null {
+    if (this.index === null) {
+      const address = this.hooks.someMiner();
+      if (address !== null) this.index = shardOf(address, this.shards);
+    }
+    return this.index;
+  }
+
+  pushSoon(): void {
+    if (!this.active || this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.ctx.waitUntil(this.push().catch((err) => console.error(`pool shard summary not pushed: ${String(err)}`)));
+    }, PUSH_MS);
+  }
+
+  /** Sends the summary now; a directory with more active sessions than this shard is asked for them. */
+  async push(): Promise<void> {
+    const k = this.shard();
+    if (!this.active || k === null) return;
+    const directory = poolDirectory(this.env);
+    const { sessions } = await directory.shardSummary(k, this.hooks.summary(Date.now()));
+    if (sessions > this.hooks.sessions()) this.hooks.catchUp(await directory.shardCatalog(k));
+  }
+
+  /** Runs `send` while holding the router-key lease (at once with one shard); throws when it stays busy. */
+  async leased<T>(send: () => Promise<T>): Promise<T> {
+    if (!this.active) return send();
+    const directory = poolDirectory(this.env);
+    const holder = this.ctx.id.toString();
+    for (const start = Date.now(); !(await directory.routerKey(holder, true)); ) {
+      if (Date.now() - start > LEASE_WAIT_MS) throw new Error("the router key is busy with another pool shard's transaction");
+      await new Promise((r) => setTimeout(r, LEASE_POLL_MS));
+    }
+    try {
+      return await send();
+    } finally {
+      await directory.routerKey(holder, false);
+    }
+  }
+}

@@ -1,0 +1,79 @@
+import type { ModelContext } from "../shared/api.ts";
+import type { SessionConfig } from "../shared/views.ts";
+import { contextFor } from "./miner-credentials.ts";
+import type { CatalogSession } from "./pool-assignment.ts";
+import type { ShardSummary } from "./pool-directory.ts";
+import { minerStats, networkOverview, type Presence } from "./pool-miners.ts";
+
+// A pool shard's side of the directory (POOL_SHARDS > 1): the summary it pushes, and the replica of the session
+// catalog it assigns from. Sessions reach every shard with the shard's share of max_miners, which the replica
+// keeps as the config's max_miners (this shard's catalog is read only by its own assignment; listings and
+// session lookups go to the directory).
+
+/** What the shard pushes to the directory, counted over its own miners only. */
+export function shardSummary(
+  sql: SqlStorage,
+  presence: Presence,
+  live: readonly { address: string; models: string[] }[],
+  now: number,
+): ShardSummary {
+  const contexts = new Map(
+    sql
+      .exec<{ address: string; contexts: string | null }>(
+        `SELECT address, contexts FROM miners WHERE address IN (SELECT value FROM json_each(?))`,
+        JSON.stringify(live.map((m) => m.address)),
+      )
+      .toArray()
+      .map((r) => [r.address, r.contexts ? (JSON.parse(r.contexts) as ModelContext[]) : null]),
+  );
+  const models: ShardSummary["models"] = {};
+  for (const m of live) {
+    for (const model of m.models) {
+      const entry = (models[model] ??= { miners: 0, contexts: [] });
+      entry.miners++;
+      const c = contextFor(contexts.get(m.address), model);
+      if (!entry.contexts.some((x) => JSON.stringify(x) === JSON.stringify(c))) entry.contexts.push(c);
+    }
+  }
+  const { connected, dedicated, cpu_usage, memory_mb } = networkOverview(sql, presence);
+  const counts = Object.fromEntries(
+    sql
+      .exec<{ id: string; n: number }>(`SELECT session_id AS id, COUNT(*) AS n FROM assignments GROUP BY session_id`)
+      .toArray()
+      .map((r) => [r.id, r.n]),
+  );
+  return { at: now, models, stats: minerStats(sql, presence), figures: { connected, dedicated, cpu_usage, memory_mb }, counts };
+}
+
+/** Adds a session to the shard's replica, or sets its share when it is there. */
+export function hostSession(sql: SqlStorage, config: CatalogSession | SessionConfig, share: number, now: number): void {
+  const row = JSON.stringify({ ...config, max_miners: share });
+  sql.exec(
+    `INSERT INTO sessions (id, config, active, owner, created_at, updated_at) VALUES (?, ?, 1, ?, ?, ?)
+     ON CONFLICT (id) DO UPDATE SET config = excluded.config`,
+    config.id,
+    row,
+    config.owner,
+    now,
+    now,
+  );
+}
+
+/** Sets this shard's share of sessions it holds; answers whether any changed. */
+export function setShares(sql: SqlStorage, shares: Record<string, number>): boolean {
+  let changed = false;
+  for (const [id, share] of Object.entries(shares)) {
+    const r = sql.exec(
+      `UPDATE sessions SET config = json_set(config, '$.max_miners', ?) WHERE id = ? AND json_extract(config, '$.max_miners') != ?`,
+      share,
+      id,
+      share,
+    );
+    if (r.rowsWritten > 0) changed = true;
+  }
+  return changed;
+}
+
+export function activeCount(sql: SqlStorage): number {
+  return sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM sessions WHERE active = 1`).one().n;
+}
