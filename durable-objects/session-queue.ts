@@ -125,7 +125,7 @@ export class SessionQueue extends DurableObject<Env> {
     this.channels = new MinerChannels(parts, this.open, this.stragglers, () => this.config, pool);
     // A replica validators failed stays `committed`, flagged, with its reason: the task is queued and judged again.
     const retry = (task: OpenTask, r: Replica, reason: string) => this.dropReplica(task, r, "committed", reason);
-    const verifyHost = { openTask: (id: number) => this.open.get(id), close: this.close.bind(this), retry };
+    const verifyHost = { openTask: (id: number) => this.open.get(id), close: this.close.bind(this), retry, fail: this.fail.bind(this) };
     this.verifies = new VerifyRounds(parts, verifyHost, Number(env.VERIFY_TIMEOUT_MS) || undefined);
     this.rounds = new SimilarityRounds(parts, {
       openTask: (id) => this.open.get(id),

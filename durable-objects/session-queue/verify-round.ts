@@ -23,7 +23,8 @@ import { type Judged, judgeAnswer, spotDetection, spotPositions } from "./verify
 // task.ts verifyValidators); its replica seals the ids under the task key (the router would read the text in plain
 // ids), and the validators open them as they open its prompt and check their count themselves.
 // Fallbacks, each said in `consensus.note`: a private task with no allowlisted validator (no replica sends ids),
-// constrained decoding, no validator outside the task (for a private task: none allowlisted), no answer.
+// constrained decoding, no validator outside the task (for a private task: none allowlisted). Validators that
+// were asked but never answer by the task's deadline fail it (504 timeout): no unchecked output is returned.
 
 /**
  * How long a validator has to answer before another is asked (the first call may load the model; a forward pass
@@ -59,6 +60,8 @@ export interface VerifyHost {
   close(task: OpenTask, chosen: string, consensus: ConsensusView, now: number): void;
   /** A replica failed and no longer counts: its row gets the reason; the task is queued for another miner and judged again. */
   retry(task: OpenTask, r: Replica, reason: string): void;
+  /** Fails the task with this error (nobody's fault: no replica is blamed). */
+  fail(task: OpenTask, code: "timeout", message: string, now: number): void;
 }
 
 /** The verification a task asks for: its own option, else the session's `verify` consensus (every position). */
@@ -296,8 +299,9 @@ export class VerifyRounds {
     const r = task.replicas.get(round.miner);
     if (!r) return;
     if (votes.length === 0) {
-      const note = "no validator answered in time; not verified";
-      return this.host.close(task, round.miner, { ...round.consensus, note }, now);
+      // Fail closed: an output nobody checked could be a cheat that outlasted busy (or silent) validators.
+      const message = "no validator answered before the task's deadline: the output is not verified, so it is not returned";
+      return this.host.fail(task, "timeout", message, now);
     }
     if (fails > passes) return this.fail(task, round, r);
     if (round.accused) return this.settleDispute(task, round, r, votes, now);

@@ -294,6 +294,23 @@ describe("verified sampling: the router's side", () => {
     expect(body.consensus.verification).toMatchObject({ validators: [to], failed: {} });
   });
 
+  it("fails closed: when no validator answers by the task's deadline, the unchecked output is not returned", async () => {
+    const model = uniq("model");
+    const ms = [
+      await miners.start({ models: [model], text: () => "never checked", verify: () => null }),
+      await miners.start({ models: [model], text: () => "never checked", verify: () => null }),
+    ];
+    const sid = await verifySession(model);
+    for (const m of ms) await m.join(sid);
+    const res = await complete(sid, { prompt: "p", temperature: 0.8, max_tokens: 64, timeout: 4 });
+    const body = await json(res);
+    expect(res.status, JSON.stringify(body)).toBe(504);
+    expect(body.error.code).toBe("timeout");
+    expect(body.error.message).toMatch(/no validator answered .* not verified/);
+    expect(JSON.stringify(body)).not.toContain("never checked");
+    expect(verifiesSent(ms, sid)).toHaveLength(1);
+  });
+
   it("falls back, and says so, when no validator outside the task exists", async () => {
     const model = uniq("model");
     const m = await miners.start({ models: [model], text: () => "alone", verify: validator() });
