@@ -16,40 +16,49 @@ const UNIT_SECRETS = {
 };
 const unlimited = (namespace_id: string) => ({ namespace_id, simple: { limit: 1_000_000, period: 10 as const } });
 
-// Two projects: unit tests run inside the Workers runtime (real Durable Objects, SQLite, alarms, hibernating
-// WebSockets); integration tests run in Node and start the real router (wrangler dev) and real miner processes.
+/** A project of tests inside the Workers runtime (real Durable Objects, SQLite, alarms, hibernating WebSockets). */
+function workersProject(test: { name: string; include: string[]; exclude?: string[] }, vars: Record<string, string> = {}) {
+  return {
+    plugins: [
+      cloudflareTest({
+        wrangler: { configPath: "./wrangler.toml" },
+        miniflare: {
+          // Test miners answer in milliseconds: a small prefill and per-token allowance keep the floor of client
+          // deadlines (session-queue/fair-deadlines.ts) low enough for sub-second timeout tests.
+          bindings: {
+            BLOCK_INTERVAL_MS: "200",
+            MIN_STAKE: "100",
+            DEADLINE_PREFILL_MS: "100",
+            DEADLINE_TOKEN_MS: "2",
+            VERIFY_TIMEOUT_MS: "3000",
+            ...UNIT_SECRETS,
+            ...vars,
+          },
+          ratelimits: {
+            RATE_LIMIT_KEY: unlimited("1101"),
+            RATE_LIMIT_MINER: unlimited("1102"),
+            RATE_LIMIT_IP: unlimited("1103"),
+            RATE_LIMIT_AUTH_FAILURES: unlimited("1104"),
+          },
+        },
+      }),
+    ],
+    test: { ...test, testTimeout: 30_000 },
+  };
+}
+
+// Unit tests run inside the Workers runtime (one project with the default one-shard pool, one with four shards);
+// integration tests run in Node and start the real router (wrangler dev) and real miner processes.
 export default defineConfig({
   test: {
     // The router's one JSON line per request (workers/middleware/request-log.ts) would drown the unit tests'
     // output; test/unit/keys.test.ts reads them with a spy.
     onConsoleLog: (log) => !log.startsWith('{"msg":"request"'),
     projects: [
-      {
-        plugins: [
-          cloudflareTest({
-            wrangler: { configPath: "./wrangler.toml" },
-            miniflare: {
-              // Test miners answer in milliseconds: a small prefill and per-token allowance keep the floor of client
-              // deadlines (session-queue/fair-deadlines.ts) low enough for sub-second timeout tests.
-              bindings: {
-                BLOCK_INTERVAL_MS: "200",
-                MIN_STAKE: "100",
-                DEADLINE_PREFILL_MS: "100",
-                DEADLINE_TOKEN_MS: "2",
-                VERIFY_TIMEOUT_MS: "3000",
-                ...UNIT_SECRETS,
-              },
-              ratelimits: {
-                RATE_LIMIT_KEY: unlimited("1101"),
-                RATE_LIMIT_MINER: unlimited("1102"),
-                RATE_LIMIT_IP: unlimited("1103"),
-                RATE_LIMIT_AUTH_FAILURES: unlimited("1104"),
-              },
-            },
-          }),
-        ],
-        test: { name: "unit", include: ["test/unit/**/*.test.ts"], testTimeout: 30_000 },
-      },
+      workersProject({ name: "unit", include: ["test/unit/**/*.test.ts"], exclude: ["test/unit/sharded/**"] }),
+      // The same runtime with a sharded pool, as just redeployed from one pool object: the shards' own wiring and
+      // the handover (test/unit/sharded/).
+      workersProject({ name: "unit-sharded", include: ["test/unit/sharded/**/*.test.ts"] }, { POOL_SHARDS: "4", POOL_SHARDS_FROM: "1" }),
       {
         test: {
           name: "integration",

@@ -20,7 +20,8 @@ import {
   sessionSummary,
 } from "./pool-catalog.ts";
 import { ShardDirectory, type ShardSummary } from "./pool-directory.ts";
-import { PoolLiveness } from "./pool-liveness.ts";
+import { type ExportAnswer, PoolHandover } from "./pool-handover.ts";
+import { PoolLiveness, phasedAt, staleCloseCap } from "./pool-liveness.ts";
 import {
   type MinerRow,
   type MinerStats,
@@ -90,6 +91,8 @@ export class NodePool extends DurableObject<Env> {
   /** With POOL_SHARDS > 1: the directory's state (this object is "pool") or the link to it (a shard). */
   private readonly directory: ShardDirectory;
   private readonly shard: ShardLink;
+  /** While POOL_SHARDS_FROM is set: miners' state moving from their old shard (pool-handover.ts). */
+  private readonly handover = new PoolHandover(this.ctx, this.env);
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -104,7 +107,6 @@ export class NodePool extends DurableObject<Env> {
     const shards = poolShards(env);
     this.directory = new ShardDirectory(ctx.storage, shards);
     this.shard = new ShardLink(ctx, env, shards, {
-      someMiner: () => this.sql.exec<{ address: string }>(`SELECT address FROM miners LIMIT 1`).toArray()[0]?.address ?? null,
       summary: (now) => this.summarize(now),
       sessions: () => activeCount(this.sql),
       catchUp: (catalog) => {
@@ -128,7 +130,32 @@ export class NodePool extends DurableObject<Env> {
     req: MinerRegisterRequest,
     router: RouterIdentity,
   ): Promise<{ ok: true; claims: MinerClaims } | { ok: false; error: Failure }> {
-    return registerMiner(this.sql, this.env, req, router, this.policy());
+    return registerMiner(this.sql, this.env, req, router, this.policy(), (a) => this.handover.adopt(a));
+  }
+
+  // Pool handover (pool-handover.ts), shard to shard only: no route reaches these.
+  /** Old shard: the miner's state for its new shard `to`, marked moved here; its sockets here close. */
+  async handoverExport(address: string, to: string, after: number): Promise<ExportAnswer> {
+    const out = this.handover.export(address, to, after);
+    if (out.ok && out.state && after === 0) {
+      for (const s of this.sockets.all()) if (s.claims.address === address.toLowerCase()) s.ws.close(4401, "moved to another pool shard");
+    }
+    return out;
+  }
+
+  /** Old shard: deletes the miner once `to` says it holds it. */
+  async handoverConfirm(address: string, to: string): Promise<boolean> {
+    return this.handover.release(address, to);
+  }
+
+  /** New shard: it holds the miner, pulled from `from`. */
+  async handoverHolds(address: string, from: string): Promise<boolean> {
+    return this.handover.holds(address, from);
+  }
+
+  /** Old shard: miners here not handed over yet (the operator's progress). */
+  async handoverLeft(): Promise<{ left: number; unconfirmed: number }> {
+    return this.handover.left();
   }
 
   /** Whether a token of this epoch is still the miner's current one (miner HTTP calls check it). */
@@ -210,7 +237,7 @@ export class NodePool extends DurableObject<Env> {
   /** The router-key lease: take (true: granted) or give back. */
   async routerKey(holder: string, take: boolean): Promise<boolean> {
     if (take) return this.directory.acquire(holder, Date.now());
-    this.directory.release(holder);
+    await this.directory.release(holder);
     return false;
   }
 
@@ -304,6 +331,7 @@ export class NodePool extends DurableObject<Env> {
    * Answers with the touched miners' new reputation, so the reporting queue learns of a bench at once.
    */
   async recordOutcomes(outcomes: ReplicaOutcome[]): Promise<Record<string, { score: number; benched: boolean }>> {
+    await this.handover.adoptAll(outcomes.map((o) => o.miner));
     const before = this.benched();
     const rate = this.env.SLASH_FRACTION ? Number(this.env.SLASH_FRACTION) : Number.NaN;
     const touched = applyOutcomes(this.sql, outcomes, rate >= 0 && rate <= 1 ? rate : undefined);
@@ -441,7 +469,7 @@ export class NodePool extends DurableObject<Env> {
     }
     this.ctx.waitUntil(this.shard.push().catch((err) => console.error(`pool shard summary not pushed: ${String(err)}`)));
     if (this.sockets.count() > 0) {
-      next = Math.min(next ?? Number.POSITIVE_INFINITY, Date.now() + 2 * this.heartbeatMs());
+      next = Math.min(next ?? Number.POSITIVE_INFINITY, this.staleCheckAt());
       this.staleArmed = true;
     }
     // An earlier alarm set meanwhile (a slash recorded while this one awaited the chain) stays.
@@ -465,16 +493,33 @@ export class NodePool extends DurableObject<Env> {
     return grantFaucet(this.sql, this.env, cfg, address, (send) => this.withRouterKey(send));
   }
 
-  /** Closes the sockets heard from (ping, frame) three intervals ago or longer; no storage read per socket. */
+  /**
+   * Closes the sockets heard from (ping, frame) three intervals ago or longer; no storage read per socket. At
+   * most a tenth of them per pass (STALE_CLOSE_SHARE), the stalest first: many miners silent at once is far
+   * more often this object's own lag (a reconnect storm on a starved thread) than that many half-open sockets,
+   * and closing them all made them reconnect into the same storm. A true mass failure still clears in a few passes.
+   */
   private staleCheck(late: number): void {
     const cutoff = Date.now() - 3 * this.heartbeatMs() - late;
     const open: { ws: WebSocket; address: string }[] = [];
-    for (const { ws, claims } of this.sockets.all()) {
-      if (this.live.lastSeen(ws, claims.address) < cutoff) {
-        ws.close(4008, "heartbeat missed");
-        this.leave(ws);
-      } else open.push({ ws, address: claims.address });
+    const stale: { ws: WebSocket; address: string; seen: number }[] = [];
+    const all = this.sockets.all();
+    for (const { ws, claims } of all) {
+      const seen = this.live.lastSeen(ws, claims.address);
+      if (seen < cutoff) stale.push({ ws, address: claims.address, seen });
+      else open.push({ ws, address: claims.address });
     }
+    const cap = staleCloseCap(all.length);
+    stale.sort((a, b) => a.seen - b.seen);
+    for (const [i, s] of stale.entries()) {
+      if (i >= cap) {
+        open.push(s);
+        continue;
+      }
+      s.ws.close(4008, "heartbeat missed");
+      this.leave(s.ws);
+    }
+    if (stale.length > cap) console.warn(`pool stale check: ${stale.length} of ${all.length} sockets silent; closed the ${cap} stalest`);
     this.live.sweep(open);
   }
 
@@ -548,6 +593,10 @@ export class NodePool extends DurableObject<Env> {
     return this.connectedSet;
   }
 
+  private staleCheckAt(): number {
+    return phasedAt(Date.now(), 2 * this.heartbeatMs(), this.shard.phase());
+  }
+
   private heartbeatMs(): number {
     return Number(this.env.HEARTBEAT_MS) || 5000;
   }
@@ -556,7 +605,7 @@ export class NodePool extends DurableObject<Env> {
   private async armStaleCheck(): Promise<void> {
     if (this.staleArmed) return;
     this.staleArmed = true;
-    await this.armAlarm(Date.now() + 2 * this.heartbeatMs());
+    await this.armAlarm(this.staleCheckAt());
   }
 
   /** The alarm at `at` at the latest (an earlier one stays). */

@@ -24,6 +24,8 @@ export interface ShardSummary {
 }
 
 const KEY = "shard-summary:";
+/** The router-key lease, in storage: a directory evicted while a shard sends must not lend the key twice. */
+const LEASE_KEY = "router-key-lease";
 /** How long a router-key lease lasts if its holder never gives it back (a crashed shard). */
 export const LEASE_MS = 30_000;
 
@@ -35,7 +37,6 @@ export class ShardDirectory {
   private summaries: Map<number, ShardSummary> | null = null;
   /** The shares last sent per session (memory: after an eviction they are sent again, which is idempotent). */
   private readonly sent = new Map<string, number[]>();
-  private lease: { holder: string; until: number } | null = null;
   private readonly shards: number;
 
   constructor(storage: DurableObjectStorage, shards: number) {
@@ -144,13 +145,15 @@ export class ShardDirectory {
    * One writer for the router key across shards: a shard sends slash batches or faucet grants only while it
    * holds the lease (nonces stay serial). A holder that never gives it back loses it after LEASE_MS.
    */
-  acquire(holder: string, now: number): boolean {
-    if (this.lease && this.lease.holder !== holder && this.lease.until > now) return false;
-    this.lease = { holder, until: now + LEASE_MS };
+  async acquire(holder: string, now: number): Promise<boolean> {
+    const lease = await this.storage.get<{ holder: string; until: number }>(LEASE_KEY);
+    if (lease && lease.holder !== holder && lease.until > now) return false;
+    await this.storage.put(LEASE_KEY, { holder, until: now + LEASE_MS });
     return true;
   }
 
-  release(holder: string): void {
-    if (this.lease?.holder === holder) this.lease = null;
+  async release(holder: string): Promise<void> {
+    const lease = await this.storage.get<{ holder: string; until: number }>(LEASE_KEY);
+    if (lease?.holder === holder) await this.storage.delete(LEASE_KEY);
   }
 }

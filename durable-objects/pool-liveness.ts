@@ -24,6 +24,26 @@ interface Pending {
   figures?: Figures;
 }
 
+/** A stale check closes at most this share of the sockets per pass (at least STALE_CLOSE_MIN): node-pool.ts. */
+export const STALE_CLOSE_SHARE = 0.1;
+export const STALE_CLOSE_MIN = 8;
+
+export function staleCloseCap(sockets: number): number {
+  return Math.max(STALE_CLOSE_MIN, Math.ceil(sockets * STALE_CLOSE_SHARE));
+}
+
+/**
+ * When the next stale check runs: between half a period and a period and a half from now, at `phase` (0 ≤ phase
+ * < 1) of the period. Shards take phase k/S, so their O(miners) passes never line up: on one thread (Miniflare,
+ * a colo running several shards) aligned passes made one stall of S passes, which every request behind it waited.
+ */
+export function phasedAt(now: number, period: number, phase: number): number {
+  const offset = Math.floor(phase * period);
+  let at = Math.floor((now - offset) / period) * period + offset + period;
+  if (at - now < period / 2) at += period;
+  return at;
+}
+
 /** Counts events per one-second window against a budget (load shedding). */
 export class RateWindow {
   budget: number;

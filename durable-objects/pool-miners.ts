@@ -63,9 +63,19 @@ export interface Presence {
   policy: Policy;
 }
 
-const stakeOf = (r: MinerRow) => stakeAtRisk(r);
+/** What a connected miner's figures need of its row (a narrow read: the summary runs on every stale-check alarm). */
+export type ConnectedRow = Pick<
+  MinerRow,
+  "address" | "device" | "capacity" | "inflight" | "cpu_usage" | "memory_mb" | "stake" | "unsettled" | keyof RepCounters
+> & {
+  contexts?: string | null;
+};
+const CONNECTED_COLUMNS =
+  "address, device, capacity, inflight, cpu_usage, memory_mb, stake, unsettled, tasks, agreed, outliers, slashes, timeouts, latency_ms, contexts";
 
-function statusOf(r: MinerRow, p: Presence): MinerView["status"] {
+const stakeOf = (r: ConnectedRow) => stakeAtRisk(r);
+
+function statusOf(r: ConnectedRow, p: Presence): MinerView["status"] {
   if (!p.online.has(r.address)) return "offline";
   return isBenched(stakeOf(r), reputation(r), p.policy) ? "benched" : "online";
 }
@@ -153,16 +163,27 @@ export interface MinerStats {
   by_device: Record<string, number>;
 }
 
-function connectedRows(sql: SqlStorage, p: Presence): MinerRow[] {
+/**
+ * The connected miners' rows, read once by a caller that needs both minerStats and networkOverview: the columns
+ * those need, and a plain scan filtered here when most registered miners are connected (the usual shard), which
+ * costs less than looking each address up.
+ */
+export function connectedRows(sql: SqlStorage, p: Presence): ConnectedRow[] {
+  type Row = ConnectedRow & Record<string, SqlStorageValue>;
+  const total = sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM miners`).one().n;
+  if (p.online.size * 2 >= total)
+    return sql
+      .exec<Row>(`SELECT ${CONNECTED_COLUMNS} FROM miners`)
+      .toArray()
+      .filter((r) => p.online.has(r.address));
   return sql
-    .exec<MinerRow>(`SELECT * FROM miners WHERE address IN (SELECT value FROM json_each(?))`, JSON.stringify([...p.online]))
+    .exec<Row>(`SELECT ${CONNECTED_COLUMNS} FROM miners WHERE address IN (SELECT value FROM json_each(?))`, JSON.stringify([...p.online]))
     .toArray();
 }
 
 /** Figures over every registered miner: counted here, whatever page a caller reads. */
-export function minerStats(sql: SqlStorage, p: Presence): MinerStats {
+export function minerStats(sql: SqlStorage, p: Presence, connected: ConnectedRow[] = connectedRows(sql, p)): MinerStats {
   const total = sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM miners`).one().n;
-  const connected = connectedRows(sql, p);
   const online = connected.filter((r) => statusOf(r, p) === "online");
   const benched = connected.length - online.length;
   return {
@@ -177,8 +198,7 @@ export function minerStats(sql: SqlStorage, p: Presence): MinerStats {
 }
 
 /** What /info and /status show: catalog counts and the connected miners' figures (benched ones included). */
-export function networkOverview(sql: SqlStorage, p: Presence) {
-  const connected = connectedRows(sql, p);
+export function networkOverview(sql: SqlStorage, p: Presence, connected: ConnectedRow[] = connectedRows(sql, p)) {
   const cpu = connected.map((r) => r.cpu_usage).filter((v): v is number => v !== null);
   const dedicated = sql
     .exec<{ n: number }>(

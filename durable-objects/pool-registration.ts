@@ -36,6 +36,8 @@ export async function registerMiner(
   req: MinerRegisterRequest,
   router: RouterIdentity,
   policy: Policy,
+  /** Before the row is read: a pool handover may bring the miner's state from its old shard (pool-handover.ts). */
+  adopt?: (address: string) => Promise<Failure | null>,
 ): Promise<{ ok: true; claims: MinerClaims } | { ok: false; error: Failure }> {
   const address = req.address.toLowerCase();
   const row = sql
@@ -51,6 +53,8 @@ export async function registerMiner(
   }).catch(() => false);
   if (!valid) return { ok: false, error: { code: "unauthorized", message: "signature does not prove the address" } };
   sql.exec(`DELETE FROM challenges WHERE nonce = ?`, req.nonce);
+  const moved = adopt ? await adopt(address) : null;
+  if (moved) return { ok: false, error: moved };
   const known = sql.exec<MinerRow>(`SELECT * FROM miners WHERE address = ?`, address).toArray()[0];
   const figure = await registrationStake(sql, env, {
     address,

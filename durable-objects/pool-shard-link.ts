@@ -1,6 +1,6 @@
 import type { CatalogSession } from "./pool-assignment.ts";
 import type { ShardSummary } from "./pool-directory.ts";
-import { DIRECTORY, poolDirectory, shardOf } from "./pool-shards.ts";
+import { DIRECTORY, poolDirectory, shardIndexOf } from "./pool-shards.ts";
 
 // A pool shard's link to the directory (POOL_SHARDS > 1; with one shard every method is a no-op): it pushes
 // the shard's summary at most once a PUSH_MS while miners come and go and on each stale-check alarm, catches
@@ -13,8 +13,6 @@ const LEASE_WAIT_MS = 10_000;
 const LEASE_POLL_MS = 200;
 
 export interface ShardHooks {
-  /** Any miner registered here (its address names the shard), or null. */
-  someMiner(): string | null;
   summary(now: number): ShardSummary;
   /** How many active sessions this shard holds. */
   sessions(): number;
@@ -40,13 +38,15 @@ export class ShardLink {
     this.active = shards > 1 && !ctx.id.equals(env.NODE_POOL.idFromName(DIRECTORY));
   }
 
-  /** This shard's number, from any address it holds (every one hashes here); null while it holds none. */
+  /** This shard's number, from its object id (not from a miner it holds: after POOL_SHARDS changed it may still hold others'). */
   private shard(): number | null {
-    if (this.index === null) {
-      const address = this.hooks.someMiner();
-      if (address !== null) this.index = shardOf(address, this.shards);
-    }
+    if (this.index === null && this.active) this.index = shardIndexOf(this.env, this.ctx.id);
     return this.index;
+  }
+
+  /** This shard's place among the shards, k / S (0 unsharded or while it holds no miner): its stale checks' phase. */
+  phase(): number {
+    return this.active ? (this.shard() ?? 0) / this.shards : 0;
   }
 
   pushSoon(): void {

@@ -3,46 +3,50 @@ import type { SessionConfig } from "../shared/views.ts";
 import { contextFor } from "./miner-credentials.ts";
 import type { CatalogSession } from "./pool-assignment.ts";
 import type { ShardSummary } from "./pool-directory.ts";
-import { minerStats, networkOverview, type Presence } from "./pool-miners.ts";
+import { connectedRows, minerStats, networkOverview, type Presence } from "./pool-miners.ts";
 
 // A pool shard's side of the directory (POOL_SHARDS > 1): the summary it pushes, and the replica of the session
 // catalog it assigns from. Sessions reach every shard with the shard's share of max_miners, which the replica
 // keeps as the config's max_miners (this shard's catalog is read only by its own assignment; listings and
 // session lookups go to the directory).
 
-/** What the shard pushes to the directory, counted over its own miners only. */
+/**
+ * What the shard pushes to the directory, counted over its own miners only: one read of the connected miners'
+ * rows serves the models, the stats and the figures (it runs on every stale-check alarm).
+ */
 export function shardSummary(
   sql: SqlStorage,
   presence: Presence,
   live: readonly { address: string; models: string[] }[],
   now: number,
 ): ShardSummary {
-  const contexts = new Map(
-    sql
-      .exec<{ address: string; contexts: string | null }>(
-        `SELECT address, contexts FROM miners WHERE address IN (SELECT value FROM json_each(?))`,
-        JSON.stringify(live.map((m) => m.address)),
-      )
-      .toArray()
-      .map((r) => [r.address, r.contexts ? (JSON.parse(r.contexts) as ModelContext[]) : null]),
-  );
+  const rows = connectedRows(sql, presence);
+  const contexts = new Map(rows.map((r) => [r.address, r.contexts ?? null]));
   const models: ShardSummary["models"] = {};
+  const seen = new Map<string, Set<string>>();
   for (const m of live) {
+    const declared = contexts.get(m.address);
+    const parsed = declared ? (JSON.parse(declared) as ModelContext[]) : null;
     for (const model of m.models) {
       const entry = (models[model] ??= { miners: 0, contexts: [] });
       entry.miners++;
-      const c = contextFor(contexts.get(m.address), model);
-      if (!entry.contexts.some((x) => JSON.stringify(x) === JSON.stringify(c))) entry.contexts.push(c);
+      const c = contextFor(parsed, model);
+      const key = JSON.stringify(c);
+      const keys = seen.get(model) ?? seen.set(model, new Set()).get(model)!;
+      if (!keys.has(key)) {
+        keys.add(key);
+        entry.contexts.push(c);
+      }
     }
   }
-  const { connected, dedicated, cpu_usage, memory_mb } = networkOverview(sql, presence);
+  const { connected, dedicated, cpu_usage, memory_mb } = networkOverview(sql, presence, rows);
   const counts = Object.fromEntries(
     sql
       .exec<{ id: string; n: number }>(`SELECT session_id AS id, COUNT(*) AS n FROM assignments GROUP BY session_id`)
       .toArray()
       .map((r) => [r.id, r.n]),
   );
-  return { at: now, models, stats: minerStats(sql, presence), figures: { connected, dedicated, cpu_usage, memory_mb }, counts };
+  return { at: now, models, stats: minerStats(sql, presence, rows), figures: { connected, dedicated, cpu_usage, memory_mb }, counts };
 }
 
 /** Adds a session to the shard's replica, or sets its share when it is there. */

@@ -27,6 +27,17 @@ export const poolShard = (env: Env, k: number) => named(env, shardName(k, poolSh
 /** The miner's own shard: the one writer of its registration, epochs, stake, reputation and ledger. */
 export const minerShard = (env: Env, address: string) => poolShard(env, shardOf(address, poolShards(env)));
 
+/**
+ * Which shard an object is, from its id and the shards' names (at most 256 hashes): null for the directory of a
+ * sharded pool or any other object. Not from an address it holds: after POOL_SHARDS changed, a shard still
+ * holds miners whose shard is now another one until they are handed over (pool-handover.ts).
+ */
+export function shardIndexOf(env: Env, id: DurableObjectId): number | null {
+  const shards = poolShards(env);
+  for (let k = 0; k < shards; k++) if (id.equals(env.NODE_POOL.idFromName(shardName(k, shards)))) return k;
+  return null;
+}
+
 /** Groups items by the shard of their address. */
 export function byShard<T>(items: readonly T[], addressOf: (t: T) => string, shards: number): Map<number, T[]> {
   const out = new Map<number, T[]>();

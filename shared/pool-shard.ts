@@ -8,11 +8,22 @@ export const MAX_POOL_SHARDS = 256;
 
 /** POOL_SHARDS: a power of two from 1 to 256 (unset: 1). Anything else is a configuration error, not a guess. */
 export function poolShards(env: { POOL_SHARDS?: string }): number {
-  const raw = env.POOL_SHARDS;
-  if (raw === undefined || raw === "") return 1;
+  return shardCount("POOL_SHARDS", env.POOL_SHARDS) ?? 1;
+}
+
+/**
+ * POOL_SHARDS_FROM: the shard count miners are being handed over from after POOL_SHARDS changed
+ * (durable-objects/pool-handover.ts); unset or empty: no handover in progress. Validated like POOL_SHARDS.
+ */
+export function poolShardsFrom(env: { POOL_SHARDS_FROM?: string }): number | null {
+  return shardCount("POOL_SHARDS_FROM", env.POOL_SHARDS_FROM);
+}
+
+function shardCount(name: string, raw: string | undefined): number | null {
+  if (raw === undefined || raw === "") return null;
   const n = Number(raw);
   if (!Number.isInteger(n) || n < 1 || n > MAX_POOL_SHARDS || (n & (n - 1)) !== 0) {
-    throw new Error(`POOL_SHARDS must be a power of two from 1 to ${MAX_POOL_SHARDS}, not ${JSON.stringify(raw)}`);
+    throw new Error(`${name} must be a power of two from 1 to ${MAX_POOL_SHARDS}, not ${JSON.stringify(raw)}`);
   }
   return n;
 }

@@ -1,9 +1,25 @@
 import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { afterEach, describe, expect, it } from "vitest";
+import { routerIdentity } from "../../durable-objects/deployment.ts";
 import type { NodePool } from "../../durable-objects/node-pool.ts";
-import type { PoolLiveness } from "../../durable-objects/pool-liveness.ts";
+import { type PoolLiveness, phasedAt, STALE_CLOSE_MIN } from "../../durable-objects/pool-liveness.ts";
 import { POOL_PING, POOL_PONG } from "../../shared/protocol.ts";
-import { api, createSession, errorOf, json, MinerSet, openSocket, poolStub, sleep, TestMiner, uniq, waitFor } from "./helpers.ts";
+import {
+  api,
+  createSession,
+  env,
+  errorOf,
+  json,
+  MinerSet,
+  ORIGIN,
+  openSocket,
+  poolStub,
+  sleep,
+  TestMiner,
+  uniq,
+  waitFor,
+} from "./helpers.ts";
 
 // Issue 21: liveness that does not wake the pool, heartbeat figures written in batches, shedding past a budget,
 // and /miners paging.
@@ -94,6 +110,72 @@ describe("NodePool stale check under lag", () => {
     });
     expect(await runDurableObjectAlarm(poolStub())).toBe(true);
     expect((await node(m.address))?.status).toBe("offline");
+  });
+});
+
+/** A miner registered and connected straight to `pool` (a NodePool of its own, not the test pool), and the codes its socket was closed with. */
+async function connectTo(pool: DurableObjectStub<NodePool>): Promise<{ address: string; closed: number[] }> {
+  const account = privateKeyToAccount(generatePrivateKey());
+  const router = routerIdentity(env, ORIGIN);
+  const ch = await pool.challenge(account.address, router);
+  const signature = await account.signMessage({ message: ch.message });
+  const req = { address: account.address, nonce: ch.nonce, signature, models: ["m"], device: "cpu" as const, capacity: 1, stake: 1000 };
+  const out = await pool.register(req, router);
+  if (!out.ok) throw new Error(JSON.stringify(out.error));
+  const res = await pool.fetch(
+    new Request("https://pool/connect", { headers: { Upgrade: "websocket", "X-Miner-Claims": JSON.stringify(out.claims) } }),
+  );
+  expect(res.status).toBe(101);
+  const ws = res.webSocket!;
+  const closed: number[] = [];
+  ws.addEventListener("close", (e) => {
+    closed.push(e.code);
+  });
+  ws.accept();
+  return { address: out.claims.address, closed };
+}
+
+describe("NodePool stale check under a mass silence", () => {
+  it("closes at most a tenth of the sockets per pass (at least 8), the stalest first, the rest on later passes", async () => {
+    const stub = env.NODE_POOL.get(env.NODE_POOL.idFromName(uniq("stale-pool")));
+    const ms: { address: string; closed: number[] }[] = [];
+    for (let i = 0; i < STALE_CLOSE_MIN + 4; i++) ms.push(await connectTo(stub));
+    const silent = async () =>
+      runInDurableObject(stub, (pool) => {
+        const inner = pool as unknown as { live: { seen: Map<string, number>; wokeAt: number }; alarmDue: number | null };
+        // All silent for a minute; miner i a second longer than miner i + 1.
+        for (const [i, m] of ms.entries()) inner.live.seen.set(m.address, Date.now() - 60_000 - (ms.length - i) * 1000);
+        inner.live.wokeAt = 0;
+        inner.alarmDue = Date.now();
+      });
+    await silent();
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    await waitFor(() => ms.filter((m) => m.closed.length).length >= STALE_CLOSE_MIN, "the first pass's closes");
+    await sleep(100);
+    expect(ms.map((m) => m.closed[0] ?? null)).toEqual(ms.map((_, i) => (i < STALE_CLOSE_MIN ? 4008 : null)));
+    await silent();
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    await waitFor(() => ms.every((m) => m.closed.length), "the second pass's closes");
+    expect(ms.every((m) => m.closed[0] === 4008)).toBe(true);
+  });
+});
+
+describe("stale-check phases", () => {
+  it("each shard's check falls at its own phase, half a period to a period and a half away, so S shards never line up", () => {
+    const period = 10_000;
+    const S = 8;
+    for (let i = 0; i < 500; i++) {
+      const now = 1_700_000_000_000 + Math.floor(Math.random() * 1e9);
+      const at = Array.from({ length: S }, (_, k) => phasedAt(now, period, k / S));
+      for (const [k, t] of at.entries()) {
+        expect(t - now).toBeGreaterThanOrEqual(period / 2);
+        expect(t - now).toBeLessThan(1.5 * period);
+        expect((((t - (k * period) / S) % period) + period) % period).toBe(0);
+      }
+      // Any two shards' checks, taken modulo the period, are at least period / S apart.
+      const offsets = at.map((t) => t % period).sort((a, b) => a - b);
+      for (let k = 1; k < S; k++) expect(offsets[k] - offsets[k - 1]).toBeGreaterThanOrEqual(period / S);
+    }
   });
 });
 

@@ -335,19 +335,26 @@ describe("pool shards: the directory", () => {
     });
   });
 
-  it("lends the router key to one shard at a time; a holder that vanished loses it after the lease", async () => {
+  it("lends the router key to one shard at a time; a holder that vanished loses it after the lease; the lease survives an eviction", async () => {
     const stub = env.NODE_POOL.get(env.NODE_POOL.idFromName(uniq("directory")));
-    await runInDurableObject(stub, (_, state) => {
+    const t = Date.now();
+    await runInDurableObject(stub, async (_, state) => {
       const dir = new ShardDirectory(state.storage, S);
-      const t = Date.now();
-      expect(dir.acquire("a", t)).toBe(true);
-      expect(dir.acquire("b", t + 1)).toBe(false);
-      expect(dir.acquire("a", t + 2)).toBe(true);
-      dir.release("b"); // not the holder: nothing changes
-      expect(dir.acquire("b", t + 3)).toBe(false);
-      dir.release("a");
-      expect(dir.acquire("b", t + 4)).toBe(true);
-      expect(dir.acquire("a", t + 4 + LEASE_MS + 1)).toBe(true);
+      expect(await dir.acquire("a", t)).toBe(true);
+      expect(await dir.acquire("b", t + 1)).toBe(false);
+      expect(await dir.acquire("a", t + 2)).toBe(true);
+      await dir.release("b"); // not the holder: nothing changes
+      expect(await dir.acquire("b", t + 3)).toBe(false);
+      await dir.release("a");
+      expect(await dir.acquire("b", t + 4)).toBe(true);
+      expect(await dir.acquire("a", t + 4 + LEASE_MS + 1)).toBe(true);
+    });
+    // "a" holds it; the directory is evicted: "b" still may not send until the lease runs out.
+    await evictDurableObject(stub);
+    await runInDurableObject(stub, async (_, state) => {
+      const dir = new ShardDirectory(state.storage, S);
+      expect(await dir.acquire("b", t + 4 + LEASE_MS + 2)).toBe(false);
+      expect(await dir.acquire("b", t + 4 + 2 * LEASE_MS + 2)).toBe(true);
     });
   });
 });

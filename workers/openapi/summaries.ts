@@ -79,6 +79,7 @@ export const SUMMARIES: Record<string, string> = {
   "POST /admin/keys/{id}/rotate": "Rotate any key",
   "POST /admin/keys/{id}/revoke": "Revoke any key",
   "GET /admin/usage": "Everyone's usage",
+  "GET /admin/pool/handover": "Miners not yet moved to their shard after POOL_SHARDS changed",
 
   "GET /.well-known/agent-card.json": "A2A agent card",
   "GET /.well-known/agent.json": "A2A agent card (0.3 path)",

@@ -1,4 +1,5 @@
 import { Hono } from "hono";
+import { handoverProgress } from "../../durable-objects/pool-handover.ts";
 import { keyRegistry } from "../../durable-objects/stubs.ts";
 import type { AppEnv } from "../env.ts";
 import { createKey, findKey, listKeys, revokeKey, rotateKey, updateKey } from "../lib/key-admin.ts";
@@ -36,6 +37,10 @@ admin.patch("/keys/:id", params(KeyIdParam), jsonBody(AdminKeyPatch), async (c) 
 admin.post("/keys/:id/rotate", params(KeyIdParam), async (c) => c.json(await rotateKey(c.env, c.req.valid("param").id, ALL)));
 
 admin.post("/keys/:id/revoke", params(KeyIdParam), async (c) => c.json(await revokeKey(c.env, c.req.valid("param").id, ALL)));
+
+// A pool handover after POOL_SHARDS changed (durable-objects/pool-handover.ts): miners not moved yet, per old shard;
+// null while POOL_SHARDS_FROM is unset. The operator empties POOL_SHARDS_FROM once `left` stays at 0.
+admin.get("/pool/handover", async (c) => c.json({ handover: await handoverProgress(c.env) }));
 
 // Everyone's usage: one owner's, or every owner with a managed or static key (the first REPORT_OWNERS_MAX).
 admin.get("/usage", query(AdminUsageQuery), async (c) => {

@@ -1,0 +1,79 @@
+import { runInDurableObject } from "cloudflare:test";
+import { afterEach, describe, expect, it } from "vitest";
+import { poolShard, poolShards, shardOf } from "../../../durable-objects/pool-shards.ts";
+import { api, createSession, env, json, MinerSet, uniq, waitFor } from "../helpers.ts";
+
+// The sharded pool's wiring, inside the Workers runtime: this file runs in its own vitest project
+// ("unit-sharded", vitest.config.ts) whose router has POOL_SHARDS = 4, so the routes, the shards' summary
+// pushes, the directory's share splitting and the shards' stale-check phases are the router's own, not called
+// by the test (test/unit/pool-shards.test.ts drives shard objects by name from a one-shard router).
+
+const S = 4;
+const PERIOD = 2 * Number(env.HEARTBEAT_MS);
+const miners = new MinerSet();
+afterEach(() => miners.closeAll());
+
+interface SessionRow {
+  config: string;
+}
+
+/** The sessions shard k hosts, with its share of max_miners. */
+const sharesOn = (k: number) =>
+  runInDurableObject(poolShard(env, k), (_, state) =>
+    state.storage.sql
+      .exec<SessionRow & Record<string, SqlStorageValue>>(`SELECT config FROM sessions WHERE active = 1`)
+      .toArray()
+      .map((r) => JSON.parse(r.config) as { id: string; max_miners: number }),
+  );
+
+describe("sharded pool wiring (POOL_SHARDS = 4)", () => {
+  it("runs the router with four shards", () => {
+    expect(poolShards(env)).toBe(S);
+  });
+
+  it("shards push their summaries: a session for the model is served, split over the shards, and pushed to every miner", async () => {
+    const model = uniq("model");
+    const ms: Awaited<ReturnType<MinerSet["start"]>>[] = [];
+    for (let i = 0; i < 8; i++) ms.push(await miners.start({ models: [model] }));
+    const shards = new Set(ms.map((m) => shardOf(m.address, S)));
+    expect(shards.size).toBeGreaterThan(1); // 8 random addresses all in one of 4 shards: 4^-7
+    // Creating a session asks the directory whether anyone serves the model: only the shards' summaries say so.
+    const sid = await waitFor(
+      async () => {
+        try {
+          return await createSession({ model, max_miners: 8 });
+        } catch {
+          return undefined;
+        }
+      },
+      "the directory to learn of the model from the shards' summaries",
+      10_000,
+    );
+    await waitFor(() => ms.every((m) => m.poolSessions().includes(sid)), "every miner to be told of the session");
+    // Each shard holds the session with a share; the shares sum to max_miners and each covers its miners.
+    let sum = 0;
+    for (let k = 0; k < S; k++) {
+      const share = (await sharesOn(k)).find((s) => s.id === sid)?.max_miners ?? 0;
+      expect(share).toBeGreaterThanOrEqual(ms.filter((m) => shardOf(m.address, S) === k).length);
+      sum += share;
+    }
+    expect(sum).toBe(8);
+    // The directory's figures count every shard's miners.
+    const { stats } = await json<{ stats: { online: number } }>(await api("GET", "/miners?limit=1"));
+    expect(stats.online).toBeGreaterThanOrEqual(8);
+  });
+
+  it("arms each shard's stale check at its own phase of the period, so shards never run their passes together", async () => {
+    const model = uniq("model");
+    const byShard = new Map<number, string>();
+    while (byShard.size < S) {
+      const m = await miners.start({ models: [model] });
+      byShard.set(shardOf(m.address, S), m.address);
+    }
+    for (let k = 0; k < S; k++) {
+      const alarm = await runInDurableObject(poolShard(env, k), (_, state) => state.storage.getAlarm());
+      expect(alarm).not.toBeNull();
+      expect((((alarm! - (k * PERIOD) / S) % PERIOD) + PERIOD) % PERIOD).toBe(0);
+    }
+  });
+});
