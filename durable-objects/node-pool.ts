@@ -467,7 +467,7 @@ export class NodePool extends DurableObject<Env> {
       const after = this.benched();
       if (before.size !== after.size || [...after].some((a) => !before.has(a))) this.rebalance();
     }
-    this.ctx.waitUntil(this.shard.push().catch((err) => console.error(`pool shard summary not pushed: ${String(err)}`)));
+    this.ctx.waitUntil(this.shard.refresh(Date.now()).catch((err) => console.error(`pool shard summary not pushed: ${String(err)}`)));
     if (this.sockets.count() > 0) {
       next = Math.min(next ?? Number.POSITIVE_INFINITY, this.staleCheckAt());
       this.staleArmed = true;

@@ -8,6 +8,13 @@ import { DIRECTORY, poolDirectory, shardIndexOf } from "./pool-shards.ts";
 // batches and faucet grants from every shard go out one at a time (the router key's nonces are serial).
 
 export const PUSH_MS = 1_000;
+/**
+ * The stale-check alarm (every 10 s) pushes only when the last push is this old: changes (connects, leaves,
+ * bench changes, assignments) push within PUSH_MS anyway, and the figures a refresh carries (CPU, memory,
+ * inflight) arrive in JSON heartbeats about once a minute. On a thread several shards share, each summary is a
+ * stall every request waits behind.
+ */
+export const REFRESH_MS = 60_000;
 /** How long a transaction waits for another shard's to finish before trying at its next pass. */
 const LEASE_WAIT_MS = 10_000;
 const LEASE_POLL_MS = 200;
@@ -29,6 +36,8 @@ export class ShardLink {
   private readonly hooks: ShardHooks;
   private index: number | null = null;
   private timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the last summary went out (0: none since this object woke). */
+  private pushedAt = 0;
 
   constructor(ctx: DurableObjectState, env: Env, shards: number, hooks: ShardHooks) {
     this.ctx = ctx;
@@ -57,12 +66,19 @@ export class ShardLink {
     }, PUSH_MS);
   }
 
+  /** The alarm's push: only when nothing went out for REFRESH_MS (a change pushes on its own). */
+  async refresh(now: number): Promise<void> {
+    if (now - this.pushedAt >= REFRESH_MS) await this.push();
+  }
+
   /** Sends the summary now; a directory with more active sessions than this shard is asked for them. */
   async push(): Promise<void> {
     const k = this.shard();
     if (!this.active || k === null) return;
     const directory = poolDirectory(this.env);
-    const { sessions } = await directory.shardSummary(k, this.hooks.summary(Date.now()));
+    const now = Date.now();
+    const { sessions } = await directory.shardSummary(k, this.hooks.summary(now));
+    this.pushedAt = now;
     if (sessions > this.hooks.sessions()) this.hooks.catchUp(await directory.shardCatalog(k));
   }
 

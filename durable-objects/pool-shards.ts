@@ -86,17 +86,25 @@ export async function minerViews(env: Env, addresses: string[], caller: string |
 }
 
 /**
- * A join as the miner's shard answers it (token epoch, assignment, contexts), with the session's members from
- * every shard: the queue makes room by closing sockets of miners no shard assigns there any more.
+ * A SessionQueue's join: the miner's own shard answers for its token, its assignment and its contexts, with that
+ * shard's members of the session. The shards of `others` (the connected miners the queue may have to choose
+ * among: it names them only when the session is full) add their members, so a join costs one shard call, not S
+ * (after a deploy every miner re-joins every session it serves).
  */
-export async function sessionJoin(env: Env, sessionId: string, address: string, epoch: number): Promise<SessionJoin> {
+export async function sessionJoin(
+  env: Env,
+  sessionId: string,
+  address: string,
+  epoch: number,
+  others: readonly string[] = [],
+): Promise<SessionJoin> {
   const shards = poolShards(env);
   const mine = shardOf(address, shards);
   if (shards === 1) return poolShard(env, 0).sessionJoin(sessionId, address, epoch);
-  const others = [...Array(shards).keys()].filter((k) => k !== mine);
+  const asked = [...byShard(others, (a) => a, shards).keys()].filter((k) => k !== mine);
   const [answer, ...members] = await Promise.all([
     poolShard(env, mine).sessionJoin(sessionId, address, epoch),
-    ...others.map((k) => poolShard(env, k).sessionMembers(sessionId)),
+    ...asked.map((k) => poolShard(env, k).sessionMembers(sessionId)),
   ]);
   return { ...answer, members: [...answer.members, ...members.flat()] };
 }
@@ -116,7 +124,8 @@ export function poolFor(env: Env) {
   return {
     reputations: (addresses: string[]) => reputations(env, addresses),
     recordOutcomes: (outcomes: ReplicaOutcome[]) => recordOutcomes(env, outcomes),
-    sessionJoin: (sessionId: string, address: string, epoch: number) => sessionJoin(env, sessionId, address, epoch),
+    sessionJoin: (sessionId: string, address: string, epoch: number, others?: readonly string[]) =>
+      sessionJoin(env, sessionId, address, epoch, others),
     serving: (model: string) => serving(env, model),
   };
 }

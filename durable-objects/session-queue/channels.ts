@@ -62,7 +62,8 @@ const refusal = (error: Failure) => Response.json({ error }, { status: ERROR_STA
 
 /** The pool as a join asks it (durable-objects/node-pool.ts `sessionJoin`). */
 export interface JoinRegistry {
-  sessionJoin(sessionId: string, address: string, epoch: number): Promise<SessionJoin>;
+  /** `others`: connected miners whose membership the join may need (named only when the session is full). */
+  sessionJoin(sessionId: string, address: string, epoch: number, others?: readonly string[]): Promise<SessionJoin>;
 }
 
 export class MinerChannels {
@@ -89,11 +90,24 @@ export class MinerChannels {
     const config = this.config();
     if (!config) return refusal({ code: "session_not_found", message: "unknown session" });
     if (!mayServe(config, claims)) return refusal({ code: "forbidden", message: "this miner may not serve this session" });
-    const answer = await this.pool().sessionJoin(config.id, claims.address, claims.epoch);
-    // Decided after the await, against the sockets open now: two joins racing for the last place cannot both win,
-    // and a revoke that arrived meanwhile (the pool answered before it) still refuses the token.
-    const pool = { ...answer, current: answer.current && claims.epoch >= (this.floors.get(claims.address) ?? 0) };
     const { sockets } = this.parts;
+    // Who else is connected matters only when the session is full (whom to close for the newcomer): only then does
+    // the pool ask those miners' shards (pool-shards.ts sessionJoin).
+    const before = sockets
+      .connected()
+      .map((m) => m.claims.address)
+      .filter((a) => a !== claims.address);
+    const asked = before.length + 1 > config.max_miners ? before : [];
+    const answer = await this.pool().sessionJoin(config.id, claims.address, claims.epoch, asked);
+    // Decided after the await, against the sockets open now: two joins racing for the last place cannot both win,
+    // and a revoke that arrived meanwhile (the pool answered before it) still refuses the token. A connected miner
+    // the pool was not asked about (the session filled up during the await) counts as a member: never closed on a guess.
+    const unasked = sockets
+      .connected()
+      .map((m) => m.claims.address)
+      .filter((a) => a !== claims.address && !asked.includes(a));
+    const current = answer.current && claims.epoch >= (this.floors.get(claims.address) ?? 0);
+    const pool = { ...answer, current, members: [...answer.members, ...unasked] };
     const holds = (address: string) => holdsWork(this.tasks, this.stragglers, address);
     const connected = sockets.connected().map((m) => ({ address: m.claims.address, holdsWork: holds(m.claims.address) }));
     const decision = joinDecision(config, claims.address, pool, connected, holds(claims.address));

@@ -210,7 +210,7 @@ describe("pool shards: per-miner state in one shard", () => {
     }
   });
 
-  it("serves a session from several shards: each assigns its share, a join sees every shard's members", async () => {
+  it("serves a session from several shards: each assigns its share, a join sees its own shard's members and those of the shards it names", async () => {
     const model = uniq("model");
     const claims = await Promise.all(Array.from({ length: 6 }, () => register([model])));
     const conns = await Promise.all(claims.map(connect));
@@ -239,7 +239,18 @@ describe("pool shards: per-miner state in one shard", () => {
     const joiner = claims.find((c) => c.address === members[0])!;
     const join = await sessionJoin(sharded, session.id, joiner.address, joiner.epoch);
     expect(join).toMatchObject({ current: true, assigned: true });
-    expect(join.members.sort()).toEqual([...members].sort());
+    // Alone, a join asks the joiner's shard only: that shard's members. Naming the connected others (a full
+    // session) adds their shards' members: every member among them.
+    const own = members.filter((m) => shardOf(m, S) === shardOf(joiner.address, S));
+    expect(join.members.sort()).toEqual(own.sort());
+    const full = await sessionJoin(
+      sharded,
+      session.id,
+      joiner.address,
+      joiner.epoch,
+      claims.map((c) => c.address),
+    );
+    expect(full.members.sort()).toEqual([...members].sort());
     // A miner the shards did not assign is no member; a stale epoch is not current.
     const left = claims.find((c) => !members.includes(c.address));
     if (left) expect(await sessionJoin(sharded, session.id, left.address, left.epoch)).toMatchObject({ assigned: false });

@@ -1,7 +1,8 @@
-import { runInDurableObject } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
+import { PUSH_MS, REFRESH_MS } from "../../../durable-objects/pool-shard-link.ts";
 import { poolShard, poolShards, shardOf } from "../../../durable-objects/pool-shards.ts";
-import { api, createSession, env, json, MinerSet, uniq, waitFor } from "../helpers.ts";
+import { api, createSession, env, json, MinerSet, poolStub, sleep, TestMiner, uniq, waitFor } from "../helpers.ts";
 
 // The sharded pool's wiring, inside the Workers runtime: this file runs in its own vitest project
 // ("unit-sharded", vitest.config.ts) whose router has POOL_SHARDS = 4, so the routes, the shards' summary
@@ -58,9 +59,11 @@ describe("sharded pool wiring (POOL_SHARDS = 4)", () => {
       sum += share;
     }
     expect(sum).toBe(8);
-    // The directory's figures count every shard's miners.
-    const { stats } = await json<{ stats: { online: number } }>(await api("GET", "/miners?limit=1"));
-    expect(stats.online).toBeGreaterThanOrEqual(8);
+    // The directory's figures count every shard's miners (each shard's push follows its last change within a second).
+    await waitFor(
+      async () => (await json<{ stats: { online: number } }>(await api("GET", "/miners?limit=1"))).stats.online >= 8,
+      "the directory's stats to count all eight",
+    );
   });
 
   it("arms each shard's stale check at its own phase of the period, so shards never run their passes together", async () => {
@@ -75,5 +78,29 @@ describe("sharded pool wiring (POOL_SHARDS = 4)", () => {
       expect(alarm).not.toBeNull();
       expect((((alarm! - (k * PERIOD) / S) % PERIOD) + PERIOD) % PERIOD).toBe(0);
     }
+  });
+
+  it("a shard's stale-check alarm refreshes its summary only when none went out for a minute (changes push on their own)", async () => {
+    const m = new TestMiner({ models: [uniq("model")] });
+    const k = shardOf(m.address, S);
+    const pushedAt = () =>
+      runInDurableObject(poolStub(), async (_, state) => (await state.storage.get<{ at: number }>(`shard-summary:${k}`))?.at ?? 0);
+    const before = await pushedAt();
+    await m.register();
+    await m.connectPool();
+    miners.all.push(m);
+    // The connect (and its rebalance) pushed within a second; then nothing is pending.
+    await waitFor(async () => (await pushedAt()) > before, "the connect's summary push");
+    await sleep(PUSH_MS + 500);
+    const first = await pushedAt();
+    expect(await runDurableObjectAlarm(poolShard(env, k))).toBe(true);
+    await sleep(300);
+    expect(await pushedAt()).toBe(first);
+    // A minute without a push: the alarm refreshes it.
+    await runInDurableObject(poolShard(env, k), (instance) => {
+      Object.assign((instance as unknown as { shard: object }).shard, { pushedAt: Date.now() - REFRESH_MS });
+    });
+    expect(await runDurableObjectAlarm(poolShard(env, k))).toBe(true);
+    await waitFor(async () => (await pushedAt()) > first, "the alarm's refresh");
   });
 });
