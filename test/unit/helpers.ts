@@ -1,6 +1,7 @@
 import { exports, env as workersEnv } from "cloudflare:workers";
 import type { Hex } from "viem";
 import { generatePrivateKey, type PrivateKeyAccount, privateKeyToAccount } from "viem/accounts";
+import type { ReplicaOutcome } from "../../durable-objects/reputation.ts";
 import {
   type AssignMessage,
   type EmbedMessage,
@@ -174,6 +175,20 @@ export async function readSSE(res: Response): Promise<string[]> {
 export const sessionStub = (sid: string) => env.SESSION_QUEUE.get(env.SESSION_QUEUE.idFromName(sid));
 export const oracleStub = () => env.ORACLE.get(env.ORACLE.idFromName("oracle"));
 export const poolStub = () => env.NODE_POOL.get(env.NODE_POOL.idFromName("pool"));
+
+/** One replica's outcome as a SessionQueue reports it to the pool (session "s", owner "dev"). */
+export const replicaOutcome = (miner: string, kind: ReplicaOutcome["outcome"], reward: number, task: string): ReplicaOutcome => ({
+  miner,
+  session_id: "s",
+  task_id: task,
+  owner: "dev",
+  outcome: kind,
+  reason: kind === "agreed" ? null : "test",
+  latency_ms: kind === "agreed" ? 40 : null,
+  reward,
+  at: Date.now(),
+  block: 3,
+});
 
 // ── the test miner ─────────────────────────────────────────────────────────────────────────────────────
 

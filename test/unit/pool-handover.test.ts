@@ -5,9 +5,9 @@ import { afterEach, describe, expect, it } from "vitest";
 import { routerIdentity } from "../../durable-objects/deployment.ts";
 import { handoverProgress, homeOf, PoolHandover } from "../../durable-objects/pool-handover.ts";
 import { shardIndexOf, shardName, shardOf } from "../../durable-objects/pool-shards.ts";
-import { type ReplicaOutcome, settleStake } from "../../durable-objects/reputation.ts";
+import { settleStake } from "../../durable-objects/reputation.ts";
 import { poolShardsFrom } from "../../shared/pool-shard.ts";
-import { env, ORIGIN, waitFor } from "./helpers.ts";
+import { env, ORIGIN, replicaOutcome as outcome, waitFor } from "./helpers.ts";
 
 // The pool handover after POOL_SHARDS changed (durable-objects/pool-handover.ts). The unit pool runs with one
 // shard and no POOL_SHARDS_FROM, so each test gives the objects it names ("pool", "pool-k") a handover that
@@ -60,19 +60,6 @@ async function registered(name: string, acct: PrivateKeyAccount) {
   if (!out.ok) throw new Error(JSON.stringify(out.error));
   return out.claims;
 }
-
-const outcome = (miner: string, kind: ReplicaOutcome["outcome"], reward: number, task: string): ReplicaOutcome => ({
-  miner,
-  session_id: "s",
-  task_id: task,
-  owner: "dev",
-  outcome: kind,
-  reason: kind === "agreed" ? null : "test",
-  latency_ms: kind === "agreed" ? 40 : null,
-  reward,
-  at: Date.now(),
-  block: 3,
-});
 
 const sql = <T>(name: string, query: string, ...args: SqlStorageValue[]) =>
   runInDurableObject(stub(name), (_, state) => state.storage.sql.exec(query, ...args).toArray() as T[]);

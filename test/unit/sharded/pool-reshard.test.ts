@@ -3,8 +3,7 @@ import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { afterEach, describe, expect, it } from "vitest";
 import { routerIdentity } from "../../../durable-objects/deployment.ts";
 import { PoolHandover } from "../../../durable-objects/pool-handover.ts";
-import type { ReplicaOutcome } from "../../../durable-objects/reputation.ts";
-import { api, env, json, MinerSet, ORIGIN, poolStub, TestMiner, uniq, waitFor } from "../helpers.ts";
+import { api, env, json, MinerSet, ORIGIN, replicaOutcome as outcome, poolStub, TestMiner, uniq, waitFor } from "../helpers.ts";
 
 // A shard-count change through the router itself: this project runs with POOL_SHARDS = 4 and
 // POOL_SHARDS_FROM = 1 (vitest.config.ts), i.e. a network that ran one pool object ("pool", now the directory)
@@ -13,19 +12,6 @@ import { api, env, json, MinerSet, ORIGIN, poolStub, TestMiner, uniq, waitFor } 
 
 const miners = new MinerSet();
 afterEach(() => miners.closeAll());
-
-const outcome = (miner: string, kind: ReplicaOutcome["outcome"], reward: number, task: string): ReplicaOutcome => ({
-  miner,
-  session_id: "s",
-  task_id: task,
-  owner: "dev",
-  outcome: kind,
-  reason: kind === "agreed" ? null : "test",
-  latency_ms: kind === "agreed" ? 40 : null,
-  reward,
-  at: Date.now(),
-  block: 3,
-});
 
 interface Ledger {
   reputation: { score: number; tasks: number };
