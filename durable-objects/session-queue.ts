@@ -22,6 +22,7 @@ import { nextDeadline } from "./session-queue/deadlines.ts";
 import { EmbeddingJobs, type EmbedOutcome, type EmbedRequest } from "./session-queue/embedding-jobs.ts";
 import { resendAssigns, restoreTasks } from "./session-queue/eviction.ts";
 import { type DeadlinePolicy, deadlinePolicy, replicaWindows } from "./session-queue/fair-deadlines.ts";
+import { type TaskMessage, unfold } from "./session-queue/folded-commit.ts";
 import { claimResultWrite, holdsTask } from "./session-queue/holdings.ts";
 import { checkedUsage, textByteCap } from "./session-queue/miner-input.ts";
 import { MinerLoad } from "./session-queue/miner-load.ts";
@@ -312,21 +313,23 @@ export class SessionQueue extends DurableObject<Env> {
     if (!msg) return this.refuse(ws, "invalid_message", "message does not match the protocol");
     if (msg.type === "embeddings" || msg.type === "embed_failed") return this.embeds.onAnswer(ws, claims.address, msg, this.rounds);
     if (msg.type === "verification" || msg.type === "verify_failed") return this.verifies.onAnswer(ws, claims.address, msg);
+    for (const frame of unfold(msg)) await this.onTaskMessage(ws, claims.address, frame); // session-queue/folded-commit.ts
+  }
+
+  private async onTaskMessage(ws: WebSocket, miner: string, msg: TaskMessage): Promise<void> {
     const task = this.open.get(Number(msg.task_id));
-    const replica = task?.replicas.get(claims.address);
+    const replica = task?.replicas.get(miner);
     if (!task || !replica) {
-      const straggler = this.stragglers.live(Number(msg.task_id), claims.address);
+      const straggler = this.stragglers.live(Number(msg.task_id), miner);
       if (straggler) return this.stragglers.onMessage(straggler.late, straggler.replica, msg);
       return this.refuse(ws, "unknown_task", "task is not assigned to this miner", msg.task_id);
     }
     // A miner that dropped (not timed out) may still deliver: its replica comes back to life.
     if (replica.state === "disconnected" && (msg.type === "precommit" || msg.type === "commit" || msg.type === "ack")) {
       replica.state = replica.commitment ? "precommitted" : "acked";
-      this.load.bump(claims.address, 1);
+      this.load.bump(miner, 1);
     }
-    if (!replicaIsLive(replica.state)) {
-      return this.refuse(ws, "late", `replica is ${replica.state}`, msg.task_id);
-    }
+    if (!replicaIsLive(replica.state)) return this.refuse(ws, "late", `replica is ${replica.state}`, msg.task_id);
     const now = Date.now();
     switch (msg.type) {
       case "ack":

@@ -7,7 +7,13 @@ import { TaskId } from "./task-id.ts";
 // Two channels: the pool channel (miner ↔ NodePool: heartbeats, session membership) and one session channel
 // per session the miner serves (miner ↔ SessionQueue: the task lifecycle).
 
-export const PROTOCOL_VERSION = 1;
+/**
+ * 2: a precommit may carry its commit (`precommit.commit`), so both are handled in one event and written in one
+ * transaction. A miner folds them only for a router whose welcome says ≥ 2; two frames stay valid.
+ */
+export const PROTOCOL_VERSION = 2;
+/** The first protocol whose routers take a precommit with its commit folded in. */
+export const FOLDED_COMMIT_PROTOCOL = 2;
 
 /**
  * A miner's text is bounded by its task: at most TEXT_BYTES_PER_TOKEN UTF-8 bytes per completion token, so a
@@ -126,28 +132,33 @@ export const Usage = z.object({
   completion_tokens: z.number().int().min(0),
 });
 
+const CommitMessage = z.object({
+  type: z.literal("commit"),
+  task_id: TaskId,
+  text: z.string().max(MAX_RESULT_TEXT),
+  finish_reason: z.enum(["stop", "length"]),
+  usage: Usage,
+  /** The miner's own inference time, so the router can report its added latency. */
+  inference_ms: z.number().min(0),
+  /** From receiving the assignment to the first generated token, as the miner measured it. */
+  first_token_ms: z.number().min(0).optional(),
+  /** The result was written off-chain (`POST /api/v3/offchain/result`); `text` is then empty. */
+  result_urn: z.string().max(300).optional(),
+  /** Verified tasks: the completion's token ids (EOS included), which validators re-score. */
+  token_ids: TokenIds.optional(),
+  /** Private verified tasks: the same ids sealed under the task key, for allowlisted validators only. */
+  token_ids_sealed: SealedTokenIds.optional(),
+});
+
 export const SessionMinerMessage = z.discriminatedUnion("type", [
   z.object({ type: z.literal("ack"), task_id: TaskId }),
   z.object({ type: z.literal("token"), task_id: TaskId, seq: z.number().int().min(0), text: z.string().max(MAX_RESULT_TEXT) }),
-  /** `hash` is the commitment (shared/signing.ts `commitmentHash`: session, task, miner, result hash), signed. */
-  z.object({ type: z.literal("precommit"), task_id: TaskId, hash: Hash, signature: Hex }),
-  z.object({
-    type: z.literal("commit"),
-    task_id: TaskId,
-    text: z.string().max(MAX_RESULT_TEXT),
-    finish_reason: z.enum(["stop", "length"]),
-    usage: Usage,
-    /** The miner's own inference time, so the router can report its added latency. */
-    inference_ms: z.number().min(0),
-    /** From receiving the assignment to the first generated token, as the miner measured it. */
-    first_token_ms: z.number().min(0).optional(),
-    /** The result was written off-chain (`POST /api/v3/offchain/result`); `text` is then empty. */
-    result_urn: z.string().max(300).optional(),
-    /** Verified tasks: the completion's token ids (EOS included), which validators re-score. */
-    token_ids: TokenIds.optional(),
-    /** Private verified tasks: the same ids sealed under the task key, for allowlisted validators only. */
-    token_ids_sealed: SealedTokenIds.optional(),
-  }),
+  /**
+   * `hash` is the commitment (shared/signing.ts `commitmentHash`: session, task, miner, result hash), signed.
+   * `commit` (protocol ≥ 2): the same task's commit, handled right after the precommit as if it came next.
+   */
+  z.object({ type: z.literal("precommit"), task_id: TaskId, hash: Hash, signature: Hex, commit: CommitMessage.optional() }),
+  CommitMessage,
   /** A validator's answer to `embed`: one vector per text, in order. */
   z.object({
     type: z.literal("embeddings"),

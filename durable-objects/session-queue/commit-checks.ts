@@ -1,9 +1,10 @@
-import { type Address, type Hex, recoverAddress } from "viem";
+import type { Address, Hex } from "viem";
 import type { Failure } from "../../shared/errors.ts";
 import { type PayloadDescriptor, parseUrn } from "../../shared/payloads.ts";
 import type { SessionMinerMessage } from "../../shared/protocol.ts";
 import { commitmentHash, precommitDigest, resultHash, type SigningDomain } from "../../shared/signing.ts";
 import { inputFault, textByteCap } from "./miner-input.ts";
+import { signedBy } from "./signer-keys.ts";
 import type { OpenTask } from "./task.ts";
 
 // The commit-reveal checks, one set for live replicas and stragglers alike. A precommit must be signed by the
@@ -17,12 +18,10 @@ type Commit = Extract<SessionMinerMessage, { type: "commit" }>;
 
 /** Whether a precommit's EIP-712 signature, made for this deployment's domain, recovers to the miner that sent it. */
 export async function precommitSignedBy(sessionId: string, miner: string, msg: Precommit, domain: SigningDomain): Promise<boolean> {
-  // The digest with the deployment's domain separator cached (shared/signing.ts), then plain recovery.
-  const signer = await recoverAddress({
-    hash: precommitDigest({ session: sessionId, task: msg.task_id, miner: miner as Hex, hash: msg.hash as Hex }, domain),
-    signature: msg.signature as Hex,
-  }).catch(() => null);
-  return signer?.toLowerCase() === miner.toLowerCase();
+  // The digest with the deployment's domain separator cached (shared/signing.ts), checked against the miner's
+  // known key, or recovered (signer-keys.ts).
+  const digest = precommitDigest({ session: sessionId, task: msg.task_id, miner: miner as Hex, hash: msg.hash as Hex }, domain);
+  return signedBy(miner, digest, msg.signature as Hex);
 }
 
 /**

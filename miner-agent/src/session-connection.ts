@@ -1,4 +1,10 @@
-import { PROTOCOL_VERSION, parseMessage, type SessionMinerMessage, SessionServerMessage } from "../../shared/protocol.ts";
+import {
+  FOLDED_COMMIT_PROTOCOL,
+  PROTOCOL_VERSION,
+  parseMessage,
+  type SessionMinerMessage,
+  SessionServerMessage,
+} from "../../shared/protocol.ts";
 import { parseTaskId } from "../../shared/task-id.ts";
 import type { Backoff } from "./backoff.ts";
 import type { Logger } from "./log.ts";
@@ -31,6 +37,7 @@ export interface SessionConnectionOptions {
 
 interface OutboxEntry {
   taskId: string;
+  msg: SessionMinerMessage;
   data: string;
   sending: boolean;
 }
@@ -42,6 +49,9 @@ export class SessionConnection implements TaskSink {
   readonly #socket: ReconnectingSocket;
   #outbox: OutboxEntry[] = [];
   #welcomed = false;
+  /** The protocol the router's last welcome named (a precommit carries its commit from FOLDED_COMMIT_PROTOCOL on). */
+  #routerProtocol = 0;
+  #flushQueued = false;
   #everWelcomed = false;
   #closing = false;
 
@@ -91,13 +101,19 @@ export class SessionConnection implements TaskSink {
 
   deliver(msg: SessionMinerMessage): void {
     if (this.#closing) return;
-    this.#outbox.push({ taskId: msg.task_id, data: JSON.stringify(msg), sending: false });
+    this.#outbox.push({ taskId: msg.task_id, msg, data: JSON.stringify(msg), sending: false });
     const limit = this.#opts.outboxLimit ?? 256;
     if (this.#outbox.length > limit) {
       const dropped = this.#outbox.splice(0, this.#outbox.length - limit);
       this.#opts.log.warn(`session ${this.sessionId}: outbox full; dropped ${dropped.length} undelivered message(s)`);
     }
-    this.#flush();
+    // Written after the current turn, so a precommit and the commit delivered right after it go as one frame.
+    if (this.#flushQueued) return;
+    this.#flushQueued = true;
+    queueMicrotask(() => {
+      this.#flushQueued = false;
+      this.#flush();
+    });
   }
 
   hasPending(taskId: string): boolean {
@@ -110,25 +126,41 @@ export class SessionConnection implements TaskSink {
 
   // ── internals ─────────────────────────────────────────────────────────────────────────────────────────
 
-  /** Writes what waits, in order; an entry leaves the outbox only when the socket reports it written. */
+  /**
+   * Writes what waits, in order; an entry leaves the outbox only when the socket reports it written. A precommit
+   * followed by its task's commit goes as one frame (the commit folded in) to a router that takes that.
+   */
   #flush(): void {
     if (!this.#welcomed) return;
-    for (const entry of this.#outbox) {
-      if (entry.sending) continue;
-      entry.sending = true;
-      const ok = this.#socket.send(entry.data, (err) => {
-        if (err) {
-          entry.sending = false; // the connection died under it: resent after the next welcome
-          return;
+    const waiting = this.#outbox.filter((e) => !e.sending);
+    for (let i = 0; i < waiting.length; i++) {
+      const next = waiting[i + 1];
+      const frame = this.#folds(waiting[i], next) ? [waiting[i], next] : [waiting[i]];
+      const data = frame.length === 2 ? JSON.stringify({ ...waiting[i].msg, commit: next.msg }) : waiting[i].data;
+      for (const e of frame) e.sending = true;
+      const ok = this.#socket.send(data, (err) => {
+        for (const e of frame) {
+          if (err)
+            e.sending = false; // the connection died under it: resent after the next welcome
+          else if (this.#outbox.includes(e)) this.#outbox.splice(this.#outbox.indexOf(e), 1);
         }
-        const i = this.#outbox.indexOf(entry);
-        if (i >= 0) this.#outbox.splice(i, 1);
       });
       if (!ok) {
-        entry.sending = false;
+        for (const e of frame) e.sending = false;
         return;
       }
+      i += frame.length - 1;
     }
+  }
+
+  #folds(a: OutboxEntry, b: OutboxEntry | undefined): b is OutboxEntry {
+    return (
+      this.#routerProtocol >= FOLDED_COMMIT_PROTOCOL &&
+      a.msg.type === "precommit" &&
+      !a.msg.commit &&
+      b?.msg.type === "commit" &&
+      b.taskId === a.taskId
+    );
   }
 
   #onMessage(text: string): void {
@@ -149,6 +181,7 @@ export class SessionConnection implements TaskSink {
           log.warn(`session ${sid}: router speaks protocol ${msg.protocol}, we speak ${PROTOCOL_VERSION}`);
         if (msg.model !== engineModel) log.warn(`session ${sid}: session model is ${msg.model}, this miner serves ${engineModel}`);
         const reconnect = this.#everWelcomed;
+        this.#routerProtocol = msg.protocol;
         this.#welcomed = true;
         this.#everWelcomed = true;
         this.#socket.markHealthy();

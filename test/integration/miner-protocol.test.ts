@@ -38,6 +38,10 @@ class FakeRouter {
   closeCodes: number[] = [];
   refused401 = 0;
   badFrames: string[] = [];
+  /** The protocol its welcome names: 1 is a router from before folded commits. */
+  protocol = 1;
+  /** Every session frame as it came over the wire (a folded precommit is one frame). */
+  frames: string[] = [];
 
   constructor() {
     this.server = createServer((req, res) => void this.#http(req, res));
@@ -134,11 +138,12 @@ class FakeRouter {
         const sid = decodeURIComponent(m[1]!);
         this.sockets.set(sid, ws);
         ws.on("message", (d) => {
+          this.frames.push(String(d));
           const p = SessionMinerMessage.safeParse(JSON.parse(String(d)));
           if (!p.success) this.badFrames.push(String(d));
           else this.received.set(sid, [...(this.received.get(sid) ?? []), p.data as Msg]);
         });
-        ws.send(JSON.stringify({ type: "welcome", session_id: sid, miner, model: MODEL, block: 1, protocol: 1 }));
+        ws.send(JSON.stringify({ type: "welcome", session_id: sid, miner, model: MODEL, block: 1, protocol: this.protocol }));
         return;
       }
       ws.close(4404, "unknown path");
@@ -210,8 +215,9 @@ afterEach(async () => {
   while (cleanups.length) await cleanups.pop()!();
 });
 
-async function start(opts: { concurrency?: number; drainMs?: number; sessions?: string[] } = {}): Promise<Harness> {
+async function start(opts: { concurrency?: number; drainMs?: number; sessions?: string[]; protocol?: number } = {}): Promise<Harness> {
   const router = new FakeRouter();
+  router.protocol = opts.protocol ?? 1;
   router.sessionList = (opts.sessions ?? ["s1"]).map((session_id) => ({ session_id, model: MODEL }));
   await router.listen();
   const engine = new ScriptedEngine();
@@ -310,6 +316,26 @@ describe("miner agent ↔ router protocol", () => {
     h.router.sendTo("s1", assign("1", "p"));
     await waitFor(() => h.router.msgs("s1", "1").length === 3, "3 messages");
     expect(types(h.router.msgs("s1", "1"))).toEqual(["ack", "precommit", "commit"]);
+  });
+
+  it("folds the commit into its precommit for a protocol-2 router, in one frame, also when it re-delivers", async () => {
+    const h = await start({ protocol: 2 });
+    h.router.sendTo("s1", assign("1", "p"));
+    await waitFor(() => h.router.msgs("s1", "1").length === 2, "2 messages");
+    await new Promise((r) => setTimeout(r, 100)); // nothing more comes
+    const [ack, pre] = h.router.msgs("s1", "1");
+    expect(types([ack!, pre!])).toEqual(["ack", "precommit"]);
+    expect(h.router.frames.filter((f) => f.includes('"task_id":"1"'))).toHaveLength(2);
+    const commit = pre!.commit as Msg;
+    expect(commit).toMatchObject({ type: "commit", task_id: "1", text: "Hello, world! (p)", finish_reason: "length" });
+    expect(pre!.hash).toBe(commitmentHash({ session: "s1", task: "1", miner: h.address, result: resultHash(commit.text as string) }));
+    // The router lost both (an eviction before their transaction): the re-sent assign gets them again, folded.
+    h.router.sendTo("s1", assign("1", "p"));
+    await waitFor(() => h.router.msgs("s1", "1").length === 4, "replayed result");
+    expect(types(h.router.msgs("s1", "1").slice(2))).toEqual(["ack", "precommit"]);
+    expect(h.router.msgs("s1", "1")[3]!.commit).toEqual(commit);
+    expect(h.engine.calls).toEqual(["p"]);
+    expect(h.router.badFrames).toEqual([]);
   });
 
   it("honours --concurrency, queues in arrival order and never runs a re-sent assign twice", async () => {
