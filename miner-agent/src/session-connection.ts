@@ -177,8 +177,9 @@ export class SessionConnection implements TaskSink {
         if (msg.session_id !== sid) log.warn(`session ${sid}: welcome names session ${msg.session_id}`);
         if (msg.miner.toLowerCase() !== address.toLowerCase())
           log.warn(`session ${sid}: welcome names miner ${msg.miner}, we are ${address}`);
-        if (msg.protocol !== PROTOCOL_VERSION)
-          log.warn(`session ${sid}: router speaks protocol ${msg.protocol}, we speak ${PROTOCOL_VERSION}`);
+        // An older router gets its own protocol (two frames, no folding); a newer one may expect what we lack.
+        if (msg.protocol > PROTOCOL_VERSION)
+          log.warn(`session ${sid}: router speaks protocol ${msg.protocol}, we speak ${PROTOCOL_VERSION}: update the miner agent`);
         if (msg.model !== engineModel) log.warn(`session ${sid}: session model is ${msg.model}, this miner serves ${engineModel}`);
         const reconnect = this.#everWelcomed;
         this.#routerProtocol = msg.protocol;
