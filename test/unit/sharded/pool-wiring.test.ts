@@ -1,8 +1,8 @@
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import { PUSH_MS, REFRESH_MS } from "../../../durable-objects/pool-shard-link.ts";
-import { poolShard, poolShards, shardOf } from "../../../durable-objects/pool-shards.ts";
-import { api, createSession, env, json, MinerSet, poolStub, sleep, TestMiner, uniq, waitFor } from "../helpers.ts";
+import { poolShard, poolShards, recordOutcomes, shardOf } from "../../../durable-objects/pool-shards.ts";
+import { api, createSession, env, json, MinerSet, poolStub, replicaOutcome, sleep, TestMiner, uniq, waitFor } from "../helpers.ts";
 
 // The sharded pool's wiring, inside the Workers runtime: this file runs in its own vitest project
 // ("unit-sharded", vitest.config.ts) whose router has POOL_SHARDS = 4, so the routes, the shards' summary
@@ -102,5 +102,53 @@ describe("sharded pool wiring (POOL_SHARDS = 4)", () => {
     });
     expect(await runDurableObjectAlarm(poolShard(env, k))).toBe(true);
     await waitFor(async () => (await pushedAt()) > first, "the alarm's refresh");
+  });
+
+  it("a full session makes room across shards: the join asks the connected miners' shards and closes the one no shard assigns", async () => {
+    const model = uniq("model");
+    /** A started miner whose address falls in a shard `accepts` takes. */
+    const minerIn = async (accepts: (k: number) => boolean) => {
+      for (;;) {
+        const m = new TestMiner({ models: [model] });
+        if (!accepts(shardOf(m.address, S))) continue;
+        await m.register();
+        await m.connectPool();
+        miners.all.push(m);
+        return m;
+      }
+    };
+    const a = await minerIn(() => true);
+    const ka = shardOf(a.address, S);
+    const b = await minerIn((k) => k !== ka);
+    const sid = await waitFor(
+      async () => {
+        try {
+          return await createSession({ model, max_miners: 2 });
+        } catch {
+          return undefined;
+        }
+      },
+      "the directory to learn of the model",
+      10_000,
+    );
+    const wsA = await a.join(sid);
+    const closedA: number[] = [];
+    wsA.addEventListener("close", (e) => {
+      closedA.push(e.code);
+    });
+    await b.join(sid);
+    // C lives in A's shard; A is benched there (ten outliers), so that shard assigns C in A's place. A's
+    // session socket is still open and idle: the session is full when C comes.
+    const c = await minerIn((k) => k === ka);
+    await recordOutcomes(
+      env,
+      Array.from({ length: 10 }, (_, i) => replicaOutcome(a.address, "outlier", 0, `t${i}`)),
+    );
+    await waitFor(() => c.poolSessions().includes(sid), "C's shard to assign it the session");
+    await c.join(sid);
+    // A's shard no longer assigns A, B's shard (asked because B is connected) still assigns B: A gives way.
+    await waitFor(() => closedA.length > 0, "A's session socket to close");
+    expect(closedA).toEqual([4003]);
+    expect(b.sockets.get(sid)?.readyState).toBe(WebSocket.OPEN);
   });
 });
