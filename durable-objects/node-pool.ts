@@ -35,8 +35,8 @@ import {
 import { benchedMiners, poolPolicy, reputationScores } from "./pool-policy.ts";
 import { applyRebalance } from "./pool-rebalance.ts";
 import { type Challenge, issueChallenge, registerMiner } from "./pool-registration.ts";
-import { ShardLink } from "./pool-shard-link.ts";
-import { activeCount, hostSession, setShares, shardSummary } from "./pool-shard-summary.ts";
+import { RouterKeyBusy, ShardLink } from "./pool-shard-link.ts";
+import { hostSession, setShares, shardSummary } from "./pool-shard-summary.ts";
 import { poolShard, poolShards } from "./pool-shards.ts";
 import { type FaucetOutcome, grantFaucet, refreshStakes } from "./pool-stake.ts";
 import { Summary } from "./pool-summary.ts";
@@ -108,11 +108,12 @@ export class NodePool extends DurableObject<Env> {
     this.directory = new ShardDirectory(ctx.storage, shards);
     this.shard = new ShardLink(ctx, env, shards, {
       summary: (now) => this.summarize(now),
-      sessions: () => activeCount(this.sql),
+      sessions: () => catalogCounts(this.sql).active,
       catchUp: (catalog) => {
         for (const { config, share } of catalog) hostSession(this.sql, config, share, Date.now());
         this.rebalance();
       },
+      routerKey: (holder, take) => this.routerKey(holder, take),
     });
     // Liveness pings are answered by the runtime without waking this object; the stale check reads their times.
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(POOL_PING, POOL_PONG));
@@ -261,13 +262,7 @@ export class NodePool extends DurableObject<Env> {
 
   private summarize(now: number): ShardSummary {
     this.live.flush();
-    const benched = this.benched();
-    return shardSummary(
-      this.sql,
-      this.presence(),
-      this.onlineMiners().filter((m) => !benched.has(m.address)),
-      now,
-    );
+    return shardSummary(this.sql, this.presence(), this.onlineMiners(), now);
   }
 
   /** A page of the sessions `caller` sees, newest first (pool-catalog.ts). */
@@ -292,11 +287,8 @@ export class NodePool extends DurableObject<Env> {
     limit = 100,
     before?: string,
   ): Promise<{ nodes: MinerView[]; next_before: string | null; stats: MinerStats }> {
-    this.live.flush();
-    const presence = this.presence();
-    const page = minerPage(this.sql, presence, caller, limit, before);
-    const stats = this.stats.get(Date.now(), () => minerStats(this.sql, presence));
-    return { ...page, nodes: page.nodes.map((n) => this.withPing(n)), stats };
+    const page = await this.minerPage(caller, limit, before);
+    return { ...page, stats: this.stats.get(Date.now(), () => minerStats(this.sql, this.presence())) };
   }
 
   /** A page without the figures: a sharded listing takes those from the directory (pool-shards.ts). */
@@ -459,9 +451,10 @@ export class NodePool extends DurableObject<Env> {
     if (cfg) {
       const before = this.benched();
       // Another shard holding the router key: this one's slashes wait for its next pass.
-      const pumped = await this.withRouterKey(() => pumpSlashes(this.sql, this.env, cfg, this.env.PAYLOADS)).catch(() => ({
-        next: Date.now() + SLASH_BATCH_MS,
-      }));
+      const pumped = await this.withRouterKey(() => pumpSlashes(this.sql, this.env, cfg, this.env.PAYLOADS)).catch((err: unknown) => {
+        if (err instanceof RouterKeyBusy) return { next: Date.now() + SLASH_BATCH_MS };
+        throw err;
+      });
       next = pumped.next;
       await refreshStakes(this.sql, cfg, [...this.presence().online]);
       const after = this.benched();
@@ -511,14 +504,11 @@ export class NodePool extends DurableObject<Env> {
     }
     const cap = staleCloseCap(all.length);
     stale.sort((a, b) => a.seen - b.seen);
-    for (const [i, s] of stale.entries()) {
-      if (i >= cap) {
-        open.push(s);
-        continue;
-      }
+    for (const s of stale.slice(0, cap)) {
       s.ws.close(4008, "heartbeat missed");
       this.leave(s.ws);
     }
+    open.push(...stale.slice(cap));
     if (stale.length > cap) console.warn(`pool stale check: ${stale.length} of ${all.length} sockets silent; closed the ${cap} stalest`);
     this.live.sweep(open);
   }

@@ -71,6 +71,7 @@ export class ShardDirectory {
         (m) => before?.models[m]?.miners !== summary.models[m]?.miners,
       ),
     );
+    if (moved.size === 0) return new Map();
     const sessions = activeSessions(this.sql).filter((s) => s.mode === "ephemeral" && moved.has(s.model));
     return this.changedShares(sessions, all);
   }

@@ -75,7 +75,7 @@ const CONNECTED_COLUMNS =
 
 const stakeOf = (r: ConnectedRow) => stakeAtRisk(r);
 
-function statusOf(r: ConnectedRow, p: Presence): MinerView["status"] {
+export function statusOf(r: ConnectedRow, p: Presence): MinerView["status"] {
   if (!p.online.has(r.address)) return "offline";
   return isBenched(stakeOf(r), reputation(r), p.policy) ? "benched" : "online";
 }

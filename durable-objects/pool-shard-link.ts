@@ -19,12 +19,17 @@ export const REFRESH_MS = 60_000;
 const LEASE_WAIT_MS = 10_000;
 const LEASE_POLL_MS = 200;
 
+/** The router key stayed with another pool object's transaction for LEASE_WAIT_MS: try at the next pass. */
+export class RouterKeyBusy extends Error {}
+
 export interface ShardHooks {
   summary(now: number): ShardSummary;
   /** How many active sessions this shard holds. */
   sessions(): number;
   /** Sessions the directory has and this shard may lack, with this shard's share. */
   catchUp(catalog: { config: CatalogSession; share: number }[]): void;
+  /** The directory's own lease (pool-directory.ts), for the directory itself: it sends too, as an old shard (1 → S). */
+  routerKey(holder: string, take: boolean): Promise<boolean>;
 }
 
 export class ShardLink {
@@ -82,19 +87,24 @@ export class ShardLink {
     if (sessions > this.hooks.sessions()) this.hooks.catchUp(await directory.shardCatalog(k));
   }
 
-  /** Runs `send` while holding the router-key lease (at once with one shard); throws when it stays busy. */
+  /**
+   * Runs `send` while holding the router-key lease (at once with one pool object); throws RouterKeyBusy when it
+   * stays busy. The directory takes the same lease locally: after a 1 → S change it still sends its own slashes.
+   */
   async leased<T>(send: () => Promise<T>): Promise<T> {
-    if (!this.active) return send();
-    const directory = poolDirectory(this.env);
+    if (this.shards === 1) return send();
+    const routerKey = this.active
+      ? (holder: string, take: boolean) => poolDirectory(this.env).routerKey(holder, take)
+      : this.hooks.routerKey;
     const holder = this.ctx.id.toString();
-    for (const start = Date.now(); !(await directory.routerKey(holder, true)); ) {
-      if (Date.now() - start > LEASE_WAIT_MS) throw new Error("the router key is busy with another pool shard's transaction");
+    for (const start = Date.now(); !(await routerKey(holder, true)); ) {
+      if (Date.now() - start > LEASE_WAIT_MS) throw new RouterKeyBusy("the router key is busy with another pool object's transaction");
       await new Promise((r) => setTimeout(r, LEASE_POLL_MS));
     }
     try {
       return await send();
     } finally {
-      await directory.routerKey(holder, false);
+      await routerKey(holder, false);
     }
   }
 }

@@ -3,7 +3,7 @@ import type { SessionConfig } from "../shared/views.ts";
 import { contextFor } from "./miner-credentials.ts";
 import type { CatalogSession } from "./pool-assignment.ts";
 import type { ShardSummary } from "./pool-directory.ts";
-import { connectedRows, minerStats, networkOverview, type Presence } from "./pool-miners.ts";
+import { connectedRows, minerStats, networkOverview, type Presence, statusOf } from "./pool-miners.ts";
 
 // A pool shard's side of the directory (POOL_SHARDS > 1): the summary it pushes, and the replica of the session
 // catalog it assigns from. Sessions reach every shard with the shard's share of max_miners, which the replica
@@ -17,14 +17,16 @@ import { connectedRows, minerStats, networkOverview, type Presence } from "./poo
 export function shardSummary(
   sql: SqlStorage,
   presence: Presence,
-  live: readonly { address: string; models: string[] }[],
+  sockets: readonly { address: string; models: string[] }[],
   now: number,
 ): ShardSummary {
   const rows = connectedRows(sql, presence);
-  const contexts = new Map(rows.map((r) => [r.address, r.contexts ?? null]));
+  // Live: connected and not benched, the bench judged on the same rows the stats count.
+  const contexts = new Map(rows.filter((r) => statusOf(r, presence) === "online").map((r) => [r.address, r.contexts ?? null]));
   const models: ShardSummary["models"] = {};
   const seen = new Map<string, Set<string>>();
-  for (const m of live) {
+  for (const m of sockets) {
+    if (!contexts.has(m.address)) continue;
     const declared = contexts.get(m.address);
     const parsed = declared ? (JSON.parse(declared) as ModelContext[]) : null;
     for (const model of m.models) {
@@ -76,8 +78,4 @@ export function setShares(sql: SqlStorage, shares: Record<string, number>): bool
     if (r.rowsWritten > 0) changed = true;
   }
   return changed;
-}
-
-export function activeCount(sql: SqlStorage): number {
-  return sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM sessions WHERE active = 1`).one().n;
 }

@@ -102,14 +102,12 @@ export class MinerChannels {
     // Decided after the await, against the sockets open now: two joins racing for the last place cannot both win,
     // and a revoke that arrived meanwhile (the pool answered before it) still refuses the token. A connected miner
     // the pool was not asked about (the session filled up during the await) counts as a member: never closed on a guess.
-    const unasked = sockets
-      .connected()
-      .map((m) => m.claims.address)
-      .filter((a) => a !== claims.address && !asked.includes(a));
-    const current = answer.current && claims.epoch >= (this.floors.get(claims.address) ?? 0);
-    const pool = { ...answer, current, members: [...answer.members, ...unasked] };
     const holds = (address: string) => holdsWork(this.tasks, this.stragglers, address);
     const connected = sockets.connected().map((m) => ({ address: m.claims.address, holdsWork: holds(m.claims.address) }));
+    const wasAsked = new Set(asked);
+    const unasked = connected.map((m) => m.address).filter((a) => a !== claims.address && !wasAsked.has(a));
+    const current = answer.current && claims.epoch >= (this.floors.get(claims.address) ?? 0);
+    const pool = { ...answer, current, members: [...answer.members, ...unasked] };
     const decision = joinDecision(config, claims.address, pool, connected, holds(claims.address));
     if ("refuse" in decision) return refusal(decision.refuse);
     for (const address of decision.evict) sockets.socketFor(address)?.close(CLOSE_GIVE_WAY, "the pool assigns this place to another miner");

@@ -1,6 +1,7 @@
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
-import { PUSH_MS, REFRESH_MS } from "../../../durable-objects/pool-shard-link.ts";
+import type { ShardDirectory } from "../../../durable-objects/pool-directory.ts";
+import { PUSH_MS, REFRESH_MS, type ShardLink } from "../../../durable-objects/pool-shard-link.ts";
 import { poolShard, poolShards, recordOutcomes, shardOf } from "../../../durable-objects/pool-shards.ts";
 import { api, createSession, env, json, MinerSet, poolStub, replicaOutcome, sleep, TestMiner, uniq, waitFor } from "../helpers.ts";
 
@@ -150,5 +151,26 @@ describe("sharded pool wiring (POOL_SHARDS = 4)", () => {
     await waitFor(() => closedA.length > 0, "A's session socket to close");
     expect(closedA).toEqual([4003]);
     expect(b.sockets.get(sid)?.readyState).toBe(WebSocket.OPEN);
+  });
+
+  it("the directory takes the router-key lease too before it sends (an old shard's slashes after 1 → S)", async () => {
+    await runInDurableObject(poolStub(), async (instance) => {
+      const pool = instance as unknown as { directory: ShardDirectory; shard: ShardLink };
+      expect(await pool.directory.acquire("a-shard", Date.now())).toBe(true);
+      let releasedAt = 0;
+      let sentAt = 0;
+      const release = sleep(300).then(async () => {
+        releasedAt = Date.now();
+        await pool.directory.release("a-shard");
+      });
+      await pool.shard.leased(async () => {
+        sentAt = Date.now();
+      });
+      await release;
+      expect(sentAt).toBeGreaterThanOrEqual(releasedAt);
+      // and gave it back
+      expect(await pool.directory.acquire("a-shard", Date.now())).toBe(true);
+      await pool.directory.release("a-shard");
+    });
   });
 });
