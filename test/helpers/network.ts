@@ -128,10 +128,8 @@ export async function startRouter(
     chain?: LocalChain;
   } = {},
 ): Promise<Router> {
-  const port = opts.port ?? (await freePort());
-  const inspector = await freePort();
   const persistDir = opts.persistDir ?? tempDir("router-state");
-  const args = ["dev", "--port", String(port), "--ip", "127.0.0.1", "--persist-to", persistDir, "--inspector-port", String(inspector)];
+  const args = ["dev", "--ip", "127.0.0.1", "--persist-to", persistDir];
   // The integration tests' global setup (test/helpers/global-setup.ts) builds the portal once for the whole run.
   const prebuilt = process.env.TEST_PORTAL_PREBUILT === "1";
   if (opts.rateLimits || prebuilt) args.push("--config", testConfig(opts.rateLimits ?? {}, prebuilt));
@@ -148,6 +146,23 @@ export async function startRouter(
     await authoriseRouter(opts.chain, vars.ROUTER_SIGNING_KEY as `0x${string}`);
   }
   for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
+  // A port found free can be taken by a parallel suite before workerd binds it (wrangler also picks some of its
+  // own that way): a start that fails only for that is tried again on fresh ports.
+  for (let attempt = 1; ; attempt++) {
+    const port = opts.port ?? (await freePort());
+    try {
+      return await launchRouter(args, port, persistDir, opts.allowConfigError ?? false);
+    } catch (err) {
+      if (!(err instanceof AddressInUse) || attempt >= 4) throw err;
+      await sleep(250 * attempt);
+    }
+  }
+}
+
+class AddressInUse extends Error {}
+
+async function launchRouter(baseArgs: string[], port: number, persistDir: string, allowConfigError: boolean): Promise<Router> {
+  const args = [...baseArgs, "--port", String(port), "--inspector-port", String(await freePort())];
   // Under this Node (22), whatever PATH says: wrangler needs Node ≥ 22.
   const child = spawn(process.execPath, [join(ROOT, "node_modules/wrangler/bin/wrangler.js"), ...args], {
     cwd: ROOT,
@@ -159,16 +174,20 @@ export async function startRouter(
   let output = "";
   child.stdout!.on("data", (d) => (output += d));
   child.stderr!.on("data", (d) => (output += d));
+  const exited = () => {
+    const Failure = /Address already in use|EADDRINUSE/.test(output) ? AddressInUse : Error;
+    return new Failure(`wrangler dev exited ${child.exitCode}:\n${output}`);
+  };
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 90_000;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`wrangler dev exited ${child.exitCode}:\n${output}`);
+    if (child.exitCode !== null) throw exited();
     try {
       const res = await fetch(`${url}/api/v1/ping`);
       if (res.ok) break;
       const refusal = await res.text();
       if (res.status === 503 && refusal.includes("configuration_error")) {
-        if (opts.allowConfigError) break;
+        if (allowConfigError) break;
         await killTree(child, "SIGKILL");
         throw new Error(`router refuses to serve: ${refusal}\n${output}`);
       }
@@ -181,6 +200,8 @@ export async function startRouter(
     await killTree(child, "SIGKILL");
     throw new Error(`router did not become ready:\n${output}`);
   }
+  // Someone else's server on a port we lost would answer too; ours must still be running.
+  if (child.exitCode !== null) throw exited();
   return { url, port, persistDir, process: child, log: () => output, stop: (signal) => killTree(child, signal) };
 }
 
