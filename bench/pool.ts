@@ -30,6 +30,7 @@ import { privateKeyToAccount } from "viem/accounts";
 import { shardOf } from "../shared/pool-shard.ts";
 import { API_KEY, startRouter } from "../test/helpers/network.ts";
 import { startMiniflareRouter } from "./lib/miniflare-router.ts";
+import { workerdProcesses } from "./lib/proc.ts";
 import { benchKey, type SimCommand, type SimStats } from "./pool-sim.ts";
 
 const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, "").split("=") as [string, string]));
@@ -150,18 +151,10 @@ async function wranglerRouter(opts: { port?: number; persistDir?: string } = {})
 // ── workerd CPU from /proc ─────────────────────────────────────────────────────────────────────────────────
 
 /** workerd processes of a process group (wrangler starts them detached under its own group). */
-function workerdPids(group: number | undefined): number[] {
-  const out: number[] = [];
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (stat.includes("(workerd)") && Number(fields[2]) === group) out.push(Number(d));
-    } catch {}
-  }
-  return out;
-}
+const workerdPids = (group: number | undefined): number[] =>
+  workerdProcesses()
+    .filter((w) => w.group === group)
+    .map((w) => w.pid);
 
 interface CpuSample {
   at: number;

@@ -1,10 +1,11 @@
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import { build } from "esbuild";
 import { Log, LogLevel, Miniflare, type MiniflareOptions } from "miniflare";
 import { unstable_getMiniflareWorkerOptions } from "wrangler";
 import { freePort, ROOT, TEST_VARS, tempDir } from "../../test/helpers/network.ts";
+import { workerdProcesses } from "./proc.ts";
 
 // The router for the router-isolated benchmark: the Worker and its Durable Objects under Miniflare's own HTTP
 // server (workerd), without `wrangler dev`'s proxy in front. Bindings come from wrangler.toml through wrangler's
@@ -45,22 +46,10 @@ async function bundleWorker(): Promise<string> {
 }
 
 /** The workerd processes started by this process (Miniflare's runtime is a child of the Node process). */
-export function childWorkerd(): number | undefined {
-  return childWorkerds()[0];
-}
-
-function childWorkerds(): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (stat.includes("(workerd)") && Number(fields[1]) === process.pid) pids.push(Number(entry));
-    } catch {}
-  }
-  return pids;
-}
+export const childWorkerds = (): number[] =>
+  workerdProcesses()
+    .filter((w) => w.ppid === process.pid)
+    .map((w) => w.pid);
 
 /** This router's own workerd (one process may run several routers, e.g. an A/B pair); after a restart, the new one. */
 function ownWorkerd(others: Set<number>): () => number | undefined {

@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { loadavg } from "node:os";
 
 // Process CPU time from /proc (utime + stime), and the machine's load, which every figure is printed beside.
@@ -26,3 +26,18 @@ export const loadLine = (): string =>
   `load ${loadavg()
     .map((x) => x.toFixed(2))
     .join(" / ")}`;
+
+/** The machine's workerd processes, with their parent and process group (from /proc). */
+export function workerdProcesses(): { pid: number; ppid: number; group: number }[] {
+  const out: { pid: number; ppid: number; group: number }[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      if (!stat.includes("(workerd)")) continue;
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      out.push({ pid: Number(entry), ppid: Number(f[1]), group: Number(f[2]) });
+    } catch {}
+  }
+  return out;
+}

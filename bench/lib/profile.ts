@@ -11,8 +11,16 @@ interface ProfileNode {
 }
 
 export interface Profiler {
-  /** Self time: in all, by function (with its module), and by module. */
-  stop(): Promise<{ totalMs: number; top: { name: string; ms: number }[]; byModule: { name: string; ms: number }[] }>;
+  /**
+   * Self time: in all, by function (with its module), and by module; `inclusive`: the project's own functions by
+   * the time spent in them and everything they called (a handler's whole cost, runtime calls included).
+   */
+  stop(): Promise<{
+    totalMs: number;
+    top: { name: string; ms: number }[];
+    byModule: { name: string; ms: number }[];
+    inclusive: { name: string; ms: number }[];
+  }>;
 }
 
 /**
@@ -80,6 +88,7 @@ export async function startProfiler(inspectorPort: number, bundlePath: string): 
     async stop() {
       const self = new Map<string, number>();
       const byModule = new Map<string, number>();
+      const inclusive = new Map<string, number>();
       let totalMs = 0;
       for (const ws of sockets) {
         const { profile } = await send(ws, "Profiler.stop");
@@ -88,19 +97,35 @@ export async function startProfiler(inspectorPort: number, bundlePath: string): 
         const samples = (profile.samples as number[]).length;
         const ms = (profile.endTime - profile.startTime) / 1000;
         const perSample = samples ? ms / samples : 0;
-        for (const n of nodes) {
+        const byId = new Map(nodes.map((n) => [n.id, n]));
+        const own = (n: ProfileNode) =>
+          n.callFrame.url.endsWith(bundleName) && !moduleAt(n.callFrame.lineNumber).startsWith("node_modules/");
+        // Depth first from the root, with the project functions on the current stack (each counted once per sample).
+        const walk = (n: ProfileNode, stack: Set<string>) => {
           const name = n.callFrame.functionName || "(anonymous)";
-          if (name === "(idle)" || name === "(program)") continue;
           const url = n.callFrame.url;
           const where = url.endsWith(bundleName) ? moduleAt(n.callFrame.lineNumber) : url ? `(${url.slice(-40)})` : "(runtime)";
-          const t = (n.hitCount ?? 0) * perSample;
-          totalMs += t;
-          self.set(`${name} [${where}]`, (self.get(`${name} [${where}]`) ?? 0) + t);
-          byModule.set(where, (byModule.get(where) ?? 0) + t);
-        }
+          const key = `${name} [${where}]`;
+          const here = own(n) && !stack.has(key) ? new Set(stack).add(key) : stack;
+          if (name !== "(idle)" && name !== "(program)") {
+            const t = (n.hitCount ?? 0) * perSample;
+            totalMs += t;
+            self.set(key, (self.get(key) ?? 0) + t);
+            byModule.set(where, (byModule.get(where) ?? 0) + t);
+            for (const f of here) inclusive.set(f, (inclusive.get(f) ?? 0) + t);
+          }
+          for (const c of n.children ?? []) walk(byId.get(c)!, here);
+        };
+        const childIds = new Set(nodes.flatMap((n) => n.children ?? []));
+        for (const root of nodes.filter((n) => !childIds.has(n.id))) walk(root, new Set());
       }
       const sorted = (m: Map<string, number>) => [...m.entries()].sort((a, b) => b[1] - a[1]).map(([name, ms]) => ({ name, ms }));
-      return { totalMs, top: sorted(self).slice(0, 25), byModule: sorted(byModule).slice(0, 25) };
+      return {
+        totalMs,
+        top: sorted(self).slice(0, 25),
+        byModule: sorted(byModule).slice(0, 25),
+        inclusive: sorted(inclusive).slice(0, 30),
+      };
     },
   };
 }

@@ -24,7 +24,7 @@ import {
 import { dedicatedShares, splitShares } from "../../durable-objects/pool-shares.ts";
 import type { ReplicaOutcome } from "../../durable-objects/reputation.ts";
 import type { SessionConfig } from "../../shared/views.ts";
-import { env, ORIGIN, uniq, waitFor } from "./helpers.ts";
+import { env, ORIGIN, replicaOutcome, uniq, waitFor } from "./helpers.ts";
 
 // The sharded pool (POOL_SHARDS > 1). The unit pool runs with one shard, so these tests name the shard objects
 // themselves ("pool-k") through an env with POOL_SHARDS = 4: the routing helpers are the ones the router uses,
@@ -68,18 +68,7 @@ async function connect(claims: MinerClaims): Promise<{ ws: WebSocket; frames: { 
   return { ws, frames };
 }
 
-const outcome = (miner: string, outcome: ReplicaOutcome["outcome"], reward: number): ReplicaOutcome => ({
-  miner,
-  session_id: "s",
-  task_id: "1",
-  owner: "dev",
-  outcome,
-  reason: outcome === "agreed" ? null : "test",
-  latency_ms: outcome === "agreed" ? 50 : null,
-  reward,
-  at: Date.now(),
-  block: 1,
-});
+const outcome = (miner: string, kind: ReplicaOutcome["outcome"], reward: number) => replicaOutcome(miner, kind, reward, "1");
 
 function catalogSession(over: Partial<CatalogSession> = {}): CatalogSession {
   return {
