@@ -1,4 +1,5 @@
 import { DurableObject } from "cloudflare:workers";
+import { type ReceiptRow, ReceiptStore } from "./receipt-store.ts";
 
 // The usage of one API-key owner (`usageMeter(env, owner)` in stubs.ts): per key × model × time bucket (a minute
 // and a day), the requests, charged tokens, cost, latency and failures. One object per owner, so a tenant's
@@ -6,6 +7,9 @@ import { DurableObject } from "cloudflare:workers";
 // its requests' events after their answers (waitUntil), in batches (`recordMany`, workers/lib/usage-batch.ts);
 // each batch is written to SQLite in one transaction before it returns, so what a crash can lose is only the
 // events still in flight from a crashing isolate (up to 5 ms of them, unsent), never acknowledged ones.
+//
+// The owner's signed receipts ride the same batches and the same transaction (receipt-store.ts keeps them and
+// moves them to R2 in bulk on this object's alarm; `receipt` reads one back for GET /api/v1/receipts/:requestId).
 
 export type Bucket = "minute" | "day";
 
@@ -55,10 +59,14 @@ export interface UsageQuery {
 export class UsageMeter extends DurableObject<Env> {
   private readonly sql: SqlStorage;
   private prunedAt = 0;
+  private readonly receipts: ReceiptStore;
+  /** When the alarm is set (null: none; undefined: not read since the object woke). */
+  private alarmAt: number | null | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
+    this.receipts = new ReceiptStore(ctx.storage, ctx.id.toString(), env);
     this.sql.exec(`CREATE TABLE IF NOT EXISTS usage (bucket TEXT NOT NULL, start INTEGER NOT NULL, key_id TEXT NOT NULL,
       model TEXT NOT NULL, requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
       cost INTEGER NOT NULL, latency_ms_sum INTEGER NOT NULL, latency_ms_max INTEGER NOT NULL, failures INTEGER NOT NULL,
@@ -95,13 +103,41 @@ export class UsageMeter extends DurableObject<Env> {
   }
 
   /**
-   * Adds a batch of requests (workers/lib/usage-batch.ts: what one isolate finished within a few milliseconds): one
-   * call and one write transaction for them all, applied in full or not at all.
+   * Adds a batch of requests (workers/lib/usage-batch.ts: what one isolate finished within a few milliseconds) and
+   * their receipts: one call and one write transaction for them all, applied in full or not at all. Returns how many
+   * receipts it stored (an isolate of the release before this sends `events` only; one of this release learns from
+   * the count that a meter of the release before, which returns nothing, did not store its receipts).
    */
-  recordMany(events: UsageEvent[]): void {
+  async recordMany(events: UsageEvent[], receipts: ReceiptRow[] = []): Promise<number> {
     this.ctx.storage.transactionSync(() => {
       for (const e of events) this.record(e);
+      this.receipts.add(receipts);
     });
+    if (receipts.length > 0) await this.armAlarm(this.receipts.flushDue(Date.now()));
+    return receipts.length;
+  }
+
+  /** A receipt's JSON as stored (null: unknown here, or past retention). */
+  receipt(requestId: string): Promise<string | null> {
+    return this.receipts.get(requestId);
+  }
+
+  /** Moves pending receipts to R2 and prunes old ones (receipt-store.ts); comes back while there is work left. */
+  override async alarm(): Promise<void> {
+    this.alarmAt = null; // this one has fired; a batch during the awaits below may set the next
+    const next = await this.receipts.alarm(Date.now());
+    if (next !== null) await this.armAlarm(next);
+  }
+
+  /** The alarm at `at` at the latest (an earlier one stays): one storage read per life of the object, not per batch. */
+  private async armAlarm(at: number): Promise<void> {
+    if (this.alarmAt === undefined) {
+      const set = await this.ctx.storage.getAlarm();
+      if (this.alarmAt === undefined) this.alarmAt = set; // another batch may have armed it while this one read
+    }
+    if (this.alarmAt !== null && this.alarmAt <= at) return;
+    this.alarmAt = at;
+    await this.ctx.storage.setAlarm(at);
   }
 
   /** Rows whose bucket starts in [from, to), oldest first. */

@@ -18,17 +18,21 @@ import type { TaskView } from "../../shared/views.ts";
 import type { AppEnv } from "../env.ts";
 import { type Cost, type ModelPrice, priceForModel, priceOf } from "../gateway/model-map.ts";
 import { routerSigningKey } from "./secrets.ts";
+import { storeReceiptBatched } from "./usage-batch.ts";
 
 // Cost and a signed receipt for every answer (completions v1–v3, hosted, the gateway's chat/completions/embeddings,
 // embeddings, delegate, validate, factcheck): one place prices the charged usage (the model map's price), signs
 // the receipt (EIP-712 under the router's signing domain, key ROUTER_SIGNING_KEY; shared/receipt.ts verifies it),
 // stores it for GET /api/v1/receipts/:requestId and tells the usage meter what was charged (`metered`).
 //
-// Storage: R2 `receipts/<owner>/<request id>`, written after the answer (waitUntil: an R2 put takes ~7 ms under
-// wrangler dev and more in production, and the answer already carries the receipt, which verifies on its own); a
-// GET in the same few milliseconds may miss it, a failed write is logged. Retention as payloads:
-// PAYLOAD_RETENTION_S from issue (older ones read as absent and are deleted when read; in production an R2
-// lifecycle rule on `receipts/` removes the rest).
+// Storage: in the owner's UsageMeter, written after the answer (waitUntil; the answer already carries the receipt,
+// which verifies on its own) in the same per-isolate batch, RPC and SQLite transaction as the owner's usage events
+// (lib/usage-batch.ts), not one R2 put per answer; the meter moves pending receipts to R2 in bulk, one object per
+// owner per ~10 s (durable-objects/receipt-store.ts). A GET in the same few milliseconds may miss it; a failed batch
+// falls back to the per-receipt R2 key `receipts/<owner>/<request id>` (where receipts were stored before, still
+// read by the route), a failure of that too is logged. Retention as payloads: PAYLOAD_RETENTION_S from issue (older
+// ones read as absent; the meter prunes its own, legacy keys are deleted when read and, in production, by an R2
+// lifecycle rule on `receipts/`).
 
 export type { ReceiptKind, ReceiptTask };
 
@@ -149,7 +153,7 @@ function keyIdOf(c: Context<AppEnv>): string {
   return c.get("keyId") ?? `owner:${c.get("owner")}`;
 }
 
-/** Where an owner's receipt is stored. */
+/** Where an owner's receipt was stored before the meter kept them (still read; written when a batch fails). */
 export function receiptKey(owner: string, requestId: string): string {
   return `receipts/${encodeURIComponent(owner)}/${requestId}`;
 }
@@ -182,8 +186,16 @@ export async function signReceipt(c: Context<AppEnv>, facts: ReceiptFacts): Prom
 
 /** Stores a receipt for its owner; a failed write is logged, never thrown (the receipt verifies on its own). */
 async function storeReceipt(c: Context<AppEnv>, receipt: Receipt): Promise<void> {
+  const owner = c.get("owner");
+  const body = JSON.stringify(receipt);
   try {
-    await c.env.PAYLOADS.put(receiptKey(c.get("owner"), receipt.request_id), JSON.stringify(receipt), {
+    await storeReceiptBatched(c.env, owner, { request_id: receipt.request_id, issued_at: receipt.issued_at, body });
+    return;
+  } catch (err) {
+    console.error(`request ${receipt.request_id}: its receipt's batch failed, storing it alone`, err);
+  }
+  try {
+    await c.env.PAYLOADS.put(receiptKey(owner, receipt.request_id), body, {
       httpMetadata: { contentType: "application/json" },
       customMetadata: { issued_at: String(receipt.issued_at) },
     });
