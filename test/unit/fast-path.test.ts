@@ -6,6 +6,7 @@ import type { UsageEvent } from "../../durable-objects/usage-meter.ts";
 import { receiptTypedData, type UnsignedReceipt, verifyReceipt } from "../../shared/receipt.ts";
 import { resultHash, signingDomain, typedDataDigest } from "../../shared/signing.ts";
 import { meterUsage } from "../../workers/lib/usage-batch.ts";
+import { countingMeters } from "./app-calls.ts";
 import { env, uniq } from "./helpers.ts";
 
 // The router's hot-path cuts of issue 18 change how work is done, never what it yields: a receipt signed over the
@@ -102,20 +103,6 @@ const event = (key: string, i: number): UsageEvent => ({
   request: true,
 });
 
-/** `env` whose UsageMeter stubs are counted (one stub per batch sent) or replaced. */
-function countingEnv(stub?: (real: DurableObjectStub) => unknown): { env: Env; batches: () => number } {
-  let batches = 0;
-  const ns = env.USAGE_METER;
-  const USAGE_METER = {
-    idFromName: (name: string) => ns.idFromName(name),
-    get: (id: DurableObjectId) => {
-      batches++;
-      return stub ? stub(ns.get(id)) : ns.get(id);
-    },
-  };
-  return { env: { ...env, USAGE_METER } as unknown as Env, batches: () => batches };
-}
-
 async function totals(owner: string) {
   const rows = await usageMeter(env, owner).query({ bucket: "minute", from: Date.now() - 3_600_000, to: Date.now() + 60_000 });
   const sum = (k: "requests" | "prompt_tokens" | "completion_tokens" | "cost" | "failures") => rows.reduce((n, r) => n + r[k], 0);
@@ -131,7 +118,7 @@ async function totals(owner: string) {
 describe("usage metered in batches (workers/lib/usage-batch.ts)", () => {
   it("events sent together share one call, and every event is recorded once", async () => {
     const owner = uniq("batch-owner");
-    const counted = countingEnv();
+    const counted = countingMeters();
     const n = 40;
     await Promise.all(Array.from({ length: n }, (_, i) => meterUsage(counted.env, owner, [event("k1", i + 1)])));
     expect(counted.batches()).toBe(1);
@@ -147,7 +134,7 @@ describe("usage metered in batches (workers/lib/usage-batch.ts)", () => {
 
   it("a full batch is sent at once (64 events), the rest in the next; owners never share a batch", async () => {
     const [a, b] = [uniq("batch-a"), uniq("batch-b")];
-    const counted = countingEnv();
+    const counted = countingMeters();
     await Promise.all([
       ...Array.from({ length: 100 }, (_, i) => meterUsage(counted.env, a, [event("ka", i)])),
       ...Array.from({ length: 3 }, (_, i) => meterUsage(counted.env, b, [event("kb", i)])),
@@ -160,7 +147,7 @@ describe("usage metered in batches (workers/lib/usage-batch.ts)", () => {
   it("a batch that fails is reported to every request in it, and the next batch is unaffected", async () => {
     const owner = uniq("batch-fail");
     let fail = true;
-    const counted = countingEnv((real) => ({
+    const counted = countingMeters((real) => ({
       recordMany: (events: UsageEvent[]) =>
         fail
           ? Promise.reject(new Error("meter down"))

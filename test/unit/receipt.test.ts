@@ -6,6 +6,7 @@ import { commitmentHash, resultHash } from "../../shared/signing.ts";
 import { priceOf } from "../../workers/gateway/model-map.ts";
 import app from "../../workers/index.ts";
 import { receiptKey } from "../../workers/lib/receipts.ts";
+import { callApp } from "./app-calls.ts";
 import { createSession, env, getTask, json, MinerSet, ORIGIN, readSSE, uniq, waitFor } from "./helpers.ts";
 
 // Receipts: the signature covers every field (each one altered fails), binds the signer and the deployment's
@@ -170,24 +171,9 @@ function varsFor(model: string): Env {
   return { ...env, API_KEYS: "dev:dev-key,bob:bob-key-0123456789", MODEL_MAP: JSON.stringify(modelMap) } as Env;
 }
 
-async function call(vars: Env, method: string, path: string, body?: unknown, key = "dev-key"): Promise<Response> {
-  const ctx = createExecutionContext();
-  const res = await app.fetch(
-    new Request(`${ORIGIN}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    }),
-    vars,
-    ctx,
-  );
-  await waitOnExecutionContext(ctx);
-  return res;
-}
-
 async function routerSigner(vars: Env): Promise<{ signer: string; domain: Receipt["domain"] }> {
-  const info = await json(await call(vars, "GET", "/api/v1/info"));
-  const about = await json(await call(vars, "GET", "/api/v1/about"));
+  const info = await json(await callApp(vars, "GET", "/api/v1/info"));
+  const about = await json(await callApp(vars, "GET", "/api/v1/about"));
   expect(about.receipt_signer).toBe(info.receipt_signer);
   expect(about.receipt_domain).toEqual(info.receipt_domain);
   return { signer: info.receipt_signer, domain: info.receipt_domain };
@@ -208,7 +194,7 @@ describe("receipts on the router's answers", () => {
     const { signer: routerAddress, domain } = await routerSigner(vars);
     expect(routerAddress).toBe(privateKeyToAccount(env.ROUTER_SIGNING_KEY as `0x${string}`).address);
 
-    const res = await call(vars, "POST", `/api/v1/completions/${sid}`, { prompt: "Sign this", max_tokens: 8 });
+    const res = await callApp(vars, "POST", `/api/v1/completions/${sid}`, { prompt: "Sign this", max_tokens: 8 });
     expect(res.status).toBe(200);
     const body = await json(res);
     const r: Receipt = body.receipt;
@@ -250,16 +236,16 @@ describe("receipts on the router's answers", () => {
     expect(r.cost).toEqual({ unit: "micro_usd", prompt: expected.prompt, completion: expected.completion, total: expected.total });
 
     // Served again, byte for byte the same receipt, to its owner; to another tenant it does not exist.
-    const again = await call(vars, "GET", `/api/v1/receipts/${requestId}`);
+    const again = await callApp(vars, "GET", `/api/v1/receipts/${requestId}`);
     expect(again.status).toBe(200);
     expect(await json(again)).toEqual(r);
-    const bob = await call(vars, "GET", `/api/v1/receipts/${requestId}`, undefined, "bob-key-0123456789");
+    const bob = await callApp(vars, "GET", `/api/v1/receipts/${requestId}`, undefined, "bob-key-0123456789");
     expect(bob.status).toBe(404);
     expect((await json(bob)).error.code).toBe("not_found");
-    const unknown = await call(vars, "GET", `/api/v1/receipts/${crypto.randomUUID()}`);
+    const unknown = await callApp(vars, "GET", `/api/v1/receipts/${crypto.randomUUID()}`);
     expect(unknown.status).toBe(404);
     expect((await json(unknown)).error.code).toBe("not_found");
-    const malformed = await call(vars, "GET", "/api/v1/receipts/..%2F..%2Fpayload");
+    const malformed = await callApp(vars, "GET", "/api/v1/receipts/..%2F..%2Fpayload");
     expect(malformed.status).toBe(400);
     const anonymous = await app.fetch(new Request(`${ORIGIN}/api/v1/receipts/${requestId}`), vars, createExecutionContext());
     expect(anonymous.status).toBe(401);
@@ -295,7 +281,7 @@ describe("receipts on the router's answers", () => {
     expect(final.receipt.tasks[0].task_id).toBe(final.task_id);
     // Stored in the background once the final chunk is out.
     const again = await waitFor(async () => {
-      const res = await call(vars, "GET", `/api/v1/receipts/${requestId}`);
+      const res = await callApp(vars, "GET", `/api/v1/receipts/${requestId}`);
       return res.status === 200 ? json(res) : null;
     }, "the streamed answer's receipt to be stored");
     expect(again).toEqual(final.receipt);
@@ -306,13 +292,13 @@ describe("receipts on the router's answers", () => {
     const vars = varsFor(model);
     const { sid } = await servingMiner(model, "v3 words");
     const { signer: routerAddress } = await routerSigner(vars);
-    const v3 = await call(vars, "POST", `/api/v3/completions/${sid}`, { prompt: "v3", max_tokens: 8 });
+    const v3 = await callApp(vars, "POST", `/api/v3/completions/${sid}`, { prompt: "v3", max_tokens: 8 });
     expect(v3.status).toBe(200);
     const v3Body = await json(v3);
     expect(await verifyReceipt(v3Body.receipt, routerAddress)).toBe(true);
     expect(v3Body.receipt.tasks[0].task_id).toBe(v3Body.task_id);
 
-    const delegate = await call(vars, "POST", "/api/v1/delegate", { task_request_input: "add 2 and 2", session_id: sid, max_tokens: 8 });
+    const delegate = await callApp(vars, "POST", "/api/v1/delegate", { task_request_input: "add 2 and 2", session_id: sid, max_tokens: 8 });
     expect(delegate.status).toBe(200);
     const d = await json(delegate);
     expect(await verifyReceipt(d.receipt, routerAddress)).toBe(true);
@@ -326,11 +312,11 @@ describe("receipts on the router's answers", () => {
     const key = receiptKey("dev", requestId);
     const old = Date.now() - 8 * 86_400_000;
     await env.PAYLOADS.put(key, JSON.stringify({ request_id: requestId }), { customMetadata: { issued_at: String(old) } });
-    const res = await call(env, "GET", `/api/v1/receipts/${requestId}`);
+    const res = await callApp(env, "GET", `/api/v1/receipts/${requestId}`);
     expect(res.status).toBe(404);
     expect(await env.PAYLOADS.head(key)).toBeNull();
     // Within retention the same object is served.
     await env.PAYLOADS.put(key, JSON.stringify({ request_id: requestId }), { customMetadata: { issued_at: String(Date.now()) } });
-    expect((await call(env, "GET", `/api/v1/receipts/${requestId}`)).status).toBe(200);
+    expect((await callApp(env, "GET", `/api/v1/receipts/${requestId}`)).status).toBe(200);
   });
 });

@@ -1,12 +1,12 @@
-import { createExecutionContext, runDurableObjectAlarm, runInDurableObject, waitOnExecutionContext } from "cloudflare:test";
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import { RECEIPT_FLUSH_AT, RECEIPT_FLUSH_MS, type ReceiptRow, type ReceiptStore } from "../../durable-objects/receipt-store.ts";
 import { usageMeter } from "../../durable-objects/stubs.ts";
 import type { UsageEvent, UsageMeter } from "../../durable-objects/usage-meter.ts";
-import app from "../../workers/index.ts";
 import { receiptKey } from "../../workers/lib/receipts.ts";
 import { meterUsage, storeReceiptBatched } from "../../workers/lib/usage-batch.ts";
-import { createSession, env, json, MinerSet, ORIGIN, uniq, waitFor } from "./helpers.ts";
+import { callApp, countingMeters } from "./app-calls.ts";
+import { createSession, env, json, MinerSet, uniq, waitFor } from "./helpers.ts";
 
 // Receipts kept by their owner's UsageMeter (durable-objects/receipt-store.ts): stored in the usage batches (one RPC
 // for many), served while pending, moved by the alarm into one R2 object per batch and still served from there, kept
@@ -47,28 +47,6 @@ function tables(owner: string) {
 async function objectsOf(owner: string): Promise<string[]> {
   const prefix = `receipts/batches/${env.USAGE_METER.idFromName(owner).toString()}/`;
   return (await env.PAYLOADS.list({ prefix })).objects.map((o) => o.key);
-}
-
-/** `env` whose UsageMeter stubs are counted (one per batch sent), with recordMany optionally replaced. */
-function countingEnv(
-  recordMany?: (real: DurableObjectStub<UsageMeter>, events: UsageEvent[], receipts?: ReceiptRow[]) => Promise<unknown>,
-) {
-  let batches = 0;
-  const ns = env.USAGE_METER;
-  const USAGE_METER = {
-    idFromName: (name: string) => ns.idFromName(name),
-    get: (id: DurableObjectId) => {
-      batches++;
-      const real = ns.get(id);
-      if (!recordMany) return real;
-      return {
-        recordMany: (events: UsageEvent[], receipts?: ReceiptRow[]) => recordMany(real, events, receipts),
-        receipt: (id: string) => real.receipt(id),
-        query: (q: Parameters<UsageMeter["query"]>[0]) => real.query(q),
-      };
-    },
-  };
-  return { env: { ...env, USAGE_METER } as unknown as Env, batches: () => batches };
 }
 
 describe("receipts in the owner's UsageMeter", () => {
@@ -211,7 +189,7 @@ describe("receipts in the owner's UsageMeter", () => {
 describe("receipts batched with usage (workers/lib/usage-batch.ts)", () => {
   it("concurrent receipts and events of one owner are one RPC, and every one lands", async () => {
     const owner = uniq("rs-batch");
-    const counted = countingEnv();
+    const counted = countingMeters();
     const rows = Array.from({ length: 30 }, () => row());
     await Promise.all([
       ...rows.map((r) => storeReceiptBatched(counted.env, owner, r)),
@@ -225,7 +203,7 @@ describe("receipts batched with usage (workers/lib/usage-batch.ts)", () => {
 
   it("a full batch (64 receipts) is sent at once, the rest in the next", async () => {
     const owner = uniq("rs-full");
-    const counted = countingEnv();
+    const counted = countingMeters();
     await Promise.all(Array.from({ length: 100 }, () => storeReceiptBatched(counted.env, owner, row())));
     expect(counted.batches()).toBe(2);
     expect((await tables(owner)).rows).toHaveLength(100);
@@ -233,7 +211,7 @@ describe("receipts batched with usage (workers/lib/usage-batch.ts)", () => {
 
   it("a meter that stores no receipts (the release before) is reported to the receipt, not to the usage", async () => {
     const owner = uniq("rs-old-meter");
-    const counted = countingEnv((real, events) => real.recordMany(events).then(() => undefined));
+    const counted = countingMeters((real) => ({ recordMany: (events: UsageEvent[]) => real.recordMany(events).then(() => undefined) }));
     const [receipt, usage] = await Promise.allSettled([
       storeReceiptBatched(counted.env, owner, row()),
       meterUsage(counted.env, owner, [event(1)]),
@@ -252,21 +230,6 @@ afterEach(() => miners.closeAll());
 /** The unit env with a second tenant `bob` (and optionally another UsageMeter namespace). */
 const varsOf = (over: Partial<Env> = {}) => ({ ...env, API_KEYS: `dev:dev-key,bob:${BOB_KEY}`, ...over }) as Env;
 
-async function call(vars: Env, method: string, path: string, body?: unknown, key = "dev-key"): Promise<Response> {
-  const ctx = createExecutionContext();
-  const res = await app.fetch(
-    new Request(`${ORIGIN}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    }),
-    vars,
-    ctx,
-  );
-  await waitOnExecutionContext(ctx);
-  return res;
-}
-
 describe("GET /api/v1/receipts/:requestId", () => {
   it("serves the owner's receipt, pending or moved, and to another owner it does not exist", async () => {
     const vars = varsOf();
@@ -278,19 +241,19 @@ describe("GET /api/v1/receipts/:requestId", () => {
     await env.PAYLOADS.put(receiptKey("bob", legacy.request_id), legacy.body, { customMetadata: { issued_at: String(legacy.issued_at) } });
     for (const moved of [false, true]) {
       if (moved) await Promise.all(["dev", "bob"].map((o) => runDurableObjectAlarm(usageMeter(env, o))));
-      const res = await call(vars, "GET", `/api/v1/receipts/${mine.request_id.toUpperCase()}`);
+      const res = await callApp(vars, "GET", `/api/v1/receipts/${mine.request_id.toUpperCase()}`);
       expect(res.status).toBe(200);
       expect(res.headers.get("content-type")).toBe("application/json");
       expect(await res.text()).toBe(mine.body);
-      expect((await call(vars, "GET", `/api/v1/receipts/${bobs.request_id}`, undefined, BOB_KEY)).status).toBe(200);
+      expect((await callApp(vars, "GET", `/api/v1/receipts/${bobs.request_id}`, undefined, BOB_KEY)).status).toBe(200);
       for (const id of [bobs.request_id, legacy.request_id]) {
-        const res = await call(vars, "GET", `/api/v1/receipts/${id}`);
+        const res = await callApp(vars, "GET", `/api/v1/receipts/${id}`);
         expect(res.status).toBe(404);
         expect((await json(res)).error.code).toBe("not_found");
       }
-      expect((await call(vars, "GET", `/api/v1/receipts/${mine.request_id}`, undefined, BOB_KEY)).status).toBe(404);
+      expect((await callApp(vars, "GET", `/api/v1/receipts/${mine.request_id}`, undefined, BOB_KEY)).status).toBe(404);
     }
-    expect((await call(vars, "GET", `/api/v1/receipts/${legacy.request_id}`, undefined, BOB_KEY)).status).toBe(200);
+    expect((await callApp(vars, "GET", `/api/v1/receipts/${legacy.request_id}`, undefined, BOB_KEY)).status).toBe(200);
   });
 
   it("an answer's receipt whose batch failed is stored alone under the legacy key, and served", async () => {
@@ -310,11 +273,11 @@ describe("GET /api/v1/receipts/:requestId", () => {
       },
     } as unknown as Env["USAGE_METER"];
     const vars = varsOf({ USAGE_METER });
-    const res = await call(vars, "POST", `/api/v1/completions/${sid}`, { prompt: "hi", max_tokens: 4 });
+    const res = await callApp(vars, "POST", `/api/v1/completions/${sid}`, { prompt: "hi", max_tokens: 4 });
     expect(res.status).toBe(200);
     const { receipt } = await json(res);
     expect(await env.PAYLOADS.head(receiptKey("dev", receipt.request_id))).not.toBeNull();
-    const again = await call(vars, "GET", `/api/v1/receipts/${receipt.request_id}`);
+    const again = await callApp(vars, "GET", `/api/v1/receipts/${receipt.request_id}`);
     expect(again.status).toBe(200);
     expect(await json(again)).toEqual(receipt);
   });
