@@ -64,6 +64,27 @@ export function precommitTypedData(fields: PrecommitFields, domain: SigningDomai
   };
 }
 
+/**
+ * A paid session deposit's claim (`POST /api/v1/sessions/:id/deposits` with `{tx_hash, signature}`): the payer of
+ * the tUSD transfer signs the session it credits and the transaction, so nobody else can post its hash, and the
+ * signature cannot be replayed to another session.
+ */
+export const DEPOSIT_TYPES = {
+  Deposit: [
+    { name: "session", type: "string" },
+    { name: "tx", type: "bytes32" },
+  ],
+} as const;
+
+export interface DepositFields {
+  session: string;
+  tx: Hex;
+}
+
+export function depositTypedData(fields: DepositFields, domain: SigningDomain) {
+  return { domain, types: DEPOSIT_TYPES, primaryType: "Deposit" as const, message: fields };
+}
+
 /** Domain separators by domain: a deployment has one, and hashing it again for every precommit is wasted work. */
 const separators = new Map<string, Hex>();
 

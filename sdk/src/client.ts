@@ -1,5 +1,5 @@
-import type { Address } from "viem";
-import type { SigningDomain } from "../../shared/signing.ts";
+import type { Address, Hex } from "viem";
+import { depositTypedData, type SigningDomain } from "../../shared/signing.ts";
 import { EdgeApiError, VerificationError } from "./errors.ts";
 import { Http, type RetryOptions } from "./http.ts";
 import { checkOpenedResult, PrivatePayloads, type TaskKeyHolder } from "./private.ts";
@@ -106,6 +106,11 @@ export class EdgeClient {
     list: (q: { limit?: number; before?: string } = {}) =>
       this.#get<{ count: number; sessions: Session[]; next_before: string | null }>("/api/v1/sessions", { query: q }),
     deposit: (id: string, body: Record<string, unknown>) => this.#post<Session>(`/api/v1/sessions/${enc(id)}/deposits`, body),
+    /**
+     * What a chain deposit's payer signs (viem `signTypedData`) to post `{tx_hash, signature}`: Deposit {session, tx}
+     * under the router's domain (the pinned trust domain, else GET /api/v1/info's receipt_domain).
+     */
+    depositTypedData: async (id: string, txHash: Hex) => depositTypedData({ session: id, tx: txHash }, (await this.trustAnchor()).domain),
   };
 
   readonly tasks = {

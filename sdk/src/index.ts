@@ -7,7 +7,7 @@
 
 export type { ErrorCode } from "../../shared/errors.ts";
 export { verifyReceipt } from "../../shared/receipt.ts";
-export { commitmentHash, precommitTypedData, resultHash, type SigningDomain } from "../../shared/signing.ts";
+export { commitmentHash, depositTypedData, precommitTypedData, resultHash, type SigningDomain } from "../../shared/signing.ts";
 export { type CallOptions, type CompletionOptions, type CompletionStream, EdgeClient, type EdgeClientOptions } from "./client.ts";
 export { EdgeApiError, EdgeError, EdgeNetworkError, VerificationError } from "./errors.ts";
 export type { RetryOptions } from "./http.ts";

@@ -7,8 +7,10 @@ import { wrapFetchWithPaymentFromConfig } from "@x402/fetch";
 import { type Address, type Hex, toHex } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { EdgeClient } from "../../sdk/src/index.ts";
 import { testUsdAbi } from "../../shared/chain.ts";
 import { verifyReceipt } from "../../shared/receipt.ts";
+import { depositTypedData, type SigningDomain } from "../../shared/signing.ts";
 import { chainClients, type LocalChain, startChain, TRANSFER_WITH_AUTHORIZATION_TYPES, tokenBalance } from "../helpers/chain.ts";
 import { api, type Miner, type Router, startMiner, startRouter, until } from "../helpers/network.ts";
 
@@ -23,6 +25,7 @@ let router: Router;
 let miner: Miner;
 let payTo: Address;
 let receiptSigner: string;
+let domain: SigningDomain;
 
 const payer = () => privateKeyToAccount(chain.accounts[0].privateKey);
 const balances = async () => ({ payer: await tokenBalance(chain, payer().address), payTo: await tokenBalance(chain, payTo) });
@@ -90,6 +93,7 @@ beforeAll(async () => {
   await miner.waitFor("ready", undefined, 180_000);
   const info = await api(router, "/api/v1/info");
   receiptSigner = info.body.receipt_signer;
+  domain = info.body.receipt_domain;
   const req = await requirementsOf("/api/v1/x402/ping");
   payTo = req.accepts[0].payTo as Address;
 }, 240_000);
@@ -338,19 +342,42 @@ describe("paid MCP tools", () => {
 });
 
 describe("paid session deposits", () => {
-  it("a deposit paid on chain is credited once; one paid with x402 too; the session shows their sources", async () => {
-    const created = await api(router, "/api/v1/sessions", { body: { name: "paid", deposit: 1000 } });
+  /** `key`'s signature of Deposit {session, tx} under the router's published receipt_domain. */
+  const signDeposit = (key: Hex, session: string, tx: Hex) =>
+    privateKeyToAccount(key).signTypedData(depositTypedData({ session, tx }, domain));
+  const newSession = async (name: string) => {
+    const created = await api(router, "/api/v1/sessions", { body: { name, deposit: 1000 } });
     expect(created.status, JSON.stringify(created.body)).toBe(201);
-    const sid = created.body.id ?? created.body.config.id;
-    const { wallet, public: pub } = chainClients(chain, chain.accounts[4].privateKey);
+    return created.body.id ?? created.body.config.id;
+  };
+  const deposit = (sid: string, body: object) => api(router, `/api/v1/sessions/${sid}/deposits`, { body });
+
+  it("a deposit paid on chain is credited once to its payer's signed session; one paid with x402 too; the session shows their sources", async () => {
+    const [sid, other] = [await newSession("paid"), await newSession("other")];
+    const alice = chain.accounts[4].privateKey;
+    const { wallet, public: pub } = chainClients(chain, alice);
     const hash = await wallet.writeContract({ address: chain.token, abi: testUsdAbi, functionName: "transfer", args: [payTo, 5000n] });
     await pub.waitForTransactionReceipt({ hash });
-    const first = await api(router, `/api/v1/sessions/${sid}/deposits`, { body: { tx_hash: hash } });
+    // Anyone who saw the hash: unsigned, signed by another account, or Alice's signature for another session.
+    const bare = await deposit(other, { tx_hash: hash });
+    expect(bare.status).toBe(400);
+    expect(bare.body.error.details).toEqual([{ path: "signature", message: "missing" }]);
+    const thief = await deposit(other, { tx_hash: hash, signature: await signDeposit(chain.accounts[5].privateKey, other, hash) });
+    expect(thief.status, JSON.stringify(thief.body)).toBe(400);
+    expect(thief.body.error.details[0].path).toBe("signature");
+    expect((await deposit(other, { tx_hash: hash, signature: await signDeposit(alice, sid, hash) })).status).toBe(400);
+
+    const first = await deposit(sid, { tx_hash: hash, signature: await signDeposit(alice, sid, hash) });
     expect(first.status, JSON.stringify(first.body)).toBe(201);
-    expect(first.body.deposit).toMatchObject({ source: "chain", tokens: 10_000, amount: "5000", tx_hash: hash.toLowerCase() });
+    expect(first.body.deposit).toMatchObject({
+      source: "chain",
+      tokens: 10_000,
+      amount: "5000",
+      tx_hash: hash.toLowerCase(),
+      payer: chain.accounts[4].address.toLowerCase(),
+    });
     expect(first.body.total).toBe(11_000);
-    const again = await api(router, `/api/v1/sessions/${sid}/deposits`, { body: { tx_hash: hash } });
-    expect(again.status).toBe(409);
+    expect((await deposit(sid, { tx_hash: hash, signature: await signDeposit(alice, sid, hash) })).status).toBe(409);
     // A transaction that paid someone else credits nothing.
     const elsewhere = await wallet.writeContract({
       address: chain.token,
@@ -359,12 +386,12 @@ describe("paid session deposits", () => {
       args: [chain.accounts[5].address, 5000n],
     });
     await pub.waitForTransactionReceipt({ hash: elsewhere });
-    expect((await api(router, `/api/v1/sessions/${sid}/deposits`, { body: { tx_hash: elsewhere } })).status).toBe(400);
+    expect((await deposit(sid, { tx_hash: elsewhere, signature: await signDeposit(alice, sid, elsewhere) })).status).toBe(400);
 
     // x402: 402 with the amount asked, then paid by the x402 client (with the API key: the session is the owner's).
-    const unpaid = await api(router, `/api/v1/sessions/${sid}/deposits`, { body: { amount: "2500" } });
+    const unpaid = await deposit(sid, { amount: "2500" });
     expect(unpaid.status).toBe(402);
-    const res = await paidFetch(chain.accounts[4].privateKey)(
+    const res = await paidFetch(alice)(
       `${router.url}/api/v1/sessions/${sid}/deposits`,
       post({ amount: "2500" }, { authorization: "Bearer dev-key" }),
     );
@@ -372,10 +399,29 @@ describe("paid session deposits", () => {
     expect(res.status, JSON.stringify(paid)).toBe(201);
     expect(paid.deposit).toMatchObject({ source: "x402", tokens: 5000, amount: "2500" });
     expect(paid.deposit.tx_hash).toMatch(/^0x[0-9a-f]{64}$/);
+    // Its settlement's hash, posted again as a chain deposit by its payer: the money was credited already.
+    const twice = await deposit(sid, { tx_hash: paid.deposit.tx_hash, signature: await signDeposit(alice, sid, paid.deposit.tx_hash) });
+    expect(twice.status, JSON.stringify(twice.body)).toBe(409);
 
     const view = await api(router, `/api/v1/sessions/${sid}`);
     expect(view.body.config.deposit).toBe(16_000);
     expect(view.body.usage.deposit).toBe(16_000);
     expect(view.body.deposits.map((d: { source: string }) => d.source)).toEqual(["granted", "chain", "x402"]);
   }, 120_000);
+
+  it("an x402 per-request payment's settlement posted as a chain deposit by its payer is 409 and credits nothing", async () => {
+    const sid = await newSession("per-request");
+    const alice = chain.accounts[4].privateKey;
+    const ping = await paidFetch(alice)(`${router.url}/api/v1/x402/ping`);
+    expect(ping.status).toBe(200);
+    const tx = decodePaymentResponseHeader(ping.headers.get("payment-response")!).transaction.toLowerCase() as Hex;
+    // Signed through the SDK's helper (the router's published domain).
+    const sdk = new EdgeClient({ baseUrl: router.url, apiKey: "dev-key" });
+    const signature = await privateKeyToAccount(alice).signTypedData(await sdk.sessions.depositTypedData(sid, tx));
+    expect(signature).toBe(await signDeposit(alice, sid, tx));
+    const again = await deposit(sid, { tx_hash: tx, signature });
+    expect(again.status, JSON.stringify(again.body)).toBe(409);
+    expect(again.body.error.details.kind).toBe("x402");
+    expect((await api(router, `/api/v1/sessions/${sid}`)).body.config.deposit).toBe(1000);
+  }, 60_000);
 });

@@ -101,10 +101,15 @@ describe("Payments: the durable hold", () => {
     await store.release(id);
     expect(await store.reserve(id, "100")).toEqual({ ok: true });
     const tx = uniq("0xtx");
-    expect(await store.claimDeposit(tx, "s1", "5")).toEqual({ ok: true });
-    expect(await store.claimDeposit(tx, "s2", "5")).toMatchObject({ ok: false, session_id: "s1" });
+    expect(await store.claimDeposit(tx, "s1", "5", "0xpayer")).toEqual({ ok: true });
+    expect(await store.claimDeposit(tx, "s2", "5", "0xpayer")).toMatchObject({
+      ok: false,
+      reason: "claimed",
+      session_id: "s1",
+      kind: "chain",
+    });
     await store.unclaimDeposit(tx);
-    expect((await store.claimDeposit(tx, "s2", "5")).ok).toBe(true);
+    expect((await store.claimDeposit(tx, "s2", "5", "0xpayer")).ok).toBe(true);
   });
 
   it("drops rows older than any authorization's life (a hold left by a request that died frees its authorization)", async () => {

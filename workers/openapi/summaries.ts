@@ -25,7 +25,7 @@ export const SUMMARIES: Record<string, string> = {
   "POST /api/v1/sessions": "Create a session (model, miners, deposit)",
   "GET /api/v1/sessions/{sessionId}": "A session",
   "POST /api/v1/sessions/{sessionId}/reservations": "Reserve a task id and its key, to seal a private prompt on the client",
-  "POST /api/v1/sessions/{sessionId}/deposits": "Add a paid deposit: a tUSD transfer's tx_hash, or an amount paid with x402",
+  "POST /api/v1/sessions/{sessionId}/deposits": "Add a paid deposit: a payer-signed tUSD transfer's tx_hash, or an amount paid with x402",
   "GET /api/v1/x402/ping": "x402: a paid no-op (check a client's payments)",
   "GET /api/v1/tasks/{sessionId}": "A session's tasks, paged",
   "GET /api/v1/tasks/{sessionId}/{taskId}": "A task",

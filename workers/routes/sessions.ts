@@ -36,9 +36,20 @@ sessions.get("/:sessionId", params(SessionParam), async (c) => {
   return c.json({ ...summary, config: detail.config, usage: detail.usage, deposits: depositsOf(detail.config) });
 });
 
-/** A paid deposit: `tx_hash` of a tUSD transfer to the router, or `amount` (tUSD base units) paid with x402 (lib/deposits.ts). */
+/**
+ * A paid deposit: `tx_hash` of a tUSD transfer to the router with its payer's `signature` of Deposit {session, tx}, or
+ * `amount` (tUSD base units) paid with x402 (lib/deposits.ts). `signature` is optional here only so that its absence
+ * gets lib/deposits.ts's explanation (a union's failure names no field); a chain deposit without one is refused.
+ */
 const DepositBody = z.union([
-  z.strictObject({ tx_hash: z.string().regex(/^0x[0-9a-fA-F]{64}$/, "a 32-byte transaction hash") }),
+  z.strictObject({
+    tx_hash: z.string().regex(/^0x[0-9a-fA-F]{64}$/, "a 32-byte transaction hash"),
+    signature: z
+      .string()
+      .regex(/^0x[0-9a-fA-F]{128}([0-9a-fA-F]{2})?$/, "a 65-byte (or 64-byte compact) hex signature")
+      .optional()
+      .describe("Required: the payer's EIP-712 signature of Deposit {session, tx} under GET /api/v1/info's receipt_domain"),
+  }),
   z.strictObject({ amount: z.union([z.string().regex(/^[1-9]\d{0,20}$/), z.number().int().positive().max(Number.MAX_SAFE_INTEGER)]) }),
 ]);
 
@@ -47,7 +58,7 @@ sessions.post("/:sessionId/deposits", params(SessionParam), jsonBody(DepositBody
   const body = c.req.valid("json");
   const paid =
     "tx_hash" in body
-      ? await chainDeposit(c, sessionId, body.tx_hash as `0x${string}`)
+      ? await chainDeposit(c, sessionId, body.tx_hash as `0x${string}`, body.signature)
       : await x402Deposit(c, sessionId, BigInt(body.amount));
   return c.json({ session_id: sessionId, deposit: paid.entry, total: paid.config.deposit, deposits: depositsOf(paid.config) }, 201);
 });
