@@ -13,6 +13,12 @@ import { type FacilitatorTarget, facilitatorFor } from "./payments-facilitator.t
 
 /** How long an authorization's row is kept: longer than any authorization is valid (X402_MAX_TIMEOUT_S). */
 export const AUTHORIZATION_ROW_TTL_MS = 24 * 3600_000;
+/**
+ * How long an x402 settlement's claim is kept. Past it, nothing is lost: a chain deposit must be a transfer its
+ * signer sent, and a settlement is sent by the facilitator, so its hash is refused as relayed without the row. What
+ * goes is a settlement given back to its payer (its session vanished) and not claimed again within this time.
+ */
+export const SETTLEMENT_ROW_TTL_MS = 30 * 86_400_000;
 
 export type Reserved = { ok: true } | { ok: false; state: "reserved" | "settled"; transaction: string | null };
 
@@ -88,6 +94,7 @@ export class Payments extends DurableObject<Env> {
         .map((c) => c.name),
     );
     for (const [name, column] of DEPOSIT_COLUMNS) if (!have.has(name)) this.sql.exec(`ALTER TABLE deposits ADD COLUMN ${column}`);
+    this.sql.exec("CREATE INDEX IF NOT EXISTS deposits_x402_at ON deposits (at) WHERE kind = 'x402'");
   }
 
   /** Holds an authorization for one request; refused when it is held or was settled already. */
@@ -95,6 +102,8 @@ export class Payments extends DurableObject<Env> {
     // Rows past any authorization's life are dropped: the token refuses an expired or used one by itself, and a
     // hold left by a request that died mid-work frees its authorization (X402_MAX_TIMEOUT_S is far shorter).
     this.sql.exec("DELETE FROM authorizations WHERE at < ?", now - AUTHORIZATION_ROW_TTL_MS);
+    // One row per paid request would otherwise grow this one object for ever (SETTLEMENT_ROW_TTL_MS says why it may go).
+    this.sql.exec("DELETE FROM deposits WHERE kind = 'x402' AND at < ?", now - SETTLEMENT_ROW_TTL_MS);
     const row = this.sql.exec<{ state: string; tx: string | null }>("SELECT state, tx FROM authorizations WHERE id = ?", id).toArray()[0];
     if (row) return { ok: false, state: row.state as "reserved" | "settled", transaction: row.tx };
     this.sql.exec("INSERT INTO authorizations (id, state, tx, amount, at) VALUES (?, 'reserved', NULL, ?, ?)", id, amount, now);

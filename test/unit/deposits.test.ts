@@ -5,7 +5,7 @@ import { type Address, encodeAbiParameters, encodeEventTopics, type Hex, toHex }
 import { generatePrivateKey, privateKeyToAccount } from "viem/accounts";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { deploymentDomain } from "../../durable-objects/deployment.ts";
-import { Payments } from "../../durable-objects/payments.ts";
+import { Payments, SETTLEMENT_ROW_TTL_MS } from "../../durable-objects/payments.ts";
 import { payments } from "../../durable-objects/stubs.ts";
 import { testUsdAbi } from "../../shared/chain.ts";
 import { depositTypedData } from "../../shared/signing.ts";
@@ -170,6 +170,29 @@ describe("Payments: deposits and settlements", () => {
     expect(await store.deposit(tx)).toMatchObject({ tx, session_id: `x402:${id}`, kind: "x402", payer, claimable: 0, amount: "1000" });
     expect(await store.claimDeposit(tx, "s1", "1000", payer, true)).toMatchObject({ ok: false, reason: "claimed", kind: "x402" });
     expect(await store.claimDeposit(tx, "s1", "1000", payer, false)).toMatchObject({ ok: false, reason: "claimed" });
+  });
+
+  it("drops settlement claims past SETTLEMENT_ROW_TTL_MS, never chain claims; a dropped settlement's hash is still refused", async () => {
+    const store = payments(vars);
+    const payer = privateKeyToAccount(generatePrivateKey()).address.toLowerCase() as Address;
+    const id = `${TOKEN.toLowerCase()}:${payer}:${uniq("nonce")}`;
+    const tx = txHash();
+    settleAs = { tx, payer, to: TOKEN, amount: 1000n };
+    await store.reserve(id, "1000");
+    const settled = await store.settle(id, target, { x402Version: 2, accepted: {} as never, payload: { authorization: { from: payer } } }, {
+      amount: "1000",
+      network: "eip155:31337",
+    } as never);
+    expect(settled.success).toBe(true);
+    const own = txHash();
+    expect(await store.claimDeposit(own, "s1", "5", payer)).toEqual({ ok: true });
+    // A later reserve, a day short of the limit, keeps it; one past the limit drops it.
+    await store.reserve(uniq("later"), "1", Date.now() + SETTLEMENT_ROW_TTL_MS - 86_400_000);
+    expect(await store.deposit(tx)).not.toBeNull();
+    await store.reserve(uniq("later"), "1", Date.now() + SETTLEMENT_ROW_TTL_MS + 60_000);
+    expect(await store.deposit(tx)).toBeNull();
+    expect(await store.deposit(own)).toMatchObject({ kind: "chain", session_id: "s1" });
+    expect(await store.claimDeposit(tx, "s2", "1000", payer, true)).toEqual({ ok: false, reason: "relayed" });
   });
 
   it("a relayed transfer nothing gave back is refused; a chain claim given back is dropped", async () => {
