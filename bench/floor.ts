@@ -8,7 +8,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { Log, LogLevel, Miniflare } from "miniflare";
 import { freePort, ROOT, tempDir } from "../test/helpers/network.ts";
-import { call, closedLoop, fx, pct, type Target } from "./lib/load.ts";
+import { call, closedLoop, fx, pct, streamed, type Target } from "./lib/load.ts";
 import { childWorkerds } from "./lib/miniflare-router.ts";
 import { type Peer, portkeyHeaders, startMock, startPortkey } from "./lib/peers.ts";
 import { cpuMs, loadLine } from "./lib/proc.ts";
@@ -18,6 +18,7 @@ const args = new Map(process.argv.slice(2).map((a) => a.replace(/^--/, "").split
 const N_LATENCY = Number(args.get("latency-n") ?? 400);
 const SECONDS = Number(args.get("seconds") ?? 8);
 const CLIENTS = (args.get("clients") ?? "32").split(",").map(Number);
+const N_STREAM = Number(args.get("stream-n") ?? 150);
 const MINERS = 3;
 const WITH_OURS = !args.has("no-ours");
 
@@ -125,6 +126,44 @@ async function latency(ts: Target[]): Promise<void> {
   }
 }
 
+/**
+ * Streamed requests, interleaved: time to the first chunk carrying text from the mock directly, from the floor (the
+ * object streams the miner's text back over RPC after one durable write) and from the router, each less the direct
+ * mock's own time in the same round (as added latency is counted).
+ */
+async function streaming(ts: Target[]): Promise<void> {
+  const floorViaFetch = ts
+    .filter((t) => t.name === "floor, 1 writes")
+    .map((t) => ({ ...t, name: "floor (1 write), object answers via fetch", url: `${t.url}&via=fetch` }));
+  const streamedTargets = [
+    ...ts.filter((t) => t.name === "direct" || t.name === "floor, 1 writes" || t.name === "ours"),
+    ...floorViaFetch,
+  ].map((t) => ({ ...t, body: (i: number) => ({ ...(t.body(i) as object), stream: true }) }));
+  const times = new Map<string, number[]>(streamedTargets.map((t) => [t.name, []]));
+  const added = new Map<string, number[]>(streamedTargets.map((t) => [t.name, []]));
+  for (let i = -10; i < N_STREAM; i++) {
+    let direct = 0;
+    for (const t of streamedTargets) {
+      const s = await streamed(t, i, '"text":"');
+      if (t.name === "direct") direct = s.ttft;
+      if (i < 0) continue;
+      times.get(t.name)!.push(s.ttft);
+      added.get(t.name)!.push(s.ttft - direct);
+    }
+  }
+  console.log(`\nstreaming: ${N_STREAM} sequential streamed requests per target, interleaved`);
+  for (const t of streamedTargets) {
+    const extra =
+      t.name === "direct"
+        ? ""
+        : `; added over direct per pair p50 / p99 ${fx(pct(added.get(t.name)!, 50))} / ${fx(pct(added.get(t.name)!, 99))}`;
+    report(
+      `${t.name === "floor, 1 writes" ? "floor (1 write), RPC stream" : t.name}: time to first text p50 / p99 ms`,
+      `${fx(pct(times.get(t.name)!, 50))} / ${fx(pct(times.get(t.name)!, 99))}${extra}`,
+    );
+  }
+}
+
 async function throughput(ts: Target[], pids: Record<string, number | undefined>): Promise<void> {
   for (const clients of CLIENTS) {
     console.log(`\nthroughput: ${clients} closed-loop clients, ${SECONDS} s per target`);
@@ -147,6 +186,7 @@ const stack = WITH_OURS ? await startStack({ persist: "disk", miners: MINERS, co
 try {
   const ts = targets(floor, mock, portkey, stack);
   await latency(ts);
+  await streaming(ts);
   const workerd: Record<string, number | undefined> = { Portkey: portkey.pid, ours: stack?.router.workerdPid() };
   for (const w of [0, 1, 2]) workerd[`floor, ${w} writes`] = floor.pid;
   await throughput(ts, workerd);

@@ -15,10 +15,23 @@ export class Floor extends DurableObject {
     this.next = ctx.storage.sql.exec("SELECT COALESCE(MAX(id), 0) AS n FROM task").one().n + 1_000_000;
   }
 
-  fetch() {
+  fetch(request) {
+    // A streamed task asked through fetch (`?via=fetch`): the object answers the SSE response itself.
+    if (request.headers.get("upgrade") !== "websocket") return request.json().then(async (body) => sse(await this.stream(body.prompt)));
     const pair = new WebSocketPair();
     this.ctx.acceptWebSocket(pair[1]);
     return new Response(null, { status: 101, webSocket: pair[0] });
+  }
+
+  /** As run, but answers at once with a stream the miner's text is written to when it arrives (1 write). */
+  async stream(prompt) {
+    const pipe = new TransformStream();
+    const writer = pipe.writable.getWriter();
+    this.run(prompt, 1).then(
+      (text) => writer.write(new TextEncoder().encode(`${JSON.stringify({ text })}\n`)).then(() => writer.close()),
+      (err) => writer.abort(err),
+    );
+    return pipe.readable;
   }
 
   async run(prompt, writes) {
@@ -48,6 +61,10 @@ export default {
     if (url.pathname === "/miner") return stub.fetch(request);
     if (url.pathname === "/ping") return Response.json({ ok: true });
     const body = await request.json();
+    if (body.stream && url.searchParams.get("via") === "fetch") {
+      return stub.fetch("https://floor/stream", { method: "POST", body: JSON.stringify(body) });
+    }
+    if (body.stream) return sse(await stub.stream(body.prompt));
     const text = await stub.run(body.prompt, Number(url.searchParams.get("writes") ?? 0));
     return Response.json({
       id: "cmpl-floor",
@@ -57,3 +74,26 @@ export default {
     });
   },
 };
+
+/** The object's NDJSON stream as OpenAI-style SSE: a chunk per line, then [DONE] (as the router relays tokens). */
+function sse(events) {
+  const encoder = new TextEncoder();
+  let buffered = "";
+  const out = events.pipeThrough(new TextDecoderStream()).pipeThrough(
+    new TransformStream({
+      transform(piece, controller) {
+        buffered += piece;
+        for (let nl = buffered.indexOf("\n"); nl >= 0; nl = buffered.indexOf("\n")) {
+          const { text } = JSON.parse(buffered.slice(0, nl));
+          buffered = buffered.slice(nl + 1);
+          const chunk = { id: "cmpl-floor", object: "text_completion", choices: [{ index: 0, text, finish_reason: null }] };
+          controller.enqueue(encoder.encode(`data: ${JSON.stringify(chunk)}\n\n`));
+        }
+      },
+      flush(controller) {
+        controller.enqueue(encoder.encode("data: [DONE]\n\n"));
+      },
+    }),
+  );
+  return new Response(out, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache" } });
+}
