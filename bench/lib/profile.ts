@@ -98,15 +98,14 @@ export async function startProfiler(inspectorPort: number, bundlePath: string): 
         const ms = (profile.endTime - profile.startTime) / 1000;
         const perSample = samples ? ms / samples : 0;
         const byId = new Map(nodes.map((n) => [n.id, n]));
-        const own = (n: ProfileNode) =>
-          n.callFrame.url.endsWith(bundleName) && !moduleAt(n.callFrame.lineNumber).startsWith("node_modules/");
         // Depth first from the root, with the project functions on the current stack (each counted once per sample).
         const walk = (n: ProfileNode, stack: Set<string>) => {
           const name = n.callFrame.functionName || "(anonymous)";
           const url = n.callFrame.url;
           const where = url.endsWith(bundleName) ? moduleAt(n.callFrame.lineNumber) : url ? `(${url.slice(-40)})` : "(runtime)";
           const key = `${name} [${where}]`;
-          const here = own(n) && !stack.has(key) ? new Set(stack).add(key) : stack;
+          const own = url.endsWith(bundleName) && !where.startsWith("node_modules/");
+          const here = own && !stack.has(key) ? new Set(stack).add(key) : stack;
           if (name !== "(idle)" && name !== "(program)") {
             const t = (n.hitCount ?? 0) * perSample;
             totalMs += t;

@@ -141,6 +141,21 @@ function payment(req: PaymentRequirements, from: Address): string {
   return encodePaymentSignatureHeader({ x402Version: 2, accepted: req, payload: { signature: `0x${"00".repeat(65)}`, authorization } });
 }
 
+/** A fresh payer's 1000-unit payment reserved and settled through the fake facilitator: its authorization id and tx. */
+async function settledPayment(store: ReturnType<typeof payments>): Promise<{ payer: Address; id: string; tx: Hex }> {
+  const payer = privateKeyToAccount(generatePrivateKey()).address.toLowerCase() as Address;
+  const id = `${TOKEN.toLowerCase()}:${payer}:${uniq("nonce")}`;
+  const tx = txHash();
+  settleAs = { tx, payer, to: TOKEN, amount: 1000n };
+  await store.reserve(id, "1000");
+  const res = await store.settle(id, target, { x402Version: 2, accepted: {} as never, payload: { authorization: { from: payer } } }, {
+    amount: "1000",
+    network: "eip155:31337",
+  } as never);
+  expect(res.success, JSON.stringify(res)).toBe(true);
+  return { payer, id, tx };
+}
+
 describe("Payments: deposits and settlements", () => {
   it("adds its deposit columns to a table of the first version, keeping its rows (read as chain deposits)", async () => {
     const stub = env.PAYMENTS.get(env.PAYMENTS.idFromName(uniq("payments")));
@@ -157,16 +172,7 @@ describe("Payments: deposits and settlements", () => {
 
   it("a successful settlement claims its transaction for good; a chain claim of it, even by its payer, is refused", async () => {
     const store = payments(vars);
-    const payer = privateKeyToAccount(generatePrivateKey()).address.toLowerCase() as Address;
-    const id = `${TOKEN.toLowerCase()}:${payer}:${uniq("nonce")}`;
-    const tx = txHash();
-    settleAs = { tx, payer, to: TOKEN, amount: 1000n };
-    await store.reserve(id, "1000");
-    const res = await store.settle(id, target, { x402Version: 2, accepted: {} as never, payload: { authorization: { from: payer } } }, {
-      amount: "1000",
-      network: "eip155:31337",
-    } as never);
-    expect(res.success, JSON.stringify(res)).toBe(true);
+    const { payer, id, tx } = await settledPayment(store);
     expect(await store.deposit(tx)).toMatchObject({ tx, session_id: `x402:${id}`, kind: "x402", payer, claimable: 0, amount: "1000" });
     expect(await store.claimDeposit(tx, "s1", "1000", payer, true)).toMatchObject({ ok: false, reason: "claimed", kind: "x402" });
     expect(await store.claimDeposit(tx, "s1", "1000", payer, false)).toMatchObject({ ok: false, reason: "claimed" });
@@ -174,16 +180,7 @@ describe("Payments: deposits and settlements", () => {
 
   it("drops settlement claims past SETTLEMENT_ROW_TTL_MS, never chain claims; a dropped settlement's hash is still refused", async () => {
     const store = payments(vars);
-    const payer = privateKeyToAccount(generatePrivateKey()).address.toLowerCase() as Address;
-    const id = `${TOKEN.toLowerCase()}:${payer}:${uniq("nonce")}`;
-    const tx = txHash();
-    settleAs = { tx, payer, to: TOKEN, amount: 1000n };
-    await store.reserve(id, "1000");
-    const settled = await store.settle(id, target, { x402Version: 2, accepted: {} as never, payload: { authorization: { from: payer } } }, {
-      amount: "1000",
-      network: "eip155:31337",
-    } as never);
-    expect(settled.success).toBe(true);
+    const { payer, tx } = await settledPayment(store);
     const own = txHash();
     expect(await store.claimDeposit(own, "s1", "5", payer)).toEqual({ ok: true });
     // A later reserve, a day short of the limit, keeps it; one past the limit drops it.
