@@ -183,7 +183,8 @@ async function launchRouter(baseArgs: string[], port: number, persistDir: string
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw exited();
     try {
-      const res = await fetch(`${url}/api/v1/ping`);
+      // A bounded probe: whatever else may hold the port must not hang the start.
+      const res = await fetch(`${url}/api/v1/ping`, { signal: AbortSignal.timeout(2_000) });
       if (res.ok) break;
       const refusal = await res.text();
       if (res.status === 503 && refusal.includes("configuration_error")) {
